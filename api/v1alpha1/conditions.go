@@ -1,0 +1,64 @@
+package v1alpha1
+
+// Condition types. Each says what True means.
+const (
+	// ConditionReady is True when Redis is configured for the channel and every shard has at
+	// least one available relay: publishing and subscribing work.
+	ConditionReady = "Ready"
+	// ConditionRedisConfigured is True when every shard is placed and its stream, retention and
+	// ACL user exist on the Redis nodes that need them.
+	ConditionRedisConfigured = "RedisConfigured"
+	// ConditionRelaysAvailable is True when every shard's relay Deployment has an available replica.
+	ConditionRelaysAvailable = "RelaysAvailable"
+	// ConditionDegraded is True when the channel works but with less than it asked for: fewer
+	// masters than shards, fewer ready relay replicas than requested, or acknowledged messages
+	// that Redis lost in a failover.
+	ConditionDegraded = "Degraded"
+)
+
+// Condition reasons: CamelCase, one meaning each. Messages carry the details for people.
+const (
+	// ReasonReconciled: everything the spec asks for exists and is healthy.
+	ReasonReconciled = "Reconciled"
+	// ReasonProvisioning: the operator accepted the channel and is still creating what it needs.
+	ReasonProvisioning = "Provisioning"
+	// ReasonRedisUnreachable: the operator could not connect to or authenticate with Redis.
+	ReasonRedisUnreachable = "RedisUnreachable"
+	// ReasonPlacementFailed: no hash tag could be placed for a shard (cluster slots not covered).
+	ReasonPlacementFailed = "PlacementFailed"
+	// ReasonAclApplied: streams and per-channel ACL users are in place on every node.
+	ReasonAclApplied = "AclApplied"
+	// ReasonRelaysUnavailable: at least one shard has no available relay replica.
+	ReasonRelaysUnavailable = "RelaysUnavailable"
+	// ReasonRelaysAvailable: every shard has an available relay replica.
+	ReasonRelaysAvailable = "RelaysAvailable"
+	// ReasonInvalidSpec: the spec passed the API server's checks but cannot be honoured (for
+	// example a credentials Secret that does not exist). Fix the spec; the operator does not retry.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonAsExpected: nothing is degraded.
+	ReasonAsExpected = "AsExpected"
+	// ReasonFewerMastersThanShards: shards share masters because the cluster has too few.
+	ReasonFewerMastersThanShards = "FewerMastersThanShards"
+	// ReasonReplicasUnavailable: some shard runs with fewer ready relays than requested.
+	ReasonReplicasUnavailable = "ReplicasUnavailable"
+	// ReasonDeleting: the channel is being deleted and its deletionPolicy is being carried out.
+	ReasonDeleting = "Deleting"
+	// ReasonCleanupFailed: deleting Redis data failed repeatedly; see the message and the
+	// SkipCleanupAnnotation to release the channel without cleanup.
+	ReasonCleanupFailed = "CleanupFailed"
+)
+
+const (
+	// Finalizer holds a channel until its deletionPolicy has been carried out in Redis.
+	Finalizer = "notifications.herald.dev/cleanup"
+
+	// SkipCleanupAnnotation, set to "true" on a channel being deleted, releases the finalizer
+	// without touching Redis. It is the escape hatch when Redis is gone for good.
+	SkipCleanupAnnotation = "notifications.herald.dev/skip-cleanup"
+
+	// InjectLabel opts a pod in to sidecar injection.
+	InjectLabel = "notifications.herald.dev/inject"
+
+	// ChannelsAnnotation lists, comma-separated, the channels an injected pod may use.
+	ChannelsAnnotation = "notifications.herald.dev/channels"
+)

@@ -1,0 +1,304 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DeliveryMode says what a subscriber may count on.
+// +kubebuilder:validation:Enum=Live;Durable
+type DeliveryMode string
+
+const (
+	// DeliveryLive is pub/sub only: lowest latency, at-most-once, nothing to replay after a
+	// disconnect.
+	DeliveryLive DeliveryMode = "Live"
+	// DeliveryDurable stores every message in a per-shard stream before announcing it, so a
+	// subscriber that reconnects with its last event ID gets everything still retained.
+	DeliveryDurable DeliveryMode = "Durable"
+)
+
+// DeletionPolicy says what happens to Redis data when the channel is deleted.
+// +kubebuilder:validation:Enum=Retain;Delete
+type DeletionPolicy string
+
+const (
+	// DeletionRetain keeps the streams and ACL users in Redis; only Kubernetes objects go.
+	DeletionRetain DeletionPolicy = "Retain"
+	// DeletionDelete removes the channel's streams, idempotency keys and ACL users from every
+	// Redis node.
+	DeletionDelete DeletionPolicy = "Delete"
+)
+
+// NotificationChannelSpec is what a team asks of a channel. The operator decides how.
+// +kubebuilder:validation:XValidation:rule="!has(self.delivery) || self.delivery != 'Live' || !has(self.retention)",message="spec.retention is not allowed when spec.delivery is Live: pub/sub keeps nothing to retain"
+// +kubebuilder:validation:XValidation:rule="!has(self.delivery) || self.delivery != 'Durable' || has(self.retention)",message="spec.retention is required when spec.delivery is Durable: set retention.maxLength, retention.maxAge or both"
+type NotificationChannelSpec struct {
+	// shards is the number of partitions of the channel, 1 to 64. A message's key picks its
+	// shard with a stable hash; each shard has its own stream, live channel and relay
+	// Deployment, placed on a distinct Redis master where the cluster has enough of them.
+	// Immutable: changing it would move keys to other shards and break per-key order.
+	// Defaults to 1.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.shards is immutable: create a new channel to change the number of shards"
+	// +optional
+	Shards int32 `json:"shards,omitempty"`
+
+	// delivery is Live (pub/sub only: lowest latency, at-most-once) or Durable (a stream per
+	// shard plus pub/sub: a subscriber resumes with Last-Event-ID and loses nothing still
+	// retained). Defaults to Durable.
+	// +kubebuilder:default=Durable
+	// +optional
+	Delivery DeliveryMode `json:"delivery,omitempty"`
+
+	// retention bounds each shard's stream. Required when delivery is Durable (no stream is
+	// unbounded) and forbidden when delivery is Live (nothing is stored).
+	// +optional
+	Retention *Retention `json:"retention,omitempty"`
+
+	// maxMessageBytes is the largest message body a relay accepts; larger publishes get
+	// 413 Payload Too Large. Defaults to 65536 (64 KiB); at most 16777216 (16 MiB).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16777216
+	// +kubebuilder:default=65536
+	// +optional
+	MaxMessageBytes int32 `json:"maxMessageBytes,omitempty"`
+
+	// relay shapes the per-shard relay Deployments.
+	// +kubebuilder:default={}
+	// +optional
+	Relay RelaySpec `json:"relay,omitempty"`
+
+	// redis overrides the operator's default Redis for this channel. Omit it to use the Redis
+	// the operator was installed with.
+	// +optional
+	Redis *RedisSpec `json:"redis,omitempty"`
+
+	// access lists who may publish and subscribe. The channel's own namespace is always allowed.
+	// +optional
+	Access AccessSpec `json:"access,omitempty"`
+
+	// deletionPolicy is Retain (keep the streams and ACL users in Redis when the channel is
+	// deleted) or Delete (remove them from every node). Defaults to Retain.
+	// +kubebuilder:default=Retain
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// Retention bounds a shard stream by length, by age, or both (whichever trims more).
+// +kubebuilder:validation:XValidation:rule="has(self.maxLength) || has(self.maxAge)",message="spec.retention needs maxLength, maxAge or both"
+type Retention struct {
+	// maxLength is the number of entries each shard stream keeps, at least. Trimming is
+	// approximate (XADD MAXLEN ~), so a stream may briefly hold a little more.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxLength *int64 `json:"maxLength,omitempty"`
+
+	// maxAge is how long an entry is kept, as a Go duration such as "30m" or "24h" (at least 1s).
+	// Entries older than this are trimmed when new ones are written.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.retention.maxAge must be at least 1s"
+	// +optional
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+}
+
+// RelaySpec shapes the relay Deployments, one per shard.
+type RelaySpec struct {
+	// replicas is the number of relay pods per shard, 1 to 100. Each replica holds one Redis
+	// subscription for its shard; more replicas spread subscribers and survive a pod loss.
+	// A PodDisruptionBudget keeps one available when replicas > 1. Defaults to 2.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:default=2
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// resources of the relay container. Defaults to the operator's relay defaults.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// image overrides the relay image the operator was installed with.
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// nodeSelector for the relay pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations for the relay pods.
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity for the relay pods. Without it, replicas are spread across nodes by a
+	// topology spread constraint.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+}
+
+// RedisSpec points a channel at a Redis of its own instead of the operator's default.
+type RedisSpec struct {
+	// addresses are host:port seed nodes of a Redis Cluster, or the one address of a standalone
+	// Redis. The operator discovers the rest of a cluster from them.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:Pattern=`^[^\s:]+:[0-9]{1,5}$`
+	// +listType=atomic
+	Addresses []string `json:"addresses"`
+
+	// credentialsSecretRef names a Secret in the channel's namespace with the username and
+	// password of an administrative Redis user (it must be allowed to run ACL SETUSER and
+	// XGROUP on every node).
+	// +optional
+	CredentialsSecretRef *CredentialsSecretRef `json:"credentialsSecretRef,omitempty"`
+
+	// tls enables TLS to Redis. Omit it for plain TCP.
+	// +optional
+	TLS *RedisTLS `json:"tls,omitempty"`
+}
+
+// CredentialsSecretRef names a Secret and the keys that hold a Redis username and password.
+type CredentialsSecretRef struct {
+	// name of the Secret in the channel's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// usernameKey is the Secret key holding the username. Defaults to "username"; a missing key
+	// means the "default" user.
+	// +kubebuilder:default=username
+	// +optional
+	UsernameKey string `json:"usernameKey,omitempty"`
+
+	// passwordKey is the Secret key holding the password. Defaults to "password".
+	// +kubebuilder:default=password
+	// +optional
+	PasswordKey string `json:"passwordKey,omitempty"`
+}
+
+// RedisTLS configures TLS to Redis.
+type RedisTLS struct {
+	// caSecretRef names a Secret in the channel's namespace whose key (default "ca.crt") holds
+	// the PEM CA bundle that signed the Redis server certificates. Omit it to use the system roots.
+	// +optional
+	CASecretRef *SecretKeyRef `json:"caSecretRef,omitempty"`
+
+	// serverName overrides the name checked in the server certificate.
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
+
+	// insecureSkipVerify turns off certificate verification. For testing only.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in the channel's namespace.
+type SecretKeyRef struct {
+	// name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the Secret. Defaults to "ca.crt".
+	// +kubebuilder:default=ca.crt
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// AccessSpec lists the namespaces whose pods may use the channel through their sidecar.
+type AccessSpec struct {
+	// namespaces, besides the channel's own, whose pods may publish and subscribe.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +listType=set
+	// +optional
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// NotificationChannelStatus is rebuilt from the world on every reconcile.
+type NotificationChannelStatus struct {
+	// observedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, RedisConfigured, RelaysAvailable and Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// shards says where each shard lives. A shard's hashTag is chosen once and never changes.
+	// +listType=map
+	// +listMapKey=index
+	// +optional
+	Shards []ShardStatus `json:"shards,omitempty"`
+
+	// endpoint is the in-cluster URL of the channel-wide relay Service.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// ShardStatus is where one shard lives in Redis and in the cluster.
+type ShardStatus struct {
+	// index of the shard, 0 to shards-1.
+	Index int32 `json:"index"`
+	// hashTag puts the shard's stream and live channel in one Redis Cluster slot.
+	HashTag string `json:"hashTag"`
+	// slot is the Redis Cluster slot of the hash tag (0 for a standalone Redis).
+	Slot int32 `json:"slot"`
+	// node is the address of the master that owned the slot at the last reconcile.
+	// +optional
+	Node string `json:"node,omitempty"`
+	// stream is the key of the shard's stream (Durable channels).
+	// +optional
+	Stream string `json:"stream,omitempty"`
+	// liveChannel is the sharded pub/sub channel of the shard.
+	LiveChannel string `json:"liveChannel"`
+	// workload is the name of the shard's relay Deployment.
+	// +optional
+	Workload string `json:"workload,omitempty"`
+	// readyReplicas is the number of ready relay pods of the shard.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+}
+
+// NotificationChannel is a real-time channel: publish with an HTTP POST, subscribe with SSE or
+// WebSocket, resume with Last-Event-ID.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=nch,categories=herald
+// +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.spec.shards`
+// +kubebuilder:printcolumn:name="Delivery",type=string,JSONPath=`.spec.delivery`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type NotificationChannel struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is what the team wants of the channel.
+	// +kubebuilder:default={}
+	// +optional
+	Spec NotificationChannelSpec `json:"spec,omitempty"`
+
+	// status is what the operator observed and did.
+	// +optional
+	Status NotificationChannelStatus `json:"status,omitempty"`
+}
+
+// NotificationChannelList is a list of NotificationChannels.
+// +kubebuilder:object:root=true
+type NotificationChannelList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []NotificationChannel `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&NotificationChannel{}, &NotificationChannelList{})
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Starts, checks and stops a local Redis Cluster for tests and the local stack: 3 masters and
+# 3 replicas of Debian's redis-server on 127.0.0.1, ports BASE..BASE+5 (default 7001..7006).
+#
+#   hack/redis-cluster.sh up       install redis-server if missing, start, wait until healthy
+#   hack/redis-cluster.sh down     stop the nodes this script started (by PID) and remove data
+#   hack/redis-cluster.sh status   print each node's role and cluster state
+#
+# Environment: REDIS_CLUSTER_BASE_PORT (7001), REDIS_CLUSTER_DIR (a directory under the cache),
+# REDIS_CLUSTER_NODE_TIMEOUT (2000 ms).
+set -euo pipefail
+
+BASE=${REDIS_CLUSTER_BASE_PORT:-7001}
+DIR=${REDIS_CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/herald/redis-cluster-$BASE}
+NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-2000}
+PORTS=$(seq "$BASE" $((BASE + 5)))
+
+log() { echo "redis-cluster: $*" >&2; }
+cli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
+
+# await DESCRIPTION SECONDS COMMAND...: retry COMMAND every 0.2 s until it succeeds.
+await() {
+	local what=$1 deadline=$((SECONDS + $2))
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			log "timed out waiting for $what"
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+install() {
+	command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return
+	log "installing Debian's redis-server"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	apt-get install -y -qq redis-server >&2
+	# The package starts a system-wide server on 6379; this project never uses it.
+	if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+		systemctl stop redis-server || true
+	fi
+}
+
+node_ok() { [ "$(cli "$1" cluster info | tr -d '\r' | sed -n 's/^cluster_state://p')" = ok ]; }
+all_ok() { for p in $PORTS; do node_ok "$p" || return 1; done; }
+replicas_synced() {
+	local n=0 p
+	for p in $PORTS; do
+		if cli "$p" info replication | tr -d '\r' | grep -q '^role:slave'; then
+			cli "$p" info replication | tr -d '\r' | grep -q '^master_link_status:up' || return 1
+			cli "$p" info replication | tr -d '\r' | grep -q '^master_sync_in_progress:0' || return 1
+			n=$((n + 1))
+		fi
+	done
+	[ "$n" -eq 3 ]
+}
+
+up() {
+	install
+	if all_ok 2>/dev/null; then
+		log "already up on 127.0.0.1:$BASE-$((BASE + 5))"
+		return
+	fi
+	down_quiet
+	mkdir -p "$DIR"
+	for p in $PORTS; do
+		mkdir -p "$DIR/$p"
+		redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+			--cluster-config-file "nodes-$p.conf" --cluster-node-timeout "$NODE_TIMEOUT" \
+			--appendonly yes --save "" --dir "$DIR/$p" --daemonize yes \
+			--pidfile "$DIR/$p/redis.pid" --logfile "$DIR/$p/redis.log"
+	done
+	for p in $PORTS; do await "node $p" 20 cli "$p" ping; done
+	local addrs=()
+	for p in $PORTS; do addrs+=("127.0.0.1:$p"); done
+	redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 ||
+		{ cat "$DIR/create.log" >&2; return 1; }
+	await "cluster_state:ok on every node" 60 all_ok
+	await "replicas in sync" 60 replicas_synced
+	log "up on 127.0.0.1:$BASE-$((BASE + 5)) (data in $DIR)"
+}
+
+# down_quiet stops only the servers whose pid files this script wrote.
+down_quiet() {
+	local p pid
+	for p in $PORTS; do
+		[ -f "$DIR/$p/redis.pid" ] || continue
+		pid=$(cat "$DIR/$p/redis.pid")
+		if kill -0 "$pid" 2>/dev/null && grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null; then
+			kill "$pid" 2>/dev/null || true
+			for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -9 "$pid" 2>/dev/null || true
+		fi
+	done
+	rm -rf "$DIR"
+}
+
+down() {
+	down_quiet
+	log "down"
+}
+
+status() {
+	local p
+	for p in $PORTS; do
+		printf '127.0.0.1:%s ' "$p"
+		if cli "$p" ping >/dev/null 2>&1; then
+			echo "$(cli "$p" info replication | tr -d '\r' | sed -n 's/^role://p') $(cli "$p" cluster info | tr -d '\r' | grep '^cluster_state')"
+		else
+			echo "down"
+		fi
+	done
+	all_ok
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status) status ;;
+*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

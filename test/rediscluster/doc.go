@@ -1,0 +1,3 @@
+// Package rediscluster tests hack/redis-cluster.sh, the script that starts the Redis Cluster every
+// other Redis test and the local stack rely on.
+package rediscluster
