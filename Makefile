@@ -91,8 +91,15 @@ run: ## Run the manager against the current kubeconfig and the local Redis Clust
 	go run . manager --redis-addresses=$(HERALD_REDIS_ADDRS)
 
 .PHONY: dev
-dev: ## Start the whole stack locally (not yet built).
-	@echo "dev: not yet: the embedded local stack arrives with the install issue" >&2; exit 1
+dev: build ## Start Herald locally: control plane, Redis Cluster, manager; Ctrl-C stops it all.
+	go run ./hack/localup --herald=bin/herald --redis-base-port=$(REDIS_CLUSTER_BASE_PORT)
+
+.PHONY: dev-down
+dev-down: ## Stop a running `make dev` (it stops what it started, and only that).
+	@pidfile=$${XDG_CACHE_HOME:-$$HOME/.cache}/herald/dev/localup.pid; \
+	if [ -f "$$pidfile" ] && kill -0 "$$(cat $$pidfile)" 2>/dev/null; then \
+		kill -TERM "$$(cat $$pidfile)"; echo "stopping make dev (pid $$(cat $$pidfile))"; \
+	else echo "make dev is not running"; fi
 
 .PHONY: helm-lint
 helm-lint: ## Lint the Helm chart (not yet built).

@@ -52,11 +52,11 @@ func runSuite(m *testing.M) int {
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := testEnv.Start()
+	defer func() { _ = testEnv.Stop() }() // also after a failed start, which may leave processes
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
 		return 1
 	}
-	defer func() { _ = testEnv.Stop() }()
 
 	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, "creating client:", err)
