@@ -1,0 +1,178 @@
+package redisconf
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Options say how to reach a Redis Cluster or a standalone Redis.
+type Options struct {
+	Addrs    []string    // seed addresses, host:port
+	Username string      // "" means the default user
+	Password string      // "" means no AUTH
+	TLS      *tls.Config // nil means plain TCP
+}
+
+// Key identifies Options in a cache of connections.
+func (o Options) Key() string {
+	return fmt.Sprintf("%v|%s|%x|%t", o.Addrs, o.Username, hashPassword(o.Password), o.TLS != nil)
+}
+
+// Conn is an administrative connection. It talks to each node directly, because ACL users are
+// per node and must be written to masters and replicas alike.
+type Conn struct {
+	opts Options
+
+	mu    sync.Mutex
+	nodes map[string]*redis.Client // by address, dialled lazily
+}
+
+// NewConn returns a connection; nothing is dialled until it is used.
+func NewConn(opts Options) *Conn {
+	return &Conn{opts: opts, nodes: map[string]*redis.Client{}}
+}
+
+// Close closes every node connection.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, n := range c.nodes {
+		errs = append(errs, n.Close())
+	}
+	c.nodes = map[string]*redis.Client{}
+	return errors.Join(errs...)
+}
+
+// node returns the client of one address. Timeouts are short: an operator waiting on a dead node
+// holds up every channel behind it.
+func (c *Conn) node(addr string) *redis.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.nodes[addr]; ok {
+		return n
+	}
+	n := redis.NewClient(&redis.Options{
+		Addr:            addr,
+		Username:        c.opts.Username,
+		Password:        c.opts.Password,
+		TLSConfig:       c.opts.TLS,
+		DialTimeout:     2 * time.Second,
+		ReadTimeout:     3 * time.Second,
+		WriteTimeout:    3 * time.Second,
+		MaxRetries:      1,
+		PoolSize:        4,
+		DisableIdentity: true, // CLIENT SETINFO does not exist before Redis 7.2
+	})
+	c.nodes[addr] = n
+	return n
+}
+
+// Node is one Redis server of a topology.
+type Node struct {
+	Addr   string
+	Master bool
+}
+
+// Discover reads the topology and the list of healthy nodes from the first seed that answers.
+func (c *Conn) Discover(ctx context.Context) (Topology, []Node, error) {
+	var errs []error
+	for _, seed := range c.opts.Addrs {
+		topo, nodes, err := c.discoverFrom(ctx, seed)
+		if err == nil {
+			return topo, nodes, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", seed, err))
+	}
+	return Topology{}, nil, errors.Join(errs...)
+}
+
+func (c *Conn) discoverFrom(ctx context.Context, seed string) (Topology, []Node, error) {
+	shards, err := c.node(seed).ClusterShards(ctx).Result()
+	if err != nil && strings.Contains(err.Error(), "cluster support disabled") {
+		if err := c.node(seed).Ping(ctx).Err(); err != nil {
+			return Topology{}, nil, err
+		}
+		return Topology{Masters: []Master{{Addr: seed, Slots: [][2]int{{0, 16383}}}}},
+			[]Node{{Addr: seed, Master: true}}, nil
+	}
+	if err != nil {
+		return Topology{}, nil, err
+	}
+	topo := Topology{Cluster: true}
+	var nodes []Node
+	for _, s := range shards {
+		for _, n := range s.Nodes {
+			if n.Health != "online" {
+				continue
+			}
+			host := n.Endpoint
+			if host == "" || host == "?" {
+				host = n.IP
+			}
+			addr := host + ":" + strconv.FormatInt(n.Port, 10)
+			master := n.Role == "master"
+			nodes = append(nodes, Node{Addr: addr, Master: master})
+			if master && len(s.Slots) > 0 {
+				m := Master{Addr: addr}
+				for _, r := range s.Slots {
+					m.Slots = append(m.Slots, [2]int{int(r.Start), int(r.End)})
+				}
+				topo.Masters = append(topo.Masters, m)
+			}
+		}
+	}
+	topo.sort()
+	return topo, nodes, nil
+}
+
+// EnsureStream creates an empty stream at key on master unless one exists. It reports whether
+// it wrote anything.
+func (c *Conn) EnsureStream(ctx context.Context, master, key string) (bool, error) {
+	n := c.node(master)
+	exists, err := n.Exists(ctx, key).Result()
+	if err != nil || exists == 1 {
+		return false, err
+	}
+	// An empty stream without a consumer group: create one with MKSTREAM, then drop the group.
+	// (XADD + trim would leave a deleted entry behind, which relays would report as a gap.)
+	const group = "herald-create"
+	if err := n.XGroupCreateMkStream(ctx, key, group, "$").Err(); err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+		return false, fmt.Errorf("creating stream %s: %w", key, err)
+	}
+	if err := n.XGroupDestroy(ctx, key, group).Err(); err != nil {
+		return true, fmt.Errorf("creating stream %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// DeleteKeys removes every key matching pattern from every master (UNLINK one key at a time:
+// the keys of a channel live in different slots). It returns how many keys it removed.
+func (c *Conn) DeleteKeys(ctx context.Context, nodes []Node, pattern string) (int, error) {
+	removed := 0
+	for _, nd := range nodes {
+		if !nd.Master {
+			continue
+		}
+		n := c.node(nd.Addr)
+		iter := n.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := n.Unlink(ctx, iter.Val()).Err(); err != nil {
+				return removed, fmt.Errorf("%s: unlinking %s: %w", nd.Addr, iter.Val(), err)
+			}
+			removed++
+		}
+		if err := iter.Err(); err != nil {
+			return removed, fmt.Errorf("%s: scanning %s: %w", nd.Addr, pattern, err)
+		}
+	}
+	return removed, nil
+}
