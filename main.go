@@ -5,10 +5,17 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -20,6 +27,7 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers"
+	"github.com/heraldhq/herald/controllers/redisconf"
 )
 
 func main() {
@@ -48,6 +56,17 @@ func runManager(args []string) error {
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", false, "elect a leader so that only one manager replica reconciles")
 	leaderNS := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
+	redisAddrs := fs.String("redis-addresses", "", "comma-separated host:port seeds of the default Redis Cluster (or one standalone Redis)")
+	redisUser := fs.String("redis-username", "", "Redis user of the operator (needs ACL SETUSER, XGROUP, SCAN, UNLINK on every node)")
+	redisPasswordFile := fs.String("redis-password-file", "", "file holding the operator's Redis password")
+	redisTLS := fs.Bool("redis-tls", false, "connect to the default Redis over TLS")
+	redisCAFile := fs.String("redis-tls-ca-file", "", "PEM CA bundle for the default Redis (default: system roots)")
+	redisServerName := fs.String("redis-tls-server-name", "", "name to check in the default Redis's certificate")
+	relayImage := fs.String("relay-image", "ghcr.io/heraldhq/herald:v0.1.0", "image of the relay Deployments (spec.relay.image overrides)")
+	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
+		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
+	resync := fs.Duration("resync-period", 60*time.Second, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
+	cleanupTimeout := fs.Duration("cleanup-timeout", 10*time.Minute, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -63,8 +82,18 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
+	redisOpts, err := defaultRedis(*redisAddrs, *redisUser, *redisPasswordFile, *redisTLS, *redisCAFile, *redisServerName)
+	if err != nil {
+		return err
+	}
+	var resources corev1.ResourceRequirements
+	if err := json.Unmarshal([]byte(*relayResources), &resources); err != nil {
+		return fmt.Errorf("--relay-resources: %w", err)
+	}
+
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,
@@ -75,9 +104,15 @@ func runManager(args []string) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	if err := (&controllers.NotificationChannelReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("herald-manager"),
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("herald-manager"),
+		Redis:          &redisconf.Pool{},
+		DefaultRedis:   redisOpts,
+		RelayImage:     *relayImage,
+		RelayResources: resources,
+		ResyncPeriod:   *resync,
+		CleanupTimeout: *cleanupTimeout,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NotificationChannel controller: %w", err)
 	}
@@ -89,4 +124,36 @@ func runManager(args []string) error {
 	}
 	ctrl.Log.WithName("setup").Info("Starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// defaultRedis builds the operator's default Redis connection from its flags.
+func defaultRedis(addrs, user, passwordFile string, useTLS bool, caFile, serverName string) (redisconf.Options, error) {
+	var o redisconf.Options
+	for _, a := range strings.Split(addrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			o.Addrs = append(o.Addrs, a)
+		}
+	}
+	o.Username = user
+	if passwordFile != "" {
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return o, fmt.Errorf("--redis-password-file: %w", err)
+		}
+		o.Password = strings.TrimSpace(string(b))
+	}
+	if useTLS {
+		o.TLS = &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+		if caFile != "" {
+			pem, err := os.ReadFile(caFile)
+			if err != nil {
+				return o, fmt.Errorf("--redis-tls-ca-file: %w", err)
+			}
+			o.TLS.RootCAs = x509.NewCertPool()
+			if !o.TLS.RootCAs.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", caFile)
+			}
+		}
+	}
+	return o, nil
 }

@@ -3,33 +3,55 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/redisconf"
+	"github.com/heraldhq/herald/controllers/workloads"
 )
 
 // NotificationChannelReconciler reconciles NotificationChannel objects.
 type NotificationChannelReconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder // events on condition transitions
+	APIReader client.Reader        // uncached reads: Secrets the operator does not own
+	Recorder  events.EventRecorder // events on condition transitions
+	Redis     *redisconf.Pool      // one connection set per distinct Redis
+
+	DefaultRedis   redisconf.Options           // the operator's Redis, used unless spec.redis is set
+	RelayImage     string                      // relay image unless spec.relay.image is set
+	RelayResources corev1.ResourceRequirements // relay resources unless spec.relay.resources is set
+	ResyncPeriod   time.Duration               // how often a healthy channel is checked again. Defaults to 60s.
+	CleanupTimeout time.Duration               // how long Redis cleanup is retried on delete. Defaults to 10m.
+	Now            func() time.Time            // the clock; defaults to time.Now
+
+	reconciled func(types.NamespacedName) // called after each reconcile of a live channel; for tests
 }
 
 // +kubebuilder:rbac:groups=notifications.herald.dev,resources=notificationchannels,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=notifications.herald.dev,resources=notificationchannels/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=notifications.herald.dev,resources=notificationchannels/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=configmaps;secrets;services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 
-// Reconcile brings one channel closer to its spec and reports what it sees.
+// Reconcile brings one channel closer to its spec and reports what it sees:
+// get -> (deleting? finalize) -> provision Redis -> apply children -> compute status -> write if changed.
 func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ch heraldv1.NotificationChannel
 	if err := r.Get(ctx, req.NamespacedName, &ch); err != nil {
@@ -38,7 +60,7 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("generation", ch.Generation))
 
 	if !ch.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, &ch)
+		return r.finalize(ctx, &ch)
 	}
 	if !controllerutil.ContainsFinalizer(&ch, heraldv1.Finalizer) {
 		orig := ch.DeepCopy()
@@ -48,56 +70,81 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 		}
 	}
 
-	status := computeStatus(&ch)
+	if r.reconciled != nil {
+		defer r.reconciled(req.NamespacedName)
+	}
+	obs := r.provision(ctx, &ch)
+	if obs.placed() {
+		if err := r.applyChildren(ctx, &ch, &obs); err != nil {
+			obs.childErr = err
+		}
+	}
+	if err := r.writeStatus(ctx, &ch, computeStatus(&ch, &obs)); err != nil {
+		return ctrl.Result{}, err
+	}
+	switch {
+	case obs.childErr != nil:
+		return ctrl.Result{}, obs.childErr
+	case obs.redisErr != nil && obs.redisReason != heraldv1.ReasonInvalidSpec:
+		return ctrl.Result{}, obs.redisErr // transient: back off and retry
+	}
+	return ctrl.Result{RequeueAfter: r.resyncPeriod()}, nil
+}
+
+// writeStatus writes status only when it changed, and records an event for each condition
+// whose status changed.
+func (r *NotificationChannelReconciler) writeStatus(ctx context.Context, ch *heraldv1.NotificationChannel, status heraldv1.NotificationChannelStatus) error {
 	if equality.Semantic.DeepEqual(status, ch.Status) {
-		return ctrl.Result{}, nil
-	}
-	orig := ch.DeepCopy()
-	ch.Status = status
-	if err := r.Status().Patch(ctx, &ch, client.MergeFrom(orig)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
-	}
-	return ctrl.Result{}, nil
-}
-
-// computeStatus rebuilds the status from what the reconciler knows. Conditions keep their
-// lastTransitionTime when nothing about them changed.
-func computeStatus(ch *heraldv1.NotificationChannel) heraldv1.NotificationChannelStatus {
-	status := *ch.Status.DeepCopy()
-	status.ObservedGeneration = ch.Generation
-	set := func(typ string, s metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
-			Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: ch.Generation,
-		})
-	}
-	set(heraldv1.ConditionRedisConfigured, metav1.ConditionUnknown, heraldv1.ReasonProvisioning,
-		"Shard placement, streams and ACL users have not been provisioned yet.")
-	set(heraldv1.ConditionRelaysAvailable, metav1.ConditionUnknown, heraldv1.ReasonProvisioning,
-		"Relay Deployments have not been created yet.")
-	set(heraldv1.ConditionDegraded, metav1.ConditionFalse, heraldv1.ReasonAsExpected, "Nothing is degraded.")
-	set(heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonProvisioning,
-		"Waiting for Redis configuration and relays.")
-	return status
-}
-
-// finalize carries out the deletion policy, then releases the finalizer.
-func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *heraldv1.NotificationChannel) error {
-	if !controllerutil.ContainsFinalizer(ch, heraldv1.Finalizer) {
 		return nil
 	}
 	orig := ch.DeepCopy()
-	controllerutil.RemoveFinalizer(ch, heraldv1.Finalizer)
-	if err := r.Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
-		return fmt.Errorf("releasing finalizer: %w", err)
+	ch.Status = status
+	if err := r.Status().Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("writing status: %w", err)
 	}
-	log.FromContext(ctx).Info("Released channel", "deletionPolicy", ch.Spec.DeletionPolicy)
+	r.recordTransitions(ch, orig.Status.Conditions, status.Conditions)
 	return nil
 }
 
-// SetupWithManager registers the reconciler with the manager.
+func (r *NotificationChannelReconciler) resyncPeriod() time.Duration {
+	if r.ResyncPeriod > 0 {
+		return r.ResyncPeriod
+	}
+	return 60 * time.Second
+}
+
+func (r *NotificationChannelReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// SetupWithManager registers the reconciler; it also wakes on changes to the objects it owns, so
+// a hand-edited or deleted child is restored at once.
 func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&heraldv1.NotificationChannel{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.Service{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Named("notificationchannel").
 		Complete(r)
+}
+
+// CacheOptions keeps the manager's cache to the objects Herald owns: without it the operator
+// would hold every Secret and ConfigMap of the cluster in memory.
+func CacheOptions() cache.Options {
+	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{workloads.LabelManagedBy: workloads.ManagedBy})}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.ConfigMap{}:             owned,
+		&corev1.Secret{}:                owned,
+		&corev1.Service{}:               owned,
+		&appsv1.Deployment{}:            owned,
+		&policyv1.PodDisruptionBudget{}: owned,
+		&networkingv1.NetworkPolicy{}:   owned,
+	}}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,14 +25,23 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/redisconf"
 )
 
 // k8s talks to the envtest API server directly, without a cache, so what a test reads is what
 // the API server holds.
+// The suite runs the reconciler with short periods so resync and cleanup timeouts are observable.
+const (
+	resyncPeriod   = 2 * time.Second
+	cleanupTimeout = 3 * time.Second
+)
+
 var (
-	k8s     client.Client
-	scheme  = runtime.NewScheme()
-	testEnv *envtest.Environment
+	redisPool  *redisconf.Pool
+	reconciles = &counter{n: map[types.NamespacedName]int{}}
+	k8s        client.Client
+	scheme     = runtime.NewScheme()
+	testEnv    *envtest.Environment
 )
 
 func TestMain(m *testing.M) {
@@ -64,16 +76,24 @@ func runSuite(m *testing.M) int {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
+		Cache:   CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "creating manager:", err)
 		return 1
 	}
+	redisPool = &redisconf.Pool{}
 	if err := (&NotificationChannelReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("herald-manager"),
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("herald-manager"),
+		Redis:          redisPool,
+		DefaultRedis:   redisconf.Options{Addrs: redisSeeds()},
+		RelayImage:     "herald:test",
+		ResyncPeriod:   resyncPeriod,
+		CleanupTimeout: cleanupTimeout,
+		reconciled:     reconciles.inc,
 	}).SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up reconciler:", err)
 		return 1
@@ -118,4 +138,30 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// redisSeeds is the Redis Cluster `make test` starts (hack/redis-cluster.sh).
+func redisSeeds() []string {
+	if a := os.Getenv("HERALD_REDIS_ADDRS"); a != "" {
+		return strings.Split(a, ",")
+	}
+	return []string{"127.0.0.1:7001"}
+}
+
+// counter counts finished reconciles per channel, so a test can wait for resyncs to happen.
+type counter struct {
+	mu sync.Mutex
+	n  map[types.NamespacedName]int
+}
+
+func (c *counter) inc(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[key]++
+}
+
+func (c *counter) get(key types.NamespacedName) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
 }

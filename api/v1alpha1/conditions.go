@@ -24,6 +24,9 @@ const (
 	ReasonProvisioning = "Provisioning"
 	// ReasonRedisUnreachable: the operator could not connect to or authenticate with Redis.
 	ReasonRedisUnreachable = "RedisUnreachable"
+	// ReasonRedisCommandFailed: Redis answered but refused a command the operator needs (for
+	// example, the operator's user may not run ACL SETUSER).
+	ReasonRedisCommandFailed = "RedisCommandFailed"
 	// ReasonPlacementFailed: no hash tag could be placed for a shard (cluster slots not covered).
 	ReasonPlacementFailed = "PlacementFailed"
 	// ReasonAclApplied: streams and per-channel ACL users are in place on every node.

@@ -302,3 +302,11 @@ type NotificationChannelList struct {
 func init() {
 	SchemeBuilder.Register(&NotificationChannel{}, &NotificationChannelList{})
 }
+
+// ShardCount is spec.shards, or its default (1) when unset.
+func (s NotificationChannelSpec) ShardCount() int {
+	if s.Shards < 1 {
+		return 1
+	}
+	return int(s.Shards)
+}

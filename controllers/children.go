@@ -1,0 +1,133 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"reflect"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/workloads"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// credentialsHashAnnotation on the relay pod template rolls the relays when their password changes.
+const credentialsHashAnnotation = "notifications.herald.dev/credentials-hash"
+
+// applyChildren makes the channel's Kubernetes objects match the spec and records what the relay
+// Deployments report.
+func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *heraldv1.NotificationChannel, o *observation) error {
+	m := shardmap.New(ch.Namespace, ch.Name, string(ch.Spec.Delivery), o.tags)
+	m.MaxMessageBytes = int64(ch.Spec.MaxMessageBytes)
+	if ret := ch.Spec.Retention; ret != nil {
+		if ret.MaxLength != nil {
+			m.Retention.MaxLength = *ret.MaxLength
+		}
+		if ret.MaxAge != nil {
+			m.Retention.MaxAge = shardmap.Duration{Duration: ret.MaxAge.Duration}
+		}
+	}
+	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RedisAddrs: o.redisAddrs}
+	if ch.Spec.Redis != nil {
+		p.RedisTLS = ch.Spec.Redis.TLS
+	}
+
+	cm, err := workloads.ConfigMap(ch, p)
+	if err != nil {
+		return err
+	}
+	if err := r.ensure(ctx, cm); err != nil {
+		return err
+	}
+	o.relays = make([]relayState, len(o.tags))
+	for i := range o.tags {
+		d := workloads.Deployment(ch, p, i)
+		if o.password != "" {
+			sum := sha256.Sum256([]byte(o.password))
+			d.Spec.Template.Annotations = map[string]string{credentialsHashAnnotation: hex.EncodeToString(sum[:8])}
+		}
+		if err := r.ensure(ctx, d); err != nil {
+			return err
+		}
+		o.relays[i] = relayState{workload: d.Name, ready: d.Status.ReadyReplicas, available: d.Status.AvailableReplicas}
+		if err := r.ensure(ctx, workloads.ShardService(ch, i)); err != nil {
+			return err
+		}
+		pdb := workloads.PodDisruptionBudget(ch, i)
+		if workloads.Replicas(ch) > 1 {
+			err = r.ensure(ctx, pdb)
+		} else {
+			err = client.IgnoreNotFound(r.Delete(ctx, pdb))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := r.ensure(ctx, workloads.ChannelService(ch)); err != nil {
+		return err
+	}
+	return r.ensure(ctx, workloads.NetworkPolicy(ch))
+}
+
+// ensure creates desired, or updates the live object when it has drifted from desired. Only the
+// fields desired sets are compared (equality.Semantic.DeepDerivative), so values the API server
+// defaults are not drift and a steady state writes nothing. On return desired holds the live
+// object, status included.
+func (r *NotificationChannelReconciler) ensure(ctx context.Context, desired client.Object) error {
+	live := desired.DeepCopyObject().(client.Object)
+	err := r.Get(ctx, client.ObjectKeyFromObject(desired), live)
+	if apierrors.IsNotFound(err) {
+		if err := r.Create(ctx, desired); err != nil {
+			return fmt.Errorf("creating %T %s: %w", desired, desired.GetName(), err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %T %s: %w", desired, desired.GetName(), err)
+	}
+	if !equality.Semantic.DeepDerivative(desired, live) {
+		overlay(live, desired)
+		if err := r.Update(ctx, live); err != nil {
+			return fmt.Errorf("updating %T %s: %w", desired, desired.GetName(), err)
+		}
+	}
+	reflect.ValueOf(desired).Elem().Set(reflect.ValueOf(live).Elem())
+	return nil
+}
+
+// overlay copies onto live the fields the operator owns in desired; fields the API server or other
+// controllers filled in (a Service's cluster IP, extra labels) are left alone.
+func overlay(live, desired client.Object) {
+	l := live.GetLabels()
+	if l == nil {
+		l = map[string]string{}
+	}
+	maps.Copy(l, desired.GetLabels())
+	live.SetLabels(l)
+	live.SetOwnerReferences(desired.GetOwnerReferences())
+	switch d := desired.(type) {
+	case *corev1.ConfigMap:
+		live.(*corev1.ConfigMap).Data = d.Data
+	case *corev1.Service:
+		s := live.(*corev1.Service)
+		s.Spec.Selector, s.Spec.Ports = d.Spec.Selector, d.Spec.Ports
+	case *appsv1.Deployment:
+		live.(*appsv1.Deployment).Spec = d.Spec
+	case *policyv1.PodDisruptionBudget:
+		live.(*policyv1.PodDisruptionBudget).Spec = d.Spec
+	case *networkingv1.NetworkPolicy:
+		live.(*networkingv1.NetworkPolicy).Spec = d.Spec
+	default:
+		panic(fmt.Sprintf("overlay: %T is not an object the operator owns", desired))
+	}
+}

@@ -1,0 +1,86 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// finalize carries out the deletion policy, then releases the finalizer. The Kubernetes children
+// go with the channel through their owner references. Cleanup of Redis is retried for
+// CleanupTimeout; after that the channel says so in its Ready condition and waits for the
+// skip-cleanup annotation, so a Redis that is gone for good never holds a namespace forever.
+func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *heraldv1.NotificationChannel) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(ch, heraldv1.Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	skip := ch.Annotations[heraldv1.SkipCleanupAnnotation] == "true"
+	if ch.Spec.DeletionPolicy == heraldv1.DeletionDelete && !skip {
+		if err := r.cleanupRedis(ctx, ch); err != nil {
+			waited := r.now().Sub(ch.DeletionTimestamp.Time)
+			if waited < r.cleanupTimeout() {
+				r.setDeleting(ctx, ch, heraldv1.ReasonDeleting, fmt.Sprintf("Deleting the channel's Redis data: %v; retrying.", err))
+				return ctrl.Result{}, err
+			}
+			r.setDeleting(ctx, ch, heraldv1.ReasonCleanupFailed, fmt.Sprintf(
+				"Could not delete the channel's Redis data for %s: %v. Fix Redis, or annotate the channel with %s=true to release it without cleanup.",
+				waited.Round(time.Second), err, heraldv1.SkipCleanupAnnotation))
+			return ctrl.Result{}, nil // bounded: wait for the annotation (or any edit) instead of retrying forever
+		}
+	}
+	orig := ch.DeepCopy()
+	controllerutil.RemoveFinalizer(ch, heraldv1.Finalizer)
+	if err := r.Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("releasing finalizer: %w", err)
+	}
+	log.FromContext(ctx).Info("Released channel", "deletionPolicy", ch.Spec.DeletionPolicy, "skippedCleanup", skip)
+	return ctrl.Result{}, nil
+}
+
+// cleanupRedis removes the channel's keys (streams, idempotency keys) and its ACL user from every node.
+func (r *NotificationChannelReconciler) cleanupRedis(ctx context.Context, ch *heraldv1.NotificationChannel) error {
+	opts, err := r.redisOptions(ctx, ch)
+	if err != nil {
+		return err
+	}
+	conn := r.Redis.Get(opts)
+	_, nodes, err := conn.Discover(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot reach Redis: %w", err)
+	}
+	removed, err := conn.DeleteKeys(ctx, nodes, shardmap.KeyPattern(ch.Namespace, ch.Name))
+	if err != nil {
+		return err
+	}
+	if err := conn.DeleteUser(ctx, nodes, shardmap.ACLUser(ch.Namespace, ch.Name)); err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("Deleted the channel's Redis data", "keys", removed, "nodes", len(nodes))
+	return nil
+}
+
+func (r *NotificationChannelReconciler) setDeleting(ctx context.Context, ch *heraldv1.NotificationChannel, reason, msg string) {
+	status := *ch.Status.DeepCopy()
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: heraldv1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: reason, Message: msg, ObservedGeneration: ch.Generation})
+	if err := r.writeStatus(ctx, ch, status); err != nil { // records the transition as an event
+		log.FromContext(ctx).Error(err, "Writing deletion status")
+	}
+}
+
+func (r *NotificationChannelReconciler) cleanupTimeout() time.Duration {
+	if r.CleanupTimeout > 0 {
+		return r.CleanupTimeout
+	}
+	return 10 * time.Minute
+}

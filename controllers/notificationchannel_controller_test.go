@@ -1,0 +1,536 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/workloads"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// create makes a channel and returns its key.
+func create(t *testing.T, ch *heraldv1.NotificationChannel) client.ObjectKey {
+	t.Helper()
+	if err := k8s.Create(context.Background(), ch); err != nil {
+		t.Fatalf("creating channel: %v", err)
+	}
+	return client.ObjectKeyFromObject(ch)
+}
+
+// waitFor waits until the channel's condition has the status (and reason, if given).
+func waitFor(t *testing.T, key client.ObjectKey, typ string, status metav1.ConditionStatus, reason string) *heraldv1.NotificationChannel {
+	t.Helper()
+	var ch heraldv1.NotificationChannel
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.Get(context.Background(), key, &ch); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(ch.Status.Conditions, typ)
+		if c == nil || c.Status != status || (reason != "" && c.Reason != reason) || c.ObservedGeneration != ch.Generation {
+			return fmt.Errorf("%s is %+v, want %s/%s", typ, c, status, reason)
+		}
+		return nil
+	})
+	return &ch
+}
+
+// markRelaysAvailable plays the kubelet and the Deployment controller, which envtest lacks.
+func markRelaysAvailable(t *testing.T, ch *heraldv1.NotificationChannel) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range ch.Spec.ShardCount() {
+		eventually(t, 20*time.Second, func() error {
+			var d appsv1.Deployment
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.ShardDeploymentName(ch.Name, i)}, &d); err != nil {
+				return err
+			}
+			n := *d.Spec.Replicas
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+			return k8s.Status().Update(ctx, &d)
+		})
+	}
+}
+
+func clusterNodes(t *testing.T) (masters, all []*redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	shards, err := redis.NewClient(&redis.Options{Addr: redisSeeds()[0]}).ClusterShards(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range shards {
+		for _, n := range s.Nodes {
+			c := redis.NewClient(&redis.Options{Addr: n.IP + ":" + strconv.FormatInt(n.Port, 10)})
+			t.Cleanup(func() { c.Close() })
+			all = append(all, c)
+			if n.Role == "master" {
+				masters = append(masters, c)
+			}
+		}
+	}
+	return masters, all
+}
+
+func hasUser(ctx context.Context, c *redis.Client, name string) bool {
+	return c.Do(ctx, "ACL", "GETUSER", name).Err() == nil
+}
+
+func channelKeys(t *testing.T, masters []*redis.Client, ch *heraldv1.NotificationChannel) []string {
+	t.Helper()
+	var keys []string
+	for _, m := range masters {
+		k, err := m.Keys(context.Background(), shardmap.KeyPattern(ch.Namespace, ch.Name)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k...)
+	}
+	return keys
+}
+
+func TestShardsAreSpreadOverMastersAndOwnTheirWorkloads(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	key := create(t, channel(ns, withShards(3)))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, heraldv1.ReasonAclApplied)
+
+	// Placement: three tags on three distinct masters, as Redis itself computes slots and owners.
+	seed := redis.NewClient(&redis.Options{Addr: redisSeeds()[0]})
+	defer seed.Close()
+	nodes := map[string]bool{}
+	for _, s := range ch.Status.Shards {
+		slot, err := seed.ClusterKeySlot(ctx, s.Stream).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lslot, _ := seed.ClusterKeySlot(ctx, s.LiveChannel).Result(); slot != int64(s.Slot) || lslot != slot {
+			t.Fatalf("shard %d: status slot %d, Redis says stream %d and live channel %d", s.Index, s.Slot, slot, lslot)
+		}
+		nodes[s.Node] = true
+	}
+	if len(ch.Status.Shards) != 3 || len(nodes) != 3 {
+		t.Fatalf("3 shards must sit on 3 distinct masters: %+v", ch.Status.Shards)
+	}
+
+	// Workloads: every object exists, owned by the channel.
+	owned := func(o client.Object) {
+		t.Helper()
+		refs := o.GetOwnerReferences()
+		if len(refs) != 1 || refs[0].UID != ch.UID || refs[0].Controller == nil || !*refs[0].Controller {
+			t.Fatalf("%T %s is not controlled by the channel: %+v", o, o.GetName(), refs)
+		}
+	}
+	sel := client.MatchingLabels{workloads.LabelChannel: ch.Name}
+	var deps appsv1.DeploymentList
+	var svcs corev1.ServiceList
+	var pdbs policyv1.PodDisruptionBudgetList
+	var nps networkingv1.NetworkPolicyList
+	for _, l := range []client.ObjectList{&deps, &svcs, &pdbs, &nps} {
+		if err := k8s.List(ctx, l, client.InNamespace(ns), sel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(deps.Items) != 3 || len(svcs.Items) != 4 || len(pdbs.Items) != 3 || len(nps.Items) != 1 {
+		t.Fatalf("want 3 Deployments, 4 Services, 3 PDBs, 1 NetworkPolicy; got %d, %d, %d, %d",
+			len(deps.Items), len(svcs.Items), len(pdbs.Items), len(nps.Items))
+	}
+	for i := range deps.Items {
+		d := &deps.Items[i]
+		owned(d)
+		c := d.Spec.Template.Spec.Containers[0]
+		sc := c.SecurityContext
+		if *d.Spec.Replicas != 2 || c.Args[0] != "relay" || !strings.Contains(strings.Join(c.Args, " "), "--role=shard") ||
+			c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" ||
+			*sc.ReadOnlyRootFilesystem != true || *sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" ||
+			!*d.Spec.Template.Spec.SecurityContext.RunAsNonRoot ||
+			d.Spec.Template.Spec.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Fatalf("Deployment %s is not a restricted shard relay: %+v", d.Name, d.Spec.Template.Spec)
+		}
+	}
+	for i := range svcs.Items {
+		owned(&svcs.Items[i])
+	}
+	var cm corev1.ConfigMap
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: shardmap.ConfigMapName(ch.Name)}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	owned(&cm)
+	m, err := shardmap.Parse([]byte(cm.Data[shardmap.ConfigMapKey]))
+	if err != nil {
+		t.Fatalf("the ConfigMap's shard map does not parse: %v", err)
+	}
+	if m.Shards[1].HashTag != ch.Status.Shards[1].HashTag || m.Retention.MaxLength != 1000 {
+		t.Fatalf("shard map disagrees with status: %+v", m)
+	}
+	var np = nps.Items[0]
+	if got := np.Spec.Ingress[0].From[0].NamespaceSelector.MatchExpressions[0].Values; len(got) != 1 || got[0] != ns {
+		t.Fatalf("NetworkPolicy admits %v, want only %s", got, ns)
+	}
+
+	// Relays available -> Ready.
+	markRelaysAvailable(t, ch)
+	ch = waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionTrue, heraldv1.ReasonReconciled)
+	if ch.Status.Shards[0].ReadyReplicas != 2 || ch.Status.Endpoint == "" {
+		t.Fatalf("status lacks ready replicas or endpoint: %+v", ch.Status)
+	}
+
+	// The transitions were recorded as events on the channel.
+	eventually(t, 10*time.Second, func() error {
+		var evs eventsv1.EventList
+		if err := k8s.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			if e.Regarding.UID == ch.UID {
+				seen[e.Reason] = true
+			}
+		}
+		if !seen[heraldv1.ReasonAclApplied] || !seen[heraldv1.ReasonReconciled] {
+			return fmt.Errorf("events with reasons AclApplied and Reconciled expected, saw %v", seen)
+		}
+		return nil
+	})
+}
+
+func TestSevenShardsOnThreeMastersAreBalanced(t *testing.T) {
+	key := create(t, channel(newNamespace(t), withShards(7), withDelivery(heraldv1.DeliveryLive), withRetention(nil)))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	load := map[string]int{}
+	for _, s := range ch.Status.Shards {
+		load[s.Node]++
+		if s.Stream != "" {
+			t.Fatalf("a Live channel has no streams: %+v", s)
+		}
+	}
+	var counts []int
+	for _, n := range load {
+		counts = append(counts, n)
+	}
+	if len(counts) != 3 || strings.Trim(fmt.Sprint(sortInts(counts)), "[]") != "2 2 3" {
+		t.Fatalf("7 shards on 3 masters should be 3/2/2, got %v", load)
+	}
+	if c := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionDegraded); c.Status != metav1.ConditionTrue ||
+		c.Reason != heraldv1.ReasonFewerMastersThanShards {
+		t.Fatalf("7 shards on 3 masters must report Degraded/FewerMastersThanShards, got %+v", c)
+	}
+}
+
+func sortInts(v []int) []int {
+	for i := range v {
+		for j := i + 1; j < len(v); j++ {
+			if v[j] < v[i] {
+				v[i], v[j] = v[j], v[i]
+			}
+		}
+	}
+	return v
+}
+
+func TestACLUserIsOnEveryNodeAndIsolated(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	mine := waitFor(t, create(t, channel(ns)), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	other := waitFor(t, create(t, channel(ns)), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+
+	_, all := clusterNodes(t)
+	if len(all) != 6 {
+		t.Fatalf("want 6 nodes, got %d", len(all))
+	}
+	user := shardmap.ACLUser(ns, mine.Name)
+	for _, n := range all {
+		if !hasUser(ctx, n, user) {
+			t.Fatalf("%s lacks ACL user %s", n.Options().Addr, user)
+		}
+	}
+
+	var secret corev1.Secret
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: shardmap.CredentialsSecretName(mine.Name)}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	relay := redis.NewClusterClient(&redis.ClusterOptions{Addrs: redisSeeds(), DisableIdentity: true,
+		Username: string(secret.Data["username"]), Password: string(secret.Data["password"])})
+	defer relay.Close()
+	if err := relay.XAdd(ctx, &redis.XAddArgs{Stream: mine.Status.Shards[0].Stream, Values: []any{"m", "1"}}).Err(); err != nil {
+		t.Fatalf("XADD to the channel's own stream with its credentials: %v", err)
+	}
+	err := relay.XAdd(ctx, &redis.XAddArgs{Stream: other.Status.Shards[0].Stream, Values: []any{"m", "1"}}).Err()
+	if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("XADD to another channel's stream: want NOPERM, got %v", err)
+	}
+}
+
+func TestResyncRestoresWhatWasLost(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	key := create(t, channel(ns))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	masters, all := clusterNodes(t)
+	user := shardmap.ACLUser(ns, ch.Name)
+	stream := ch.Status.Shards[0].Stream
+
+	// Redis forgets: a node restarted without the user, and the stream is gone.
+	victim := all[len(all)-1]
+	if err := victim.Do(ctx, "ACL", "DELUSER", user).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range masters {
+		if n, _ := m.Del(ctx, stream).Result(); n == 1 {
+			break
+		}
+	}
+	eventually(t, 15*time.Second, func() error {
+		if !hasUser(ctx, victim, user) {
+			return fmt.Errorf("%s still lacks %s", victim.Options().Addr, user)
+		}
+		for _, m := range masters {
+			if n, _ := m.Exists(ctx, stream).Result(); n == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("stream %s not re-created", stream)
+	})
+
+	// A hand-deleted Deployment comes back; a hand-edited one is restored.
+	name := client.ObjectKey{Namespace: ns, Name: shardmap.ShardDeploymentName(ch.Name, 0)}
+	var d appsv1.Deployment
+	if err := k8s.Get(ctx, name, &d); err != nil {
+		t.Fatal(err)
+	}
+	oldUID := d.UID
+	if err := k8s.Delete(ctx, &d); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if err := k8s.Get(ctx, name, &d); err != nil {
+			return err
+		}
+		if d.UID == oldUID {
+			return fmt.Errorf("still the old Deployment")
+		}
+		return nil
+	})
+	orig := d.DeepCopy()
+	d.Spec.Replicas = ptr(int32(9))
+	d.Spec.Template.Spec.Containers[0].Image = "evil:latest"
+	if err := k8s.Patch(ctx, &d, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if err := k8s.Get(ctx, name, &d); err != nil {
+			return err
+		}
+		if *d.Spec.Replicas != 2 || d.Spec.Template.Spec.Containers[0].Image != "herald:test" {
+			return fmt.Errorf("edit not reverted: replicas %d image %s", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image)
+		}
+		return nil
+	})
+}
+
+func TestSteadyStateWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	key := create(t, channel(ns, withShards(2)))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	markRelaysAvailable(t, ch)
+	waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionTrue, "")
+
+	versions := func() map[string]string {
+		v := map[string]string{}
+		lists := []client.ObjectList{&heraldv1.NotificationChannelList{}, &appsv1.DeploymentList{}, &corev1.ServiceList{},
+			&corev1.ConfigMapList{}, &corev1.SecretList{}, &policyv1.PodDisruptionBudgetList{}, &networkingv1.NetworkPolicyList{}}
+		for _, l := range lists {
+			if err := k8s.List(ctx, l, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
+			items, _ := meta.ExtractList(l)
+			for _, o := range items {
+				m, _ := meta.Accessor(o)
+				v[fmt.Sprintf("%T/%s", o, m.GetName())] = m.GetResourceVersion()
+			}
+		}
+		return v
+	}
+	before := versions()
+	start := reconciles.get(key)
+	eventually(t, 5*resyncPeriod, func() error {
+		if n := reconciles.get(key) - start; n < 3 {
+			return fmt.Errorf("%d resyncs so far", n)
+		}
+		return nil
+	})
+	after := versions()
+	if len(before) < 10 {
+		t.Fatalf("expected the channel and its children, saw %v", before)
+	}
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("%s was written during steady state: resourceVersion %s -> %s", k, v, after[k])
+		}
+	}
+}
+
+func TestDeletionPolicies(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	del := waitFor(t, create(t, channel(ns, withShards(2), func(c *heraldv1.NotificationChannel) {
+		c.Spec.DeletionPolicy = heraldv1.DeletionDelete
+	})), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	keep := waitFor(t, create(t, channel(ns)), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	masters, all := clusterNodes(t)
+	for _, ch := range []*heraldv1.NotificationChannel{del, keep} {
+		tag := ch.Status.Shards[0].HashTag
+		for _, m := range masters { // an idempotency key too, wherever its slot lives
+			if m.Set(ctx, shardmap.IdempotencyKey(tag, "k1"), "1-0", time.Hour).Err() == nil {
+				break
+			}
+		}
+		if got := len(channelKeys(t, masters, ch)); got < 2 {
+			t.Fatalf("channel %s should have streams and an idempotency key, has %d keys", ch.Name, got)
+		}
+		if err := k8s.Delete(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ch := range []*heraldv1.NotificationChannel{del, keep} {
+		eventually(t, 20*time.Second, func() error {
+			err := k8s.Get(ctx, client.ObjectKeyFromObject(ch), &heraldv1.NotificationChannel{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("channel %s not released (err=%v)", ch.Name, err)
+		})
+	}
+	if keys := channelKeys(t, masters, del); len(keys) != 0 {
+		t.Fatalf("deletionPolicy Delete left keys behind: %v", keys)
+	}
+	for _, n := range all {
+		if hasUser(ctx, n, shardmap.ACLUser(ns, del.Name)) {
+			t.Fatalf("deletionPolicy Delete left the ACL user on %s", n.Options().Addr)
+		}
+		if !hasUser(ctx, n, shardmap.ACLUser(ns, keep.Name)) {
+			t.Fatalf("deletionPolicy Retain removed the ACL user from %s", n.Options().Addr)
+		}
+	}
+	if keys := channelKeys(t, masters, keep); len(keys) < 2 {
+		t.Fatalf("deletionPolicy Retain lost keys: %v", keys)
+	}
+	// Tidy up what Retain kept.
+	for _, m := range masters {
+		for _, k := range channelKeys(t, []*redis.Client{m}, keep) {
+			m.Del(ctx, k)
+		}
+	}
+	for _, n := range all {
+		n.Do(ctx, "ACL", "DELUSER", shardmap.ACLUser(ns, keep.Name))
+	}
+}
+
+// standalone starts a throw-away standalone redis-server and returns its address and a stop func.
+func standalone(t *testing.T, port int) (string, func()) {
+	t.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop := func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			stop()
+		}
+	})
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	eventually(t, 10*time.Second, func() error { return c.Ping(context.Background()).Err() })
+	return addr, stop
+}
+
+func withRedis(addr string) func(*heraldv1.NotificationChannel) {
+	return func(ch *heraldv1.NotificationChannel) { ch.Spec.Redis = &heraldv1.RedisSpec{Addresses: []string{addr}} }
+}
+
+func TestRedisUnreachableThenBack(t *testing.T) {
+	const port = 7611
+	addr, stop := standalone(t, port)
+	key := create(t, channel(newNamespace(t), withShards(2), withRedis(addr)))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, heraldv1.ReasonAclApplied)
+	if ch.Status.Shards[0].Slot != 0 || ch.Status.Shards[1].Node != addr {
+		t.Fatalf("a standalone Redis has slot 0 and one node: %+v", ch.Status.Shards)
+	}
+	markRelaysAvailable(t, ch)
+	waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionTrue, "")
+
+	stop()
+	ch = waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionFalse, heraldv1.ReasonRedisUnreachable)
+	c := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionRedisConfigured)
+	if !strings.Contains(c.Message, addr) {
+		t.Fatalf("the message should name the address %s: %q", addr, c.Message)
+	}
+	waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonRedisUnreachable)
+
+	// Back, empty (a restart without persistence): the user and streams are re-created.
+	standalone(t, port)
+	waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionTrue, heraldv1.ReasonReconciled)
+	r := redis.NewClient(&redis.Options{Addr: addr})
+	defer r.Close()
+	if !hasUser(context.Background(), r, shardmap.ACLUser(ch.Namespace, ch.Name)) {
+		t.Fatal("the ACL user was not re-created on the restarted Redis")
+	}
+	if n, _ := r.Exists(context.Background(), ch.Status.Shards[0].Stream, ch.Status.Shards[1].Stream).Result(); n != 2 {
+		t.Fatalf("%d of 2 streams re-created", n)
+	}
+}
+
+func TestCleanupGivesUpAndCanBeSkipped(t *testing.T) {
+	ctx := context.Background()
+	addr, stop := standalone(t, 7612)
+	key := create(t, channel(newNamespace(t), withRedis(addr), func(c *heraldv1.NotificationChannel) {
+		c.Spec.DeletionPolicy = heraldv1.DeletionDelete
+	}))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	stop() // Redis is gone for good
+	if err := k8s.Delete(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	ch = waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonCleanupFailed)
+	msg := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionReady).Message
+	if !strings.Contains(msg, heraldv1.SkipCleanupAnnotation) {
+		t.Fatalf("the message should say how to release the channel: %q", msg)
+	}
+	orig := ch.DeepCopy()
+	ch.Annotations = map[string]string{heraldv1.SkipCleanupAnnotation: "true"}
+	if err := k8s.Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if err := k8s.Get(ctx, key, &heraldv1.NotificationChannel{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("channel not released (err=%v)", err)
+		}
+		return nil
+	})
+}

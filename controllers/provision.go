@@ -1,0 +1,212 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/redisconf"
+	"github.com/heraldhq/herald/controllers/workloads"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// observation is what one reconcile learned about the world; status is computed from it alone.
+type observation struct {
+	redisAddrs  []string           // the Redis the channel uses
+	topo        redisconf.Topology // masters and their slots; empty when Redis was unreachable
+	tags        []string           // one hash tag per shard; nil until placed
+	redisErr    error              // why Redis is not configured, if it is not
+	redisReason string             // the condition reason for redisErr
+	childErr    error              // why the Kubernetes children could not be applied
+	password    string             // the relay user's password
+	relays      []relayState       // one per shard, once the Deployments exist
+}
+
+// relayState is what a shard's relay Deployment reports.
+type relayState struct {
+	workload  string
+	ready     int32
+	available int32
+}
+
+func (o *observation) placed() bool { return len(o.tags) > 0 }
+
+func (o *observation) fail(reason string, err error) {
+	o.redisReason, o.redisErr = reason, err
+}
+
+// provision places the shards and makes Redis hold what the channel needs: streams and the ACL
+// user on every node. Each step reads first and writes only what is missing.
+func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heraldv1.NotificationChannel) observation {
+	var o observation
+	known := knownTags(ch)
+	opts, err := r.redisOptions(ctx, ch)
+	if err != nil {
+		o.fail(heraldv1.ReasonInvalidSpec, err)
+		return o
+	}
+	o.redisAddrs = opts.Addrs
+	conn := r.Redis.Get(opts)
+	topo, nodes, err := conn.Discover(ctx)
+	if err != nil {
+		o.fail(heraldv1.ReasonRedisUnreachable, fmt.Errorf("cannot reach Redis at %s: %w", strings.Join(opts.Addrs, ", "), err))
+		if complete(known) {
+			o.tags = known // the workloads do not depend on Redis being up
+		}
+		return o
+	}
+	o.topo = topo
+	tags, err := redisconf.Place(ch.Namespace, ch.Name, known, topo)
+	if err != nil {
+		o.fail(heraldv1.ReasonPlacementFailed, fmt.Errorf("placing shards on %s: %w", topo, err))
+		return o
+	}
+	o.tags = tags
+
+	if o.password, err = r.ensureCredentials(ctx, ch); err != nil {
+		o.childErr = err
+		return o
+	}
+	user := redisconf.User{
+		Name:       shardmap.ACLUser(ch.Namespace, ch.Name),
+		Password:   o.password,
+		KeyPattern: shardmap.KeyPattern(ch.Namespace, ch.Name),
+		Commands:   shardmap.RelayCommands,
+	}
+	written, err := conn.EnsureUser(ctx, nodes, user)
+	if err != nil {
+		o.fail(heraldv1.ReasonRedisCommandFailed, err)
+		return o
+	}
+	if len(written) > 0 {
+		log.FromContext(ctx).Info("Wrote ACL user", "user", user.Name, "nodes", written)
+	}
+	if ch.Spec.Delivery == heraldv1.DeliveryDurable {
+		for i, tag := range tags {
+			m, ok := topo.Owner(shardmap.Slot(tag))
+			if !ok {
+				o.fail(heraldv1.ReasonPlacementFailed, fmt.Errorf("slot %d of shard %d has no master", shardmap.Slot(tag), i))
+				return o
+			}
+			created, err := conn.EnsureStream(ctx, m.Addr, shardmap.StreamKey(tag))
+			if err != nil {
+				o.fail(heraldv1.ReasonRedisCommandFailed, err)
+				return o
+			}
+			if created {
+				log.FromContext(ctx).Info("Created stream", "shard", i, "stream", shardmap.StreamKey(tag), "node", m.Addr)
+			}
+		}
+	}
+	return o
+}
+
+// knownTags are the hash tags chosen earlier, from status (where they are recorded once chosen).
+// A tag is never chosen again: moving a shard would orphan its stream.
+func knownTags(ch *heraldv1.NotificationChannel) []string {
+	tags := make([]string, ch.Spec.ShardCount())
+	for _, s := range ch.Status.Shards {
+		if int(s.Index) < len(tags) {
+			tags[s.Index] = s.HashTag
+		}
+	}
+	return tags
+}
+
+func complete(tags []string) bool {
+	for _, t := range tags {
+		if t == "" {
+			return false
+		}
+	}
+	return len(tags) > 0
+}
+
+// ensureCredentials returns the relay user's password, creating the Secret that holds it on
+// first use. The Secret is the source of truth: Redis is made to match it, never the reverse.
+func (r *NotificationChannelReconciler) ensureCredentials(ctx context.Context, ch *heraldv1.NotificationChannel) (string, error) {
+	var s corev1.Secret
+	err := r.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.CredentialsSecretName(ch.Name)}, &s)
+	if err == nil && len(s.Data[workloads.SecretPasswordKey]) > 0 {
+		return string(s.Data[workloads.SecretPasswordKey]), nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("reading the relay credentials: %w", err)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	password := base64.RawURLEncoding.EncodeToString(b)
+	desired := workloads.Secret(ch, password)
+	if err == nil { // exists without a password: repair it
+		s.Data = desired.Data
+		return password, r.Update(ctx, &s)
+	}
+	if err := r.Create(ctx, desired); err != nil {
+		return "", fmt.Errorf("creating the relay credentials: %w", err)
+	}
+	return password, nil
+}
+
+// redisOptions says how to reach the channel's Redis: the operator's default, or spec.redis with
+// credentials from a Secret in the channel's namespace.
+func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *heraldv1.NotificationChannel) (redisconf.Options, error) {
+	spec := ch.Spec.Redis
+	if spec == nil {
+		if len(r.DefaultRedis.Addrs) == 0 {
+			return redisconf.Options{}, errors.New("spec.redis is not set and the operator has no default Redis (--redis-addresses)")
+		}
+		return r.DefaultRedis, nil
+	}
+	opts := redisconf.Options{Addrs: spec.Addresses}
+	if ref := spec.CredentialsSecretRef; ref != nil {
+		data, err := r.secretData(ctx, ch.Namespace, ref.Name)
+		if err != nil {
+			return opts, fmt.Errorf("spec.redis.credentialsSecretRef: %w", err)
+		}
+		opts.Username = string(data[ref.UsernameKey])
+		opts.Password = string(data[ref.PasswordKey])
+		if opts.Password == "" {
+			return opts, fmt.Errorf("spec.redis.credentialsSecretRef: Secret %s has no key %q", ref.Name, ref.PasswordKey)
+		}
+	}
+	if t := spec.TLS; t != nil {
+		cfg := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in, documented as for testing only
+		if ref := t.CASecretRef; ref != nil {
+			data, err := r.secretData(ctx, ch.Namespace, ref.Name)
+			if err != nil {
+				return opts, fmt.Errorf("spec.redis.tls.caSecretRef: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(data[ref.Key]) {
+				return opts, fmt.Errorf("spec.redis.tls.caSecretRef: key %q of Secret %s holds no PEM certificate", ref.Key, ref.Name)
+			}
+			cfg.RootCAs = pool
+		}
+		opts.TLS = cfg
+	}
+	return opts, nil
+}
+
+func (r *NotificationChannelReconciler) secretData(ctx context.Context, namespace, name string) (map[string][]byte, error) {
+	var s corev1.Secret
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("Secret %s/%s not found", namespace, name)
+		}
+		return nil, err
+	}
+	return s.Data, nil
+}

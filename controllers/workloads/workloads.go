@@ -1,0 +1,255 @@
+package workloads
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// Labels on every object the operator owns.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "herald-operator"
+	LabelChannel   = "notifications.herald.dev/channel"
+	LabelShard     = "notifications.herald.dev/shard"
+	LabelComponent = "app.kubernetes.io/component"
+)
+
+// Secret keys of the relay credentials.
+const (
+	SecretUsernameKey = "username"
+	SecretPasswordKey = "password"
+)
+
+const shardMapDir = "/etc/herald"
+
+// Params is what the builders need besides the channel itself.
+type Params struct {
+	Map            *shardmap.Map               // placed shards
+	RelayImage     string                      // default relay image (spec.relay.image overrides)
+	RelayResources corev1.ResourceRequirements // default relay resources (spec.relay.resources overrides)
+	RedisAddrs     []string                    // what relays connect to
+	RedisTLS       *heraldv1.RedisTLS          // nil for plain TCP
+}
+
+func labels(ch *heraldv1.NotificationChannel, component string) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name": "herald",
+		LabelManagedBy:           ManagedBy,
+		LabelComponent:           component,
+		LabelChannel:             ch.Name,
+	}
+}
+
+func meta(ch *heraldv1.NotificationChannel, name string, l map[string]string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:            name,
+		Namespace:       ch.Namespace,
+		Labels:          l,
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ch, heraldv1.GroupVersion.WithKind("NotificationChannel"))},
+	}
+}
+
+func relaySelector(ch *heraldv1.NotificationChannel, shard int) map[string]string {
+	s := map[string]string{LabelChannel: ch.Name, LabelComponent: "relay"}
+	if shard >= 0 {
+		s[LabelShard] = strconv.Itoa(shard)
+	}
+	return s
+}
+
+// ConfigMap holds the shard map relays read.
+func ConfigMap(ch *heraldv1.NotificationChannel, p Params) (*corev1.ConfigMap, error) {
+	b, err := json.MarshalIndent(p.Map, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: meta(ch, shardmap.ConfigMapName(ch.Name), labels(ch, "shardmap")),
+		Data:       map[string]string{shardmap.ConfigMapKey: string(b)},
+	}, nil
+}
+
+// Secret holds the channel's ACL user and password. Only relays read it; apps never do.
+func Secret(ch *heraldv1.NotificationChannel, password string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: meta(ch, shardmap.CredentialsSecretName(ch.Name), labels(ch, "credentials")),
+		Type:       corev1.SecretTypeOpaque,
+		Data: map[string][]byte{
+			SecretUsernameKey: []byte(shardmap.ACLUser(ch.Namespace, ch.Name)),
+			SecretPasswordKey: []byte(password),
+		},
+	}
+}
+
+// Deployment runs the relays of one shard.
+func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.Deployment {
+	l := labels(ch, "relay")
+	l[LabelShard] = strconv.Itoa(shard)
+	sel := relaySelector(ch, shard)
+	image := p.RelayImage
+	if ch.Spec.Relay.Image != "" {
+		image = ch.Spec.Relay.Image
+	}
+	resources := p.RelayResources
+	if ch.Spec.Relay.Resources != nil {
+		resources = *ch.Spec.Relay.Resources
+	}
+	args := []string{
+		"relay", "--role=shard",
+		"--shardmap=" + shardMapDir + "/" + shardmap.ConfigMapKey,
+		"--shard=" + strconv.Itoa(shard),
+		"--listen=:" + strconv.Itoa(shardmap.RelayPort),
+		"--redis-addresses=" + strings.Join(p.RedisAddrs, ","),
+		"--redis-username=$(HERALD_REDIS_USERNAME)",
+	}
+	if t := p.RedisTLS; t != nil {
+		args = append(args, "--redis-tls")
+		if t.ServerName != "" {
+			args = append(args, "--redis-tls-server-name="+t.ServerName)
+		}
+		if t.InsecureSkipVerify {
+			args = append(args, "--redis-tls-insecure-skip-verify")
+		}
+	}
+	secretEnv := func(name, key string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: shardmap.CredentialsSecretName(ch.Name)}, Key: key}}}
+	}
+	probe := func(path string, period int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
+			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
+		}
+	}
+	pod := corev1.PodSpec{
+		AutomountServiceAccountToken: ptr(false),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr(true),
+			RunAsUser:      ptr(int64(65532)),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{{
+			Name:  "relay",
+			Image: image,
+			Args:  args,
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: shardmap.RelayPort, Protocol: corev1.ProtocolTCP}},
+			Env: []corev1.EnvVar{
+				secretEnv("HERALD_REDIS_USERNAME", SecretUsernameKey),
+				secretEnv("HERALD_REDIS_PASSWORD", SecretPasswordKey),
+			},
+			Resources:      resources,
+			LivenessProbe:  probe("/healthz", 10),
+			ReadinessProbe: probe("/readyz", 5),
+			VolumeMounts:   []corev1.VolumeMount{{Name: "shardmap", MountPath: shardMapDir, ReadOnly: true}},
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr(false),
+				ReadOnlyRootFilesystem:   ptr(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}},
+		Volumes: []corev1.Volume{{Name: "shardmap", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: shardmap.ConfigMapName(ch.Name)}}}}},
+		NodeSelector: ch.Spec.Relay.NodeSelector,
+		Tolerations:  ch.Spec.Relay.Tolerations,
+		Affinity:     ch.Spec.Relay.Affinity,
+	}
+	if pod.Affinity == nil {
+		pod.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
+			MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
+			LabelSelector: &metav1.LabelSelector{MatchLabels: sel},
+		}}
+	}
+	maxUnavailable, maxSurge := intstr.FromInt32(0), intstr.FromInt32(1)
+	return &appsv1.Deployment{
+		ObjectMeta: meta(ch, shardmap.ShardDeploymentName(ch.Name, shard), l),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr(Replicas(ch)),
+			Selector: &metav1.LabelSelector{MatchLabels: sel},
+			// Never drop below the requested relays during a rollout: subscribers move, not wait.
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &maxUnavailable, MaxSurge: &maxSurge}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l}, Spec: pod},
+		},
+	}
+}
+
+// Replicas is the number of relays per shard the channel asks for (2 when unset).
+func Replicas(ch *heraldv1.NotificationChannel) int32 {
+	if ch.Spec.Relay.Replicas != nil {
+		return *ch.Spec.Relay.Replicas
+	}
+	return 2
+}
+
+// ShardService is the Service in front of one shard's relays.
+func ShardService(ch *heraldv1.NotificationChannel, shard int) *corev1.Service {
+	l := labels(ch, "relay")
+	l[LabelShard] = strconv.Itoa(shard)
+	return service(ch, shardmap.ShardServiceName(ch.Name, shard), l, relaySelector(ch, shard))
+}
+
+// ChannelService is the channel-wide Service in front of every relay of the channel.
+func ChannelService(ch *heraldv1.NotificationChannel) *corev1.Service {
+	return service(ch, shardmap.ChannelServiceName(ch.Name), labels(ch, "relay"), relaySelector(ch, -1))
+}
+
+func service(ch *heraldv1.NotificationChannel, name string, l, sel map[string]string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: meta(ch, name, l),
+		Spec: corev1.ServiceSpec{
+			Selector: sel,
+			Ports: []corev1.ServicePort{{Name: "http", Port: shardmap.RelayPort,
+				TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+}
+
+// PodDisruptionBudget keeps one relay of a shard up through voluntary disruptions. Only built
+// when the shard has more than one replica (a PDB on one replica would block node drains).
+func PodDisruptionBudget(ch *heraldv1.NotificationChannel, shard int) *policyv1.PodDisruptionBudget {
+	l := labels(ch, "relay")
+	l[LabelShard] = strconv.Itoa(shard)
+	one := intstr.FromInt32(1)
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: meta(ch, shardmap.ShardDeploymentName(ch.Name, shard), l),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MinAvailable: &one,
+			Selector:     &metav1.LabelSelector{MatchLabels: relaySelector(ch, shard)},
+		},
+	}
+}
+
+// NetworkPolicy admits traffic to the channel's relays only from the channel's own namespace and
+// the namespaces in spec.access.
+func NetworkPolicy(ch *heraldv1.NotificationChannel) *networkingv1.NetworkPolicy {
+	namespaces := append([]string{ch.Namespace}, ch.Spec.Access.Namespaces...)
+	port := intstr.FromInt32(shardmap.RelayPort)
+	tcp := corev1.ProtocolTCP
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: meta(ch, shardmap.ChannelServiceName(ch.Name), labels(ch, "relay")),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: relaySelector(ch, -1)},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
+					MatchExpressions: []metav1.LabelSelectorRequirement{{
+						Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: namespaces}},
+				}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
+			}},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
