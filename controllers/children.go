@@ -95,7 +95,7 @@ func (r *NotificationChannelReconciler) ensure(ctx context.Context, desired clie
 	if err != nil {
 		return fmt.Errorf("reading %T %s: %w", desired, desired.GetName(), err)
 	}
-	if !equality.Semantic.DeepDerivative(desired, live) {
+	if drifted(live, desired) {
 		overlay(live, desired)
 		if err := r.Update(ctx, live); err != nil {
 			return fmt.Errorf("updating %T %s: %w", desired, desired.GetName(), err)
@@ -105,8 +105,38 @@ func (r *NotificationChannelReconciler) ensure(ctx context.Context, desired clie
 	return nil
 }
 
-// overlay copies onto live the fields the operator owns in desired; fields the API server or other
-// controllers filled in (a Service's cluster IP, extra labels) are left alone.
+// drifted reports whether live differs from desired in what the operator owns. Only the fields
+// desired sets are compared (equality.Semantic.DeepDerivative), so values the API server
+// defaults, and labels others add, are not drift.
+func drifted(live, desired client.Object) bool {
+	d := equality.Semantic.DeepDerivative
+	return !d(desired.GetLabels(), live.GetLabels()) ||
+		!d(desired.GetOwnerReferences(), live.GetOwnerReferences()) ||
+		!d(ownedFields(desired), ownedFields(live))
+}
+
+// ownedFields points at the part of an object the operator owns beyond its metadata.
+func ownedFields(o client.Object) any {
+	switch o := o.(type) {
+	case *corev1.ConfigMap:
+		return &o.Data
+	case *corev1.Service:
+		return &struct {
+			Selector *map[string]string
+			Ports    *[]corev1.ServicePort
+		}{&o.Spec.Selector, &o.Spec.Ports}
+	case *appsv1.Deployment:
+		return &o.Spec
+	case *policyv1.PodDisruptionBudget:
+		return &o.Spec
+	case *networkingv1.NetworkPolicy:
+		return &o.Spec
+	}
+	panic(fmt.Sprintf("%T is not an object the operator owns", o))
+}
+
+// overlay copies onto live the metadata and fields the operator owns in desired; what the API
+// server or other controllers filled in (a Service's cluster IP, extra labels) is left alone.
 func overlay(live, desired client.Object) {
 	l := live.GetLabels()
 	if l == nil {
@@ -127,7 +157,5 @@ func overlay(live, desired client.Object) {
 		live.(*policyv1.PodDisruptionBudget).Spec = d.Spec
 	case *networkingv1.NetworkPolicy:
 		live.(*networkingv1.NetworkPolicy).Spec = d.Spec
-	default:
-		panic(fmt.Sprintf("overlay: %T is not an object the operator owns", desired))
 	}
 }

@@ -369,6 +369,7 @@ func TestSteadyStateWritesNothing(t *testing.T) {
 		return v
 	}
 	before := versions()
+	writes := apiWrites.in(ns)
 	start := reconciles.get(key)
 	eventually(t, 5*resyncPeriod, func() error {
 		if n := reconciles.get(key) - start; n < 3 {
@@ -377,6 +378,9 @@ func TestSteadyStateWritesNothing(t *testing.T) {
 		return nil
 	})
 	after := versions()
+	if n := apiWrites.in(ns) - writes; n != 0 {
+		t.Errorf("the manager sent %d write requests in steady state", n)
+	}
 	if len(before) < 10 {
 		t.Fatalf("expected the channel and its children, saw %v", before)
 	}

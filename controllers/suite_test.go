@@ -3,10 +3,12 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -39,6 +42,7 @@ const (
 var (
 	redisPool  *redisconf.Pool
 	reconciles = &counter{n: map[types.NamespacedName]int{}}
+	apiWrites  = &writeCounter{byNS: map[string]int{}}
 	k8s        client.Client
 	scheme     = runtime.NewScheme()
 	testEnv    *envtest.Environment
@@ -74,7 +78,9 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "creating client:", err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgrCfg := rest.CopyConfig(cfg)
+	mgrCfg.WrapTransport = apiWrites.wrap
+	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:  scheme,
 		Cache:   CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
@@ -115,7 +121,7 @@ func zapLevel() zapcore.Level {
 }
 
 // newNamespace creates a namespace of its own for one test.
-func newNamespace(t *testing.T) string {
+func newNamespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "test-"}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
@@ -165,3 +171,39 @@ func (c *counter) get(key types.NamespacedName) int {
 	defer c.mu.Unlock()
 	return c.n[key]
 }
+
+// writeCounter counts the manager's write requests to the API server (events excluded), in all
+// and per namespace.
+type writeCounter struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	byNS map[string]int
+}
+
+func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method != http.MethodGet && !strings.Contains(req.URL.Path, "/events") {
+			w.n.Add(1)
+			if _, rest, ok := strings.Cut(req.URL.Path, "/namespaces/"); ok {
+				ns, _, _ := strings.Cut(rest, "/")
+				w.mu.Lock()
+				w.byNS[ns]++
+				w.mu.Unlock()
+				if os.Getenv("HERALD_TEST_LOG_WRITES") != "" {
+					fmt.Fprintln(os.Stderr, "WRITE", req.Method, req.URL.Path)
+				}
+			}
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+func (w *writeCounter) in(ns string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.byNS[ns]
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

@@ -34,7 +34,7 @@ func (c *Conn) EnsureUser(ctx context.Context, nodes []Node, u User) ([]string, 
 	var written []string
 	for _, nd := range nodes {
 		n := c.node(nd.Addr)
-		ok, err := userMatches(ctx, n, u)
+		ok, err := c.userMatches(ctx, n, u)
 		if err != nil {
 			return written, fmt.Errorf("%s: reading ACL user %s: %w", nd.Addr, u.Name, err)
 		}
@@ -46,6 +46,9 @@ func (c *Conn) EnsureUser(ctx context.Context, nodes []Node, u User) ([]string, 
 			return written, fmt.Errorf("%s: writing ACL user %s: %w", nd.Addr, u.Name, err)
 		}
 		written = append(written, nd.Addr)
+		if err := c.learnRewrite(ctx, n, u); err != nil {
+			return written, fmt.Errorf("%s: reading back ACL user %s: %w", nd.Addr, u.Name, err)
+		}
 	}
 	return written, nil
 }
@@ -60,15 +63,60 @@ func (c *Conn) DeleteUser(ctx context.Context, nodes []Node, name string) error 
 	return nil
 }
 
-// userMatches compares ACL GETUSER with u. Redis reorders command rules, so they are compared as
-// sets; flags Redis adds on its own (sanitize-payload) are ignored.
-func userMatches(ctx context.Context, n *redis.Client, u User) (bool, error) {
-	v, err := n.Do(ctx, "ACL", "GETUSER", u.Name).Result()
+// userMatches compares ACL GETUSER with u. Redis rewrites command rules (it reorders them, and
+// turns a list that covers most of a category into "+@category -other"), so the rules match when
+// they are the same set, or when they are what Redis made of the same request before
+// (learnRewrite). Flags Redis adds on its own (sanitize-payload) are ignored.
+func (c *Conn) userMatches(ctx context.Context, n *redis.Client, u User) (bool, error) {
+	got, err := getUser(ctx, n, u.Name)
+	if err != nil || got == nil {
+		return false, err
+	}
+	want := strings.Fields("-@all")
+	for _, cmd := range u.Commands {
+		want = append(want, "+"+cmd)
+	}
+	cmds := strings.Fields(fmt.Sprint(got["commands"]))
+	slices.Sort(cmds)
+	slices.Sort(want)
+	c.mu.Lock()
+	rewrite, learned := c.rewrites[strings.Join(want, " ")]
+	c.mu.Unlock()
+	sameCommands := slices.Equal(cmds, want) || (learned && strings.Join(cmds, " ") == rewrite)
+	return slices.Contains(strs(got["flags"]), "on") &&
+		slices.Equal(strs(got["passwords"]), []string{hashPassword(u.Password)}) &&
+		fmt.Sprint(got["keys"]) == "~"+u.KeyPattern &&
+		fmt.Sprint(got["channels"]) == "&"+u.KeyPattern &&
+		sameCommands, nil
+}
+
+// learnRewrite remembers how Redis wrote down u's command rules, so the next check recognises them.
+func (c *Conn) learnRewrite(ctx context.Context, n *redis.Client, u User) error {
+	got, err := getUser(ctx, n, u.Name)
+	if err != nil || got == nil {
+		return err
+	}
+	want := strings.Fields("-@all")
+	for _, cmd := range u.Commands {
+		want = append(want, "+"+cmd)
+	}
+	slices.Sort(want)
+	cmds := strings.Fields(fmt.Sprint(got["commands"]))
+	slices.Sort(cmds)
+	c.mu.Lock()
+	c.rewrites[strings.Join(want, " ")] = strings.Join(cmds, " ")
+	c.mu.Unlock()
+	return nil
+}
+
+// getUser is ACL GETUSER as a map, or nil when the user does not exist.
+func getUser(ctx context.Context, n *redis.Client, name string) (map[string]any, error) {
+	v, err := n.Do(ctx, "ACL", "GETUSER", name).Result()
 	if err == redis.Nil {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	got := map[string]any{}
 	switch x := v.(type) {
@@ -81,20 +129,9 @@ func userMatches(ctx context.Context, n *redis.Client, u User) (bool, error) {
 			got[fmt.Sprint(x[i])] = x[i+1]
 		}
 	default:
-		return false, fmt.Errorf("unexpected ACL GETUSER reply %T", v)
+		return nil, fmt.Errorf("unexpected ACL GETUSER reply %T", v)
 	}
-	want := strings.Fields("-@all")
-	for _, c := range u.Commands {
-		want = append(want, "+"+c)
-	}
-	cmds := strings.Fields(fmt.Sprint(got["commands"]))
-	slices.Sort(cmds)
-	slices.Sort(want)
-	return slices.Contains(strs(got["flags"]), "on") &&
-		slices.Equal(strs(got["passwords"]), []string{hashPassword(u.Password)}) &&
-		fmt.Sprint(got["keys"]) == "~"+u.KeyPattern &&
-		fmt.Sprint(got["channels"]) == "&"+u.KeyPattern &&
-		slices.Equal(cmds, want), nil
+	return got, nil
 }
 
 func strs(v any) []string {

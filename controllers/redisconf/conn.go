@@ -31,13 +31,14 @@ func (o Options) Key() string {
 type Conn struct {
 	opts Options
 
-	mu    sync.Mutex
-	nodes map[string]*redis.Client // by address, dialled lazily
+	mu       sync.Mutex
+	nodes    map[string]*redis.Client // by address, dialled lazily
+	rewrites map[string]string        // requested command rules -> how Redis wrote them down
 }
 
 // NewConn returns a connection; nothing is dialled until it is used.
 func NewConn(opts Options) *Conn {
-	return &Conn{opts: opts, nodes: map[string]*redis.Client{}}
+	return &Conn{opts: opts, nodes: map[string]*redis.Client{}, rewrites: map[string]string{}}
 }
 
 // Close closes every node connection.

@@ -129,7 +129,7 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 	probe := func(path string, period int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
-			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3,
+			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3, SuccessThreshold: 1, // ints are compared even when zero: spell out the defaults
 		}
 	}
 	pod := corev1.PodSpec{

@@ -185,7 +185,7 @@ func ChannelServiceName(channel string) string { return channel + "-relay" }
 // catch up (XRANGE, XREVRANGE, XINFO STREAM), subscribe (SSUBSCRIBE) and wait for replication.
 // A relay that needs another command must add it here, where the operator grants it.
 var RelayCommands = []string{
-	"hello", "auth", "ping", "echo", "client|setname", "client|getname", "client|id", "readonly", "readwrite",
+	"hello", "auth", "ping", "echo", "command", "client|setname", "client|getname", "client|id", "readonly", "readwrite",
 	"cluster|slots", "cluster|shards", "cluster|nodes", "cluster|info", "cluster|myid", "cluster|keyslot",
 	"eval", "evalsha", "script|load", "script|exists",
 	"xadd", "xrange", "xrevrange", "xinfo|stream", "xlen", "exists", "get", "set",
