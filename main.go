@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,7 +13,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +31,7 @@ import (
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers"
 	"github.com/heraldhq/herald/controllers/redisconf"
+	"github.com/heraldhq/herald/relay"
 )
 
 func main() {
@@ -40,8 +44,12 @@ func main() {
 	switch cmd {
 	case "manager":
 		err = runManager(args)
+	case "relay":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = relay.Main(ctx, args)
+		stop()
 	default:
-		err = fmt.Errorf("unknown command %q: want \"manager\"", cmd)
+		err = fmt.Errorf("unknown command %q: want \"manager\" or \"relay\"", cmd)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "herald:", err)

@@ -14,7 +14,7 @@ import (
 )
 
 // basePort keeps this test's cluster apart from the one `make test` starts for the other tests.
-const basePort = 7301
+const basePort = 7701
 
 func script(t *testing.T, dir, verb string) {
 	t.Helper()

@@ -1,0 +1,68 @@
+package relay_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/relay"
+	"github.com/heraldhq/herald/relay/internal/relaytest"
+)
+
+// BenchmarkSSEFanOut publishes 256-byte messages through a real shard relay (HTTP -> Redis
+// script -> SSUBSCRIBE -> hub -> SSE) to N connected SSE subscribers and waits until every
+// subscriber has every message. Clients and relay share this process and its 2 cores, so the
+// numbers are a floor for the relay alone. Reported: deliveries/s and ns per delivery.
+func BenchmarkSSEFanOut(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprint("subscribers=", n), func(b *testing.B) {
+			r := relaytest.StartRelay(b, relaytest.Options{Modify: func(o *relay.ShardOptions) { o.QueueBytes = 8 << 20 }})
+			var delivered atomic.Int64
+			var wg sync.WaitGroup
+			for range n {
+				resp, err := http.Get(r.ChannelURL("/events"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer resp.Body.Close()
+					sc := bufio.NewScanner(resp.Body)
+					sc.Buffer(make([]byte, 4096), 1<<20)
+					for sc.Scan() {
+						if bytes.HasPrefix(sc.Bytes(), []byte("event: message")) {
+							delivered.Add(1)
+						}
+					}
+				}()
+			}
+			relaytest.Eventually(b, 30*time.Second, "subscribers registered", func() bool { return r.Hub().Subscribers() == int64(n) })
+			body := `{"pad":"` + strings.Repeat("x", 246) + `"}`
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				r.MustPublish(b, "k", body)
+			}
+			want := int64(b.N) * int64(n)
+			deadline := time.Now().Add(60 * time.Second)
+			for delivered.Load() < want && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			if got := delivered.Load(); got < want {
+				b.Fatalf("%d of %d deliveries", got, want)
+			}
+			b.ReportMetric(float64(want)/b.Elapsed().Seconds(), "deliveries/s")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(want), "ns/delivery")
+			r.Server.CloseClientConnections()
+			wg.Wait()
+		})
+	}
+}

@@ -1,0 +1,112 @@
+package relay_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/relay"
+	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+func TestMainRejectsBadInvocations(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "map.json")
+	m := shardmap.New("ns", "ch", shardmap.DeliveryDurable, []string{shardmap.HashTag("ns", "ch", 0, 0)})
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(good, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	_ = os.WriteFile(bad, []byte("{"), 0o600)
+	tests := map[string]struct {
+		args    []string
+		mention string
+	}{
+		"sidecar role":       {[]string{"--role=sidecar"}, "not implemented yet"},
+		"unknown role":       {[]string{"--role=x"}, "--role must be"},
+		"no shard map":       {[]string{"--shard=0"}, "--shardmap is required"},
+		"missing map file":   {[]string{"--shardmap", filepath.Join(dir, "nope"), "--shard=0"}, "reading the shard map"},
+		"map not JSON":       {[]string{"--shardmap", bad, "--shard=0"}, "not valid JSON"},
+		"no shard":           {[]string{"--shardmap", good}, "--shard is required"},
+		"no redis":           {[]string{"--shardmap", good, "--shard=0"}, "--redis-addresses is required"},
+		"bad redis address":  {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=nohost"}, "not host:port"},
+		"shard out of range": {[]string{"--shardmap", good, "--shard=3", "--redis-addresses=127.0.0.1:1"}, "shard 3 does not exist"},
+		"probe timeout":      {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--probe-timeout=1s", "--probe-interval=2s"}, "--probe-timeout must be longer"},
+		"stray argument":     {[]string{"extra"}, "unexpected arguments"},
+		"unknown flag":       {[]string{"--nope"}, "flag provided but not defined"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := relay.Main(context.Background(), tc.args)
+			if err == nil || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("Main(%q) = %v, want an error mentioning %q", tc.args, err, tc.mention)
+			}
+		})
+	}
+	if err := relay.Main(context.Background(), []string{"--help"}); err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+}
+
+// TestMainServesAShardFromEnvironment runs the real entry point configured through the
+// environment, publishes through it and stops it by cancelling its context.
+func TestMainServesAShardFromEnvironment(t *testing.T) {
+	channel := relaytest.UniqueName(t)
+	m := shardmap.New("test", channel, shardmap.DeliveryDurable, []string{shardmap.HashTag("test", channel, 0, 0)})
+	path := filepath.Join(t.TempDir(), "shardmap.json")
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	t.Setenv("HERALD_SHARDMAP", path)
+	t.Setenv("HERALD_SHARD", "0")
+	t.Setenv("HERALD_REDIS_ADDRESSES", strings.Join(relaytest.RedisAddrs(), ","))
+	t.Setenv("HERALD_LOG_LEVEL", "warn")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Main(ctx, []string{"--listen", addr}) }()
+	base := "http://" + addr
+	relaytest.Eventually(t, 20*time.Second, "relay ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	resp, err := http.Post(base+"/v1/channels/"+channel+"/messages?key=k", "text/plain", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Main returned %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Main did not return after its context ended")
+	}
+	r := relaytest.StartRelay(t, relaytest.Options{Channel: channel}) // reuses the channel only to clean its stream up
+	if n := r.Redis.XLen(context.Background(), m.Shards[0].Stream).Val(); n != 1 {
+		t.Fatalf("stream holds %d entries, want 1", n)
+	}
+}

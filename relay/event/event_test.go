@@ -1,0 +1,255 @@
+package event
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald/relay/cursor"
+)
+
+// cloudEvent is the decoded form of an Encoded.JSON, for assertions.
+type cloudEvent struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Subject         string          `json:"subject"`
+	Time            string          `json:"time"`
+	DataContentType string          `json:"datacontenttype"`
+	Data            json.RawMessage `json:"data"`
+	DataBase64      string          `json:"data_base64"`
+}
+
+func TestEncode(t *testing.T) {
+	enc := NewEncoder("team-a", "orders")
+	base := Message{ID: cursor.ID{Ms: 1712345678901, Seq: 3}, Key: "order-42", Type: "com.example.created"}
+	tests := map[string]struct {
+		ct, data   string
+		wantData   string // JSON of the data member, or "" when data_base64 is expected
+		wantBase64 string
+	}{
+		"json inline":          {ct: "application/json", data: `{"a":1,"b":[true,null]}`, wantData: `{"a":1,"b":[true,null]}`},
+		"json with spaces":     {ct: "application/json; charset=utf-8", data: "{\n \"a\" : 1\n}", wantData: `{"a":1}`},
+		"+json suffix":         {ct: "application/vnd.x+json", data: `[1,2]`, wantData: `[1,2]`},
+		"invalid json as text": {ct: "application/json", data: `{"a":`, wantData: `"{\"a\":"`},
+		"text":                 {ct: "text/plain", data: "line1\nline2 \"q\" \u2028", wantData: `"line1\nline2 \"q\" \u2028"`},
+		"no content type":      {ct: "", data: "hello", wantData: `"hello"`},
+		"binary":               {ct: "application/octet-stream", data: "\xff\x00\x01", wantBase64: base64.StdEncoding.EncodeToString([]byte("\xff\x00\x01"))},
+		"empty data":           {ct: "text/plain", data: "", wantData: `""`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			m := base
+			m.ContentType, m.Data = tc.ct, tc.data
+			e := enc.Encode(m)
+			wantHead := "id: 1712345678901-3\nevent: message\ndata: "
+			if !bytes.HasPrefix(e.SSE, []byte(wantHead)) || !bytes.HasSuffix(e.SSE, []byte("}\n\n")) {
+				t.Fatalf("SSE frame %q is not framed as id/event/data", e.SSE)
+			}
+			if bytes.Count(e.SSE, []byte("\n")) != 4 {
+				t.Fatalf("SSE frame %q must have exactly 3 lines and a blank line", e.SSE)
+			}
+			if !bytes.Equal(e.SSE[len(wantHead):len(e.SSE)-2], e.JSON) {
+				t.Fatal("JSON is not the data line of the SSE frame")
+			}
+			var ce cloudEvent
+			if err := json.Unmarshal(e.JSON, &ce); err != nil {
+				t.Fatalf("event is not JSON: %v\n%s", err, e.JSON)
+			}
+			if ce.SpecVersion != "1.0" || ce.ID != "1712345678901-3" || ce.Source != "/namespaces/team-a/notificationchannels/orders" ||
+				ce.Subject != "order-42" || ce.Type != "com.example.created" || ce.Time != "2024-04-05T19:34:38.901Z" || ce.DataContentType != tc.ct {
+				t.Fatalf("wrong attributes: %+v", ce)
+			}
+			if string(ce.Data) != tc.wantData || ce.DataBase64 != tc.wantBase64 {
+				t.Fatalf("data = %s / %q, want %s / %q", ce.Data, ce.DataBase64, tc.wantData, tc.wantBase64)
+			}
+		})
+	}
+}
+
+func TestEncodeGap(t *testing.T) {
+	e := NewEncoder("ns", "c").EncodeGap(Gap{Reason: GapTrimmed, From: cursor.ID{Ms: 5}, Resume: cursor.ID{Ms: 9, Seq: 1}, Message: "older than retention"})
+	if !bytes.HasPrefix(e.SSE, []byte("id: 9-1\nevent: gap\ndata: {")) || e.Kind != KindGap {
+		t.Fatalf("gap frame %q", e.SSE)
+	}
+	var ce struct {
+		Type string `json:"type"`
+		Data struct{ Reason, From, Resume, Message string }
+	}
+	if err := json.Unmarshal(e.JSON, &ce); err != nil {
+		t.Fatal(err)
+	}
+	if ce.Type != GapType || ce.Data.Reason != GapTrimmed || ce.Data.From != "5-0" || ce.Data.Resume != "9-1" {
+		t.Fatalf("gap event %s", e.JSON)
+	}
+}
+
+func TestLiveRoundTrip(t *testing.T) {
+	m := Message{ID: cursor.ID{Ms: 1, Seq: 2}, Writer: "3fbdfa83e7ec", Key: "k", Type: "t", ContentType: "text/plain", Data: "a\nb\n\nc"}
+	got, err := DecodeLive(string(AppendLive(nil, m)))
+	if err != nil || got != m {
+		t.Fatalf("DecodeLive = %+v, %v; want %+v", got, err, m)
+	}
+	for _, bad := range []string{"", "1-0\nw\nk\nt", "x-0\nw\nk\nt\nc\nd", "\x00probe 1"} {
+		if _, err := DecodeLive(bad); err == nil {
+			t.Fatalf("DecodeLive(%q) accepted a malformed payload", bad)
+		}
+	}
+}
+
+func TestParsePublish(t *testing.T) {
+	tests := map[string]struct {
+		ct, ceType, body string
+		want             Publish
+		wantErr          string // substring; "415" means errors.Is(ErrUnsupportedMediaType)
+	}{
+		"binary json":          {ct: "application/json", body: "{ \"a\": 1 }", want: Publish{Type: DefaultType, ContentType: "application/json", Data: []byte(`{"a":1}`)}},
+		"binary with type":     {ct: "text/plain", ceType: "com.x", body: "hi", want: Publish{Type: "com.x", ContentType: "text/plain", Data: []byte("hi")}},
+		"binary bad json":      {ct: "application/json", body: "{", wantErr: "not valid JSON"},
+		"binary empty json":    {ct: "application/json", body: "", wantErr: "not valid JSON"},
+		"bad ce-type":          {ct: "text/plain", ceType: "a\nb", body: "x", wantErr: "control character"},
+		"no content type":      {ct: "", body: "x", wantErr: "415"},
+		"bad content type":     {ct: "text/", body: "x", wantErr: "415"},
+		"batch":                {ct: "application/cloudevents-batch+json", body: "[]", wantErr: "415"},
+		"structured json":      {ct: "application/cloudevents+json", body: `{"specversion":"1.0","type":"com.y","subject":"k1","data":{"x": [1, 2]}}`, want: Publish{Subject: "k1", Type: "com.y", ContentType: "application/json", Data: []byte(`{"x":[1,2]}`)}},
+		"structured text":      {ct: "application/cloudevents+json; charset=utf-8", body: `{"type":"t","datacontenttype":"text/plain","data":"hello"}`, want: Publish{Type: "t", ContentType: "text/plain", Data: []byte("hello")}},
+		"structured base64":    {ct: "application/cloudevents+json", body: `{"type":"t","data_base64":"/wA="}`, want: Publish{Type: "t", ContentType: "application/octet-stream", Data: []byte{0xff, 0}}},
+		"structured both data": {ct: "application/cloudevents+json", body: `{"data":1,"data_base64":"AA=="}`, wantErr: "not both"},
+		"structured not json":  {ct: "application/cloudevents+json", body: `nope`, wantErr: "not a CloudEvent"},
+		"structured two":       {ct: "application/cloudevents+json", body: `{} {}`, wantErr: "more than one"},
+		"structured version":   {ct: "application/cloudevents+json", body: `{"specversion":"0.3"}`, wantErr: "specversion"},
+		"structured text data": {ct: "application/cloudevents+json", body: `{"datacontenttype":"text/plain","data":5}`, wantErr: "JSON string"},
+		"structured bad b64":   {ct: "application/cloudevents+json", body: `{"data_base64":"***"}`, wantErr: "not base64"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := ParsePublish(tc.ct, tc.ceType, []byte(tc.body))
+			if tc.wantErr != "" {
+				if err == nil {
+					t.Fatalf("ParsePublish accepted it: %+v", got)
+				}
+				if tc.wantErr == "415" {
+					if !errors.Is(err, ErrUnsupportedMediaType) {
+						t.Fatalf("err = %v, want ErrUnsupportedMediaType", err)
+					}
+				} else if !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Subject != tc.want.Subject || got.Type != tc.want.Type || got.ContentType != tc.want.ContentType || !bytes.Equal(got.Data, tc.want.Data) {
+				t.Fatalf("got %+v (%q), want %+v (%q)", got, got.Data, tc.want, tc.want.Data)
+			}
+		})
+	}
+}
+
+func TestValidateField(t *testing.T) {
+	tests := map[string]struct {
+		in string
+		ok bool
+	}{
+		"plain":     {"order-42", true},
+		"unicode":   {"größe/ü", true},
+		"empty":     {"", false},
+		"newline":   {"a\nb", false},
+		"del":       {"a\x7fb", false},
+		"c1":        {"a\u0085b", false},
+		"line sep":  {"a\u2028b", false},
+		"bad utf8":  {"a\xffb", false},
+		"too long":  {strings.Repeat("k", MaxKeyBytes+1), false},
+		"max local": {strings.Repeat("k", MaxKeyBytes), true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if err := ValidateField("key", tc.in, MaxKeyBytes); (err == nil) != tc.ok {
+				t.Fatalf("ValidateField(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+			}
+		})
+	}
+}
+
+// FuzzPublishBody drives the whole publish-to-subscriber path of untrusted input: whatever
+// ParsePublish accepts must encode to an SSE frame of exactly one data line whose CloudEvent is
+// JSON and carries the same data back.
+func FuzzPublishBody(f *testing.F) {
+	f.Add("application/json", "", []byte(`{"a":1}`))
+	f.Add("text/plain", "com.x", []byte("hello\nworld"))
+	f.Add("application/cloudevents+json", "", []byte(`{"type":"t","data":{"b":[1]}}`))
+	f.Add("application/cloudevents+json", "", []byte(`{"data_base64":"/wA="}`))
+	f.Add("application/octet-stream", "", []byte{0xff, 0xfe, '\n', '\r'})
+	enc := NewEncoder("ns", "ch")
+	f.Fuzz(func(t *testing.T, ct, ceType string, body []byte) {
+		p, err := ParsePublish(ct, ceType, body)
+		if err != nil {
+			return
+		}
+		key := "k"
+		if p.Subject != "" {
+			key = p.Subject
+		}
+		m := Message{ID: cursor.ID{Ms: 1, Seq: 1}, Key: key, Type: p.Type, ContentType: p.ContentType, Data: string(p.Data)}
+		// The live payload must survive the channel.
+		back, err := DecodeLive(string(AppendLive(nil, m)))
+		if err != nil || back != m {
+			t.Fatalf("live round trip: %+v, %v", back, err)
+		}
+		e := enc.Encode(m)
+		if bytes.Count(e.SSE, []byte("\n")) != 4 || bytes.ContainsRune(e.SSE, '\r') {
+			t.Fatalf("SSE frame breaks lines: %q", e.SSE)
+		}
+		var ce cloudEvent
+		if err := json.Unmarshal(e.JSON, &ce); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, e.JSON)
+		}
+		var data []byte
+		switch {
+		case ce.DataBase64 != "":
+			data, _ = base64.StdEncoding.DecodeString(ce.DataBase64)
+		case IsJSONMediaType(p.ContentType) && json.Valid(p.Data):
+			data = ce.Data
+		default:
+			var s string
+			if err := json.Unmarshal(ce.Data, &s); err != nil {
+				t.Fatalf("text data is not a JSON string: %s", ce.Data)
+			}
+			data = []byte(s)
+		}
+		if !bytes.Equal(data, p.Data) && utf8.Valid(p.Data) {
+			t.Fatalf("data changed: %q -> %q", p.Data, data)
+		}
+	})
+}
+
+func FuzzDecodeLive(f *testing.F) {
+	f.Add("1-0\nabc\nk\nt\ntext/plain\ndata")
+	f.Add("\x00probe 7")
+	f.Fuzz(func(t *testing.T, payload string) {
+		m, err := DecodeLive(payload)
+		if err != nil {
+			return
+		}
+		if got := string(AppendLive(nil, m)); got != payload && m.ID.String() == strings.SplitN(payload, "\n", 2)[0] {
+			t.Fatalf("re-encoding %q gave %q", payload, got)
+		}
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	enc := NewEncoder("team-a", "orders")
+	m := Message{ID: cursor.ID{Ms: 1712345678901, Seq: 3}, Key: "order-42", Type: "com.example.created",
+		ContentType: "application/json", Data: `{"order":42,"items":[{"sku":"a-1","qty":2}],"note":"` + strings.Repeat("x", 180) + `"}`}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(m.Data)))
+	for b.Loop() {
+		_ = enc.Encode(m)
+	}
+}

@@ -1,0 +1,141 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/upstream"
+)
+
+// MaxIdempotencyKeyBytes bounds the Idempotency-Key header (it becomes part of a Redis key).
+const MaxIdempotencyKeyBytes = 128
+
+type publishResponse struct {
+	ID         string `json:"id"`                   // the message's cursor
+	Shard      int    `json:"shard"`                // the shard it went to
+	Duplicate  bool   `json:"duplicate,omitempty"`  // an Idempotency-Key retry: nothing new was stored
+	Replicated *bool  `json:"replicated,omitempty"` // with ?ack=replicated: did a replica confirm it in time
+	Replicas   *int   `json:"replicas,omitempty"`   // with ?ack=replicated: how many replicas confirmed
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	key := q.Get("key")
+	if key != "" {
+		if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
+			writeError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+			return
+		}
+	}
+	waitReplicas := 0
+	switch ack := q.Get("ack"); ack {
+	case "", "leader":
+	case "replicated":
+		waitReplicas = 1
+	default:
+		writeError(w, http.StatusBadRequest, "query parameter ack must be \"leader\" (default) or \"replicated\", not "+strconv.Quote(clip(ack)))
+		return
+	}
+	idem := r.Header.Get("Idempotency-Key")
+	if idem != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
+		if err := validIdempotencyKey(idem); err != nil {
+			writeError(w, http.StatusBadRequest, "Idempotency-Key header: "+err.Error())
+			return
+		}
+	}
+	ct := r.Header.Get("Content-Type")
+	limit := s.maxBytes
+	if isStructured(ct) {
+		limit = s.maxBytes*2 + 16<<10 // room for the envelope and base64; data is checked below
+	}
+	if r.ContentLength > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "body of "+strconv.FormatInt(r.ContentLength, 10)+
+			" bytes is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	in, err := event.ParsePublish(ct, r.Header.Get("Ce-Type"), body)
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, event.ErrUnsupportedMediaType) {
+			code = http.StatusUnsupportedMediaType
+		}
+		writeError(w, code, err.Error())
+		return
+	}
+	if int64(len(in.Data)) > s.maxBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, "data of "+strconv.Itoa(len(in.Data))+" bytes is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
+		return
+	}
+	switch {
+	case key == "" && in.Subject == "":
+		writeError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or subject in a structured CloudEvent)")
+		return
+	case key == "":
+		key = in.Subject
+	case in.Subject != "" && in.Subject != key:
+		writeError(w, http.StatusBadRequest, "?key="+strconv.Quote(clip(key))+" and the CloudEvent subject "+strconv.Quote(clip(in.Subject))+" differ; the key is the subject")
+		return
+	}
+	if shard := s.cfg.Map.ShardFor(key); shard != s.cfg.Shard {
+		s.misdirected(w, key, shard)
+		return
+	}
+	res, err := s.cfg.Publisher.Publish(r.Context(), upstream.PublishRequest{
+		Key: key, Type: in.Type, ContentType: in.ContentType, Data: in.Data,
+		IdempotencyKey: idem, WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the publisher went away; it does not know the outcome and retries with its Idempotency-Key
+		}
+		s.cfg.Metrics.PublishErrors.Inc()
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "Redis did not accept the message (retry with the same Idempotency-Key to stay exactly-once): "+err.Error())
+		return
+	}
+	if !res.Duplicate {
+		s.cfg.Metrics.Published.Inc()
+	}
+	resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, Duplicate: res.Duplicate}
+	if waitReplicas > 0 {
+		resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
+	}
+	writeJSON(w, http.StatusAccepted, resp)
+}
+
+func isStructured(ct string) bool {
+	return len(ct) >= len(event.StructuredMediaType) && ct[:len(event.StructuredMediaType)] == event.StructuredMediaType
+}
+
+func validIdempotencyKey(k string) error {
+	if k == "" || len(k) > MaxIdempotencyKeyBytes {
+		return errors.New("must be 1 to " + strconv.Itoa(MaxIdempotencyKeyBytes) + " characters")
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] <= ' ' || k[i] > '~' {
+			return errors.New("must be printable ASCII without spaces (a UUID is a good choice)")
+		}
+	}
+	return nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

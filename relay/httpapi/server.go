@@ -1,0 +1,150 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/metrics"
+	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/upstream"
+)
+
+// DefaultMaxMessageBytes applies when the shard map sets no maxMessageBytes.
+const DefaultMaxMessageBytes = 1 << 20
+
+// Config wires a Server. Map, Publisher, Subscription, Hub, Encoder, Metrics and Gatherer are required.
+type Config struct {
+	Map          *shardmap.Map
+	Shard        int // the shard this relay serves
+	Publisher    *upstream.Publisher
+	Subscription *upstream.Subscription
+	Hub          *hub.Hub
+	Encoder      *event.Encoder
+	Metrics      *metrics.Metrics
+	Gatherer     prometheus.Gatherer
+	WriteTimeout time.Duration // bound of one batch write to a subscriber. Defaults to 10s.
+	WaitTimeout  time.Duration // bound of WAIT for ?ack=replicated. Defaults to 1s.
+	ReplayBatch  int64         // XRANGE COUNT per replay round trip. Defaults to 500.
+	Logger       *slog.Logger  // defaults to slog.Default()
+}
+
+// Server is the HTTP API of one shard relay.
+type Server struct {
+	cfg      Config
+	maxBytes int64
+	mux      *http.ServeMux
+}
+
+// New returns the API server for cfg.
+func New(cfg Config) *Server {
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = time.Second
+	}
+	if cfg.ReplayBatch <= 0 {
+		cfg.ReplayBatch = 500
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, maxBytes: cfg.Map.MaxMessageBytes, mux: http.NewServeMux()}
+	if s.maxBytes <= 0 {
+		s.maxBytes = DefaultMaxMessageBytes
+	}
+	s.mux.HandleFunc("/v1/channels/{channel}/messages", s.only(http.MethodPost, s.channel(s.publish)))
+	s.mux.HandleFunc("/v1/channels/{channel}/events", s.only(http.MethodGet, s.channel(s.serveSSE)))
+	s.mux.HandleFunc("/v1/channels/{channel}/ws", s.only(http.MethodGet, s.channel(s.serveWebSocket)))
+	s.mux.HandleFunc("/v1/channels/{channel}/shards", s.only(http.MethodGet, s.channel(s.shards)))
+	s.mux.HandleFunc("/healthz", s.only(http.MethodGet, s.healthz))
+	s.mux.HandleFunc("/readyz", s.only(http.MethodGet, s.readyz))
+	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such path; the API is under /v1/channels/{channel}/(messages|events|ws|shards)")
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// only answers 405 with an Allow header and a JSON body to any other method (HEAD rides on GET).
+func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed here; use "+method)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// channel answers 404 for a channel this relay does not serve.
+func (s *Server) channel(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if c := r.PathValue("channel"); c != s.cfg.Map.Channel {
+			writeError(w, http.StatusNotFound, "channel "+strconv.Quote(c)+" is not served here; this relay serves channel "+
+				strconv.Quote(s.cfg.Map.Channel)+" in namespace "+strconv.Quote(s.cfg.Map.Namespace))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) shards(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.cfg.Map)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz is 200 only while the shard subscription is confirmed on the slot's master and caught
+// up; the body shows the subscription's status either way.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	st := s.cfg.Subscription.Status()
+	code := http.StatusOK
+	if !s.cfg.Subscription.Ready() {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": code == http.StatusOK, "shard": s.cfg.Shard, "upstream": st})
+}
+
+// misdirected answers 421 for a key of another shard, naming the right one.
+func (s *Server) misdirected(w http.ResponseWriter, key string, shard int) {
+	writeJSON(w, http.StatusMisdirectedRequest, map[string]any{
+		"error": "key " + strconv.Quote(key) + " belongs to shard " + strconv.Itoa(shard) + " but this relay serves shard " +
+			strconv.Itoa(s.cfg.Shard) + "; send it to that shard's relay (or to the sidecar, which routes by key)",
+		"shard":    shard,
+		"endpoint": s.cfg.Map.Shards[shard].Endpoint,
+	})
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encoding the response failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}

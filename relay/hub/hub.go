@@ -1,0 +1,242 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/heraldhq/herald/relay/event"
+)
+
+// ErrSlowConsumer is what Next returns once a subscriber's queue passed its byte limit.
+var ErrSlowConsumer = errors.New("slow consumer: the subscriber's queue passed its byte limit")
+
+// ErrClosed is what Next returns after Close.
+var ErrClosed = errors.New("subscriber closed")
+
+const shardCount = 64
+
+// Hub is the subscriber registry of one shard relay.
+type Hub struct {
+	shards     [shardCount]registryShard
+	nextID     atomic.Uint64
+	queueBytes int
+
+	subscribers atomic.Int64  // currently registered
+	delivered   atomic.Uint64 // events enqueued to subscribers, all time
+	slowClosed  atomic.Uint64 // subscribers closed as slow consumers, all time
+}
+
+type registryShard struct {
+	mu    sync.RWMutex
+	all   []*Subscriber            // subscribers without a key filter
+	byKey map[string][]*Subscriber // subscribers of one key
+}
+
+// New returns a hub whose subscribers may each queue up to queueBytes of encoded events.
+func New(queueBytes int) *Hub {
+	h := &Hub{queueBytes: queueBytes}
+	for i := range h.shards {
+		h.shards[i].byKey = make(map[string][]*Subscriber)
+	}
+	return h
+}
+
+// Subscribers is the number of registered subscribers.
+func (h *Hub) Subscribers() int64 { return h.subscribers.Load() }
+
+// Delivered is the number of events enqueued to subscribers so far.
+func (h *Hub) Delivered() uint64 { return h.delivered.Load() }
+
+// SlowClosed is the number of subscribers closed as slow consumers so far.
+func (h *Hub) SlowClosed() uint64 { return h.slowClosed.Load() }
+
+// Subscribe registers a subscriber for key ("" = every key). It receives every event broadcast
+// after Subscribe returns. The caller must Close it.
+func (h *Hub) Subscribe(key string) *Subscriber {
+	s := &Subscriber{
+		hub:   h,
+		id:    h.nextID.Add(1),
+		key:   key,
+		limit: h.queueBytes,
+		wake:  make(chan struct{}, 1),
+		dead:  make(chan struct{}),
+	}
+	sh := &h.shards[s.id%shardCount]
+	sh.mu.Lock()
+	if key == "" {
+		s.pos = len(sh.all)
+		sh.all = append(sh.all, s)
+	} else {
+		list := sh.byKey[key]
+		s.pos = len(list)
+		sh.byKey[key] = append(list, s)
+	}
+	sh.mu.Unlock()
+	h.subscribers.Add(1)
+	return s
+}
+
+func (h *Hub) unregister(s *Subscriber) {
+	sh := &h.shards[s.id%shardCount]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if s.pos < 0 {
+		return
+	}
+	if s.key == "" {
+		sh.all = removeAt(sh.all, s.pos)
+	} else {
+		list := removeAt(sh.byKey[s.key], s.pos)
+		if len(list) == 0 {
+			delete(sh.byKey, s.key)
+		} else {
+			sh.byKey[s.key] = list
+		}
+	}
+	s.pos = -1
+	h.subscribers.Add(-1)
+}
+
+// removeAt swap-removes list[i] and fixes the moved subscriber's position.
+func removeAt(list []*Subscriber, i int) []*Subscriber {
+	last := len(list) - 1
+	if i != last {
+		list[i] = list[last]
+		list[i].pos = i
+	}
+	list[last] = nil
+	return list[:last]
+}
+
+// Broadcast enqueues e to every subscriber it matches: all subscribers for an event without a
+// key (gaps, heartbeats), otherwise the unfiltered ones and those of e.Key. It never blocks on a
+// subscriber and allocates nothing per subscriber.
+func (h *Hub) Broadcast(e *event.Encoded) {
+	var n uint64
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, s := range sh.all {
+			n += s.enqueue(e)
+		}
+		if e.Key != "" {
+			for _, s := range sh.byKey[e.Key] {
+				n += s.enqueue(e)
+			}
+		} else {
+			for _, list := range sh.byKey {
+				for _, s := range list {
+					n += s.enqueue(e)
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	if e.Kind != event.KindHeartbeat {
+		h.delivered.Add(n)
+	}
+}
+
+// Subscriber is one downstream connection's view of the hub.
+type Subscriber struct {
+	hub   *Hub
+	id    uint64
+	key   string
+	limit int
+	pos   int // index in its registry list; -1 once unregistered (guarded by the shard lock)
+
+	mu     sync.Mutex
+	queue  []*event.Encoded // pending events, oldest first
+	queued int              // bytes pending
+	err    error            // why the subscriber stopped, once it has
+	wake   chan struct{}    // capacity 1: "the queue is not empty or err is set"
+	dead   chan struct{}    // closed when err is set
+}
+
+// Key is the subscriber's key filter ("" = every key).
+func (s *Subscriber) Key() string { return s.key }
+
+// enqueue appends e unless that would pass the byte limit, in which case the subscriber is
+// closed as slow (once). It returns 1 if e was queued.
+func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
+	size := e.Size()
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return 0
+	}
+	if s.queued+size > s.limit {
+		s.failLocked(ErrSlowConsumer)
+		s.mu.Unlock()
+		s.hub.slowClosed.Add(1)
+		return 0
+	}
+	s.queue = append(s.queue, e)
+	s.queued += size
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return 1
+}
+
+// failLocked records why the subscriber stops and drops what it had queued.
+func (s *Subscriber) failLocked(err error) {
+	s.err = err
+	clear(s.queue)
+	s.queue = s.queue[:0]
+	s.queued = 0
+	close(s.dead)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Dead is closed when the subscriber stopped (slow consumer or Close); a writer blocked on a
+// socket watches it to abandon the write.
+func (s *Subscriber) Dead() <-chan struct{} { return s.dead }
+
+// Next waits until events are queued and returns all of them, oldest first. buf is the slice
+// the previous call returned (or nil); its contents are dropped and its array reused, so a
+// steady stream allocates nothing. Next returns ErrSlowConsumer or ErrClosed once the
+// subscriber stopped, or ctx's error.
+func (s *Subscriber) Next(ctx context.Context, buf []*event.Encoded) ([]*event.Encoded, error) {
+	clear(buf)
+	buf = buf[:0]
+	for {
+		s.mu.Lock()
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return buf, err
+		}
+		if len(s.queue) > 0 {
+			batch := s.queue
+			s.queue = buf
+			s.queued = 0
+			s.mu.Unlock()
+			return batch, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return buf, ctx.Err()
+		}
+	}
+}
+
+// Close unregisters the subscriber. It is safe to call more than once and concurrently with
+// Broadcast.
+func (s *Subscriber) Close() {
+	s.mu.Lock()
+	if s.err == nil {
+		s.failLocked(ErrClosed)
+	}
+	s.mu.Unlock()
+	s.hub.unregister(s)
+}

@@ -1,0 +1,252 @@
+package relaytest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/relay"
+	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/upstream"
+)
+
+// RedisAddrs is the shared test cluster: $HERALD_REDIS_ADDRS (comma-separated), default
+// 127.0.0.1:7001, as started by `hack/redis-cluster.sh up`.
+func RedisAddrs() []string {
+	if v := os.Getenv("HERALD_REDIS_ADDRS"); v != "" {
+		return strings.Split(v, ",")
+	}
+	return []string{"127.0.0.1:7001"}
+}
+
+// Relay is a shard relay served on a loopback httptest server.
+type Relay struct {
+	*relay.ShardRelay
+	Map    *shardmap.Map
+	URL    string // base URL of the HTTP API
+	Server *httptest.Server
+	Redis  *redis.ClusterClient // a separate client for assertions
+}
+
+// Options change the defaults of StartRelay.
+type Options struct {
+	Addrs    []string                  // Redis seeds; defaults to RedisAddrs()
+	Shards   int                       // number of shards in the map; defaults to 1 (the relay serves shard 0)
+	Delivery string                    // defaults to Durable
+	Modify   func(*relay.ShardOptions) // last-minute changes
+	Server   func(*httptest.Server)    // changes to the unstarted test server
+	Channel  string                    // channel name; defaults to a unique name from the test name
+}
+
+var nameRE = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// UniqueName turns the test name into a channel name that no other test run uses.
+func UniqueName(t testing.TB) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	n := nameRE.ReplaceAllString(strings.ToLower(t.Name()), "-")
+	if len(n) > 40 {
+		n = n[len(n)-40:]
+	}
+	return strings.Trim(n, "-") + "-" + hex.EncodeToString(b[:])
+}
+
+// StartRelay starts a shard relay for shard 0 of a new channel and waits until it is ready.
+// Its stream is deleted when the test ends.
+func StartRelay(t testing.TB, o Options) *Relay {
+	t.Helper()
+	if o.Addrs == nil {
+		o.Addrs = RedisAddrs()
+	}
+	if o.Shards == 0 {
+		o.Shards = 1
+	}
+	if o.Delivery == "" {
+		o.Delivery = shardmap.DeliveryDurable
+	}
+	if o.Channel == "" {
+		o.Channel = UniqueName(t)
+	}
+	tags := make([]string, o.Shards)
+	for i := range tags {
+		tags[i] = shardmap.HashTag("test", o.Channel, i, 0)
+	}
+	m := shardmap.New("test", o.Channel, o.Delivery, tags)
+	m.MaxMessageBytes = 64 << 10
+	m.Retention = shardmap.Retention{MaxLength: 100000}
+	opt := relay.ShardOptions{
+		Map: m, Shard: 0,
+		Redis:    redis.ClusterOptions{Addrs: o.Addrs},
+		Upstream: upstream.Options{ProbeInterval: 200 * time.Millisecond, ProbeTimeout: time.Second},
+		Logger:   slog.New(slog.NewTextHandler(NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if o.Modify != nil {
+		o.Modify(&opt)
+	}
+	r, err := relay.NewShardRelay(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(r.Handler())
+	if o.Server != nil {
+		o.Server(srv)
+	}
+	srv.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	assert := redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.Addrs})
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		cancel()
+		<-done
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		for _, s := range m.Shards {
+			_ = assert.Del(dctx, s.Stream).Err()
+		}
+		_ = assert.Close()
+	})
+	rl := &Relay{ShardRelay: r, Map: m, URL: srv.URL, Server: srv, Redis: assert}
+	rl.WaitReady(t, 20*time.Second)
+	return rl
+}
+
+// WaitReady waits until /readyz answers 200.
+func (r *Relay) WaitReady(t testing.TB, within time.Duration) {
+	t.Helper()
+	Eventually(t, within, "relay ready", func() bool {
+		resp, err := http.Get(r.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// ChannelURL is the URL of path under the relay's channel, e.g. "/messages?key=a".
+func (r *Relay) ChannelURL(path string) string {
+	return r.URL + "/v1/channels/" + r.Map.Channel + path
+}
+
+// PublishResponse is the 202 body.
+type PublishResponse struct {
+	ID         string `json:"id"`
+	Shard      int    `json:"shard"`
+	Duplicate  bool   `json:"duplicate"`
+	Replicated *bool  `json:"replicated"`
+	Replicas   *int   `json:"replicas"`
+	Error      string `json:"error"`
+}
+
+// Publish POSTs body as JSON for key and returns the status and decoded body.
+func (r *Relay) Publish(t testing.TB, key, body string, hdr ...string) (int, PublishResponse) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, r.ChannelURL("/messages?key="+key), strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	defer resp.Body.Close()
+	var pr PublishResponse
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &pr); err != nil {
+		t.Fatalf("publish answered %d with non-JSON %q", resp.StatusCode, b)
+	}
+	return resp.StatusCode, pr
+}
+
+// MustPublish publishes and fails the test unless it got 202; it returns the ID.
+func (r *Relay) MustPublish(t testing.TB, key, body string) string {
+	t.Helper()
+	code, pr := r.Publish(t, key, body)
+	if code != http.StatusAccepted || pr.ID == "" {
+		t.Fatalf("publish %s: %d %+v", body, code, pr)
+	}
+	return pr.ID
+}
+
+// Metric returns the value of a herald_relay metric (summed over label sets) from /metrics.
+func (r *Relay) Metric(t testing.TB, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(r.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	found := false
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte(name+"{")) && !bytes.HasPrefix(line, []byte(name+" ")) {
+			continue
+		}
+		f := bytes.Fields(line)
+		var v float64
+		if _, err := fmt.Sscan(string(f[len(f)-1]), &v); err == nil {
+			sum += v
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("metric %s not exported", name)
+	}
+	return sum
+}
+
+// Eventually polls cond every 20 ms until it holds or within passes (then the test fails).
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLog is an io.Writer for slog that writes to t.Log until the test ends.
+type TestLog struct {
+	t    testing.TB
+	done atomic.Bool
+	mu   sync.Mutex
+}
+
+// NewTestLog returns a TestLog; create it before anything that logs is started.
+func NewTestLog(t testing.TB) *TestLog {
+	l := &TestLog{t: t}
+	t.Cleanup(func() { l.mu.Lock(); l.done.Store(true); l.mu.Unlock() })
+	return l
+}
+
+func (l *TestLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done.Load() {
+		l.t.Logf("relay: %s", bytes.TrimRight(p, "\n"))
+	}
+	return len(p), nil
+}

@@ -1,0 +1,65 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "herald_relay"
+
+// Metrics are the counters and histograms the relay updates itself.
+type Metrics struct {
+	Published      prometheus.Counter   // messages accepted by POST (202)
+	PublishErrors  prometheus.Counter   // publishes that failed on the Redis side (5xx)
+	Resubscribes   prometheus.Counter   // upstream subscriptions rebuilt after trouble
+	Backfilled     prometheus.Counter   // entries delivered from the stream by catch-up (XRANGE)
+	Rollbacks      prometheus.Counter   // stream IDs seen going backwards / delivered entries lost by Redis
+	Gaps           prometheus.Counter   // gap events sent to subscribers
+	HandoffDropped prometheus.Counter   // live messages dropped because the processor was behind (repaired by catch-up)
+	Replayed       prometheus.Counter   // entries replayed to resuming subscribers
+	StaleWriter    prometheus.Counter   // live messages dropped because a node other than the subscribed master wrote them
+	Latency        prometheus.Histogram // publish (stream ID time) to hand-off to subscriber queues, seconds
+}
+
+// HubStats is what the hub counts on its own.
+type HubStats interface {
+	Subscribers() int64
+	Delivered() uint64
+	SlowClosed() uint64
+}
+
+// New creates the metrics and registers them, and the hub's counters, on reg. labels (for
+// example channel and shard) are attached to every metric.
+func New(reg prometheus.Registerer, labels prometheus.Labels, hub HubStats) *Metrics {
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help, ConstLabels: labels})
+		reg.MustRegister(c)
+		return c
+	}
+	m := &Metrics{
+		Published:      counter("published_total", "Messages accepted for publishing (HTTP 202)."),
+		PublishErrors:  counter("publish_errors_total", "Publishes that failed because Redis did not accept them."),
+		Resubscribes:   counter("resubscribes_total", "Upstream shard subscriptions rebuilt after a reconnect, sunsubscribe, MOVED, failed ping or missing heartbeat probe."),
+		Backfilled:     counter("backfilled_total", "Stream entries delivered by catch-up (XRANGE) rather than by the live subscription."),
+		Rollbacks:      counter("rollbacks_total", "Failovers after which entries already delivered were gone from the stream (Redis lost acknowledged writes; stream IDs went backwards)."),
+		Gaps:           counter("gaps_total", "Gap events sent to subscribers (cursor older than retention, rollback, cursor ahead, no replay)."),
+		HandoffDropped: counter("handoff_overflows_total", "Live messages not handed to the processor because it was behind; each triggers catch-up from the stream."),
+		Replayed:       counter("replayed_total", "Stream entries replayed to subscribers that resumed with a cursor."),
+		StaleWriter:    counter("stale_master_messages_total", "Live messages written by a node other than the master the relay subscribed on (a stale master after a failover); not delivered, the stream decides."),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "publish_to_deliver_seconds", ConstLabels: labels,
+			Help:    "Time from the message's stream ID (the master's clock at XADD) to its hand-off to every subscriber queue.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+	reg.MustRegister(m.Latency)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "subscribers", ConstLabels: labels,
+			Help: "Connected SSE and WebSocket subscribers."}, func() float64 { return float64(hub.Subscribers()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "delivered_total", ConstLabels: labels,
+			Help: "Events queued to subscribers (one per subscriber per event)."}, func() float64 { return float64(hub.Delivered()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "slow_consumers_dropped_total", ConstLabels: labels,
+			Help: "Subscribers disconnected because their queue passed its byte limit."}, func() float64 { return float64(hub.SlowClosed()) }),
+	)
+	return m
+}

@@ -1,0 +1,169 @@
+package relay_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald/relay/internal/relaytest"
+)
+
+func TestPublishReachesSSEAndWebSocketSubscribers(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{})
+	all := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
+	onlyA := relaytest.OpenSSE(t, r.ChannelURL("/events?key=user-a"), relaytest.SSEOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, strings.Replace(r.ChannelURL("/ws"), "http://", "ws://", 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	wsA, _, err := websocket.Dial(ctx, strings.Replace(r.ChannelURL("/ws?key=user-a"), "http://", "ws://", 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wsA.CloseNow()
+	relaytest.Eventually(t, 5*time.Second, "4 subscribers registered", func() bool { return r.Hub().Subscribers() == 4 })
+
+	type sent struct{ key, id, body string }
+	var msgs []sent
+	for i, key := range []string{"user-a", "user-b", "user-a", "user-c"} {
+		body := fmt.Sprintf(`{"n":%d}`, i)
+		msgs = append(msgs, sent{key, r.MustPublish(t, key, body), body})
+	}
+
+	// Every key on the unfiltered streams, in order; only user-a on the filtered ones.
+	wantAll, wantA := msgs, []sent{msgs[0], msgs[2]}
+	check := func(name string, got []relaytest.CloudEvent, want []sent) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: got %d events, want %d", name, len(got), len(want))
+		}
+		for i, ce := range got {
+			w := want[i]
+			if ce.ID != w.id || ce.Subject != w.key || string(ce.Data) != w.body || ce.SpecVersion != "1.0" ||
+				ce.Source != "/namespaces/test/notificationchannels/"+r.Map.Channel || ce.Type != "dev.herald.message" ||
+				ce.DataContentType != "application/json" || ce.Time == "" {
+				t.Fatalf("%s: event %d = %+v, want id %s subject %s data %s", name, i, ce, w.id, w.key, w.body)
+			}
+		}
+	}
+	sseEvents := func(s *relaytest.SSE, n int) []relaytest.CloudEvent {
+		var out []relaytest.CloudEvent
+		for _, ev := range s.Messages(t, n, 10*time.Second) {
+			ce := ev.CloudEvent(t)
+			if ev.ID != ce.ID {
+				t.Fatalf("SSE id %q differs from the CloudEvent id %q", ev.ID, ce.ID)
+			}
+			out = append(out, ce)
+		}
+		return out
+	}
+	wsEvents := func(c *websocket.Conn, n int) []relaytest.CloudEvent {
+		var out []relaytest.CloudEvent
+		for range n {
+			typ, b, err := c.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ != websocket.MessageText {
+				t.Fatalf("frame type %v, want text", typ)
+			}
+			var ce relaytest.CloudEvent
+			if err := json.Unmarshal(b, &ce); err != nil {
+				t.Fatalf("frame is not one JSON event: %q", b)
+			}
+			out = append(out, ce)
+		}
+		return out
+	}
+	check("SSE, no key", sseEvents(all, 4), wantAll)
+	check("SSE, key=user-a", sseEvents(onlyA, 2), wantA)
+	check("WebSocket, no key", wsEvents(ws, 4), wantAll)
+	check("WebSocket, key=user-a", wsEvents(wsA, 2), wantA)
+
+	// Nothing else arrives on the filtered stream: the next thing it gets is the next user-a message.
+	id := r.MustPublish(t, "user-a", `{"n":99}`)
+	if got := sseEvents(onlyA, 1); got[0].ID != id {
+		t.Fatalf("filtered stream got %s, want %s", got[0].ID, id)
+	}
+	if r.Metric(t, "herald_relay_published_total") != 5 {
+		t.Fatalf("published_total = %v, want 5", r.Metric(t, "herald_relay_published_total"))
+	}
+}
+
+func TestResumeWithLastEventIDReplaysExactlyTheMissedMessagesThenLive(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{})
+	first := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 5*time.Second, "subscriber registered", func() bool { return r.Hub().Subscribers() == 1 })
+	cursor := r.MustPublish(t, "k", `{"seq":-1}`)
+	if ev := first.Messages(t, 1, 10*time.Second)[0]; ev.ID != cursor {
+		t.Fatalf("got %s, want %s", ev.ID, cursor)
+	}
+	first.Close()
+
+	var missed []string
+	for i := range 500 {
+		missed = append(missed, r.MustPublish(t, "k", fmt.Sprintf(`{"seq":%d}`, i)))
+	}
+	// Keep publishing while the subscriber resumes, so the replay/live seam is crossed under traffic.
+	more := make(chan string, 200)
+	go func() {
+		defer close(more)
+		for i := range 200 {
+			code, pr := r.Publish(t, "k", fmt.Sprintf(`{"seq":%d}`, 500+i))
+			if code != http.StatusAccepted {
+				return
+			}
+			more <- pr.ID
+		}
+	}()
+	resumed := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{LastEventID: cursor})
+	got := resumed.Messages(t, 500, 20*time.Second)
+	for i, ev := range got {
+		if ev.ID != missed[i] {
+			t.Fatalf("replayed event %d has id %s, want %s", i, ev.ID, missed[i])
+		}
+	}
+	var live []string
+	for id := range more {
+		live = append(live, id)
+	}
+	if len(live) != 200 {
+		t.Fatalf("only %d of the concurrent publishes succeeded", len(live))
+	}
+	for i, ev := range resumed.Messages(t, 200, 20*time.Second) {
+		if ev.ID != live[i] {
+			t.Fatalf("event %d after the replay has id %s, want %s (gap or duplicate at the seam)", i, ev.ID, live[i])
+		}
+	}
+	if ev, err := resumed.Next(300 * time.Millisecond); err != relaytest.ErrTimeout {
+		t.Fatalf("extra frame after all messages: %+v %v", ev, err)
+	}
+	// ?since= works the same way and on WebSocket.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, strings.Replace(r.ChannelURL("/ws?since="+missed[497]), "http://", "ws://", 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	for _, want := range append([]string{missed[498], missed[499]}, live[0]) {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ce relaytest.CloudEvent
+		_ = json.Unmarshal(b, &ce)
+		if ce.ID != want {
+			t.Fatalf("WebSocket resume got %s, want %s", ce.ID, want)
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/metrics"
+	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/upstream"
+)
+
+// ShardOptions configure a shard relay. Zero values take the documented defaults.
+type ShardOptions struct {
+	Map               *shardmap.Map        // required, validated
+	Shard             int                  // the shard served, 0..len(Map.Shards)-1
+	Redis             redis.ClusterOptions // Addrs (required), Username, Password, TLSConfig...; timeouts default to 2s
+	Heartbeat         time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
+	QueueBytes        int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
+	IdempotencyWindow time.Duration        // how long an Idempotency-Key is remembered. Defaults to 24h.
+	WriteTimeout      time.Duration        // bound of one batch write to a subscriber. Defaults to 10s.
+	WaitTimeout       time.Duration        // bound of WAIT for ?ack=replicated. Defaults to 1s.
+	Upstream          upstream.Options     // probe interval/timeout and other upstream knobs
+	Logger            *slog.Logger         // defaults to slog.Default()
+	Registry          *prometheus.Registry // defaults to a new registry with Go and process collectors
+}
+
+// ShardRelay is a running shard relay: its HTTP handler and its Redis subscription.
+type ShardRelay struct {
+	opt     ShardOptions
+	cluster *redis.ClusterClient
+	hub     *hub.Hub
+	sub     *upstream.Subscription
+	handler http.Handler
+	closeMu sync.Once
+}
+
+// NewShardRelay validates opt and wires the relay; Run starts it.
+func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
+	if opt.Map == nil {
+		return nil, errors.New("a shard map is required")
+	}
+	if err := opt.Map.Validate(); err != nil {
+		return nil, err
+	}
+	if opt.Shard < 0 || opt.Shard >= len(opt.Map.Shards) {
+		return nil, fmt.Errorf("shard %d does not exist: channel %s/%s has shards 0..%d", opt.Shard, opt.Map.Namespace, opt.Map.Channel, len(opt.Map.Shards)-1)
+	}
+	if len(opt.Redis.Addrs) == 0 {
+		return nil, errors.New("at least one Redis address is required")
+	}
+	if opt.Heartbeat <= 0 {
+		opt.Heartbeat = 15 * time.Second
+	}
+	if opt.QueueBytes <= 0 {
+		opt.QueueBytes = 1 << 20
+	}
+	if opt.IdempotencyWindow <= 0 {
+		opt.IdempotencyWindow = 24 * time.Hour
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Registry == nil {
+		opt.Registry = prometheus.NewRegistry()
+		opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	ro := opt.Redis
+	if ro.DialTimeout == 0 {
+		ro.DialTimeout = 2 * time.Second
+	}
+	if ro.ReadTimeout == 0 {
+		ro.ReadTimeout = 2 * time.Second
+	}
+	if ro.WriteTimeout == 0 {
+		ro.WriteTimeout = 2 * time.Second
+	}
+	if ro.MaxRedirects == 0 {
+		ro.MaxRedirects = 8
+	}
+	ro.ContextTimeoutEnabled = true
+	ro.ReadOnly = false // subscriptions and catch-up must use masters
+
+	log := opt.Logger.With("namespace", opt.Map.Namespace, "channel", opt.Map.Channel)
+	opt.Upstream.Logger = log
+	r := &ShardRelay{opt: opt, cluster: redis.NewClusterClient(&ro), hub: hub.New(opt.QueueBytes)}
+	labels := prometheus.Labels{"namespace": opt.Map.Namespace, "channel": opt.Map.Channel, "shard": strconv.Itoa(opt.Shard)}
+	met := metrics.New(opt.Registry, labels, r.hub)
+	enc := event.NewEncoder(opt.Map.Namespace, opt.Map.Channel)
+	r.sub = upstream.NewSubscription(r.cluster, opt.Map, opt.Shard, r.hub, enc, met, opt.Upstream)
+	r.handler = httpapi.New(httpapi.Config{
+		Map: opt.Map, Shard: opt.Shard,
+		Publisher:    upstream.NewPublisher(r.cluster, opt.Map, opt.Shard, opt.IdempotencyWindow),
+		Subscription: r.sub, Hub: r.hub, Encoder: enc, Metrics: met, Gatherer: opt.Registry,
+		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, Logger: log,
+	})
+	return r, nil
+}
+
+// Handler serves HTTP API v1.
+func (r *ShardRelay) Handler() http.Handler { return r.handler }
+
+// Ready reports whether the shard subscription is up and caught up (what /readyz says).
+func (r *ShardRelay) Ready() bool { return r.sub.Ready() }
+
+// Status is the upstream subscription's status (what /readyz shows).
+func (r *ShardRelay) Status() upstream.Status { return r.sub.Status() }
+
+// Hub exposes the subscriber registry's counters.
+func (r *ShardRelay) Hub() *hub.Hub { return r.hub }
+
+// Run keeps the Redis subscription and the heartbeats going until ctx ends, then closes the
+// Redis client.
+func (r *ShardRelay) Run(ctx context.Context) error {
+	defer r.Close()
+	go func() {
+		t := time.NewTicker(r.opt.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				r.hub.Broadcast(event.Heartbeat) // one shared frame for every subscriber
+			}
+		}
+	}()
+	return r.sub.Run(ctx)
+}
+
+// Close releases the Redis connections. Run calls it on return.
+func (r *ShardRelay) Close() error {
+	var err error
+	r.closeMu.Do(func() { err = r.cluster.Close() })
+	return err
+}

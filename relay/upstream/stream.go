@@ -1,0 +1,101 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/event"
+)
+
+// StreamInfo is what XINFO STREAM says about a shard stream, enough to tell "the cursor was
+// trimmed away" from "nothing new" and to notice IDs going backwards.
+type StreamInfo struct {
+	Exists        bool
+	Length        int64
+	FirstEntry    cursor.ID // oldest retained entry (zero if empty)
+	LastGenerated cursor.ID // last ID ever generated (survives trimming)
+	MaxDeleted    cursor.ID // highest ID ever trimmed or deleted
+	EntriesAdded  int64
+}
+
+// RetainedAfter is the cursor just before the oldest retained entry: reading after it returns
+// the whole retained stream, and a subscriber at it has missed nothing that was trimmed.
+func (i StreamInfo) RetainedAfter() cursor.ID {
+	if i.Length == 0 {
+		return i.LastGenerated
+	}
+	return i.FirstEntry.Prev()
+}
+
+// Trimmed reports whether entries with IDs after the cursor were removed. Redis 7.0 does not
+// move max-deleted-entry-id when MAXLEN/MINID trims (only XDEL does; checked on 7.0.15), so
+// trimming is recognised as "entries were removed (entries-added > length) and the cursor is
+// before the oldest retained entry". That can report a gap for a cursor that was itself the
+// newest trimmed entry when the next entry has a later millisecond: a false alarm is sent
+// rather than a hole hidden.
+func (i StreamInfo) Trimmed(after cursor.ID) bool {
+	if after.Less(i.MaxDeleted) {
+		return true
+	}
+	return i.EntriesAdded > i.Length && after.Less(i.RetainedAfter())
+}
+
+// streamInfo reads XINFO STREAM; a stream that does not exist yet is an empty StreamInfo.
+func streamInfo(ctx context.Context, c redis.Cmdable, key string) (StreamInfo, error) {
+	xi, err := c.XInfoStream(ctx, key).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return StreamInfo{}, nil
+		}
+		return StreamInfo{}, fmt.Errorf("XINFO STREAM %s: %w", key, err)
+	}
+	info := StreamInfo{Exists: true, Length: xi.Length, EntriesAdded: xi.EntriesAdded}
+	if info.LastGenerated, err = parseRedisID(xi.LastGeneratedID); err != nil {
+		return StreamInfo{}, err
+	}
+	if info.MaxDeleted, err = parseRedisID(xi.MaxDeletedEntryID); err != nil {
+		return StreamInfo{}, err
+	}
+	if xi.FirstEntry.ID != "" {
+		if info.FirstEntry, err = parseRedisID(xi.FirstEntry.ID); err != nil {
+			return StreamInfo{}, err
+		}
+	}
+	return info, nil
+}
+
+func parseRedisID(s string) (cursor.ID, error) {
+	if s == "" {
+		return cursor.ID{}, nil
+	}
+	id, err := cursor.Parse(s)
+	if err != nil {
+		return cursor.ID{}, fmt.Errorf("redis returned stream ID %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// readAfter returns up to count entries with IDs strictly after id (XRANGE key (id + COUNT n).
+func readAfter(ctx context.Context, c redis.Cmdable, key string, after cursor.ID, count int64) ([]event.Message, error) {
+	xs, err := c.XRangeN(ctx, key, after.Exclusive(), "+", count).Result()
+	if err != nil {
+		return nil, fmt.Errorf("XRANGE %s %s: %w", key, after.Exclusive(), err)
+	}
+	return toMessages(xs)
+}
+
+func toMessages(xs []redis.XMessage) ([]event.Message, error) {
+	out := make([]event.Message, 0, len(xs))
+	for _, x := range xs {
+		id, err := parseRedisID(x.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, event.FromStreamFields(id, x.Values))
+	}
+	return out, nil
+}

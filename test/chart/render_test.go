@@ -1,0 +1,751 @@
+package chart
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// The chart's CRDs must be the generated ones: `make manifests` writes config/crd/bases, and
+// the chart ships a copy because Helm only installs CRDs from its crds/ directory.
+func TestChartCRDsAreCopiesOfGenerated(t *testing.T) {
+	generated, _ := filepath.Glob(filepath.Join(root, "config", "crd", "bases", "*.yaml"))
+	shipped, _ := filepath.Glob(filepath.Join(root, chartDir, "crds", "*.yaml"))
+	if len(generated) == 0 {
+		t.Fatal("config/crd/bases holds no CRD: run `make manifests`")
+	}
+	base := func(paths []string) []string {
+		var names []string
+		for _, p := range paths {
+			names = append(names, filepath.Base(p))
+		}
+		return names
+	}
+	if !slices.Equal(base(generated), base(shipped)) {
+		t.Fatalf("charts/herald/crds holds %v, config/crd/bases holds %v: "+
+			"run `cp config/crd/bases/*.yaml charts/herald/crds/` (and delete stale ones)", base(shipped), base(generated))
+	}
+	for _, name := range base(generated) {
+		want, err := os.ReadFile(filepath.Join(root, "config", "crd", "bases", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(root, chartDir, "crds", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("charts/herald/crds/%s differs from the generated config/crd/bases/%s: "+
+				"run `cp config/crd/bases/%s charts/herald/crds/`", name, name, name)
+		}
+	}
+}
+
+// Every value the schema declares has a comment right above it in values.yaml, and values.yaml
+// sets no value the schema does not declare (helm would reject the defaults).
+func TestValuesYAMLDocumentsEveryValue(t *testing.T) {
+	var schema map[string]any
+	b, err := os.ReadFile(filepath.Join(root, chartDir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatalf("values.schema.json is not JSON: %v", err)
+	}
+	declared := map[string]bool{} // dotted paths of the properties, not descending into $refs
+	var walk func(prefix string, node map[string]any)
+	walk = func(prefix string, node map[string]any) {
+		props, _ := node["properties"].(map[string]any)
+		for name, p := range props {
+			child, _ := p.(map[string]any)
+			key := strings.TrimPrefix(prefix+"."+name, ".")
+			if key == "global" { // Helm's, not Herald's
+				continue
+			}
+			declared[key] = true
+			if _, isRef := child["$ref"]; !isRef {
+				walk(key, child)
+			}
+		}
+	}
+	walk("", schema)
+
+	values, err := os.ReadFile(filepath.Join(root, chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyLine := regexp.MustCompile(`^( *)([A-Za-z][A-Za-z0-9]*):( |$)`)
+	type level struct {
+		indent int
+		key    string
+	}
+	var stack []level
+	prev := ""                      // previous non-blank line
+	seen := map[string]bool{}       // keys values.yaml sets
+	comments := map[string]string{} // the comment block above each key
+	var block []string              // the comment lines since the last key
+	for i, line := range strings.Split(string(values), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			block = append(block, line)
+		}
+		if m := keyLine.FindStringSubmatch(line); m != nil {
+			indent := len(m[1])
+			for len(stack) > 0 && stack[len(stack)-1].indent >= indent {
+				stack = stack[:len(stack)-1]
+			}
+			stack = append(stack, level{indent, m[2]})
+			var parts []string
+			for _, l := range stack {
+				parts = append(parts, l.key)
+			}
+			key := strings.Join(parts, ".")
+			seen[key] = true
+			comments[key] = strings.Join(block, "\n")
+			block = nil
+			if declared[key] && !strings.HasPrefix(strings.TrimSpace(prev), "#") {
+				t.Errorf("values.yaml line %d: %s has no comment above it", i+1, key)
+			}
+		}
+		prev = line
+	}
+	for key := range declared {
+		if seen[key] {
+			continue
+		}
+		// A key of an object that is empty by default (e.g. issuerRef: {}) is documented in the
+		// object's comment.
+		parent, child := key[:max(strings.LastIndex(key, "."), 0)], key[strings.LastIndex(key, ".")+1:]
+		if !seen[parent] || !strings.Contains(comments[parent], child+":") {
+			t.Errorf("values.schema.json declares %s but values.yaml neither sets it nor documents it above %s", key, parent)
+		}
+	}
+}
+
+// A bad value makes `helm template` fail, and the message names the value.
+func TestValuesSchemaRejectsBadValues(t *testing.T) {
+	tests := map[string]struct {
+		flags []string
+		want  string // in helm's error
+	}{
+		"unknown certificate mode": {
+			flags: []string{"--set", "webhook.certificates.mode=certmanager"},
+			want:  "/webhook/certificates/mode': value must be one of 'selfManaged', 'certManager'",
+		},
+		"misspelt key": {
+			flags: []string{"--set", "webhook.certificate.mode=certManager"},
+			want:  "additional properties 'certificate' not allowed",
+		},
+		"no manager replica": {
+			flags: []string{"--set", "manager.replicas=0"},
+			want:  "/manager/replicas': minimum",
+		},
+		"replicas as a string": {
+			flags: []string{"--set-string", "manager.replicas=two"},
+			want:  "/manager/replicas': got string, want integer",
+		},
+		"Redis address without a port": {
+			flags: []string{"--set", "redis.addresses={redis-0:6379,redis-1}"},
+			want:  "/redis/addresses/1': 'redis-1' does not match pattern",
+		},
+		"resync period in words": {
+			flags: []string{"--set", "manager.resyncPeriod=one minute"},
+			want:  "/manager/resyncPeriod'",
+		},
+		"relay memory that is no quantity": {
+			flags: []string{"--set", "relay.resources.requests.memory=lots"},
+			want:  "/relay/resources/requests/memory'",
+		},
+		"unknown resource section": {
+			flags: []string{"--set", "relay.resources.request.cpu=1"},
+			want:  "additional properties 'request' not allowed",
+		},
+		"unknown pull policy": {
+			flags: []string{"--set", "image.pullPolicy=Sometimes"},
+			want:  "/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+		},
+		"image tag with a colon": {
+			flags: []string{"--set", "image.tag=:latest"},
+			want:  "/image/tag'",
+		},
+		"ServiceMonitor switch as a string": {
+			flags: []string{"--set-string", "metrics.serviceMonitor.enabled=true"},
+			want:  "/metrics/serviceMonitor/enabled': got string, want boolean",
+		},
+		"unknown log level": {
+			flags: []string{"--set", "manager.logLevel=verbose"},
+			want:  "/manager/logLevel': value must be one of 'debug', 'info', 'error'",
+		},
+		"issuer of an unknown kind": {
+			flags: []string{"--set", "webhook.certificates.mode=certManager",
+				"--set", "webhook.certificates.certManager.issuerRef.name=ca",
+				"--set", "webhook.certificates.certManager.issuerRef.kind=Vault"},
+			want: "/webhook/certificates/certManager/issuerRef/kind'",
+		},
+		"issuer kind without a name": {
+			flags: []string{"--set", "webhook.certificates.mode=certManager",
+				"--set", "webhook.certificates.certManager.issuerRef.kind=ClusterIssuer"},
+			want: "/webhook/certificates/certManager/issuerRef': properties 'name' required, if 'kind' exists",
+		},
+		"Redis CA without TLS": {
+			flags: []string{"--set", "redis.tls.caSecret.name=redis-ca"},
+			want:  "redis.tls.caSecret.name is set but redis.tls.enabled is false",
+		},
+		"Redis server name without TLS": {
+			flags: []string{"--set", "redis.tls.serverName=redis.example"},
+			want:  "redis.tls.serverName is set but redis.tls.enabled is false",
+		},
+		"issuerRef in selfManaged mode": {
+			flags: []string{"--set", "webhook.certificates.certManager.issuerRef.name=ca"},
+			want:  "webhook.certificates.certManager.issuerRef is set but webhook.certificates.mode is not certManager",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := helmTemplate("herald-system", tc.flags...)
+			if err == nil {
+				t.Fatalf("helm template %v succeeded; want an error containing %q", tc.flags, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("helm template %v failed with\n%v\nwant a message containing %q", tc.flags, err, tc.want)
+			}
+		})
+	}
+}
+
+// The values switch on what they say and nothing else.
+func TestChartRendersWhatValuesAsk(t *testing.T) {
+	const ns = "herald-system"
+	redisFull := []string{
+		"--set", "redis.addresses={redis-0.redis:6379,redis-1.redis:6379}",
+		"--set", "redis.existingSecret.name=redis-admin",
+		"--set", "redis.tls.enabled=true",
+		"--set", "redis.tls.caSecret.name=redis-ca",
+		"--set", "redis.tls.caSecret.key=bundle.pem",
+		"--set", "redis.tls.serverName=redis.example",
+	}
+	tests := map[string]struct {
+		flags []string
+		check func(t *testing.T, objs []*unstructured.Unstructured)
+	}{
+		"defaults": {
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := managerContainer(t, objs)
+				wantArgs(t, c, "--leader-elect", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+					"--resync-period=60s", "--cleanup-timeout=10m", "--webhook-port=9443", "--webhook-cert-mode=selfManaged",
+					"--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
+					"--relay-image=ghcr.io/heraldhq/herald:v0.1.0")
+				if c.Image != "ghcr.io/heraldhq/herald:v0.1.0" {
+					t.Errorf("manager image %q, want ghcr.io/heraldhq/herald:v0.1.0 (v + appVersion)", c.Image)
+				}
+				for _, a := range c.Args {
+					if strings.HasPrefix(a, "--redis-") {
+						t.Errorf("default values pass %s; want no Redis flag without redis values", a)
+					}
+				}
+				var relay corev1.ResourceRequirements
+				if err := json.Unmarshal([]byte(argValue(t, c, "--relay-resources")), &relay); err != nil {
+					t.Fatalf("--relay-resources is no corev1.ResourceRequirements: %v", err)
+				}
+				if q := relay.Requests[corev1.ResourceCPU]; q.Cmp(resource.MustParse("50m")) != 0 {
+					t.Errorf("--relay-resources requests cpu %s, want the values.yaml 50m", q.String())
+				}
+				if v := webhookCertVolume(t, objs); v.EmptyDir == nil {
+					t.Errorf("selfManaged: webhook-certs volume %+v, want an emptyDir the manager writes", v.VolumeSource)
+				}
+				assertNoKind(t, objs, "ServiceMonitor", "Issuer", "Certificate")
+				mwc := find(t, objs, "MutatingWebhookConfiguration", "herald-sidecar-injector")
+				if _, ok := mwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; ok {
+					t.Error("selfManaged: the injector carries cert-manager.io/inject-ca-from")
+				}
+				if !grants(clusterRoleRules(t, objs), perm{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", "herald-sidecar-injector"}) {
+					t.Error("selfManaged: the manager may not patch the caBundle of herald-sidecar-injector")
+				}
+			},
+		},
+		"serviceMonitor": {
+			flags: []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.labels.release=prometheus"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				sm := find(t, objs, "ServiceMonitor", "herald-manager")
+				if sm.GetLabels()["release"] != "prometheus" {
+					t.Errorf("ServiceMonitor labels %v, want release=prometheus added", sm.GetLabels())
+				}
+				var svc corev1.Service
+				convert(t, find(t, objs, "Service", "herald-metrics"), &svc)
+				sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+				for k, v := range sel {
+					if svc.Labels[k] != v {
+						t.Errorf("ServiceMonitor selects %s=%s, which Service herald-metrics (labels %v) lacks", k, v, svc.Labels)
+					}
+				}
+				eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+				if len(eps) != 1 || eps[0].(map[string]any)["port"] != "metrics" || svc.Spec.Ports[0].Name != "metrics" {
+					t.Errorf("ServiceMonitor endpoints %v, want port metrics of Service herald-metrics", eps)
+				}
+			},
+		},
+		"certManager with its own Issuer": {
+			flags: []string{"--set", "webhook.certificates.mode=certManager"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				find(t, objs, "Issuer", "herald-selfsigned")
+				cert := find(t, objs, "Certificate", "herald-webhook")
+				if s, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); s != "herald-webhook-certs" {
+					t.Errorf("Certificate secretName %q, want herald-webhook-certs", s)
+				}
+				dns, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+				if !slices.Contains(dns, "herald-webhook."+ns+".svc") {
+					t.Errorf("Certificate dnsNames %v lack the webhook Service's name herald-webhook.%s.svc", dns, ns)
+				}
+				if k, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name"); k != "herald-selfsigned" {
+					t.Errorf("Certificate issuerRef.name %q, want herald-selfsigned", k)
+				}
+				mwc := find(t, objs, "MutatingWebhookConfiguration", "herald-sidecar-injector")
+				if got := mwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != ns+"/herald-webhook" {
+					t.Errorf("inject-ca-from %q, want %s/herald-webhook", got, ns)
+				}
+				wantArgs(t, managerContainer(t, objs), "--webhook-cert-mode=external")
+				if v := webhookCertVolume(t, objs); v.Secret == nil || v.Secret.SecretName != "herald-webhook-certs" {
+					t.Errorf("certManager: webhook-certs volume %+v, want Secret herald-webhook-certs", v.VolumeSource)
+				}
+				for _, p := range perms(clusterRoleRules(t, objs)) {
+					if p.resource == "mutatingwebhookconfigurations" {
+						t.Errorf("certManager: the manager still gets %+v; cert-manager owns the caBundle", p)
+					}
+				}
+			},
+		},
+		"certManager with a ClusterIssuer": {
+			flags: []string{"--set", "webhook.certificates.mode=certManager",
+				"--set", "webhook.certificates.certManager.issuerRef.name=corp-ca",
+				"--set", "webhook.certificates.certManager.issuerRef.kind=ClusterIssuer"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				assertNoKind(t, objs, "Issuer")
+				cert := find(t, objs, "Certificate", "herald-webhook")
+				ref, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "issuerRef")
+				if ref["name"] != "corp-ca" || ref["kind"] != "ClusterIssuer" || ref["group"] != "cert-manager.io" {
+					t.Errorf("Certificate issuerRef %v, want corp-ca ClusterIssuer cert-manager.io", ref)
+				}
+			},
+		},
+		"Redis with credentials and TLS": {
+			flags: redisFull,
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := managerContainer(t, objs)
+				wantArgs(t, c, "--redis-addresses=redis-0.redis:6379,redis-1.redis:6379",
+					"--redis-username=$(REDIS_USERNAME)", "--redis-tls", "--redis-tls-server-name=redis.example")
+				if len(c.Env) != 1 || c.Env[0].Name != "REDIS_USERNAME" || c.Env[0].ValueFrom == nil ||
+					c.Env[0].ValueFrom.SecretKeyRef == nil || c.Env[0].ValueFrom.SecretKeyRef.Name != "redis-admin" ||
+					c.Env[0].ValueFrom.SecretKeyRef.Key != "username" {
+					t.Errorf("env %+v, want REDIS_USERNAME from key username of Secret redis-admin", c.Env)
+				}
+				spec := managerPodSpec(t, objs)
+				wantFileFromSecret(t, spec, argValue(t, c, "--redis-password-file"), "redis-admin", "password")
+				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-ca-file"), "redis-ca", "bundle.pem")
+			},
+		},
+		"Redis as the default user": {
+			flags: []string{"--set", "redis.addresses={redis:6379}", "--set", "redis.existingSecret.name=redis-admin",
+				"--set", "redis.existingSecret.usernameKey="},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := managerContainer(t, objs)
+				for _, a := range c.Args {
+					if strings.HasPrefix(a, "--redis-username") {
+						t.Errorf("usernameKey \"\" still passes %s", a)
+					}
+				}
+				if len(c.Env) != 0 {
+					t.Errorf("usernameKey \"\" still sets env %+v", c.Env)
+				}
+				wantFileFromSecret(t, managerPodSpec(t, objs), argValue(t, c, "--redis-password-file"), "redis-admin", "password")
+			},
+		},
+		"image and relay overrides": {
+			flags: []string{"--set", "image.tag=v1.2.3", "--set", "relay.resources.limits.memory=1Gi"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := managerContainer(t, objs)
+				if c.Image != "ghcr.io/heraldhq/herald:v1.2.3" {
+					t.Errorf("manager image %q, want ghcr.io/heraldhq/herald:v1.2.3", c.Image)
+				}
+				wantArgs(t, c, "--relay-image=ghcr.io/heraldhq/herald:v1.2.3",
+					`--relay-resources={"limits":{"memory":"1Gi"},"requests":{"cpu":"50m","memory":"64Mi"}}`)
+			},
+		},
+		"separate relay image": {
+			flags: []string{"--set", "relay.image.repository=registry.example/herald-relay", "--set", "relay.image.tag=v9"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				wantArgs(t, managerContainer(t, objs), "--relay-image=registry.example/herald-relay:v9")
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			tc.check(t, mustHelmTemplate(t, ns, tc.flags...))
+		})
+	}
+}
+
+// No Role or ClusterRole grants a wildcard; the manager's ClusterRole covers every rule the code
+// declares (config/rbac/role.yaml, generated from the +kubebuilder:rbac markers) and nothing the
+// code does not declare or config/rbac/role_features_patch.yaml does not list with its feature.
+func TestRBACIsLeastPrivilege(t *testing.T) {
+	renders := map[string][]*unstructured.Unstructured{
+		"chart (defaults)":    mustHelmTemplate(t, "herald-system"),
+		"chart (certManager)": mustHelmTemplate(t, "herald-system", "--set", "webhook.certificates.mode=certManager"),
+		"kustomize":           kustomize(t, "config/default"),
+	}
+	for name, objs := range renders {
+		roles := 0
+		for _, u := range objs {
+			if u.GetKind() != "Role" && u.GetKind() != "ClusterRole" {
+				continue
+			}
+			roles++
+			var r rbacv1.ClusterRole // Role has the same rules field
+			convert(t, u, &r)
+			for _, rule := range r.Rules {
+				for _, f := range [][]string{rule.APIGroups, rule.Resources, rule.Verbs, rule.ResourceNames, rule.NonResourceURLs} {
+					if slices.ContainsFunc(f, func(s string) bool { return strings.Contains(s, "*") }) {
+						t.Errorf("%s: %s grants a wildcard: %+v", name, describe(u), rule)
+					}
+				}
+			}
+		}
+		if roles < 2 {
+			t.Errorf("%s renders %d Roles and ClusterRoles; want the manager's ClusterRole and the leader election Role", name, roles)
+		}
+	}
+
+	generated := generatedRules(t)
+	features := featureRules(t)
+	chart := clusterRoleRules(t, renders["chart (defaults)"])
+	for _, p := range perms(generated) {
+		if !grants(chart, p) {
+			t.Errorf("the code needs %+v (config/rbac/role.yaml) but the chart's ClusterRole does not grant it", p)
+		}
+	}
+	allowed := append(slices.Clone(generated), features...)
+	for _, p := range perms(chart) {
+		if !grants(allowed, p) {
+			t.Errorf("the chart's ClusterRole grants %+v, which neither the code's markers (config/rbac/role.yaml) "+
+				"nor config/rbac/role_features_patch.yaml ask for", p)
+		}
+	}
+	for _, p := range perms(features) {
+		if p.name == "" && grants(generated, p) {
+			t.Logf("note: %+v is now generated from a marker; remove it from config/rbac/role_features_patch.yaml", p)
+		}
+	}
+}
+
+// config/default renders the same install as the chart with its default values.
+func TestKustomizeMatchesChart(t *testing.T) {
+	const ns = "herald-system"
+	chart := mustHelmTemplate(t, ns)
+	kust := kustomize(t, "config/default")
+
+	ids := func(objs []*unstructured.Unstructured) []string {
+		var s []string
+		for _, u := range objs {
+			if u.GetKind() != "Namespace" { // helm install --create-namespace makes it
+				s = append(s, describe(u))
+			}
+		}
+		sort.Strings(s)
+		return s
+	}
+	if c, k := ids(chart), ids(kust); !slices.Equal(c, k) {
+		t.Fatalf("the chart renders\n  %v\nkustomize renders\n  %v", c, k)
+	}
+
+	same := func(what string, c, k any) {
+		t.Helper()
+		if !equality.Semantic.DeepEqual(c, k) {
+			t.Errorf("%s differs between the chart and kustomize:\n  %s", what, strings.Join(jsonDiff(c, k), "\n  "))
+		}
+	}
+	var cd, kd appsv1.Deployment
+	convert(t, find(t, chart, "Deployment", "herald-manager"), &cd)
+	convert(t, find(t, kust, "Deployment", "herald-manager"), &kd)
+	same("Deployment herald-manager spec", cd.Spec, kd.Spec)
+	for _, name := range []string{"herald-webhook", "herald-metrics"} {
+		var cs, ks corev1.Service
+		convert(t, find(t, chart, "Service", name), &cs)
+		convert(t, find(t, kust, "Service", name), &ks)
+		same("Service "+name+" spec", cs.Spec, ks.Spec)
+	}
+	var cm, km admissionregistrationv1.MutatingWebhookConfiguration
+	convert(t, find(t, chart, "MutatingWebhookConfiguration", "herald-sidecar-injector"), &cm)
+	convert(t, find(t, kust, "MutatingWebhookConfiguration", "herald-sidecar-injector"), &km)
+	same("MutatingWebhookConfiguration webhooks", cm.Webhooks, km.Webhooks)
+	same("ClusterRole herald-manager", permSet(clusterRoleRules(t, chart)), permSet(clusterRoleRules(t, kust)))
+	var cr, kr rbacv1.Role
+	convert(t, find(t, chart, "Role", "herald-leader-election"), &cr)
+	convert(t, find(t, kust, "Role", "herald-leader-election"), &kr)
+	same("Role herald-leader-election", permSet(cr.Rules), permSet(kr.Rules))
+	var ccrb, kcrb rbacv1.ClusterRoleBinding
+	convert(t, find(t, chart, "ClusterRoleBinding", "herald-manager"), &ccrb)
+	convert(t, find(t, kust, "ClusterRoleBinding", "herald-manager"), &kcrb)
+	same("ClusterRoleBinding herald-manager", []any{ccrb.RoleRef, ccrb.Subjects}, []any{kcrb.RoleRef, kcrb.Subjects})
+	var crb, krb rbacv1.RoleBinding
+	convert(t, find(t, chart, "RoleBinding", "herald-leader-election"), &crb)
+	convert(t, find(t, kust, "RoleBinding", "herald-leader-election"), &krb)
+	same("RoleBinding herald-leader-election", []any{crb.RoleRef, crb.Subjects}, []any{krb.RoleRef, krb.Subjects})
+	var ccrd, kcrd apiextensionsv1.CustomResourceDefinition
+	convert(t, find(t, chart, "CustomResourceDefinition", "notificationchannels.notifications.herald.dev"), &ccrd)
+	convert(t, find(t, kust, "CustomResourceDefinition", "notificationchannels.notifications.herald.dev"), &kcrd)
+	same("CRD spec", ccrd.Spec, kcrd.Spec)
+}
+
+// perm is one grant: a verb on a resource of an API group, maybe limited to one object name.
+type perm struct {
+	group, resource, verb, name string
+}
+
+func perms(rules []rbacv1.PolicyRule) []perm {
+	var ps []perm
+	for _, r := range rules {
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					for _, n := range names {
+						ps = append(ps, perm{g, res, v, n})
+					}
+				}
+			}
+		}
+		for _, u := range r.NonResourceURLs {
+			for _, v := range r.Verbs {
+				ps = append(ps, perm{"", "nonResourceURL:" + u, v, ""})
+			}
+		}
+	}
+	return ps
+}
+
+func permSet(rules []rbacv1.PolicyRule) map[perm]bool {
+	s := map[perm]bool{}
+	for _, p := range perms(rules) {
+		s[p] = true
+	}
+	return s
+}
+
+// grants says whether rules allow p: exactly, or for every name when p is limited to one.
+func grants(rules []rbacv1.PolicyRule, p perm) bool {
+	s := permSet(rules)
+	return s[p] || (p.name != "" && s[perm{p.group, p.resource, p.verb, ""}])
+}
+
+// generatedRules are the manager's rules generated from the code's markers.
+func generatedRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := decodeAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clusterRoleRulesNamed(t, objs, "manager")
+}
+
+// featureRules are the rules config/rbac/role_features_patch.yaml adds for features whose
+// markers have not landed yet.
+func featureRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role_features_patch.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []struct {
+		Op    string            `json:"op"`
+		Path  string            `json:"path"`
+		Value rbacv1.PolicyRule `json:"value"`
+	}
+	if err := yaml.UnmarshalStrict(b, &ops); err != nil {
+		t.Fatalf("config/rbac/role_features_patch.yaml: %v", err)
+	}
+	var rules []rbacv1.PolicyRule
+	for _, op := range ops {
+		if op.Op != "add" || op.Path != "/rules/-" {
+			t.Fatalf("config/rbac/role_features_patch.yaml: %s %s; want only `add /rules/-`", op.Op, op.Path)
+		}
+		rules = append(rules, op.Value)
+	}
+	return rules
+}
+
+func clusterRoleRules(t *testing.T, objs []*unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	return clusterRoleRulesNamed(t, objs, "herald-manager")
+}
+
+func clusterRoleRulesNamed(t *testing.T, objs []*unstructured.Unstructured, name string) []rbacv1.PolicyRule {
+	t.Helper()
+	var r rbacv1.ClusterRole
+	convert(t, find(t, objs, "ClusterRole", name), &r)
+	return r.Rules
+}
+
+func managerPodSpec(t *testing.T, objs []*unstructured.Unstructured) corev1.PodSpec {
+	t.Helper()
+	var d appsv1.Deployment
+	convert(t, find(t, objs, "Deployment", "herald-manager"), &d)
+	return d.Spec.Template.Spec
+}
+
+func managerContainer(t *testing.T, objs []*unstructured.Unstructured) corev1.Container {
+	t.Helper()
+	spec := managerPodSpec(t, objs)
+	if len(spec.Containers) != 1 || spec.Containers[0].Name != "manager" {
+		t.Fatalf("manager pod containers %+v, want one named manager", spec.Containers)
+	}
+	return spec.Containers[0]
+}
+
+func webhookCertVolume(t *testing.T, objs []*unstructured.Unstructured) corev1.Volume {
+	t.Helper()
+	spec := managerPodSpec(t, objs)
+	c := spec.Containers[0]
+	i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.MountPath == argValue(t, c, "--webhook-cert-dir")
+	})
+	if i < 0 {
+		t.Fatalf("nothing is mounted at --webhook-cert-dir; mounts %+v", c.VolumeMounts)
+	}
+	for _, v := range spec.Volumes {
+		if v.Name == c.VolumeMounts[i].Name {
+			return v
+		}
+	}
+	t.Fatalf("volume %q of the webhook certificates is not declared", c.VolumeMounts[i].Name)
+	return corev1.Volume{}
+}
+
+// wantArgs fails unless every arg is among the container's args.
+func wantArgs(t *testing.T, c corev1.Container, args ...string) {
+	t.Helper()
+	for _, a := range args {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("manager args lack %s:\n  %s", a, strings.Join(c.Args, "\n  "))
+		}
+	}
+}
+
+// argValue returns the value of --flag=value among the container's args.
+func argValue(t *testing.T, c corev1.Container, flag string) string {
+	t.Helper()
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("manager args lack %s=...:\n  %s", flag, strings.Join(c.Args, "\n  "))
+	return ""
+}
+
+// wantFileFromSecret fails unless file is key of Secret secret, mounted read-only.
+func wantFileFromSecret(t *testing.T, spec corev1.PodSpec, file, secret, key string) {
+	t.Helper()
+	dir, base := path.Split(file)
+	for _, m := range spec.Containers[0].VolumeMounts {
+		if strings.TrimSuffix(m.MountPath, "/")+"/" != dir {
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil || v.Secret.SecretName != secret {
+				continue
+			}
+			for _, item := range v.Secret.Items {
+				if item.Key == key && item.Path == base {
+					if !m.ReadOnly {
+						t.Errorf("%s is mounted writable", dir)
+					}
+					return
+				}
+			}
+		}
+	}
+	t.Errorf("%s is not key %q of Secret %s: mounts %+v, volumes %+v", file, key, secret,
+		spec.Containers[0].VolumeMounts, spec.Volumes)
+}
+
+func assertNoKind(t *testing.T, objs []*unstructured.Unstructured, kinds ...string) {
+	t.Helper()
+	for _, u := range objs {
+		if slices.Contains(kinds, u.GetKind()) {
+			t.Errorf("renders %s; want none of %v", describe(u), kinds)
+		}
+	}
+}
+
+// jsonDiff lists the JSON paths where a and b differ, with both values.
+func jsonDiff(a, b any) []string {
+	generic := func(v any) any {
+		j, _ := json.Marshal(v)
+		var g any
+		_ = json.Unmarshal(j, &g)
+		return g
+	}
+	var out []string
+	var walk func(p string, a, b any)
+	walk = func(p string, a, b any) {
+		am, aok := a.(map[string]any)
+		bm, bok := b.(map[string]any)
+		if aok && bok {
+			keys := map[string]bool{}
+			for k := range am {
+				keys[k] = true
+			}
+			for k := range bm {
+				keys[k] = true
+			}
+			for k := range keys {
+				walk(p+"."+k, am[k], bm[k])
+			}
+			return
+		}
+		as, aok := a.([]any)
+		bs, bok := b.([]any)
+		if aok && bok && len(as) == len(bs) {
+			for i := range as {
+				walk(fmt.Sprintf("%s[%d]", p, i), as[i], bs[i])
+			}
+			return
+		}
+		if !reflect.DeepEqual(a, b) {
+			aj, _ := json.Marshal(a)
+			bj, _ := json.Marshal(b)
+			out = append(out, fmt.Sprintf("%s: chart %s, kustomize %s", p, aj, bj))
+		}
+	}
+	walk("", generic(a), generic(b))
+	sort.Strings(out)
+	return out
+}
