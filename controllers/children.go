@@ -29,6 +29,7 @@ const credentialsHashAnnotation = "notifications.herald.dev/credentials-hash"
 func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *heraldv1.NotificationChannel, o *observation) error {
 	m := shardmap.New(ch.Namespace, ch.Name, string(ch.Spec.Delivery), o.tags)
 	m.MaxMessageBytes = int64(ch.Spec.MaxMessageBytes)
+	m.Access = ch.Spec.Access.Namespaces
 	if ret := ch.Spec.Retention; ret != nil {
 		if ret.MaxLength != nil {
 			m.Retention.MaxLength = *ret.MaxLength

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -27,13 +28,24 @@ const RelayPort = 7070
 // Map is everything a relay needs to know about one channel. The operator writes it as JSON into
 // the channel's ConfigMap; relays read it from a file or from GET /v1/channels/{c}/shards.
 type Map struct {
-	Namespace       string    `json:"namespace"`       // namespace of the NotificationChannel
-	Channel         string    `json:"channel"`         // name of the NotificationChannel
-	Delivery        string    `json:"delivery"`        // DeliveryLive or DeliveryDurable
-	Retention       Retention `json:"retention"`       // stream bounds (Durable only)
-	MaxMessageBytes int64     `json:"maxMessageBytes"` // publish body limit
-	Shards          []Shard   `json:"shards"`          // one per shard, ordered by Index
+	Namespace       string    `json:"namespace"`        // namespace of the NotificationChannel
+	Channel         string    `json:"channel"`          // name of the NotificationChannel
+	Delivery        string    `json:"delivery"`         // DeliveryLive or DeliveryDurable
+	Retention       Retention `json:"retention"`        // stream bounds (Durable only)
+	MaxMessageBytes int64     `json:"maxMessageBytes"`  // publish body limit
+	Access          []string  `json:"access,omitempty"` // namespaces whose sidecars may call, besides Namespace
+	Shards          []Shard   `json:"shards"`           // one per shard, ordered by Index
 }
+
+// Allows reports whether pods of namespace may publish and subscribe.
+func (m *Map) Allows(namespace string) bool {
+	return namespace == m.Namespace || slices.Contains(m.Access, namespace)
+}
+
+// Endpoints stands in for cluster DNS where there is none (the local stack, tests): the host of a
+// relay Service, as written in Shard.Endpoint ("orders-shard-0.default.svc"), mapped to the
+// host:port of each of its ready replicas. Sidecars read it from --endpoints-file.
+type Endpoints map[string][]string
 
 // Retention bounds a shard stream. Zero means "no bound of that kind".
 type Retention struct {
