@@ -2,6 +2,7 @@
 //
 //	herald [manager] [flags]   the operator: NotificationChannel controller (the default)
 //	herald relay [flags]       the relay, as a per-shard Deployment or an injected sidecar
+//	herald probe URL           exit 0 when URL answers 2xx (exec probes of the loopback-only sidecar)
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -27,9 +29,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers"
+	"github.com/heraldhq/herald/controllers/injection"
 	"github.com/heraldhq/herald/controllers/redisconf"
 	"github.com/heraldhq/herald/relay"
 )
@@ -44,12 +48,14 @@ func main() {
 	switch cmd {
 	case "manager":
 		err = runManager(args)
+	case "probe":
+		err = probe(args)
 	case "relay":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err = relay.Main(ctx, args)
 		stop()
 	default:
-		err = fmt.Errorf("unknown command %q: want \"manager\" or \"relay\"", cmd)
+		err = fmt.Errorf("unknown command %q: want \"manager\", \"relay\" or \"probe\"", cmd)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "herald:", err)
@@ -73,8 +79,14 @@ func runManager(args []string) error {
 	relayImage := fs.String("relay-image", "ghcr.io/heraldhq/herald:v0.1.0", "image of the relay Deployments (spec.relay.image overrides)")
 	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
+	relayClusterRole := fs.String("relay-cluster-role", "herald-relay", "ClusterRole (TokenReview create) bound to each channel's relay ServiceAccount so relays can authenticate sidecars; empty: no binding")
 	resync := fs.Duration("resync-period", 60*time.Second, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
 	cleanupTimeout := fs.Duration("cleanup-timeout", 10*time.Minute, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
+	webhookPort := fs.Int("webhook-port", 9443, "port of the sidecar injection webhook; 0 turns the webhook off")
+	webhookCertDir := fs.String("webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook's tls.crt and tls.key")
+	webhookCertMode := fs.String("webhook-cert-mode", "selfManaged", "selfManaged: the manager issues and rotates the webhook certificate; external: cert-manager or another tool writes it to --webhook-cert-dir")
+	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "the manager's namespace (default: $POD_NAMESPACE, else the service account's namespace)")
+	sidecarImage := fs.String("sidecar-image", "", "image of the injected sidecar (default: --relay-image)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -107,22 +119,44 @@ func runManager(args []string) error {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "herald-manager.notifications.herald.dev",
 		LeaderElectionNamespace: *leaderNS,
+		WebhookServer:           webhook.NewServer(webhook.Options{Port: *webhookPort, CertDir: *webhookCertDir}),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	if err := (&controllers.NotificationChannelReconciler{
-		Client:         mgr.GetClient(),
-		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("herald-manager"),
-		Redis:          &redisconf.Pool{},
-		DefaultRedis:   redisOpts,
-		RelayImage:     *relayImage,
-		RelayResources: resources,
-		ResyncPeriod:   *resync,
-		CleanupTimeout: *cleanupTimeout,
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Recorder:         mgr.GetEventRecorder("herald-manager"),
+		Redis:            &redisconf.Pool{},
+		DefaultRedis:     redisOpts,
+		RelayImage:       *relayImage,
+		RelayResources:   resources,
+		RelayClusterRole: *relayClusterRole,
+		ResyncPeriod:     *resync,
+		CleanupTimeout:   *cleanupTimeout,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NotificationChannel controller: %w", err)
+	}
+	if *webhookPort != 0 {
+		if *webhookCertMode != "selfManaged" && *webhookCertMode != "external" {
+			return fmt.Errorf("--webhook-cert-mode=%q: want selfManaged or external", *webhookCertMode)
+		}
+		if *namespace == "" {
+			b, _ := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+			*namespace = strings.TrimSpace(string(b))
+		}
+		if *sidecarImage == "" {
+			*sidecarImage = *relayImage
+		}
+		if err := injection.Setup(mgr, injection.Options{
+			Namespace:        *namespace,
+			CertDir:          *webhookCertDir,
+			SelfManagedCerts: *webhookCertMode == "selfManaged",
+			Image:            *sidecarImage,
+		}); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
@@ -164,4 +198,21 @@ func defaultRedis(addrs, user, passwordFile string, useTLS bool, caFile, serverN
 		}
 	}
 	return o, nil
+}
+
+// probe is an exec probe: the sidecar listens on loopback only, which the kubelet cannot reach.
+func probe(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: herald probe URL")
+	}
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(args[0])
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", args[0], resp.Status)
+	}
+	return nil
 }

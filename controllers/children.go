@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,6 +44,14 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 		p.RedisTLS = ch.Spec.Redis.TLS
 	}
 
+	if err := r.ensure(ctx, workloads.ServiceAccount(ch)); err != nil {
+		return err
+	}
+	if r.RelayClusterRole != "" {
+		if err := r.ensure(ctx, workloads.TokenReviewBinding(ch, r.RelayClusterRole)); err != nil {
+			return err
+		}
+	}
 	cm, err := workloads.ConfigMap(ch, p)
 	if err != nil {
 		return err
@@ -121,6 +130,13 @@ func ownedFields(o client.Object) any {
 	switch o := o.(type) {
 	case *corev1.ConfigMap:
 		return &o.Data
+	case *corev1.ServiceAccount:
+		return &struct{}{} // its metadata is all the operator sets
+	case *rbacv1.ClusterRoleBinding:
+		return &struct {
+			RoleRef  *rbacv1.RoleRef
+			Subjects *[]rbacv1.Subject
+		}{&o.RoleRef, &o.Subjects}
 	case *corev1.Service:
 		return &struct {
 			Selector *map[string]string
@@ -149,6 +165,8 @@ func overlay(live, desired client.Object) {
 	switch d := desired.(type) {
 	case *corev1.ConfigMap:
 		live.(*corev1.ConfigMap).Data = d.Data
+	case *rbacv1.ClusterRoleBinding:
+		live.(*rbacv1.ClusterRoleBinding).Subjects = d.Subjects // roleRef is immutable and part of the name
 	case *corev1.Service:
 		s := live.(*corev1.Service)
 		s.Spec.Selector, s.Spec.Ports = d.Spec.Selector, d.Spec.Ports

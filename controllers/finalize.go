@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/workloads"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
@@ -37,6 +38,10 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 				waited.Round(time.Second), err, heraldv1.SkipCleanupAnnotation))
 			return ctrl.Result{}, nil // bounded: wait for the annotation (or any edit) instead of retrying forever
 		}
+	}
+	// The relays' TokenReview binding is cluster-scoped: owner references cannot collect it.
+	if err := client.IgnoreNotFound(r.Delete(ctx, workloads.TokenReviewBinding(ch, r.RelayClusterRole))); err != nil {
+		return ctrl.Result{}, fmt.Errorf("deleting the relays' TokenReview binding: %w", err)
 	}
 	orig := ch.DeepCopy()
 	controllerutil.RemoveFinalizer(ch, heraldv1.Finalizer)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -34,9 +35,12 @@ type NotificationChannelReconciler struct {
 	DefaultRedis   redisconf.Options           // the operator's Redis, used unless spec.redis is set
 	RelayImage     string                      // relay image unless spec.relay.image is set
 	RelayResources corev1.ResourceRequirements // relay resources unless spec.relay.resources is set
-	ResyncPeriod   time.Duration               // how often a healthy channel is checked again. Defaults to 60s.
-	CleanupTimeout time.Duration               // how long Redis cleanup is retried on delete. Defaults to 10m.
-	Now            func() time.Time            // the clock; defaults to time.Now
+	// RelayClusterRole grants TokenReview create; each channel's relay ServiceAccount is bound to
+	// it so relays can authenticate sidecars. Empty: no binding is made.
+	RelayClusterRole string
+	ResyncPeriod     time.Duration    // how often a healthy channel is checked again. Defaults to 60s.
+	CleanupTimeout   time.Duration    // how long Redis cleanup is retried on delete. Defaults to 10m.
+	Now              func() time.Time // the clock; defaults to time.Now
 
 	reconciled func(types.NamespacedName) // called after each reconcile of a live channel; for tests
 }
@@ -49,6 +53,9 @@ type NotificationChannelReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=herald-relay
 
 // Reconcile brings one channel closer to its spec and reports what it sees:
 // get -> (deleting? finalize) -> provision Redis -> apply children -> compute status -> write if changed.
@@ -127,6 +134,7 @@ func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error
 		For(&heraldv1.NotificationChannel{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.Secret{}).
+		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
@@ -142,6 +150,8 @@ func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}:             owned,
 		&corev1.Secret{}:                owned,
+		&corev1.ServiceAccount{}:        owned,
+		&rbacv1.ClusterRoleBinding{}:    owned,
 		&corev1.Service{}:               owned,
 		&appsv1.Deployment{}:            owned,
 		&policyv1.PodDisruptionBudget{}: owned,

@@ -15,6 +15,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -183,6 +184,21 @@ func TestShardsAreSpreadOverMastersAndOwnTheirWorkloads(t *testing.T) {
 	if got := np.Spec.Ingress[0].From[0].NamespaceSelector.MatchExpressions[0].Values; len(got) != 1 || got[0] != ns {
 		t.Fatalf("NetworkPolicy admits %v, want only %s", got, ns)
 	}
+
+	// The relays run as their own ServiceAccount, bound to the TokenReview ClusterRole.
+	var crb rbacv1.ClusterRoleBinding
+	if err := k8s.Get(ctx, client.ObjectKey{Name: workloads.TokenReviewBindingName(ch)}, &crb); err != nil {
+		t.Fatalf("no TokenReview binding for the relays: %v", err)
+	}
+	if crb.RoleRef.Name != "herald-relay" || len(crb.Subjects) != 1 || crb.Subjects[0].Name != deps.Items[0].Spec.Template.Spec.ServiceAccountName ||
+		crb.Subjects[0].Namespace != ns {
+		t.Fatalf("binding %+v does not bind the relays' ServiceAccount %s", crb, deps.Items[0].Spec.Template.Spec.ServiceAccountName)
+	}
+	var sa corev1.ServiceAccount
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: crb.Subjects[0].Name}, &sa); err != nil {
+		t.Fatal(err)
+	}
+	owned(&sa)
 
 	// Relays available -> Ready.
 	markRelaysAvailable(t, ch)
@@ -421,6 +437,12 @@ func TestDeletionPolicies(t *testing.T) {
 			}
 			return fmt.Errorf("channel %s not released (err=%v)", ch.Name, err)
 		})
+	}
+	for _, ch := range []*heraldv1.NotificationChannel{del, keep} {
+		err := k8s.Get(ctx, client.ObjectKey{Name: workloads.TokenReviewBindingName(ch)}, &rbacv1.ClusterRoleBinding{})
+		if !apierrors.IsNotFound(err) {
+			t.Fatalf("the relays' ClusterRoleBinding of %s outlived the channel (err=%v)", ch.Name, err)
+		}
 	}
 	if keys := channelKeys(t, masters, del); len(keys) != 0 {
 		t.Fatalf("deletionPolicy Delete left keys behind: %v", keys)

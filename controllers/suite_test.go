@@ -91,15 +91,16 @@ func runSuite(m *testing.M) int {
 	}
 	redisPool = &redisconf.Pool{}
 	if err := (&NotificationChannelReconciler{
-		Client:         mgr.GetClient(),
-		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("herald-manager"),
-		Redis:          redisPool,
-		DefaultRedis:   redisconf.Options{Addrs: redisSeeds()},
-		RelayImage:     "herald:test",
-		ResyncPeriod:   resyncPeriod,
-		CleanupTimeout: cleanupTimeout,
-		reconciled:     reconciles.inc,
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Recorder:         mgr.GetEventRecorder("herald-manager"),
+		Redis:            redisPool,
+		DefaultRedis:     redisconf.Options{Addrs: redisSeeds()},
+		RelayImage:       "herald:test",
+		RelayClusterRole: "herald-relay",
+		ResyncPeriod:     resyncPeriod,
+		CleanupTimeout:   cleanupTimeout,
+		reconciled:       reconciles.inc,
 	}).SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up reconciler:", err)
 		return 1

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -133,7 +134,9 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		}
 	}
 	pod := corev1.PodSpec{
-		AutomountServiceAccountToken: ptr(false),
+		// The relay verifies callers' tokens with TokenReview, which needs its own token.
+		ServiceAccountName:           RelayServiceAccountName(ch),
+		AutomountServiceAccountToken: ptr(true),
 		SecurityContext: &corev1.PodSecurityContext{
 			RunAsNonRoot:   ptr(true),
 			RunAsUser:      ptr(int64(65532)),
@@ -182,6 +185,35 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l}, Spec: pod},
 		},
 	}
+}
+
+// RelayServiceAccountName is the ServiceAccount the channel's relays run as.
+func RelayServiceAccountName(ch *heraldv1.NotificationChannel) string { return ch.Name + "-relay" }
+
+// ServiceAccount is the identity of the channel's relays.
+func ServiceAccount(ch *heraldv1.NotificationChannel) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{ObjectMeta: meta(ch, RelayServiceAccountName(ch), labels(ch, "relay"))}
+}
+
+// LabelNamespace marks cluster-scoped objects with the namespace of the channel they serve.
+const LabelNamespace = "notifications.herald.dev/namespace"
+
+// TokenReviewBinding lets the channel's relays create TokenReviews (to authenticate sidecars) by
+// binding their ServiceAccount to clusterRole. It is cluster-scoped, so it cannot be owned by the
+// channel: the operator deletes it when the channel goes.
+func TokenReviewBinding(ch *heraldv1.NotificationChannel, clusterRole string) *rbacv1.ClusterRoleBinding {
+	l := labels(ch, "relay")
+	l[LabelNamespace] = ch.Namespace
+	return &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: TokenReviewBindingName(ch), Labels: l},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ch.Namespace, Name: RelayServiceAccountName(ch)}},
+	}
+}
+
+// TokenReviewBindingName is unique per channel across the cluster.
+func TokenReviewBindingName(ch *heraldv1.NotificationChannel) string {
+	return "herald-relay." + ch.Namespace + "." + ch.Name
 }
 
 // Replicas is the number of relays per shard the channel asks for (2 when unset).

@@ -9,8 +9,7 @@
 //   - the chart's CRD is a copy of config/crd/bases (the generated one), byte for byte;
 //   - no Role or ClusterRole grants a wildcard, the manager's ClusterRole covers every rule
 //     generated from the code's +kubebuilder:rbac markers (config/rbac/role.yaml), and grants
-//     nothing beyond those and the rules listed, feature by feature, in
-//     config/rbac/role_features_patch.yaml;
+//     nothing beyond those;
 //   - values.schema.json rejects bad values with the path of the value, values.yaml documents
 //     every value the schema knows;
 //   - the kustomize install renders the same objects as the chart with its default values;

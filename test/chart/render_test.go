@@ -22,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/yaml"
 )
 
 // The chart's CRDs must be the generated ones: `make manifests` writes config/crd/bases, and
@@ -271,8 +270,11 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				if q := relay.Requests[corev1.ResourceCPU]; q.Cmp(resource.MustParse("50m")) != 0 {
 					t.Errorf("--relay-resources requests cpu %s, want the values.yaml 50m", q.String())
 				}
-				if v := webhookCertVolume(t, objs); v.EmptyDir == nil {
-					t.Errorf("selfManaged: webhook-certs volume %+v, want an emptyDir the manager writes", v.VolumeSource)
+				if v := webhookCertVolume(t, objs); v.Secret == nil || v.Secret.SecretName != "herald-webhook-certs" {
+					t.Errorf("selfManaged: webhook-certs volume %+v, want the Secret herald-webhook-certs the manager writes", v.VolumeSource)
+				}
+				if s := find(t, objs, "Secret", "herald-webhook-certs"); s.Object["data"] != nil {
+					t.Error("selfManaged: the chart's herald-webhook-certs must carry no data, or an upgrade would wipe the manager's certificate")
 				}
 				assertNoKind(t, objs, "ServiceMonitor", "Issuer", "Certificate")
 				mwc := find(t, objs, "MutatingWebhookConfiguration", "herald-sidecar-injector")
@@ -354,9 +356,9 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				c := managerContainer(t, objs)
 				wantArgs(t, c, "--redis-addresses=redis-0.redis:6379,redis-1.redis:6379",
 					"--redis-username=$(REDIS_USERNAME)", "--redis-tls", "--redis-tls-server-name=redis.example")
-				if len(c.Env) != 1 || c.Env[0].Name != "REDIS_USERNAME" || c.Env[0].ValueFrom == nil ||
-					c.Env[0].ValueFrom.SecretKeyRef == nil || c.Env[0].ValueFrom.SecretKeyRef.Name != "redis-admin" ||
-					c.Env[0].ValueFrom.SecretKeyRef.Key != "username" {
+				if len(c.Env) != 2 || c.Env[1].Name != "REDIS_USERNAME" || c.Env[1].ValueFrom == nil ||
+					c.Env[1].ValueFrom.SecretKeyRef == nil || c.Env[1].ValueFrom.SecretKeyRef.Name != "redis-admin" ||
+					c.Env[1].ValueFrom.SecretKeyRef.Key != "username" {
 					t.Errorf("env %+v, want REDIS_USERNAME from key username of Secret redis-admin", c.Env)
 				}
 				spec := managerPodSpec(t, objs)
@@ -374,7 +376,7 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 						t.Errorf("usernameKey \"\" still passes %s", a)
 					}
 				}
-				if len(c.Env) != 0 {
+				if len(c.Env) != 1 || c.Env[0].Name != "POD_NAMESPACE" {
 					t.Errorf("usernameKey \"\" still sets env %+v", c.Env)
 				}
 				wantFileFromSecret(t, managerPodSpec(t, objs), argValue(t, c, "--redis-password-file"), "redis-admin", "password")
@@ -407,7 +409,7 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 
 // No Role or ClusterRole grants a wildcard; the manager's ClusterRole covers every rule the code
 // declares (config/rbac/role.yaml, generated from the +kubebuilder:rbac markers) and nothing the
-// code does not declare or config/rbac/role_features_patch.yaml does not list with its feature.
+// code does not declare.
 func TestRBACIsLeastPrivilege(t *testing.T) {
 	renders := map[string][]*unstructured.Unstructured{
 		"chart (defaults)":    mustHelmTemplate(t, "herald-system"),
@@ -437,23 +439,15 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	}
 
 	generated := generatedRules(t)
-	features := featureRules(t)
 	chart := clusterRoleRules(t, renders["chart (defaults)"])
 	for _, p := range perms(generated) {
 		if !grants(chart, p) {
 			t.Errorf("the code needs %+v (config/rbac/role.yaml) but the chart's ClusterRole does not grant it", p)
 		}
 	}
-	allowed := append(slices.Clone(generated), features...)
 	for _, p := range perms(chart) {
-		if !grants(allowed, p) {
-			t.Errorf("the chart's ClusterRole grants %+v, which neither the code's markers (config/rbac/role.yaml) "+
-				"nor config/rbac/role_features_patch.yaml ask for", p)
-		}
-	}
-	for _, p := range perms(features) {
-		if p.name == "" && grants(generated, p) {
-			t.Logf("note: %+v is now generated from a marker; remove it from config/rbac/role_features_patch.yaml", p)
+		if !grants(generated, p) {
+			t.Errorf("the chart's ClusterRole grants %+v, which the code's markers (config/rbac/role.yaml) do not ask for", p)
 		}
 	}
 }
@@ -573,32 +567,6 @@ func generatedRules(t *testing.T) []rbacv1.PolicyRule {
 		t.Fatal(err)
 	}
 	return clusterRoleRulesNamed(t, objs, "manager")
-}
-
-// featureRules are the rules config/rbac/role_features_patch.yaml adds for features whose
-// markers have not landed yet.
-func featureRules(t *testing.T) []rbacv1.PolicyRule {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role_features_patch.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ops []struct {
-		Op    string            `json:"op"`
-		Path  string            `json:"path"`
-		Value rbacv1.PolicyRule `json:"value"`
-	}
-	if err := yaml.UnmarshalStrict(b, &ops); err != nil {
-		t.Fatalf("config/rbac/role_features_patch.yaml: %v", err)
-	}
-	var rules []rbacv1.PolicyRule
-	for _, op := range ops {
-		if op.Op != "add" || op.Path != "/rules/-" {
-			t.Fatalf("config/rbac/role_features_patch.yaml: %s %s; want only `add /rules/-`", op.Op, op.Path)
-		}
-		rules = append(rules, op.Value)
-	}
-	return rules
 }
 
 func clusterRoleRules(t *testing.T, objs []*unstructured.Unstructured) []rbacv1.PolicyRule {

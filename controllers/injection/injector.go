@@ -1,0 +1,205 @@
+package injection
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// Path is where the webhook server serves the injector.
+const Path = "/mutate-v1-pod"
+
+// Names and values the injector writes into a pod.
+const (
+	ContainerName = "herald-relay"
+	TokenVolume   = "herald-token"
+	TokenDir      = "/var/run/secrets/herald"
+	TokenAudience = "herald"
+	URLEnv        = "HERALD_URL"
+	URL           = "http://127.0.0.1:7070"
+)
+
+// Annotations that override the sidecar's resources, e.g. notifications.herald.dev/sidecar-memory-limit: 256Mi.
+const (
+	CPURequestAnnotation    = "notifications.herald.dev/sidecar-cpu-request"
+	CPULimitAnnotation      = "notifications.herald.dev/sidecar-cpu-limit"
+	MemoryRequestAnnotation = "notifications.herald.dev/sidecar-memory-request"
+	MemoryLimitAnnotation   = "notifications.herald.dev/sidecar-memory-limit"
+)
+
+// Injector adds the relay sidecar to pods.
+type Injector struct {
+	Client  client.Reader // looks up the channels a pod names, for warnings
+	Decoder admission.Decoder
+	Image   string // the relay image
+	// Resources of the sidecar unless the pod's annotations say otherwise.
+	// Defaults to requests 10m CPU / 32Mi memory and a 128Mi memory limit.
+	Resources *corev1.ResourceRequirements
+}
+
+// Handle mutates one pod. Re-invocation (reinvocationPolicy, a retried create) changes nothing,
+// because a pod that already has the sidecar is returned as it is.
+func (in *Injector) Handle(ctx context.Context, req admission.Request) admission.Response {
+	var pod corev1.Pod
+	if err := in.Decoder.Decode(req, &pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	namespace := req.Namespace
+	channels := channelsOf(pod.Annotations[heraldv1.ChannelsAnnotation])
+	if len(channels) == 0 {
+		return admission.Allowed("no channels listed").WithWarnings(fmt.Sprintf(
+			"pod is labelled %s=true but lists no channels in annotation %s: no Herald sidecar was added",
+			heraldv1.InjectLabel, heraldv1.ChannelsAnnotation))
+	}
+	warnings := in.missingChannels(ctx, namespace, channels)
+	resources, err := in.resources(pod.Annotations)
+	if err != nil {
+		return admission.Denied(err.Error())
+	}
+	if !Inject(&pod, in.Image, channels, resources) {
+		return admission.Allowed("sidecar already present").WithWarnings(warnings...)
+	}
+	mutated, err := json.Marshal(&pod)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	return admission.PatchResponseFromRaw(req.Object.Raw, mutated).WithWarnings(warnings...)
+}
+
+// Inject adds the sidecar, and HERALD_URL to every app container that lacks it. It reports
+// whether it changed anything: re-invoked on an injected pod it adds nothing twice, only the
+// variable to containers another webhook added since.
+func Inject(pod *corev1.Pod, image string, channels []string, resources corev1.ResourceRequirements) bool {
+	changed := false
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == URLEnv }) {
+			c.Env = append(c.Env, corev1.EnvVar{Name: URLEnv, Value: URL})
+			changed = true
+		}
+	}
+	if slices.ContainsFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == ContainerName }) {
+		return changed
+	}
+	if pod.Spec.ServiceAccountName == "" {
+		pod.Spec.ServiceAccountName = "default" // the projected token below needs one
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{
+		Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
+			ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: TokenAudience, ExpirationSeconds: ptr(int64(3600)), Path: "token"},
+		}}},
+	}})
+	probe := func(path string) *corev1.Probe {
+		// The sidecar listens on loopback only, out of the kubelet's reach: probe from inside.
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/herald", "probe", URL + path}}},
+			PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3, SuccessThreshold: 1,
+		}
+	}
+	startup := probe("/healthz")
+	startup.PeriodSeconds, startup.FailureThreshold = 1, 30
+	sidecar := corev1.Container{
+		Name:          ContainerName,
+		Image:         image,
+		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways), // a native sidecar: starts first, never blocks a Job
+		Args: []string{"relay", "--role=sidecar", "--listen=127.0.0.1:" + fmt.Sprint(shardmap.RelayPort),
+			"--channels=" + strings.Join(channels, ","), "--namespace=$(HERALD_POD_NAMESPACE)",
+			"--token-file=" + TokenDir + "/token"},
+		Env: []corev1.EnvVar{{Name: "HERALD_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
+		Resources:      resources,
+		StartupProbe:   startup,
+		LivenessProbe:  probe("/healthz"),
+		ReadinessProbe: probe("/readyz"),
+		VolumeMounts:   []corev1.VolumeMount{{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true}},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr(true),
+			RunAsUser:                ptr(int64(65532)),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+	pod.Spec.InitContainers = append([]corev1.Container{sidecar}, pod.Spec.InitContainers...)
+	return true
+}
+
+// channelsOf splits the channels annotation: "orders, billing" or "other-ns/orders".
+func channelsOf(annotation string) []string {
+	var out []string
+	for _, c := range strings.Split(annotation, ",") {
+		if c = strings.TrimSpace(c); c != "" && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// missingChannels warns about channels the pod names that do not exist: the pod still starts,
+// but its sidecar will not become ready until they do.
+func (in *Injector) missingChannels(ctx context.Context, namespace string, channels []string) []string {
+	var warnings []string
+	for _, c := range channels {
+		ns, name := namespace, c
+		if before, after, ok := strings.Cut(c, "/"); ok {
+			ns, name = before, after
+		}
+		err := in.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &heraldv1.NotificationChannel{})
+		switch {
+		case apierrors.IsNotFound(err):
+			warnings = append(warnings, fmt.Sprintf("NotificationChannel %s/%s does not exist: the Herald sidecar will not be ready until it does", ns, name))
+		case err != nil:
+			warnings = append(warnings, fmt.Sprintf("could not check NotificationChannel %s/%s: %v", ns, name, err))
+		}
+	}
+	return warnings
+}
+
+// resources are the defaults, overridden by the pod's sidecar-* annotations.
+func (in *Injector) resources(annotations map[string]string) (corev1.ResourceRequirements, error) {
+	r := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}
+	if in.Resources != nil {
+		r = *in.Resources.DeepCopy()
+	}
+	for ann, set := range map[string]struct {
+		list *corev1.ResourceList
+		name corev1.ResourceName
+	}{
+		CPURequestAnnotation:    {&r.Requests, corev1.ResourceCPU},
+		CPULimitAnnotation:      {&r.Limits, corev1.ResourceCPU},
+		MemoryRequestAnnotation: {&r.Requests, corev1.ResourceMemory},
+		MemoryLimitAnnotation:   {&r.Limits, corev1.ResourceMemory},
+	} {
+		v, ok := annotations[ann]
+		if !ok {
+			continue
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return r, fmt.Errorf("annotation %s: %q is not a quantity: %v", ann, v, err)
+		}
+		if *set.list == nil {
+			*set.list = corev1.ResourceList{}
+		}
+		(*set.list)[set.name] = q
+	}
+	return r, nil
+}
+
+func ptr[T any](v T) *T { return &v }
