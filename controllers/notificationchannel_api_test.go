@@ -137,6 +137,10 @@ func TestInvalidChannelsAreRejectedNamingTheField(t *testing.T) {
 		"redis address without port": {channel(ns, func(ch *heraldv1.NotificationChannel) {
 			ch.Spec.Redis = &heraldv1.RedisSpec{Addresses: []string{"redis.example"}}
 		}), "spec.redis.addresses[0]", "should match"},
+		"name too long for its Services": {channel(ns, func(ch *heraldv1.NotificationChannel) {
+			ch.GenerateName = ""
+			ch.Name = strings.Repeat("a", 55)
+		}), "<nil>", "metadata.name must be a DNS label of at most 54 characters"},
 		"bad access namespace": {channel(ns, func(ch *heraldv1.NotificationChannel) { ch.Spec.Access.Namespaces = []string{"Team_A"} }),
 			"spec.access.namespaces[0]", "should match"},
 	}

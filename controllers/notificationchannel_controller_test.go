@@ -18,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -559,4 +560,21 @@ func TestCleanupGivesUpAndCanBeSkipped(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestWorkloadFailuresAreReported(t *testing.T) {
+	ns := newNamespace(t)
+	// Requests above limits pass the CRD but not the Deployment's validation.
+	key := create(t, channel(ns, func(c *heraldv1.NotificationChannel) {
+		c.Spec.Relay.Resources = &corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Mi")},
+		}
+	}))
+	ch := waitFor(t, key, heraldv1.ConditionRelaysAvailable, metav1.ConditionFalse, heraldv1.ReasonWorkloadsFailed)
+	c := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionRelaysAvailable)
+	if !strings.Contains(c.Message, "Deployment") || !strings.Contains(c.Message, "less than or equal to memory limit") {
+		t.Fatalf("the message should say which object failed: %q", c.Message)
+	}
+	waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonWorkloadsFailed)
 }

@@ -96,6 +96,9 @@ func redisConfigured(o *observation) verdict {
 
 // relaysAvailable: True when every shard's Deployment has an available relay.
 func relaysAvailable(ch *heraldv1.NotificationChannel, o *observation) verdict {
+	if o.childErr != nil {
+		return verdict{metav1.ConditionFalse, heraldv1.ReasonWorkloadsFailed, sentence(o.childErr.Error())}
+	}
 	if len(o.relays) == 0 {
 		return verdict{metav1.ConditionUnknown, heraldv1.ReasonProvisioning, "The relay Deployments have not been created yet."}
 	}

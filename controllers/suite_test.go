@@ -67,6 +67,8 @@ func runSuite(m *testing.M) int {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// Two Services per channel: envtest's default /24 runs out of cluster IPs at 127 channels.
+	testEnv.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
 	cfg, err := testEnv.Start()
 	defer func() { _ = testEnv.Stop() }() // also after a failed start, which may leave processes
 	if err != nil {

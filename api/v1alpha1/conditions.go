@@ -33,6 +33,9 @@ const (
 	ReasonAclApplied = "AclApplied"
 	// ReasonRelaysUnavailable: at least one shard has no available relay replica.
 	ReasonRelaysUnavailable = "RelaysUnavailable"
+	// ReasonWorkloadsFailed: the operator could not create or update one of the channel's
+	// Kubernetes objects (the message says which and why, e.g. Service IPs exhausted).
+	ReasonWorkloadsFailed = "WorkloadsFailed"
 	// ReasonRelaysAvailable: every shard has an available relay replica.
 	ReasonRelaysAvailable = "RelaysAvailable"
 	// ReasonInvalidSpec: the spec passed the API server's checks but cannot be honoured (for

@@ -1,0 +1,96 @@
+package workloads
+
+import (
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+func channel(mods ...func(*heraldv1.NotificationChannel)) *heraldv1.NotificationChannel {
+	ch := &heraldv1.NotificationChannel{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "orders", UID: "u1"}}
+	for _, m := range mods {
+		m(ch)
+	}
+	return ch
+}
+
+func params() Params {
+	return Params{
+		Map:            shardmap.New("ns", "orders", shardmap.DeliveryDurable, []string{"ns/orders/0.0", "ns/orders/1.3"}),
+		RelayImage:     "herald:1",
+		RelayResources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}},
+		RedisAddrs:     []string{"r1:6379", "r2:6379"},
+	}
+}
+
+func TestDeployment(t *testing.T) {
+	tests := map[string]struct {
+		ch        *heraldv1.NotificationChannel
+		p         Params
+		wantImage string
+		wantMem   string
+		wantArgs  []string
+		spread    bool
+	}{
+		"defaults": {ch: channel(), p: params(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
+			wantArgs: []string{"--shard=1", "--redis-addresses=r1:6379,r2:6379", "--redis-username=$(HERALD_REDIS_USERNAME)"}},
+		"overrides": {ch: channel(func(c *heraldv1.NotificationChannel) {
+			c.Spec.Relay.Image = "mine:2"
+			c.Spec.Relay.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
+			c.Spec.Relay.Affinity = &corev1.Affinity{}
+		}), p: params(), wantImage: "mine:2", wantMem: "1Gi", spread: false},
+		"tls": {ch: channel(), p: func() Params {
+			p := params()
+			p.RedisTLS = &heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true}
+			return p
+		}(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
+			wantArgs: []string{"--redis-tls", "--redis-tls-server-name=redis.example", "--redis-tls-insecure-skip-verify"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			d := Deployment(tc.ch, tc.p, 1)
+			c := d.Spec.Template.Spec.Containers[0]
+			if d.Name != "orders-shard-1" || c.Image != tc.wantImage || c.Resources.Limits.Memory().String() != tc.wantMem {
+				t.Fatalf("got %s image %s memory %s", d.Name, c.Image, c.Resources.Limits.Memory())
+			}
+			for _, a := range tc.wantArgs {
+				if !slices.Contains(c.Args, a) {
+					t.Errorf("args %v lack %s", c.Args, a)
+				}
+			}
+			if got := len(d.Spec.Template.Spec.TopologySpreadConstraints) > 0; got != tc.spread {
+				t.Errorf("topology spread %v, want %v (an explicit affinity replaces it)", got, tc.spread)
+			}
+			if d.Spec.Selector.MatchLabels[LabelShard] != "1" || d.Spec.Template.Labels[LabelShard] != "1" {
+				t.Error("the selector must pick this shard's pods only")
+			}
+			if d.OwnerReferences[0].UID != "u1" || !*d.OwnerReferences[0].Controller {
+				t.Error("the channel must control the Deployment")
+			}
+		})
+	}
+}
+
+func TestNetworkPolicyAdmitsOwnAndAccessNamespaces(t *testing.T) {
+	np := NetworkPolicy(channel(func(c *heraldv1.NotificationChannel) { c.Spec.Access.Namespaces = []string{"web", "jobs"} }))
+	got := np.Spec.Ingress[0].From[0].NamespaceSelector.MatchExpressions[0].Values
+	if !slices.Equal(got, []string{"ns", "web", "jobs"}) {
+		t.Fatalf("admitted namespaces %v", got)
+	}
+}
+
+func TestReplicasDefault(t *testing.T) {
+	if Replicas(channel()) != 2 {
+		t.Fatal("relays default to 2 per shard")
+	}
+	three := int32(3)
+	if Replicas(channel(func(c *heraldv1.NotificationChannel) { c.Spec.Relay.Replicas = &three })) != 3 {
+		t.Fatal("spec.relay.replicas is honoured")
+	}
+}
