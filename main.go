@@ -80,6 +80,7 @@ func runManager(args []string) error {
 	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
 	relayClusterRole := fs.String("relay-cluster-role", "herald-relay", "ClusterRole (TokenReview create) bound to each channel's relay ServiceAccount so relays can authenticate sidecars; empty: no binding")
+	workers := fs.Int("workers", 4, "channels reconciled at once (each waits mostly on Redis and the API server)")
 	resync := fs.Duration("resync-period", 60*time.Second, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
 	cleanupTimeout := fs.Duration("cleanup-timeout", 10*time.Minute, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
 	webhookPort := fs.Int("webhook-port", 9443, "port of the sidecar injection webhook; 0 turns the webhook off")
@@ -135,6 +136,7 @@ func runManager(args []string) error {
 		RelayClusterRole: *relayClusterRole,
 		ResyncPeriod:     *resync,
 		CleanupTimeout:   *cleanupTimeout,
+		Workers:          *workers,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NotificationChannel controller: %w", err)
 	}

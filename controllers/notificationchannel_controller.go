@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -41,6 +42,7 @@ type NotificationChannelReconciler struct {
 	ResyncPeriod     time.Duration    // how often a healthy channel is checked again. Defaults to 60s.
 	CleanupTimeout   time.Duration    // how long Redis cleanup is retried on delete. Defaults to 10m.
 	Now              func() time.Time // the clock; defaults to time.Now
+	Workers          int              // channels reconciled at once. Defaults to 1.
 
 	reconciled func(types.NamespacedName) // called after each reconcile of a live channel; for tests
 }
@@ -140,6 +142,7 @@ func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Named("notificationchannel").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
 }
 

@@ -102,6 +102,7 @@ func runSuite(m *testing.M) int {
 		RelayClusterRole: "herald-relay",
 		ResyncPeriod:     resyncPeriod,
 		CleanupTimeout:   cleanupTimeout,
+		Workers:          4,
 		reconciled:       reconciles.inc,
 	}).SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up reconciler:", err)

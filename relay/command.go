@@ -16,15 +16,25 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/heraldhq/herald/relay/auth"
 	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/sidecar"
 	"github.com/heraldhq/herald/relay/upstream"
 )
 
 // Roles of `herald relay`.
 const (
 	RoleShard   = "shard"   // one per shard of a channel: Redis subscription and fan-out
-	RoleSidecar = "sidecar" // next to an app: routes by key to shard relays (not implemented yet)
+	RoleSidecar = "sidecar" // next to an app: routes by key to shard relays, one upstream stream per shard
+)
+
+// Caller authentication modes of a shard relay (--auth).
+const (
+	AuthTokenReview = "tokenreview" // bearer token verified by a TokenReview; namespace checked against the shard map
+	AuthNone        = "none"        // everyone may call: local tests only
 )
 
 // flagEnv maps each flag to the environment variable that sets its default.
@@ -45,7 +55,18 @@ var flagEnv = map[string]string{
 	"replica-wait-timeout": "HERALD_REPLICA_WAIT_TIMEOUT",
 	"shutdown-timeout":     "HERALD_SHUTDOWN_TIMEOUT",
 	"log-level":            "HERALD_LOG_LEVEL",
+	"auth":                 "HERALD_AUTH",
+	"token-audience":       "HERALD_TOKEN_AUDIENCE",
+	"kubeconfig":           "HERALD_KUBECONFIG",
+	"channels":             "HERALD_CHANNELS",
+	"namespace":            "HERALD_NAMESPACE",
+	"token-file":           "HERALD_TOKEN_FILE",
+	"endpoints-file":       "HERALD_ENDPOINTS_FILE",
 }
+
+// PodNamespaceEnv is read for --namespace when HERALD_NAMESPACE is not set (the downward API's
+// usual name).
+const PodNamespaceEnv = "POD_NAMESPACE"
 
 // PasswordEnv carries the Redis password when no password file is given.
 const PasswordEnv = "HERALD_REDIS_PASSWORD"
@@ -62,16 +83,19 @@ type config struct {
 	shard, queueBytes                                           int
 	heartbeat, idemWindow, probeInterval, probeTimeout          time.Duration
 	writeTimeout, waitTimeout, shutdownTimeout                  time.Duration
+	auth, audience, kubeconfig                                  string // shard role: caller authentication
+	channels, namespace, tokenFile, endpointsFile               string // sidecar role
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
 	var c config
 	fs := flag.NewFlagSet("herald relay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.role, "role", RoleShard, "relay role: shard (serves one shard of a channel) or sidecar (not implemented yet)")
+	fs.StringVar(&c.role, "role", RoleShard, "relay role: shard (serves one shard of a channel) or sidecar (next to an app, on loopback: routes to the shard relays of --channels)")
 	fs.StringVar(&c.shardMapFile, "shardmap", "", "path of the channel's shard map (JSON, the shardmap.json key of the channel's ConfigMap); required")
 	fs.IntVar(&c.shard, "shard", -1, "index of the shard this relay serves; required")
-	fs.StringVar(&c.listen, "listen", ":"+strconv.Itoa(shardmap.RelayPort), "address to serve HTTP API v1, /healthz, /readyz and /metrics on")
+	fs.StringVar(&c.listen, "listen", "", "address to serve HTTP API v1, /healthz, /readyz and /metrics on; empty means :"+strconv.Itoa(shardmap.RelayPort)+
+		" for a shard relay and 127.0.0.1:"+strconv.Itoa(shardmap.RelayPort)+" for a sidecar (which must listen on loopback)")
 	fs.StringVar(&c.addrs, "redis-addresses", "", "comma-separated Redis Cluster seed addresses (host:port); required")
 	fs.StringVar(&c.user, "redis-username", "", "Redis ACL user (the channel's user, see shardmap.ACLUser)")
 	fs.StringVar(&c.passFile, "redis-password-file", "", "file holding the Redis password; without it the password comes from "+PasswordEnv)
@@ -84,9 +108,18 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.DurationVar(&c.waitTimeout, "replica-wait-timeout", time.Second, "bound of WAIT for publishes with ?ack=replicated")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to in-flight requests on shutdown")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.auth, "auth", AuthTokenReview, "shard role: caller authentication: tokenreview (bearer token checked with a TokenReview, its service account's namespace with the channel's access list) or none (anyone may call: local tests only)")
+	fs.StringVar(&c.audience, "token-audience", "herald", "shard role: the audience callers' tokens must carry")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
+	fs.StringVar(&c.channels, "channels", "", "sidecar role: comma-separated channels the app may use, name (in --namespace) or namespace/name; required")
+	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (default $"+PodNamespaceEnv+" when "+flagEnv["namespace"]+" is unset)")
+	fs.StringVar(&c.tokenFile, "token-file", "", "sidecar role: projected service account token (audience herald) sent to shard relays as a bearer token, re-read when it changes; empty sends none")
+	fs.StringVar(&c.endpointsFile, "endpoints-file", "", "sidecar role: JSON object of relay Service host -> [host:port of ready replicas], standing in for cluster DNS (local runs); re-read when it changes")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herald relay --role=shard --shardmap FILE --shard N --redis-addresses HOST:PORT[,...] [flags]\n\n")
-		fmt.Fprintf(stderr, "Serves one shard of a NotificationChannel: publish, SSE and WebSocket subscribe with resume, on --listen.\n\nFlags (each defaults to the environment variable in brackets):\n")
+		fmt.Fprintf(stderr, "Usage: herald relay --role=shard --shardmap FILE --shard N --redis-addresses HOST:PORT[,...] [flags]\n")
+		fmt.Fprintf(stderr, "       herald relay --role=sidecar --channels NAME[,NS/NAME...] --namespace NS --token-file FILE [flags]\n\n")
+		fmt.Fprintf(stderr, "A shard relay serves one shard of a NotificationChannel: publish, SSE and WebSocket subscribe with resume.\n")
+		fmt.Fprintf(stderr, "A sidecar serves the same API to its pod's app on loopback and reaches the channels' shard relays for it.\n\nFlags (each defaults to the environment variable in brackets):\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(stderr, "  --%s (default %q) [%s]\n    \t%s\n", f.Name, f.DefValue, flagEnv[f.Name], f.Usage)
 		})
@@ -104,6 +137,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	if envErr != nil {
 		return envErr
 	}
+	if c.namespace == "" {
+		c.namespace = getenv(PodNamespaceEnv)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -113,21 +149,113 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
 	}
-	switch c.role {
-	case RoleShard:
-	case RoleSidecar:
-		return errors.New("--role=sidecar is not implemented yet: this build has the shard role only (run one relay per shard with --role=shard)")
-	default:
-		return fmt.Errorf("--role must be %q or %q, not %q", RoleShard, RoleSidecar, c.role)
-	}
-	opt, err := c.shardOptions(stderr, getenv)
+	logger, err := c.logger(stderr)
 	if err != nil {
 		return err
 	}
-	return serveShard(ctx, opt, c.listen, c.shutdownTimeout)
+	switch c.role {
+	case RoleShard:
+		opt, err := c.shardOptions(getenv)
+		if err != nil {
+			return err
+		}
+		opt.Logger = logger
+		if opt.Authorize, err = c.authorizer(opt.Map); err != nil {
+			return err
+		}
+		if c.listen == "" {
+			c.listen = ":" + strconv.Itoa(shardmap.RelayPort)
+		}
+		r, err := NewShardRelay(opt)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		logger.Info("shard relay starting", "listen", c.listen, "namespace", opt.Map.Namespace, "channel", opt.Map.Channel, "shard", opt.Shard, "auth", c.auth)
+		return serve(ctx, r.Handler(), r.Run, c.listen, c.shutdownTimeout)
+	case RoleSidecar:
+		opt, err := c.sidecarOptions()
+		if err != nil {
+			return err
+		}
+		opt.Logger = logger
+		sc, err := sidecar.New(opt)
+		if err != nil {
+			return err
+		}
+		logger.Info("sidecar starting", "listen", c.listen, "channels", c.channels, "namespace", c.namespace)
+		return serve(ctx, sc.Handler(), sc.Run, c.listen, c.shutdownTimeout)
+	default:
+		return fmt.Errorf("--role must be %q or %q, not %q", RoleShard, RoleSidecar, c.role)
+	}
 }
 
-func (c *config) shardOptions(stderr io.Writer, getenv func(string) string) (ShardOptions, error) {
+func (c *config) logger(stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	for name, d := range map[string]time.Duration{"heartbeat": c.heartbeat, "write-timeout": c.writeTimeout} {
+		if d <= 0 {
+			return nil, fmt.Errorf("--%s must be positive", name)
+		}
+	}
+	return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+// authorizer builds the caller check of --auth for the channel of m.
+func (c *config) authorizer(m *shardmap.Map) (func(*http.Request) (int, string), error) {
+	switch c.auth {
+	case AuthNone:
+		return nil, nil
+	case AuthTokenReview:
+	default:
+		return nil, fmt.Errorf("--auth must be %q or %q, not %q", AuthTokenReview, AuthNone, c.auth)
+	}
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if c.kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--auth=tokenreview needs the Kubernetes API (in-cluster service account or --kubeconfig): %w; --auth=none is for local tests only", err)
+	}
+	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: c.audience})
+	if err != nil {
+		return nil, err
+	}
+	return (&auth.Checker{Review: reviewer.Review, Allows: m.Allows, Namespace: m.Namespace, Channel: m.Channel}).Authorize, nil
+}
+
+func (c *config) sidecarOptions() (sidecar.Options, error) {
+	if c.listen == "" {
+		c.listen = "127.0.0.1:" + strconv.Itoa(shardmap.RelayPort)
+	}
+	host, _, err := net.SplitHostPort(c.listen)
+	if err != nil {
+		return sidecar.Options{}, fmt.Errorf("--listen: %w", err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return sidecar.Options{}, fmt.Errorf("--listen=%s: a sidecar listens on loopback only (127.0.0.1 or [::1]): whoever reaches it acts with the pod's identity", c.listen)
+	}
+	if c.channels == "" {
+		return sidecar.Options{}, errors.New("--channels is required: the channels the app may use (the notifications.herald.dev/channels annotation)")
+	}
+	refs, err := sidecar.ParseChannels(c.channels, c.namespace)
+	if err != nil {
+		return sidecar.Options{}, fmt.Errorf("--channels: %w", err)
+	}
+	return sidecar.Options{
+		Channels: refs, TokenFile: c.tokenFile, EndpointsFile: c.endpointsFile,
+		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout,
+	}, nil
+}
+
+func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) {
 	if c.shardMapFile == "" {
 		return ShardOptions{}, errors.New("--shardmap is required: the path of the channel's shard map JSON")
 	}
@@ -162,11 +290,7 @@ func (c *config) shardOptions(stderr io.Writer, getenv func(string) string) (Sha
 		}
 		password = strings.TrimRight(string(b), "\r\n")
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return ShardOptions{}, fmt.Errorf("--log-level: %w", err)
-	}
-	for name, d := range map[string]time.Duration{"heartbeat": c.heartbeat, "probe-interval": c.probeInterval, "probe-timeout": c.probeTimeout, "write-timeout": c.writeTimeout} {
+	for name, d := range map[string]time.Duration{"probe-interval": c.probeInterval, "probe-timeout": c.probeTimeout} {
 		if d <= 0 {
 			return ShardOptions{}, fmt.Errorf("--%s must be positive", name)
 		}
@@ -180,42 +304,40 @@ func (c *config) shardOptions(stderr io.Writer, getenv func(string) string) (Sha
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, IdempotencyWindow: c.idemWindow,
 		WriteTimeout: c.writeTimeout, WaitTimeout: c.waitTimeout,
 		Upstream: upstream.Options{ProbeInterval: c.probeInterval, ProbeTimeout: c.probeTimeout},
-		Logger:   slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}, nil
 }
 
-// serveShard runs the relay and its HTTP server until ctx ends, then shuts both down.
-func serveShard(ctx context.Context, opt ShardOptions, listen string, shutdownTimeout time.Duration) error {
-	r, err := NewShardRelay(opt)
-	if err != nil {
-		return err
-	}
+// serve runs run (the relay's background work) and an HTTP server for handler on listen until
+// ctx ends, then shuts both down.
+func serve(ctx context.Context, handler http.Handler, run func(context.Context) error, listen string, shutdownTimeout time.Duration) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		r.Close()
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Requests live in ctx: on shutdown SSE and WebSocket streams end (their clients resume by
 	// cursor) instead of holding Shutdown until its timeout.
-	srv := &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(ctx) }()
+	go func() { runErr <- run(ctx) }()
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	opt.Logger.Info("shard relay serving", "listen", ln.Addr().String(), "namespace", opt.Map.Namespace, "channel", opt.Map.Channel, "shard", opt.Shard)
 	select {
 	case <-ctx.Done():
 	case err = <-srvErr:
+	case err = <-runErr:
+		runErr <- err
 	}
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer scancel()
 	_ = srv.Shutdown(sctx) // SSE streams end when ctx is cancelled: their request contexts die with the listener's
 	_ = srv.Close()
-	<-runErr
+	if rerr := <-runErr; err == nil {
+		err = rerr
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -30,18 +30,23 @@ func TestMainRejectsBadInvocations(t *testing.T) {
 		args    []string
 		mention string
 	}{
-		"sidecar role":       {[]string{"--role=sidecar"}, "not implemented yet"},
-		"unknown role":       {[]string{"--role=x"}, "--role must be"},
-		"no shard map":       {[]string{"--shard=0"}, "--shardmap is required"},
-		"missing map file":   {[]string{"--shardmap", filepath.Join(dir, "nope"), "--shard=0"}, "reading the shard map"},
-		"map not JSON":       {[]string{"--shardmap", bad, "--shard=0"}, "not valid JSON"},
-		"no shard":           {[]string{"--shardmap", good}, "--shard is required"},
-		"no redis":           {[]string{"--shardmap", good, "--shard=0"}, "--redis-addresses is required"},
-		"bad redis address":  {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=nohost"}, "not host:port"},
-		"shard out of range": {[]string{"--shardmap", good, "--shard=3", "--redis-addresses=127.0.0.1:1"}, "shard 3 does not exist"},
-		"probe timeout":      {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--probe-timeout=1s", "--probe-interval=2s"}, "--probe-timeout must be longer"},
-		"stray argument":     {[]string{"extra"}, "unexpected arguments"},
-		"unknown flag":       {[]string{"--nope"}, "flag provided but not defined"},
+		"sidecar no channels":           {[]string{"--role=sidecar"}, "--channels is required"},
+		"sidecar not loopback":          {[]string{"--role=sidecar", "--channels=a", "--namespace=ns", "--listen=0.0.0.0:7070"}, "loopback only"},
+		"sidecar no namespace":          {[]string{"--role=sidecar", "--channels=a"}, "has no namespace"},
+		"sidecar same name twice":       {[]string{"--role=sidecar", "--channels=a,other/a", "--namespace=ns"}, "both named"},
+		"unknown auth":                  {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=maybe"}, "--auth must be"},
+		"tokenreview outside a cluster": {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1"}, "--auth=none is for local tests only"},
+		"unknown role":                  {[]string{"--role=x"}, "--role must be"},
+		"no shard map":                  {[]string{"--shard=0"}, "--shardmap is required"},
+		"missing map file":              {[]string{"--shardmap", filepath.Join(dir, "nope"), "--shard=0"}, "reading the shard map"},
+		"map not JSON":                  {[]string{"--shardmap", bad, "--shard=0"}, "not valid JSON"},
+		"no shard":                      {[]string{"--shardmap", good}, "--shard is required"},
+		"no redis":                      {[]string{"--shardmap", good, "--shard=0"}, "--redis-addresses is required"},
+		"bad redis address":             {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=nohost"}, "not host:port"},
+		"shard out of range":            {[]string{"--shardmap", good, "--shard=3", "--redis-addresses=127.0.0.1:1", "--auth=none"}, "shard 3 does not exist"},
+		"probe timeout":                 {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--probe-timeout=1s", "--probe-interval=2s"}, "--probe-timeout must be longer"},
+		"stray argument":                {[]string{"extra"}, "unexpected arguments"},
+		"unknown flag":                  {[]string{"--nope"}, "flag provided but not defined"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -76,6 +81,7 @@ func TestMainServesAShardFromEnvironment(t *testing.T) {
 	t.Setenv("HERALD_SHARD", "0")
 	t.Setenv("HERALD_REDIS_ADDRESSES", strings.Join(relaytest.RedisAddrs(), ","))
 	t.Setenv("HERALD_LOG_LEVEL", "warn")
+	t.Setenv("HERALD_AUTH", "none")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- relay.Main(ctx, []string{"--listen", addr}) }()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/relay/event"
@@ -35,6 +34,9 @@ type ShardOptions struct {
 	Upstream          upstream.Options     // probe interval/timeout and other upstream knobs
 	Logger            *slog.Logger         // defaults to slog.Default()
 	Registry          *prometheus.Registry // defaults to a new registry with Go and process collectors
+	// Authorize checks callers of publish and subscribe (see httpapi.Config.Authorize); nil
+	// admits everyone, which only local tests should do (--auth=none).
+	Authorize func(r *http.Request) (status int, reason string)
 }
 
 // ShardRelay is a running shard relay: its HTTP handler and its Redis subscription.
@@ -74,8 +76,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 		opt.Logger = slog.Default()
 	}
 	if opt.Registry == nil {
-		opt.Registry = prometheus.NewRegistry()
-		opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		opt.Registry = metrics.NewRegistry()
 	}
 	ro := opt.Redis
 	if ro.DialTimeout == 0 {
@@ -104,7 +105,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 		Map: opt.Map, Shard: opt.Shard,
 		Publisher:    upstream.NewPublisher(r.cluster, opt.Map, opt.Shard, opt.IdempotencyWindow),
 		Subscription: r.sub, Hub: r.hub, Encoder: enc, Metrics: met, Gatherer: opt.Registry,
-		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, Logger: log,
+		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, Logger: log, Authorize: opt.Authorize,
 	})
 	return r, nil
 }

@@ -7,4 +7,8 @@
 // relay/upstream). A cursor travels as the SSE `id:` field, the `Last-Event-ID` header, the
 // `?since=` parameter and the CloudEvents `id` attribute; it is untrusted input and every
 // parser here is fuzzed.
+//
+// A sidecar's whole-channel subscription merges all shards of a channel; its cursor is a
+// Composite, one stream ID per shard ("<id0>.<id1>.<id2>"), so resuming replays every shard
+// from exactly where that subscriber was. A one-shard composite prints as the plain ID.
 package cursor

@@ -24,11 +24,12 @@ const (
 
 // Encoded is one event, encoded once and shared read-only by every subscriber.
 type Encoded struct {
-	ID   cursor.ID // the event's cursor (for a gap: where the subscriber continues from)
-	Key  string    // message key; empty for gaps and heartbeats (they go to everyone)
-	Kind Kind
-	SSE  []byte // the complete SSE frame, ending in an empty line
-	JSON []byte // the CloudEvent inside SSE (nil for heartbeats): one WebSocket text frame
+	ID    cursor.ID // the event's cursor on its shard (for a gap: where the subscriber continues from)
+	Key   string    // message key; empty for gaps and heartbeats (they go to everyone)
+	Kind  Kind
+	Shard int    // the shard the event came from (a sidecar merging shards needs it; 0 on a shard relay)
+	SSE   []byte // the complete SSE frame, ending in an empty line
+	JSON  []byte // the CloudEvent inside SSE (nil for heartbeats): one WebSocket text frame
 }
 
 // Size is what the event costs in a subscriber's queue.

@@ -7,7 +7,8 @@
 //	400 bad key, cursor, header, query parameter or body     404 unknown channel or path
 //	405 wrong method (Allow says which)                      413 body over maxMessageBytes
 //	415 missing or unusable Content-Type                     421 key of another shard (see below)
-//	503 Redis did not take the write (Retry-After: 1)
+//	503 Redis did not take the write (Retry-After: 1)        401/403 caller not authenticated/permitted
+//	                                                         (Config.Authorize; 503 when it cannot check)
 //
 // A shard relay serves one shard. A key that hashes to another shard gets 421 Misdirected
 // Request with {"error", "shard", "endpoint"}: the request is well-formed but was sent to the
@@ -18,4 +19,9 @@
 // queued meanwhile, skipping IDs the replay already sent. Nothing falls between replay and live,
 // and nothing is sent twice. A subscriber whose queue passes its byte limit is closed with the
 // reason: an SSE comment ": closed: slow consumer ...", or WebSocket close code 4429.
+// ?live=false (with a cursor) ends the stream after the replay with the comment ": end of
+// replay" (WebSocket: normal closure): sidecars resume their subscribers with it.
+//
+// ServeSSE, ServeWebSocket and the Sink they hand out are shared with the sidecar, so both
+// roles frame, batch, flush and close streams identically.
 package httpapi

@@ -27,7 +27,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	key := q.Get("key")
 	if key != "" {
 		if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
-			writeError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+			WriteError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
 			return
 		}
 	}
@@ -37,13 +37,13 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	case "replicated":
 		waitReplicas = 1
 	default:
-		writeError(w, http.StatusBadRequest, "query parameter ack must be \"leader\" (default) or \"replicated\", not "+strconv.Quote(clip(ack)))
+		WriteError(w, http.StatusBadRequest, "query parameter ack must be \"leader\" (default) or \"replicated\", not "+strconv.Quote(clip(ack)))
 		return
 	}
 	idem := r.Header.Get("Idempotency-Key")
 	if idem != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
 		if err := validIdempotencyKey(idem); err != nil {
-			writeError(w, http.StatusBadRequest, "Idempotency-Key header: "+err.Error())
+			WriteError(w, http.StatusBadRequest, "Idempotency-Key header: "+err.Error())
 			return
 		}
 	}
@@ -53,7 +53,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		limit = s.maxBytes*2 + 16<<10 // room for the envelope and base64; data is checked below
 	}
 	if r.ContentLength > limit {
-		writeError(w, http.StatusRequestEntityTooLarge, "body of "+strconv.FormatInt(r.ContentLength, 10)+
+		WriteError(w, http.StatusRequestEntityTooLarge, "body of "+strconv.FormatInt(r.ContentLength, 10)+
 			" bytes is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
 		return
 	}
@@ -61,10 +61,10 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
+			WriteError(w, http.StatusRequestEntityTooLarge, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
 			return
 		}
-		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
 	in, err := event.ParsePublish(ct, r.Header.Get("Ce-Type"), body)
@@ -73,21 +73,21 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, event.ErrUnsupportedMediaType) {
 			code = http.StatusUnsupportedMediaType
 		}
-		writeError(w, code, err.Error())
+		WriteError(w, code, err.Error())
 		return
 	}
 	if int64(len(in.Data)) > s.maxBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, "data of "+strconv.Itoa(len(in.Data))+" bytes is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
+		WriteError(w, http.StatusRequestEntityTooLarge, "data of "+strconv.Itoa(len(in.Data))+" bytes is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
 		return
 	}
 	switch {
 	case key == "" && in.Subject == "":
-		writeError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or subject in a structured CloudEvent)")
+		WriteError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or subject in a structured CloudEvent)")
 		return
 	case key == "":
 		key = in.Subject
 	case in.Subject != "" && in.Subject != key:
-		writeError(w, http.StatusBadRequest, "?key="+strconv.Quote(clip(key))+" and the CloudEvent subject "+strconv.Quote(clip(in.Subject))+" differ; the key is the subject")
+		WriteError(w, http.StatusBadRequest, "?key="+strconv.Quote(clip(key))+" and the CloudEvent subject "+strconv.Quote(clip(in.Subject))+" differ; the key is the subject")
 		return
 	}
 	if shard := s.cfg.Map.ShardFor(key); shard != s.cfg.Shard {
@@ -104,7 +104,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		}
 		s.cfg.Metrics.PublishErrors.Inc()
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "Redis did not accept the message (retry with the same Idempotency-Key to stay exactly-once): "+err.Error())
+		WriteError(w, http.StatusServiceUnavailable, "Redis did not accept the message (retry with the same Idempotency-Key to stay exactly-once): "+err.Error())
 		return
 	}
 	if !res.Duplicate {
@@ -114,7 +114,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	if waitReplicas > 0 {
 		resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
 	}
-	writeJSON(w, http.StatusAccepted, resp)
+	WriteJSON(w, http.StatusAccepted, resp)
 }
 
 func isStructured(ct string) bool {

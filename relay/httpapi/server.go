@@ -34,6 +34,11 @@ type Config struct {
 	WaitTimeout  time.Duration // bound of WAIT for ?ack=replicated. Defaults to 1s.
 	ReplayBatch  int64         // XRANGE COUNT per replay round trip. Defaults to 500.
 	Logger       *slog.Logger  // defaults to slog.Default()
+	// Authorize checks the caller of publish and subscribe calls; nil lets everyone in (local
+	// tests). It returns 0 to let the call through, or the status to refuse it with (401 no or
+	// bad credentials, 403 not permitted, 503 cannot check now) and a reason for the caller.
+	// The shard map, /healthz, /readyz and /metrics stay open.
+	Authorize func(r *http.Request) (status int, reason string)
 }
 
 // Server is the HTTP API of one shard relay.
@@ -61,16 +66,14 @@ func New(cfg Config) *Server {
 	if s.maxBytes <= 0 {
 		s.maxBytes = DefaultMaxMessageBytes
 	}
-	s.mux.HandleFunc("/v1/channels/{channel}/messages", s.only(http.MethodPost, s.channel(s.publish)))
-	s.mux.HandleFunc("/v1/channels/{channel}/events", s.only(http.MethodGet, s.channel(s.serveSSE)))
-	s.mux.HandleFunc("/v1/channels/{channel}/ws", s.only(http.MethodGet, s.channel(s.serveWebSocket)))
+	s.mux.HandleFunc("/v1/channels/{channel}/messages", s.only(http.MethodPost, s.channel(s.authorized(s.publish))))
+	s.mux.HandleFunc("/v1/channels/{channel}/events", s.only(http.MethodGet, s.channel(s.authorized(s.serveSSE))))
+	s.mux.HandleFunc("/v1/channels/{channel}/ws", s.only(http.MethodGet, s.channel(s.authorized(s.serveWebSocket))))
 	s.mux.HandleFunc("/v1/channels/{channel}/shards", s.only(http.MethodGet, s.channel(s.shards)))
 	s.mux.HandleFunc("/healthz", s.only(http.MethodGet, s.healthz))
 	s.mux.HandleFunc("/readyz", s.only(http.MethodGet, s.readyz))
 	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such path; the API is under /v1/channels/{channel}/(messages|events|ws|shards)")
-	})
+	s.mux.HandleFunc("/", NotFound)
 	return s
 }
 
@@ -78,11 +81,15 @@ func New(cfg Config) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // only answers 405 with an Allow header and a JSON body to any other method (HEAD rides on GET).
-func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc {
+func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc { return Only(method, h) }
+
+// Only answers 405 with an Allow header and a JSON body to any method but method (HEAD rides
+// on GET).
+func Only(method string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", method)
-			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed here; use "+method)
+			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed here; use "+method)
 			return
 		}
 		h(w, r)
@@ -93,7 +100,7 @@ func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc {
 func (s *Server) channel(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if c := r.PathValue("channel"); c != s.cfg.Map.Channel {
-			writeError(w, http.StatusNotFound, "channel "+strconv.Quote(c)+" is not served here; this relay serves channel "+
+			WriteError(w, http.StatusNotFound, "channel "+strconv.Quote(c)+" is not served here; this relay serves channel "+
 				strconv.Quote(s.cfg.Map.Channel)+" in namespace "+strconv.Quote(s.cfg.Map.Namespace))
 			return
 		}
@@ -101,12 +108,37 @@ func (s *Server) channel(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// NotFound answers 404 for a path outside the API, with a JSON body that says where it is.
+func NotFound(w http.ResponseWriter, _ *http.Request) {
+	WriteError(w, http.StatusNotFound, "no such path; the API is under /v1/channels/{channel}/(messages|events|ws|shards)")
+}
+
+// authorized refuses callers that Config.Authorize does not let in, with a JSON reason.
+func (s *Server) authorized(h http.HandlerFunc) http.HandlerFunc {
+	if s.cfg.Authorize == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if code, reason := s.cfg.Authorize(r); code != 0 {
+			switch code {
+			case http.StatusUnauthorized:
+				w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+			case http.StatusServiceUnavailable:
+				w.Header().Set("Retry-After", "1")
+			}
+			WriteError(w, code, reason)
+			return
+		}
+		h(w, r)
+	}
+}
+
 func (s *Server) shards(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.cfg.Map)
+	WriteJSON(w, http.StatusOK, s.cfg.Map)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz is 200 only while the shard subscription is confirmed on the slot's master and caught
@@ -117,12 +149,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.cfg.Subscription.Ready() {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": code == http.StatusOK, "shard": s.cfg.Shard, "upstream": st})
+	WriteJSON(w, code, map[string]any{"ready": code == http.StatusOK, "shard": s.cfg.Shard, "upstream": st})
 }
 
 // misdirected answers 421 for a key of another shard, naming the right one.
 func (s *Server) misdirected(w http.ResponseWriter, key string, shard int) {
-	writeJSON(w, http.StatusMisdirectedRequest, map[string]any{
+	WriteJSON(w, http.StatusMisdirectedRequest, map[string]any{
 		"error": "key " + strconv.Quote(key) + " belongs to shard " + strconv.Itoa(shard) + " but this relay serves shard " +
 			strconv.Itoa(s.cfg.Shard) + "; send it to that shard's relay (or to the sidecar, which routes by key)",
 		"shard":    shard,
@@ -134,11 +166,13 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, errorBody{Error: msg})
+// WriteError answers code with the API's error body, {"error": msg}.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, errorBody{Error: msg})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// WriteJSON answers code with v as JSON (and a newline).
+func WriteJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		code, b = http.StatusInternalServerError, []byte(`{"error":"encoding the response failed"}`)

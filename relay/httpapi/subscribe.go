@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -18,19 +19,45 @@ import (
 // (application range 4000-4999; 4429 echoes HTTP 429). Reconnect with ?since=<last id>.
 const StatusSlowConsumer websocket.StatusCode = 4429
 
-// sink writes batches of events to one connection: SSE or WebSocket.
-type sink interface {
-	write(ctx context.Context, batch []*event.Encoded) error
-	// close ends the stream telling the subscriber why; last is the last cursor it was sent.
-	close(reason string, last cursor.ID, slow bool)
+// Sink writes batches of events to one subscriber connection: SSE or WebSocket. The shard
+// relay and the sidecar serve subscribers through the same sinks, so their streams look alike.
+type Sink interface {
+	// Write sends a batch (one flush, one write deadline).
+	Write(ctx context.Context, batch []*event.Encoded) error
+	// Close ends the stream telling the subscriber why; last is the last cursor it was sent.
+	Close(reason, last string, slow bool)
+}
+
+// EndOfReplay is the SSE comment that ends a replay-only stream (?live=false): everything
+// stored after the cursor was sent. A WebSocket ends with a normal closure instead.
+const EndOfReplay = "end of replay"
+
+// SlowConsumerReason is what a subscriber closed as a slow consumer is told.
+func SlowConsumerReason(last string) string {
+	return "slow consumer: more than the queue limit was waiting for this connection; reconnect with Last-Event-ID " + last + " to resume"
 }
 
 // subscribeRequest is what a subscribe call asked for.
 type subscribeRequest struct {
-	key    string     // "" = every key of the shard
-	from   *cursor.ID // resume after this cursor; nil = live from now
-	status int        // non-zero: reject with this status and msg
-	msg    string
+	key        string     // "" = every key of the shard
+	from       *cursor.ID // resume after this cursor; nil = live from now
+	replayOnly bool       // ?live=false: end the stream once replay is done
+	status     int        // non-zero: reject with this status and msg
+	msg        string
+}
+
+// ParseLive reads the ?live= parameter: "" and "true" go live after replay, "false" ends the
+// stream once what is stored after the cursor was sent (sidecars use it to resume a subscriber
+// without opening a second live stream).
+func ParseLive(q url.Values) (replayOnly bool, err error) {
+	switch v := q.Get("live"); v {
+	case "", "true":
+		return false, nil
+	case "false":
+		return true, nil
+	default:
+		return false, errors.New("query parameter live must be \"true\" (default) or \"false\" (replay what is stored after the cursor, then end), not " + strconv.Quote(clip(v)))
+	}
 }
 
 func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
@@ -44,10 +71,7 @@ func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
 			return subscribeRequest{status: http.StatusMisdirectedRequest, key: req.key, msg: strconv.Itoa(shard)}
 		}
 	}
-	raw, what := r.Header.Get("Last-Event-ID"), "Last-Event-ID header"
-	if raw == "" {
-		raw, what = q.Get("since"), "query parameter since"
-	}
+	raw, what := ResumeCursor(r)
 	if raw != "" {
 		c, err := cursor.Parse(raw)
 		if err != nil {
@@ -55,7 +79,23 @@ func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
 		}
 		req.from = &c
 	}
+	var err error
+	if req.replayOnly, err = ParseLive(q); err != nil {
+		return subscribeRequest{status: http.StatusBadRequest, msg: err.Error()}
+	}
+	if req.replayOnly && req.from == nil {
+		return subscribeRequest{status: http.StatusBadRequest, msg: "live=false replays what is stored after a cursor: give one with Last-Event-ID or ?since="}
+	}
 	return req
+}
+
+// ResumeCursor returns the cursor a subscriber resumes from (Last-Event-ID, else ?since=) and
+// where it came from, for error messages; "" when there is none.
+func ResumeCursor(r *http.Request) (raw, what string) {
+	if raw = r.Header.Get("Last-Event-ID"); raw != "" {
+		return raw, "Last-Event-ID header"
+	}
+	return r.URL.Query().Get("since"), "query parameter since"
 }
 
 func (s *Server) reject(w http.ResponseWriter, req subscribeRequest) {
@@ -64,24 +104,24 @@ func (s *Server) reject(w http.ResponseWriter, req subscribeRequest) {
 		s.misdirected(w, req.key, shard)
 		return
 	}
-	writeError(w, req.status, req.msg)
+	WriteError(w, req.status, req.msg)
 }
 
 // pump feeds one subscriber: gap and replay first (with a cursor), then live events from the
 // hub without the IDs replay already sent.
-func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out sink, req subscribeRequest) {
+func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out Sink, req subscribeRequest) {
 	var last cursor.ID // the newest cursor sent
 	seam := false      // live events up to last were already replayed
 	if req.from != nil {
 		last = *req.from
 		start, gap, err := s.cfg.Subscription.ResumePlan(ctx, *req.from)
 		if err != nil {
-			out.close("cannot read the stream to resume ("+err.Error()+"); reconnect with the same cursor", last, false)
+			out.Close("cannot read the stream to resume ("+err.Error()+"); reconnect with the same cursor", last.String(), false)
 			return
 		}
 		if gap != nil {
 			s.cfg.Metrics.Gaps.Inc()
-			if err := out.write(ctx, []*event.Encoded{s.cfg.Encoder.EncodeGap(*gap)}); err != nil {
+			if err := out.Write(ctx, []*event.Encoded{s.cfg.Encoder.EncodeGap(*gap)}); err != nil {
 				return
 			}
 			last = gap.Resume
@@ -93,6 +133,10 @@ func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out sink, req su
 			}
 			seam = true
 		}
+		if req.replayOnly {
+			out.Close(EndOfReplay, last.String(), false)
+			return
+		}
 	}
 	var batch []*event.Encoded
 	for {
@@ -100,7 +144,7 @@ func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out sink, req su
 		batch, err = sub.Next(ctx, batch)
 		if err != nil {
 			if errors.Is(err, hub.ErrSlowConsumer) {
-				out.close("slow consumer: more than the queue limit was waiting for this connection; reconnect with Last-Event-ID "+last.String()+" to resume", last, true)
+				out.Close(SlowConsumerReason(last.String()), last.String(), true)
 			}
 			return
 		}
@@ -122,7 +166,7 @@ func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out sink, req su
 		if len(batch) == 0 {
 			continue
 		}
-		if err := out.write(ctx, batch); err != nil {
+		if err := out.Write(ctx, batch); err != nil {
 			return
 		}
 		for i := len(batch) - 1; i >= 0; i-- {
@@ -135,13 +179,13 @@ func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out sink, req su
 }
 
 // replay sends the stream entries after start (matching key) and returns the last ID read.
-func (s *Server) replay(ctx context.Context, out sink, key string, start cursor.ID) (cursor.ID, bool) {
+func (s *Server) replay(ctx context.Context, out Sink, key string, start cursor.ID) (cursor.ID, bool) {
 	after := start
 	var batch []*event.Encoded
 	for {
 		msgs, err := s.cfg.Subscription.ReadAfter(ctx, after, s.cfg.ReplayBatch)
 		if err != nil {
-			out.close("replay from the stream failed ("+err.Error()+"); reconnect with Last-Event-ID "+after.String(), after, false)
+			out.Close("replay from the stream failed ("+err.Error()+"); reconnect with Last-Event-ID "+after.String(), after.String(), false)
 			return after, false
 		}
 		batch = batch[:0]
@@ -151,7 +195,7 @@ func (s *Server) replay(ctx context.Context, out sink, key string, start cursor.
 			}
 		}
 		if len(batch) > 0 {
-			if err := out.write(ctx, batch); err != nil {
+			if err := out.Write(ctx, batch); err != nil {
 				return after, false
 			}
 			s.cfg.Metrics.Replayed.Add(float64(len(batch)))
@@ -173,18 +217,32 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, req)
 		return
 	}
-	sub := s.cfg.Hub.Subscribe(req.key) // before replay: nothing published from now on is missed
+	sub := s.subscribe(req) // before replay: nothing published from now on is missed
 	defer sub.Close()
+	ServeSSE(w, r, s.cfg.WriteTimeout, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
+}
+
+// subscribe registers with the hub; a replay-only stream gets a subscriber that is never
+// registered, so it does not count as a live stream.
+func (s *Server) subscribe(req subscribeRequest) *hub.Subscriber {
+	if req.replayOnly {
+		return hub.Detached()
+	}
+	return s.cfg.Hub.Subscribe(req.key)
+}
+
+// ServeSSE answers 200 text/event-stream and runs stream with an SSE sink until it returns.
+func ServeSSE(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration, stream func(ctx context.Context, out Sink)) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	out := &sseSink{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout}
+	out := &sseSink{w: w, rc: http.NewResponseController(w), timeout: writeTimeout}
 	if err := out.rc.Flush(); err != nil {
 		return
 	}
-	s.pump(r.Context(), sub, out, req)
+	stream(r.Context(), out)
 }
 
 type sseSink struct {
@@ -193,8 +251,8 @@ type sseSink struct {
 	timeout time.Duration
 }
 
-// write sends a batch with one flush under one write deadline.
-func (o *sseSink) write(_ context.Context, batch []*event.Encoded) error {
+// Write sends a batch with one flush under one write deadline.
+func (o *sseSink) Write(_ context.Context, batch []*event.Encoded) error {
 	_ = o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
 	for _, e := range batch {
 		if _, err := o.w.Write(e.SSE); err != nil {
@@ -204,9 +262,13 @@ func (o *sseSink) write(_ context.Context, batch []*event.Encoded) error {
 	return o.rc.Flush()
 }
 
-func (o *sseSink) close(reason string, _ cursor.ID, _ bool) {
+func (o *sseSink) Close(reason, _ string, _ bool) {
 	_ = o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
-	_, _ = o.w.Write([]byte(": closed: " + reason + "\n\n"))
+	if reason == EndOfReplay {
+		_, _ = o.w.Write([]byte(": " + EndOfReplay + "\n\n"))
+	} else {
+		_, _ = o.w.Write([]byte(": closed: " + reason + "\n\n"))
+	}
 	_ = o.rc.Flush()
 }
 
@@ -218,17 +280,23 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, req)
 		return
 	}
+	sub := s.subscribe(req)
+	defer sub.Close()
+	ServeWebSocket(w, r, s.cfg.WriteTimeout, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
+}
+
+// ServeWebSocket accepts the WebSocket and runs stream with a sink that sends one text frame
+// per event; when stream returns without closing, the socket is closed as "going away".
+func ServeWebSocket(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration, stream func(ctx context.Context, out Sink)) {
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return // Accept has answered the request
 	}
 	defer c.CloseNow()
-	sub := s.cfg.Hub.Subscribe(req.key)
-	defer sub.Close()
 	// Subscribers send nothing; CloseRead answers pings and ends ctx when the peer closes.
 	ctx := c.CloseRead(r.Context())
-	out := &wsSink{c: c, timeout: s.cfg.WriteTimeout}
-	s.pump(ctx, sub, out, req)
+	out := &wsSink{c: c, timeout: writeTimeout}
+	stream(ctx, out)
 	if !out.closed {
 		_ = c.Close(websocket.StatusGoingAway, "relay closing the stream")
 	}
@@ -240,8 +308,8 @@ type wsSink struct {
 	closed  bool
 }
 
-// write sends one text frame per event (heartbeats become pings) under one deadline per batch.
-func (o *wsSink) write(ctx context.Context, batch []*event.Encoded) error {
+// Write sends one text frame per event (heartbeats become pings) under one deadline per batch.
+func (o *wsSink) Write(ctx context.Context, batch []*event.Encoded) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	for _, e := range batch {
@@ -258,11 +326,14 @@ func (o *wsSink) write(ctx context.Context, batch []*event.Encoded) error {
 	return nil
 }
 
-func (o *wsSink) close(reason string, last cursor.ID, slow bool) {
+func (o *wsSink) Close(reason, last string, slow bool) {
 	o.closed = true
 	code := websocket.StatusTryAgainLater
-	if slow {
-		code, reason = StatusSlowConsumer, "slow consumer; reconnect with ?since="+last.String()
+	switch {
+	case slow:
+		code, reason = StatusSlowConsumer, "slow consumer; reconnect with ?since="+last
+	case reason == EndOfReplay:
+		code = websocket.StatusNormalClosure
 	}
 	if len(reason) > 123 { // a close frame's reason is at most 123 bytes
 		reason = reason[:123]

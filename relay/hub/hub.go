@@ -238,5 +238,13 @@ func (s *Subscriber) Close() {
 		s.failLocked(ErrClosed)
 	}
 	s.mu.Unlock()
-	s.hub.unregister(s)
+	if s.hub != nil {
+		s.hub.unregister(s)
+	}
+}
+
+// Detached returns a subscriber that belongs to no hub and never receives anything: for a
+// stream that only replays history (it must not count as a live subscriber). Close it as usual.
+func Detached() *Subscriber {
+	return &Subscriber{pos: -1, wake: make(chan struct{}, 1), dead: make(chan struct{})}
 }

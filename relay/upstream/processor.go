@@ -28,6 +28,9 @@ func (s *Subscription) process(ctx context.Context) {
 		if it.catchUp {
 			if it.hasBase && !s.lastWasDelivered && s.last.IsZero() {
 				s.last = it.baseline
+				s.mu.Lock()
+				s.lastID = it.baseline // where a sidecar's first stream can start (see Status.LastDelivered)
+				s.mu.Unlock()
 			}
 			s.writer = it.writer
 			pending = true

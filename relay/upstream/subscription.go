@@ -79,7 +79,7 @@ type Status struct {
 	CaughtUp      bool       `json:"caughtUp"`              // catch-up from the stream finished for this subscription
 	Node          string     `json:"node,omitempty"`        // address of the master subscribed to
 	Sessions      uint64     `json:"sessions"`              // subscriptions made so far (1 + resubscribes)
-	LastDelivered string     `json:"lastDelivered"`         // newest ID handed to subscribers
+	LastDelivered string     `json:"lastDelivered"`         // newest ID handed to subscribers; before the first, the stream's end when the relay started
 	Rollbacks     []Rollback `json:"rollbacks,omitempty"`   // losses detected, newest last
 	LastError     string     `json:"lastError,omitempty"`   // why the previous subscription ended
 	ErrorAt       *time.Time `json:"lastErrorAt,omitempty"` // when

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -42,6 +43,7 @@ type Relay struct {
 	URL    string // base URL of the HTTP API
 	Server *httptest.Server
 	Redis  *redis.ClusterClient // a separate client for assertions
+	stop   func()
 }
 
 // Options change the defaults of StartRelay.
@@ -71,6 +73,11 @@ func UniqueName(t testing.TB) string {
 // Its stream is deleted when the test ends.
 func StartRelay(t testing.TB, o Options) *Relay {
 	t.Helper()
+	o.defaults(t)
+	return startShard(t, o.newMap(), 0, o)
+}
+
+func (o *Options) defaults(t testing.TB) {
 	if o.Addrs == nil {
 		o.Addrs = RedisAddrs()
 	}
@@ -83,6 +90,9 @@ func StartRelay(t testing.TB, o Options) *Relay {
 	if o.Channel == "" {
 		o.Channel = UniqueName(t)
 	}
+}
+
+func (o *Options) newMap() *shardmap.Map {
 	tags := make([]string, o.Shards)
 	for i := range tags {
 		tags[i] = shardmap.HashTag("test", o.Channel, i, 0)
@@ -90,8 +100,14 @@ func StartRelay(t testing.TB, o Options) *Relay {
 	m := shardmap.New("test", o.Channel, o.Delivery, tags)
 	m.MaxMessageBytes = 64 << 10
 	m.Retention = shardmap.Retention{MaxLength: 100000}
+	return m
+}
+
+// startShard starts a relay for shard i of m on a loopback test server.
+func startShard(t testing.TB, m *shardmap.Map, i int, o Options) *Relay {
+	t.Helper()
 	opt := relay.ShardOptions{
-		Map: m, Shard: 0,
+		Map: m, Shard: i,
 		Redis:    redis.ClusterOptions{Addrs: o.Addrs},
 		Upstream: upstream.Options{ProbeInterval: 200 * time.Millisecond, ProbeTimeout: time.Second},
 		Logger:   slog.New(slog.NewTextHandler(NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -112,21 +128,77 @@ func StartRelay(t testing.TB, o Options) *Relay {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()
 	assert := redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.Addrs})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			srv.CloseClientConnections()
+			srv.Close()
+			cancel()
+			<-done
+		})
+	}
 	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		<-done
+		stop()
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer dcancel()
-		for _, s := range m.Shards {
-			_ = assert.Del(dctx, s.Stream).Err()
-		}
+		_ = assert.Del(dctx, m.Shards[i].Stream).Err()
 		_ = assert.Close()
 	})
-	rl := &Relay{ShardRelay: r, Map: m, URL: srv.URL, Server: srv, Redis: assert}
+	rl := &Relay{ShardRelay: r, Map: m, URL: srv.URL, Server: srv, Redis: assert, stop: stop}
 	rl.WaitReady(t, 20*time.Second)
 	return rl
+}
+
+// Kill stops the relay the way a crash does for its clients: connections cut, port closed.
+func (r *Relay) Kill() { r.stop() }
+
+// Channel is a channel served by Replicas relays per shard, as the operator deploys it.
+type Channel struct {
+	Map      *shardmap.Map
+	Replicas [][]*Relay // [shard][replica]
+}
+
+// StartChannel starts replicas relays for each of o.Shards shards of a new channel.
+func StartChannel(t testing.TB, o Options, replicas int) *Channel {
+	t.Helper()
+	o.defaults(t)
+	c := &Channel{Map: o.newMap()}
+	for i := range c.Map.Shards {
+		var rs []*Relay
+		for range replicas {
+			rs = append(rs, startShard(t, c.Map, i, o))
+		}
+		c.Replicas = append(c.Replicas, rs)
+	}
+	return c
+}
+
+// Endpoints is what cluster DNS would answer for the channel's Services: each shard Service's
+// host -> its replicas, and the channel-wide Service's host -> every replica.
+func (c *Channel) Endpoints() shardmap.Endpoints {
+	eps := shardmap.Endpoints{}
+	all := shardmap.ChannelServiceName(c.Map.Channel) + "." + c.Map.Namespace + ".svc"
+	for i, rs := range c.Replicas {
+		u, _ := url.Parse(c.Map.Shards[i].Endpoint)
+		for _, r := range rs {
+			addr := strings.TrimPrefix(r.URL, "http://")
+			eps[u.Hostname()] = append(eps[u.Hostname()], addr)
+			eps[all] = append(eps[all], addr)
+		}
+	}
+	return eps
+}
+
+// WriteEndpoints writes Endpoints as JSON to path (atomically, as a local runner would).
+func (c *Channel) WriteEndpoints(t testing.TB, path string) {
+	t.Helper()
+	b, _ := json.Marshal(c.Endpoints())
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // WaitReady waits until /readyz answers 200.
@@ -249,4 +321,14 @@ func (l *TestLog) Write(p []byte) (int, error) {
 		l.t.Logf("relay: %s", bytes.TrimRight(p, "\n"))
 	}
 	return len(p), nil
+}
+
+// MustPublishWith publishes with extra headers (pairs) and fails the test unless it got 202.
+func (r *Relay) MustPublishWith(t testing.TB, key, body string, hdr ...string) string {
+	t.Helper()
+	code, pr := r.Publish(t, key, body, hdr...)
+	if code != http.StatusAccepted || pr.ID == "" {
+		t.Fatalf("publish %s: %d %+v", body, code, pr)
+	}
+	return pr.ID
 }

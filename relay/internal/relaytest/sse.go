@@ -53,8 +53,9 @@ type SSE struct {
 // SSEOptions tune OpenSSE.
 type SSEOptions struct {
 	LastEventID string
-	NoRead      bool // do not read: the connection's receive buffer fills (a stuck consumer)
-	RecvBuffer  int  // SO_RCVBUF of the client socket; 0 = kernel default
+	Header      http.Header // more request headers (Authorization...)
+	NoRead      bool        // do not read: the connection's receive buffer fills (a stuck consumer)
+	RecvBuffer  int         // SO_RCVBUF of the client socket; 0 = kernel default
 }
 
 // OpenSSE connects to url and, unless o.NoRead, parses frames into Events. It fails the test
@@ -80,6 +81,9 @@ func OpenSSE(t testing.TB, url string, o SSEOptions) *SSE {
 	if o.LastEventID != "" {
 		req.Header.Set("Last-Event-ID", o.LastEventID)
 	}
+	for k, vs := range o.Header {
+		req.Header[k] = vs
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
@@ -97,6 +101,12 @@ func OpenSSE(t testing.TB, url string, o SSEOptions) *SSE {
 		go s.read(resp.Body)
 	}
 	return s
+}
+
+// OpenSSEWithHeader is OpenSSE with one extra request header.
+func OpenSSEWithHeader(t testing.TB, url, name, value string) *SSE {
+	t.Helper()
+	return OpenSSE(t, url, SSEOptions{Header: http.Header{http.CanonicalHeaderKey(name): {value}}})
 }
 
 // StartReading starts parsing a stream opened with NoRead.

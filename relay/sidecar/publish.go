@@ -1,0 +1,193 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
+)
+
+// publishAttempts is how many relays a publish is tried on before the app gets 503.
+const publishAttempts = 4
+
+// publish routes a message by key to its shard's relays. An attempt that fails (no answer, 5xx,
+// 421 after a map refresh, 401 after a token re-read) is repeated on another replica with the
+// same Idempotency-Key (one of the sidecar's own when the app sent none), so the message is
+// stored at most once; the relay's answer goes back to the app unchanged.
+func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
+	m := s.shardMap(w, ch)
+	if m == nil {
+		return
+	}
+	maxBytes := m.MaxMessageBytes
+	if maxBytes <= 0 {
+		maxBytes = httpapi.DefaultMaxMessageBytes
+	}
+	ct := r.Header.Get("Content-Type")
+	limit := maxBytes*2 + 16<<10 // the relay's bound for a structured envelope; it checks the data itself
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(maxBytes, 10)+")")
+			return
+		}
+		httpapi.WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	key := r.URL.Query().Get("key")
+	if key == "" && len(ct) >= len(event.StructuredMediaType) && ct[:len(event.StructuredMediaType)] == event.StructuredMediaType {
+		var ce struct {
+			Subject string `json:"subject"`
+		}
+		_ = json.Unmarshal(body, &ce) // a bad envelope gets the relay's 400
+		key = ce.Subject
+	}
+	if key == "" {
+		httpapi.WriteError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or subject in a structured CloudEvent)")
+		return
+	}
+	if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+		return
+	}
+	hdr := http.Header{}
+	for _, h := range []string{"Content-Type", "Ce-Type"} {
+		if v := r.Header.Values(h); len(v) > 0 {
+			hdr[h] = v
+		}
+	}
+	idem, own := r.Header.Get("Idempotency-Key"), false
+	if idem == "" && len(r.Header.Values("Idempotency-Key")) == 0 {
+		idem, own = newIdempotencyKey(), true
+	}
+	hdr.Set("Idempotency-Key", idem)
+
+	ctx, cancel := context.WithTimeout(r.Context(), s.opt.PublishTimeout)
+	defer cancel()
+	shard := m.ShardFor(key)
+	var lastErr string
+	next := -1
+	for attempt := 0; attempt < publishAttempts && ctx.Err() == nil; attempt++ {
+		if attempt > 0 {
+			s.met.PublishRetries.Inc()
+		}
+		m = ch.shardMap() // a refresh may have moved the shard
+		bases, err := s.resolver.resolve(ctx, m.Shards[shard].Endpoint, attempt > 0)
+		if err != nil {
+			lastErr = err.Error()
+			ch.refreshSoon()
+			pause(ctx, attempt)
+			continue
+		}
+		bases = s.preferLive(bases)
+		if next < 0 {
+			next = int(time.Now().UnixNano() % int64(len(bases)))
+		} else {
+			next++
+		}
+		base := bases[next%len(bases)]
+		resp, err := s.send(ctx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+r.URL.RawQuery, bytes.NewReader(body), hdr)
+		if err != nil {
+			lastErr = err.Error()
+			s.markDown(base)
+			continue // a dead replica: the next one
+		}
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode >= 500:
+			lastErr = base + " answered " + strconv.Itoa(resp.StatusCode) + ": " + clip(answer)
+			pause(ctx, attempt)
+			continue
+		case resp.StatusCode == http.StatusMisdirectedRequest:
+			lastErr = "the relays' shard map differs from the sidecar's; refreshing it"
+			ch.refreshSoon()
+			pause(ctx, attempt)
+			continue
+		case resp.StatusCode == http.StatusUnauthorized && attempt == 0:
+			_, _ = s.token.get(true) // the kubelet may just have rotated it
+			lastErr = clip(answer)
+			continue
+		}
+		if resp.StatusCode == http.StatusAccepted {
+			s.met.Published.Inc()
+			if own && attempt > 0 {
+				answer = withoutDuplicate(answer) // the app sent one message: our own retry is not its duplicate
+			}
+		}
+		for _, h := range []string{"Content-Type", "Retry-After", "Allow", "WWW-Authenticate"} {
+			if v := resp.Header.Get(h); v != "" {
+				w.Header().Set(h, v)
+			}
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(answer)
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	httpapi.WriteError(w, http.StatusServiceUnavailable, "no relay of shard "+strconv.Itoa(shard)+" of channel "+ch.ref.String()+
+		" took the message (last: "+lastErr+"); retry with the same Idempotency-Key to stay exactly-once")
+}
+
+// downFor is how long a replica that refused a connection is avoided.
+const downFor = 5 * time.Second
+
+// markDown remembers that base did not answer, so calls prefer other replicas for a while
+// (an endpoints list or DNS answer can lag behind a crash).
+func (s *Sidecar) markDown(base string) { s.down.Store(base, time.Now().Add(downFor)) }
+
+// preferLive returns the bases not marked down, or all of them when every one is.
+func (s *Sidecar) preferLive(bases []string) []string {
+	live := make([]string, 0, len(bases))
+	for _, b := range bases {
+		if until, ok := s.down.Load(b); !ok || time.Now().After(until.(time.Time)) {
+			live = append(live, b)
+		}
+	}
+	if len(live) == 0 {
+		return bases
+	}
+	return live
+}
+
+// pause waits a little before the next attempt (not before the first retry on another replica).
+func pause(ctx context.Context, attempt int) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+	}
+}
+
+func newIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "sidecar-" + hex.EncodeToString(b[:])
+}
+
+// withoutDuplicate drops "duplicate" from a 202 body.
+func withoutDuplicate(b []byte) []byte {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil {
+		return b
+	}
+	if _, ok := fields["duplicate"]; !ok {
+		return b
+	}
+	delete(fields, "duplicate")
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return b
+	}
+	return append(out, '\n')
+}

@@ -1,0 +1,345 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/metrics"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// ChannelRef names a channel the app may use.
+type ChannelRef struct {
+	Namespace string
+	Name      string
+}
+
+func (c ChannelRef) String() string { return c.Namespace + "/" + c.Name }
+
+// ParseChannels reads a --channels list: "orders,other-ns/billing"; a bare name is in
+// namespace. Two channels with the same name (in different namespaces) cannot both be listed:
+// the API addresses channels by name.
+func ParseChannels(list, namespace string) ([]ChannelRef, error) {
+	var out []ChannelRef
+	seen := map[string]string{}
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		ref := ChannelRef{Namespace: namespace, Name: item}
+		if ns, name, ok := strings.Cut(item, "/"); ok {
+			ref = ChannelRef{Namespace: ns, Name: name}
+		}
+		if ref.Namespace == "" {
+			return nil, fmt.Errorf("channel %q has no namespace: give --namespace (the pod's) or write namespace/name", item)
+		}
+		if !validName(ref.Namespace) || !validName(ref.Name) {
+			return nil, fmt.Errorf("channel %q: namespace and name must be DNS labels", item)
+		}
+		if prev, dup := seen[ref.Name]; dup {
+			if prev == ref.Namespace {
+				continue
+			}
+			return nil, fmt.Errorf("channels %s/%s and %s are both named %q; the API addresses channels by name, so a pod can use only one of them", prev, ref.Name, ref, ref.Name)
+		}
+		seen[ref.Name] = ref.Namespace
+		out = append(out, ref)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no channels: list the channels the pod may use, e.g. orders,other-ns/billing")
+	}
+	return out, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Options configure a Sidecar. Zero values take the documented defaults.
+type Options struct {
+	Channels        []ChannelRef         // required: the channels the app may use
+	TokenFile       string               // projected service account token (audience herald); "" sends no token
+	EndpointsFile   string               // shardmap.Endpoints JSON standing in for cluster DNS; "" uses DNS
+	Heartbeat       time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
+	QueueBytes      int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
+	WriteTimeout    time.Duration        // bound of one batch write to a local subscriber. Defaults to 10s.
+	RefreshInterval time.Duration        // shard map and reachability refresh. Defaults to 10s.
+	PublishTimeout  time.Duration        // bound of one publish, retries included. Defaults to 10s.
+	IdleTimeout     time.Duration        // an upstream stream silent this long is re-opened. Defaults to 45s (relays send heartbeats every 15s).
+	Logger          *slog.Logger         // defaults to slog.Default()
+	Registry        *prometheus.Registry // defaults to a new registry with Go and process collectors
+}
+
+// Sidecar serves HTTP API v1 to the app and talks to the shard relays of its channels.
+type Sidecar struct {
+	opt      Options
+	log      *slog.Logger
+	client   *http.Client
+	resolver *resolver
+	token    *tokenSource
+	met      *metrics.Sidecar
+	channels map[string]*channel // by name and by namespace/name
+	list     []*channel
+	mux      *http.ServeMux
+
+	down sync.Map // base URL -> time.Time: a replica that refused a connection, avoided until then
+
+	runMu  sync.Mutex
+	runCtx context.Context // the context of Run: upstream streams live in it
+}
+
+// New validates opt and wires the sidecar; Run starts it.
+func New(opt Options) (*Sidecar, error) {
+	if len(opt.Channels) == 0 {
+		return nil, errors.New("a sidecar needs at least one channel")
+	}
+	if opt.Heartbeat <= 0 {
+		opt.Heartbeat = 15 * time.Second
+	}
+	if opt.QueueBytes <= 0 {
+		opt.QueueBytes = 1 << 20
+	}
+	if opt.WriteTimeout <= 0 {
+		opt.WriteTimeout = 10 * time.Second
+	}
+	if opt.RefreshInterval <= 0 {
+		opt.RefreshInterval = 10 * time.Second
+	}
+	if opt.PublishTimeout <= 0 {
+		opt.PublishTimeout = 10 * time.Second
+	}
+	if opt.IdleTimeout <= 0 {
+		opt.IdleTimeout = 45 * time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Registry == nil {
+		opt.Registry = metrics.NewRegistry()
+	}
+	s := &Sidecar{
+		opt: opt, log: opt.Logger.With("role", "sidecar"),
+		client: &http.Client{Transport: &http.Transport{
+			Proxy: nil, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Second, DisableCompression: true,
+		}},
+		resolver: &resolver{file: watchedFile{path: opt.EndpointsFile}},
+		token:    &tokenSource{file: watchedFile{path: opt.TokenFile}},
+		channels: map[string]*channel{},
+		mux:      http.NewServeMux(),
+	}
+	for _, ref := range opt.Channels {
+		ch := newChannel(s, ref)
+		s.channels[ref.Name] = ch
+		s.channels[ref.String()] = ch
+		s.list = append(s.list, ch)
+	}
+	s.met = metrics.NewSidecar(opt.Registry, s.upstreamStreams, s.localSubscribers)
+	s.mux.HandleFunc("/v1/channels/{channel}/messages", httpapi.Only(http.MethodPost, s.withChannel(s.publish)))
+	s.mux.HandleFunc("/v1/channels/{channel}/events", httpapi.Only(http.MethodGet, s.withChannel(s.serveSSE)))
+	s.mux.HandleFunc("/v1/channels/{channel}/ws", httpapi.Only(http.MethodGet, s.withChannel(s.serveWebSocket)))
+	s.mux.HandleFunc("/v1/channels/{channel}/shards", httpapi.Only(http.MethodGet, s.withChannel(s.shards)))
+	s.mux.HandleFunc("/healthz", httpapi.Only(http.MethodGet, func(w http.ResponseWriter, _ *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	s.mux.HandleFunc("/readyz", httpapi.Only(http.MethodGet, s.readyz))
+	s.mux.Handle("/metrics", promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("/", httpapi.NotFound)
+	return s, nil
+}
+
+// Handler serves HTTP API v1 to the app.
+func (s *Sidecar) Handler() http.Handler { return s.mux }
+
+// Run discovers the channels' shard maps and keeps them fresh, runs the upstream streams local
+// subscribers need and the heartbeats, until ctx ends.
+func (s *Sidecar) Run(ctx context.Context) error {
+	s.runMu.Lock()
+	s.runCtx = ctx
+	s.runMu.Unlock()
+	var wg sync.WaitGroup
+	for _, ch := range s.list {
+		wg.Add(1)
+		go func() { defer wg.Done(); ch.discoverLoop(ctx) }()
+	}
+	t := time.NewTicker(s.opt.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			for _, ch := range s.list {
+				ch.wait()
+			}
+			return nil
+		case <-t.C:
+			for _, ch := range s.list {
+				ch.heartbeat()
+			}
+		}
+	}
+}
+
+// context returns Run's context, or an error before Run started.
+func (s *Sidecar) context() (context.Context, error) {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.runCtx == nil {
+		return nil, errors.New("the sidecar is starting")
+	}
+	return s.runCtx, nil
+}
+
+// Ready reports what /readyz says: every channel's shard map is known and each of its shards
+// has a ready relay, and every upstream stream opened is connected.
+func (s *Sidecar) Ready() bool {
+	for _, ch := range s.list {
+		if !ch.ready() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Sidecar) readyz(w http.ResponseWriter, _ *http.Request) {
+	code := http.StatusOK
+	channels := make([]channelStatus, 0, len(s.list))
+	for _, ch := range s.list {
+		st := ch.status()
+		if !st.Ready {
+			code = http.StatusServiceUnavailable
+		}
+		channels = append(channels, st)
+	}
+	httpapi.WriteJSON(w, code, map[string]any{"ready": code == http.StatusOK, "role": "sidecar", "channels": channels})
+}
+
+func (s *Sidecar) upstreamStreams() int {
+	n := 0
+	for _, ch := range s.list {
+		n += ch.connectedStreams()
+	}
+	return n
+}
+
+func (s *Sidecar) localSubscribers() int {
+	n := 0
+	for _, ch := range s.list {
+		n += ch.localSubscribers()
+	}
+	return n
+}
+
+// withChannel answers 404 for a channel the pod may not use, like a relay for a channel it
+// does not serve.
+func (s *Sidecar) withChannel(h func(http.ResponseWriter, *http.Request, *channel)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ch := s.channels[r.PathValue("channel")]
+		if ch == nil {
+			names := make([]string, len(s.list))
+			for i, c := range s.list {
+				names[i] = c.ref.String()
+			}
+			httpapi.WriteError(w, http.StatusNotFound, "channel "+fmt.Sprintf("%q", r.PathValue("channel"))+" is not one this pod may use; its channels are "+
+				strings.Join(names, ", ")+" (the notifications.herald.dev/channels annotation)")
+			return
+		}
+		h(w, r, ch)
+	}
+}
+
+// shardMap returns the channel's map, or answers 503 when it is not known yet.
+func (s *Sidecar) shardMap(w http.ResponseWriter, ch *channel) *shardmap.Map {
+	m := ch.shardMap()
+	if m == nil {
+		w.Header().Set("Retry-After", "1")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "the shard map of channel "+ch.ref.String()+" is not known yet (its relay Service "+
+			ch.serviceURL()+" did not answer: "+ch.lastError()+"); retry")
+	}
+	return m
+}
+
+func (s *Sidecar) shards(w http.ResponseWriter, _ *http.Request, ch *channel) {
+	if m := s.shardMap(w, ch); m != nil {
+		httpapi.WriteJSON(w, http.StatusOK, m)
+	}
+}
+
+// get sends a GET to a shard relay with the sidecar's credentials.
+func (s *Sidecar) get(ctx context.Context, url string, hdr http.Header) (*http.Response, error) {
+	return s.send(ctx, http.MethodGet, url, nil, hdr)
+}
+
+// send makes one call to a relay with the sidecar's bearer token.
+func (s *Sidecar) send(ctx context.Context, method, url string, body io.Reader, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	token, err := s.token.get(false)
+	if err != nil {
+		s.log.Warn("no bearer token for the shard relays", "error", err.Error())
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return s.client.Do(req)
+}
+
+// maxLine bounds one SSE line read from a relay: a CloudEvent of maxMessageBytes of data,
+// base64 and JSON escaping included, plus its attributes.
+func maxLine(m *shardmap.Map) int {
+	n := m.MaxMessageBytes
+	if n <= 0 {
+		n = httpapi.DefaultMaxMessageBytes
+	}
+	return int(n)*6 + 64<<10
+}
+
+// readFrames reads SSE frames from a relay's response until it ends, handing each message
+// or gap to deliver; comments go to comment. It returns the error that ended the stream.
+func readFrames(body io.Reader, limit int, deliver func(*event.Encoded) error, comment func(string) error) error {
+	rd := event.NewSSEReader(body, limit)
+	for {
+		f, err := rd.Next()
+		if err != nil {
+			return err
+		}
+		if f.Event == "" && f.Data == nil {
+			if err := comment(f.Comment); err != nil {
+				return err
+			}
+			continue
+		}
+		e, err := event.FromFrame(f)
+		if err != nil {
+			continue // not a relay event: ignore it rather than pass on what we cannot vouch for
+		}
+		if err := deliver(e); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,346 @@
+package sidecar_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/relay"
+	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/relay/sidecar"
+)
+
+// testSidecar is a sidecar on a loopback test server for the channel c, finding its relays
+// through an endpoints file.
+type testSidecar struct {
+	*sidecar.Sidecar
+	URL       string
+	channel   string
+	endpoints string // the endpoints file
+}
+
+func startSidecar(t *testing.T, c *relaytest.Channel, tokenFile string) *testSidecar {
+	t.Helper()
+	eps := filepath.Join(t.TempDir(), "endpoints.json")
+	c.WriteEndpoints(t, eps)
+	sc, err := sidecar.New(sidecar.Options{
+		Channels:      []sidecar.ChannelRef{{Namespace: c.Map.Namespace, Name: c.Map.Channel}},
+		EndpointsFile: eps, TokenFile: tokenFile,
+		Heartbeat: time.Second, RefreshInterval: time.Second,
+		Logger: slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sc.Handler())
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); cancel(); <-done })
+	ts := &testSidecar{Sidecar: sc, URL: srv.URL, channel: c.Map.Channel, endpoints: eps}
+	relaytest.Eventually(t, 20*time.Second, "sidecar ready", func() bool { return sc.Ready() })
+	return ts
+}
+
+func (s *testSidecar) channelURL(path string) string {
+	return s.URL + "/v1/channels/" + s.channel + path
+}
+
+type published struct {
+	ID    string `json:"id"`
+	Shard int    `json:"shard"`
+	Error string `json:"error"`
+}
+
+func (s *testSidecar) publish(t testing.TB, key, body string) (int, published) {
+	req, _ := http.NewRequest(http.MethodPost, s.channelURL("/messages?key="+key), strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("publish: %v", err)
+		return 0, published{}
+	}
+	defer resp.Body.Close()
+	var p published
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Errorf("publish answered %d with %q", resp.StatusCode, b)
+	}
+	return resp.StatusCode, p
+}
+
+// metric reads one value from the sidecar's /metrics.
+func (s *testSidecar) metric(t testing.TB, name string) float64 {
+	t.Helper()
+	r := &relaytest.Relay{URL: s.URL}
+	return r.Metric(t, name)
+}
+
+// upstreamsOf sums the live subscribers the relays of shard i see.
+func upstreamsOf(t testing.TB, c *relaytest.Channel, i int, skip *relaytest.Relay) int64 {
+	var n int64
+	for _, r := range c.Replicas[i] {
+		if r != skip {
+			n += r.Hub().Subscribers()
+		}
+	}
+	return n
+}
+
+type received struct {
+	id      string // composite cursor
+	subject string
+	n       int
+}
+
+func decode(t testing.TB, ev relaytest.Event) received {
+	var ce struct {
+		ID      string `json:"id"`
+		Subject string `json:"subject"`
+		Data    struct {
+			N int `json:"n"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(ev.Data), &ce); err != nil || ce.ID != ev.ID {
+		t.Errorf("event %+v: %v (CloudEvent id %q)", ev, err, ce.ID)
+	}
+	return received{id: ev.ID, subject: ce.Subject, n: ce.Data.N}
+}
+
+// TestOneUpstreamPerShardDeliversExactlyOnceThroughAReplicaKill: 3 shards with 2 relays each,
+// one sidecar, 100 local SSE subscribers. The relays see one stream per shard from the sidecar;
+// 5,000 messages with random keys reach every subscriber exactly once and in per-shard order,
+// though the relay serving one shard's upstream stream is killed mid-stream.
+func TestOneUpstreamPerShardDeliversExactlyOnceThroughAReplicaKill(t *testing.T) {
+	const shards, subscribers, messages = 3, 100, 5000
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: shards}, 2)
+	sc := startSidecar(t, c, "")
+
+	subs := make([]*relaytest.SSE, subscribers)
+	for i := range subs {
+		subs[i] = relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
+	}
+	relaytest.Eventually(t, 10*time.Second, "100 local subscribers", func() bool {
+		return sc.metric(t, "herald_relay_sidecar_subscribers") == subscribers
+	})
+	for i := range shards {
+		relaytest.Eventually(t, 10*time.Second, "one upstream stream per shard", func() bool { return upstreamsOf(t, c, i, nil) == 1 })
+	}
+	if got := sc.metric(t, "herald_relay_sidecar_upstream_streams"); got != shards {
+		t.Fatalf("sidecar reports %v upstream streams, want %d", got, shards)
+	}
+	// The victim: the relay that serves shard 0's upstream stream right now.
+	var victim *relaytest.Relay
+	for _, r := range c.Replicas[0] {
+		if r.Hub().Subscribers() == 1 {
+			victim = r
+		}
+	}
+
+	// Publish with 8 concurrent publishers; kill the victim half way.
+	acked := make([][]string, shards) // per shard, the IDs the relays acknowledged
+	var mu sync.Mutex
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	killed := make(chan struct{})
+	var killOnce sync.Once
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n := int(next.Add(1)) - 1
+				if n >= messages {
+					return
+				}
+				if n == messages/2 {
+					killOnce.Do(func() { victim.Kill(); close(killed) })
+				}
+				key := fmt.Sprintf("key-%d", rand.IntN(1_000_000))
+				code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, n))
+				if code != http.StatusAccepted {
+					t.Errorf("publish %d: %d %+v", n, code, p)
+					return
+				}
+				mu.Lock()
+				acked[p.Shard] = append(acked[p.Shard], p.ID)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	<-killed
+	if t.Failed() {
+		t.FailNow()
+	}
+	want := make([]map[string]bool, shards)
+	for i, ids := range acked {
+		want[i] = map[string]bool{}
+		for _, id := range ids {
+			want[i][id] = true
+		}
+		if len(ids) == 0 {
+			t.Fatalf("no message went to shard %d", i)
+		}
+	}
+
+	// Every subscriber: each acknowledged message once, per-shard stream IDs strictly rising.
+	var check sync.WaitGroup
+	for si, s := range subs {
+		check.Add(1)
+		go func() {
+			defer check.Done()
+			seen := make([]map[string]bool, shards)
+			last := make([]cursor.ID, shards)
+			for i := range seen {
+				seen[i] = map[string]bool{}
+			}
+			prev := cursor.Composite(nil)
+			for range messages {
+				ev, err := s.Next(20 * time.Second)
+				if err != nil || ev.Event != "message" {
+					t.Errorf("subscriber %d after %d messages: %+v %v", si, countAll(seen), ev, err)
+					return
+				}
+				got := decode(t, ev)
+				pos, err := cursor.ParseComposite(got.id, shards)
+				if err != nil {
+					t.Errorf("subscriber %d: event id %q is not a composite cursor: %v", si, got.id, err)
+					return
+				}
+				shard := c.Map.ShardFor(got.subject)
+				id := pos[shard]
+				if !last[shard].Less(id) || seen[shard][id.String()] {
+					t.Errorf("subscriber %d: shard %d went from %v to %v (duplicate or out of order)", si, shard, last[shard], id)
+					return
+				}
+				for i := range pos { // the other shards' positions never move back
+					if prev != nil && i != shard && pos[i] != prev[i] {
+						t.Errorf("subscriber %d: cursor %s -> %s moved shard %d on an event of shard %d", si, prev, got.id, i, shard)
+						return
+					}
+				}
+				prev = pos
+				last[shard] = id
+				seen[shard][id.String()] = true
+			}
+			for i := range shards {
+				if len(seen[i]) != len(want[i]) {
+					t.Errorf("subscriber %d: %d messages of shard %d, want %d", si, len(seen[i]), i, len(want[i]))
+				}
+				for id := range seen[i] {
+					if !want[i][id] {
+						t.Errorf("subscriber %d: shard %d delivered %s, which no publisher was acknowledged", si, i, id)
+						return
+					}
+				}
+			}
+		}()
+	}
+	check.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if sc.metric(t, "herald_relay_sidecar_upstream_reconnects_total") < 1 {
+		t.Fatal("the sidecar did not count the reconnect after the kill")
+	}
+	for i := range shards {
+		relaytest.Eventually(t, 10*time.Second, "one upstream stream per shard after the kill", func() bool { return upstreamsOf(t, c, i, victim) == 1 })
+	}
+	t.Logf("acknowledged per shard: %d/%d/%d; publish retries: %v", len(acked[0]), len(acked[1]), len(acked[2]),
+		sc.metric(t, "herald_relay_sidecar_publish_retries_total"))
+}
+
+func countAll(m []map[string]bool) int {
+	n := 0
+	for _, s := range m {
+		n += len(s)
+	}
+	return n
+}
+
+// TestWholeChannelResumeGetsExactlyTheMissedMessages: a whole-channel subscriber of a
+// 3-shard channel disconnects, misses 300 messages over all shards, resumes with its last
+// event id and gets exactly those 300, then live messages. The sidecar authenticates with its
+// token file, and follows a rotation of the token.
+func TestWholeChannelResumeGetsExactlyTheMissedMessages(t *testing.T) {
+	var token atomic.Value
+	token.Store("token-1")
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 3, Modify: func(o *relay.ShardOptions) {
+		o.Authorize = func(r *http.Request) (int, string) {
+			if r.Header.Get("Authorization") != "Bearer "+token.Load().(string) {
+				return http.StatusUnauthorized, "wrong token"
+			}
+			return 0, ""
+		}
+	}}, 1)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sc := startSidecar(t, c, tokenFile)
+
+	s := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 10*time.Second, "subscriber registered", func() bool { return sc.metric(t, "herald_relay_sidecar_subscribers") == 1 })
+	for n := range 10 {
+		if code, p := sc.publish(t, fmt.Sprintf("before-%d", n), fmt.Sprintf(`{"n":%d}`, -1-n)); code != http.StatusAccepted {
+			t.Fatalf("publish: %d %+v", code, p)
+		}
+	}
+	before := s.Messages(t, 10, 10*time.Second)
+	last := before[len(before)-1].ID
+	if strings.Count(last, ".") != 2 {
+		t.Fatalf("the whole-channel cursor %q is not a 3-shard composite", last)
+	}
+	s.Close()
+	relaytest.Eventually(t, 10*time.Second, "subscriber gone", func() bool { return sc.metric(t, "herald_relay_sidecar_subscribers") == 0 })
+
+	// The kubelet rotates the token while nobody listens.
+	token.Store("token-2")
+	if err := os.WriteFile(tokenFile, []byte("token-2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	perShard := make([]int, 3)
+	for n := range 300 {
+		code, p := sc.publish(t, fmt.Sprintf("missed-%d", n), fmt.Sprintf(`{"n":%d}`, n))
+		if code != http.StatusAccepted {
+			t.Fatalf("publish %d: %d %+v", n, code, p)
+		}
+		perShard[p.Shard]++
+	}
+	for i, n := range perShard {
+		if n == 0 {
+			t.Fatalf("no missed message on shard %d: %v", i, perShard)
+		}
+	}
+
+	r := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{LastEventID: last})
+	got := map[int]bool{}
+	for _, ev := range r.Messages(t, 300, 20*time.Second) {
+		m := decode(t, ev)
+		if m.n < 0 || m.n >= 300 || got[m.n] {
+			t.Fatalf("resumed subscriber got message %d (%s) again or from before its cursor", m.n, ev.ID)
+		}
+		got[m.n] = true
+	}
+	if code, p := sc.publish(t, "after", `{"n":1000}`); code != http.StatusAccepted {
+		t.Fatalf("publish: %d %+v", code, p)
+	}
+	if ev := decode(t, r.Messages(t, 1, 10*time.Second)[0]); ev.n != 1000 {
+		t.Fatalf("after the 300 missed messages came %d, want the live one", ev.n)
+	}
+	t.Logf("missed per shard: %v", perShard)
+}

@@ -1,0 +1,298 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/hub"
+)
+
+func (s *Sidecar) serveSSE(w http.ResponseWriter, r *http.Request, ch *channel) {
+	s.subscribe(w, r, ch, httpapi.ServeSSE)
+}
+
+func (s *Sidecar) serveWebSocket(w http.ResponseWriter, r *http.Request, ch *channel) {
+	s.subscribe(w, r, ch, httpapi.ServeWebSocket)
+}
+
+// localSub is one local subscriber's view: which shards it reads and where it is on each.
+type localSub struct {
+	ch        *channel
+	key       string           // "" = every key of the channel
+	shards    []int            // the shards read: the key's, or all of them in order
+	own       cursor.Composite // per entry of shards: the last ID this subscriber was sent
+	composite bool             // whole-channel: events carry composite cursors
+	synced    bool             // own is the merged stream's cursor, so the shared bytes fit as they are
+	seam      []bool           // per entry of shards: live events up to own were sent by replay
+	idBuf     []byte
+}
+
+// transport is httpapi.ServeSSE or httpapi.ServeWebSocket.
+type transport func(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration, stream func(ctx context.Context, out httpapi.Sink))
+
+// subscribe validates the request like a shard relay does, registers the subscriber before any
+// replay (so nothing published meanwhile is missed) and pumps events to it.
+func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel, serve transport) {
+	m := s.shardMap(w, ch)
+	if m == nil {
+		return
+	}
+	q := r.URL.Query()
+	ls := &localSub{ch: ch, key: q.Get("key")}
+	if ls.key != "" || q.Has("key") {
+		if err := event.ValidateField("key", ls.key, event.MaxKeyBytes); err != nil {
+			httpapi.WriteError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+			return
+		}
+	}
+	replayOnly, err := httpapi.ParseLive(q)
+	if err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	raw, what := httpapi.ResumeCursor(r)
+	if ls.key != "" {
+		ls.shards = []int{m.ShardFor(ls.key)}
+		if raw != "" {
+			id, err := cursor.Parse(raw)
+			if err != nil {
+				httpapi.WriteError(w, http.StatusBadRequest, what+": "+err.Error()+" (a keyed subscription resumes from a plain stream ID)")
+				return
+			}
+			ls.own = cursor.Composite{id}
+		}
+	} else {
+		ls.composite = true
+		for i := range m.Shards {
+			ls.shards = append(ls.shards, i)
+		}
+		if raw != "" {
+			if ls.own, err = cursor.ParseComposite(raw, len(m.Shards)); err != nil {
+				httpapi.WriteError(w, http.StatusBadRequest, what+": "+err.Error()+"; this channel has "+strconv.Itoa(len(m.Shards))+" shards")
+				return
+			}
+		}
+	}
+	if replayOnly && raw == "" {
+		httpapi.WriteError(w, http.StatusBadRequest, "live=false replays what is stored after a cursor: give one with Last-Event-ID or ?since=")
+		return
+	}
+	streams, err := ch.open(r.Context())
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
+		return
+	}
+	var sub *hub.Subscriber
+	switch {
+	case replayOnly:
+		sub = hub.Detached()
+	case ls.key != "":
+		var pos cursor.ID
+		sub, pos = ch.subscribeKey(streams[ls.shards[0]], ls.key)
+		if raw == "" {
+			ls.own = cursor.Composite{pos}
+		}
+		ls.synced = true // a keyed subscriber's cursors are the relay's own
+	default:
+		var pos cursor.Composite
+		sub, pos = ch.subscribeAll()
+		if raw == "" {
+			ls.own, ls.synced = pos, true
+		}
+	}
+	defer sub.Close()
+	serve(w, r, s.opt.WriteTimeout, func(ctx context.Context, out httpapi.Sink) { ls.pump(ctx, sub, out, raw != "", replayOnly) })
+}
+
+// pump sends replay (when resuming) and then live events, with the subscriber's own cursors
+// until they agree with the merged stream's.
+func (ls *localSub) pump(ctx context.Context, sub *hub.Subscriber, out httpapi.Sink, resume, replayOnly bool) {
+	if resume {
+		for j := range ls.shards {
+			if !ls.replay(ctx, out, j) {
+				return
+			}
+		}
+		if replayOnly {
+			out.Close(httpapi.EndOfReplay, ls.cursor(), false)
+			return
+		}
+		ls.seam = make([]bool, len(ls.shards))
+		for j := range ls.seam {
+			ls.seam[j] = true
+		}
+	}
+	var batch []*event.Encoded
+	for {
+		var err error
+		batch, err = sub.Next(ctx, batch)
+		if err != nil {
+			if errors.Is(err, hub.ErrSlowConsumer) {
+				out.Close(httpapi.SlowConsumerReason(ls.cursor()), ls.cursor(), true)
+			}
+			return
+		}
+		kept := batch[:0]
+		for _, e := range batch {
+			if e.Kind == event.KindHeartbeat {
+				kept = append(kept, e)
+				continue
+			}
+			j := 0
+			if ls.composite {
+				j = e.Shard
+			}
+			if ls.seam != nil && ls.seam[j] {
+				if e.Kind == event.KindMessage && !ls.own[j].Less(e.ID) {
+					continue // replay sent it already
+				}
+				ls.seam[j] = false // after a gap, IDs may legitimately go lower
+			}
+			ls.own[j] = e.ID
+			if !ls.synced {
+				ls.idBuf = ls.own.AppendTo(ls.idBuf[:0])
+				if bytes.Equal(sseID(e), ls.idBuf) {
+					ls.synced = true // from now on every merged event is this subscriber's too
+				} else if re := event.WithID(e, ls.idBuf); re != nil {
+					e = re
+				}
+			}
+			kept = append(kept, e)
+		}
+		if len(kept) == 0 {
+			continue
+		}
+		if err := out.Write(ctx, kept); err != nil {
+			return
+		}
+	}
+}
+
+// cursor is where the subscriber is: what it resumes from.
+func (ls *localSub) cursor() string { return ls.own.String() }
+
+// sseID is the id of an encoded event: the text after "id: " on its first line.
+func sseID(e *event.Encoded) []byte {
+	line, _, _ := bytes.Cut(e.SSE, []byte("\n"))
+	return bytes.TrimPrefix(line, []byte("id: "))
+}
+
+// errLocalWrite ends a replay because the local subscriber went away.
+var errLocalWrite = errors.New("writing to the local subscriber failed")
+
+// replayAttempts is how many relays a shard replay is tried on.
+const replayAttempts = 5
+
+// replay sends what shard ls.shards[j] stored after ls.own[j], read from its relays with
+// ?live=false, and returns false if the stream to the subscriber ended.
+func (ls *localSub) replay(ctx context.Context, out httpapi.Sink, j int) bool {
+	s, shard := ls.ch.s, ls.shards[j]
+	var lastErr error
+	for attempt := 0; attempt < replayAttempts; attempt++ {
+		if attempt > 0 {
+			pause(ctx, attempt)
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		m := ls.ch.shardMap()
+		bases, err := s.resolver.resolve(ctx, m.Shards[shard].Endpoint, attempt > 0)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		base := rotate(s.preferLive(bases))[0]
+		u := base + "/v1/channels/" + ls.ch.ref.Name + "/events?live=false"
+		if ls.key != "" {
+			u += "&key=" + url.QueryEscape(ls.key)
+		}
+		resp, err := s.get(ctx, u, http.Header{"Last-Event-Id": {ls.own[j].String()}})
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+			lastErr = errors.New(base + " answered " + strconv.Itoa(resp.StatusCode) + ": " + clip(b))
+			if resp.StatusCode == http.StatusBadRequest {
+				break // the relay refuses this cursor; another replica would too
+			}
+			continue
+		}
+		done, err := ls.readReplay(ctx, out, resp.Body, j, maxLine(m))
+		resp.Body.Close()
+		switch {
+		case done:
+			s.met.Replays.Inc()
+			return true
+		case errors.Is(err, errLocalWrite):
+			return false
+		}
+		lastErr = err // the relay broke off: go on from where we are, elsewhere
+	}
+	out.Close("cannot replay shard "+strconv.Itoa(shard)+" ("+errString(lastErr)+"); reconnect with Last-Event-ID "+ls.cursor(), ls.cursor(), false)
+	return false
+}
+
+// readReplay forwards one replay stream in batches; done is true once the relay said the replay
+// is complete.
+func (ls *localSub) readReplay(ctx context.Context, out httpapi.Sink, body io.Reader, j, limit int) (done bool, err error) {
+	batch := make([]*event.Encoded, 0, 128)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := out.Write(ctx, batch); err != nil {
+			return errLocalWrite
+		}
+		clear(batch)
+		batch = batch[:0]
+		return nil
+	}
+	err = readFrames(body, limit, func(e *event.Encoded) error {
+		ls.own[j] = e.ID
+		if ls.composite && len(ls.own) > 1 {
+			ls.idBuf = ls.own.AppendTo(ls.idBuf[:0])
+			if e = event.WithID(e, ls.idBuf); e == nil {
+				return nil
+			}
+		}
+		batch = append(batch, e)
+		if len(batch) == cap(batch) {
+			return flush()
+		}
+		return nil
+	}, func(comment string) error {
+		switch {
+		case comment == httpapi.EndOfReplay:
+			done = true
+			return io.EOF
+		case strings.HasPrefix(comment, "closed:"):
+			return errors.New("the relay closed the replay: " + comment)
+		}
+		return nil
+	})
+	if ferr := flush(); ferr != nil {
+		return false, ferr
+	}
+	return done, err
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no relay answered"
+	}
+	return err.Error()
+}

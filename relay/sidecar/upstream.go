@@ -1,0 +1,139 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// shardStream is the sidecar's ONE upstream stream for one shard of a channel.
+type shardStream struct {
+	ch        *channel
+	index     int
+	keyed     *hub.Hub // keyed local subscribers of this shard
+	connected atomic.Bool
+
+	pos cursor.ID // owned by run: the last event received
+
+	mu         sync.Mutex // guards the status below
+	replica    string
+	shown      cursor.ID
+	reconnects uint64
+}
+
+func (st *shardStream) snapshot() (replica, position string, reconnects uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.replica, st.shown.String(), st.reconnects
+}
+
+// errIdle ends a stream that sent nothing, not even a heartbeat, for IdleTimeout.
+var errIdle = errors.New("no event or heartbeat within the idle timeout")
+
+// run keeps the stream open until ctx ends: on any failure it reconnects, to the next replica,
+// with its cursor, and skips what it already has (the seam), so nothing is lost or repeated.
+func (st *shardStream) run(ctx context.Context) {
+	log := st.ch.s.log.With("channel", st.ch.ref.String(), "shard", st.index)
+	next, backoff, failures := 0, 50*time.Millisecond, 0
+	for ctx.Err() == nil {
+		err := st.session(ctx, &next, failures > 0)
+		st.connected.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		next++ // another replica next time
+		st.ch.s.met.Reconnects.Inc()
+		st.mu.Lock()
+		st.reconnects++
+		st.mu.Unlock()
+		log.Warn("upstream stream lost; reconnecting to another replica with the cursor", "error", err.Error(), "cursor", st.pos.String())
+		if failures > 1 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 2*time.Second)
+		}
+		if failures%4 == 0 {
+			st.ch.refreshSoon()
+		}
+	}
+}
+
+// session opens one stream and reads it until it fails.
+func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error {
+	m := st.ch.shardMap()
+	bases, err := st.ch.s.resolver.resolve(ctx, m.Shards[st.index].Endpoint, fresh)
+	if err != nil {
+		return err
+	}
+	bases = st.ch.s.preferLive(bases)
+	base := bases[*next%len(bases)]
+	durable := m.Delivery == shardmap.DeliveryDurable
+	hdr := http.Header{}
+	if durable {
+		hdr.Set("Last-Event-ID", st.pos.String())
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	resp, err := st.ch.s.get(sctx, base+"/v1/channels/"+st.ch.ref.Name+"/events", hdr)
+	if err != nil {
+		st.ch.s.markDown(base)
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		if resp.StatusCode == http.StatusUnauthorized {
+			_, _ = st.ch.s.token.get(true)
+		}
+		return fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
+	}
+	st.connected.Store(true)
+	st.mu.Lock()
+	st.replica = base
+	st.mu.Unlock()
+	// A watchdog ends a stream that went silent (a relay that hangs without closing).
+	idle := time.AfterFunc(st.ch.s.opt.IdleTimeout, func() { cancel(errIdle) })
+	defer idle.Stop()
+	seam := durable // a reconnect may repeat what the last stream already sent
+	err = readFrames(resp.Body, maxLine(m), func(e *event.Encoded) error {
+		idle.Reset(st.ch.s.opt.IdleTimeout)
+		if seam && e.Kind == event.KindMessage && !st.pos.Less(e.ID) {
+			return nil
+		}
+		seam = false
+		st.ch.deliver(st.index, e)
+		st.pos = e.ID
+		st.mu.Lock()
+		st.shown = e.ID
+		st.mu.Unlock()
+		return nil
+	}, func(comment string) error {
+		idle.Reset(st.ch.s.opt.IdleTimeout)
+		if strings.HasPrefix(comment, "closed:") {
+			return errors.New("the relay closed the stream: " + comment)
+		}
+		return nil
+	})
+	if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+		return cause
+	}
+	if err == io.EOF {
+		err = errors.New("the relay ended the stream")
+	}
+	return err
+}
