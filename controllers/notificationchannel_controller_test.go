@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -577,4 +579,69 @@ func TestWorkloadFailuresAreReported(t *testing.T) {
 		t.Fatalf("the message should say which object failed: %q", c.Message)
 	}
 	waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonWorkloadsFailed)
+}
+
+// TestFailoverMovesTheShardNode fails a master over on a cluster of the test's own (the shared one
+// serves other tests) and waits for status.shards[].node to follow.
+func TestFailoverMovesTheShardNode(t *testing.T) {
+	ctx := context.Background()
+	const base = 7451
+	script := func(verb string) error {
+		cmd := exec.Command("bash", "../hack/redis-cluster.sh", verb)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("REDIS_CLUSTER_BASE_PORT=%d", base), "REDIS_CLUSTER_DIR="+filepath.Join(os.TempDir(), "herald-failover-node"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("redis-cluster.sh %s: %v\n%s", verb, err, out)
+		}
+		return nil
+	}
+	if err := script("up"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = script("down") })
+
+	seed := fmt.Sprintf("127.0.0.1:%d", base)
+	key := create(t, channel(newNamespace(t), withRedis(seed)))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	old := ch.Status.Shards[0].Node
+
+	admin := redis.NewClient(&redis.Options{Addr: seed})
+	defer admin.Close()
+	shards, err := admin.ClusterShards(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replica string
+	for _, s := range shards {
+		for _, n := range s.Nodes {
+			if n.Role == "master" && fmt.Sprintf("%s:%d", n.IP, n.Port) == old {
+				for _, r := range s.Nodes {
+					if r.Role == "replica" {
+						replica = fmt.Sprintf("%s:%d", r.IP, r.Port)
+					}
+				}
+			}
+		}
+	}
+	if replica == "" {
+		t.Fatalf("no replica of %s in %+v", old, shards)
+	}
+	r := redis.NewClient(&redis.Options{Addr: replica})
+	defer r.Close()
+	if err := r.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		var got heraldv1.NotificationChannel
+		if err := k8s.Get(ctx, key, &got); err != nil {
+			return err
+		}
+		if n := got.Status.Shards[0].Node; n != replica {
+			return fmt.Errorf("shard 0 is on %s, want the promoted %s", n, replica)
+		}
+		if got.Status.Shards[0].HashTag != ch.Status.Shards[0].HashTag {
+			return fmt.Errorf("the hash tag changed: %s -> %s", ch.Status.Shards[0].HashTag, got.Status.Shards[0].HashTag)
+		}
+		return nil
+	})
 }
