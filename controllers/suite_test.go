@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +28,7 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers/redisconf"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 // k8s talks to the envtest API server directly, without a cache, so what a test reads is what
@@ -53,23 +53,13 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`, "+
-			"or export KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh)")
-		return 1
-	}
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(heraldv1.AddToScheme(scheme))
 	utilruntime.Must(apiextensionsv1.AddToScheme(scheme))
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	// Two Services per channel: envtest's default /24 runs out of cluster IPs at 127 channels.
-	testEnv.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
-	cfg, err := testEnv.Start()
+	testEnv = &envtest.Environment{}
+	cfg, err := testenv.Start(testEnv)
 	defer func() { _ = testEnv.Stop() }() // also after a failed start, which may leave processes
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
@@ -134,29 +124,11 @@ func newNamespace(t testing.TB) string {
 	return ns.Name
 }
 
-// eventually polls cond until it returns nil or the timeout passes, then fails with its last error.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// eventually polls cond until it returns nil or the timeout passes.
+var eventually = testenv.Eventually
 
-// redisSeeds is the Redis Cluster `make test` starts (hack/redis-cluster.sh).
-func redisSeeds() []string {
-	if a := os.Getenv("HERALD_REDIS_ADDRS"); a != "" {
-		return strings.Split(a, ",")
-	}
-	return []string{"127.0.0.1:7001"}
-}
+// redisSeeds is the Redis Cluster `make test` starts.
+var redisSeeds = testenv.RedisSeeds
 
 // counter counts finished reconciles per channel, so a test can wait for resyncs to happen.
 type counter struct {

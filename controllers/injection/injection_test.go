@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,56 +31,30 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 var (
 	scheme   = runtime.NewScheme()
 	cfg      *rest.Config
-	k8s      client.Client // sees the webhook's warnings through warnings below
-	warnings = &warningLog{}
+	k8s      client.Client         // sees the webhook's warnings through warnings below
+	warnings = &testenv.Warnings{} // admission warnings arrive as Warning headers
 )
-
-// warningLog collects the API server's warnings (admission warnings arrive as Warning headers).
-type warningLog struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func (w *warningLog) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.seen = append(w.seen, text)
-}
-
-func (w *warningLog) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.seen
-	w.seen = nil
-	return out
-}
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`, "+
-			"or export KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh)")
-		return 1
-	}
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(heraldv1.AddToScheme(scheme))
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
 			// The same selector and failure policy the chart installs.
 			MutatingWebhooks: []*admissionv1.MutatingWebhookConfiguration{injectorConfiguration("herald-sidecar-injector")},
 		},
 	}
 	var err error
-	cfg, err = env.Start()
+	cfg, err = testenv.Start(env)
 	defer func() { _ = env.Stop() }()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
@@ -196,12 +169,12 @@ func TestLabelledPodGetsOneRestrictedSidecar(t *testing.T) {
 		Spec: heraldv1.NotificationChannelSpec{Retention: &heraldv1.Retention{MaxLength: ptr(int64(10))}}}); err != nil {
 		t.Fatal(err)
 	}
-	warnings.take()
+	mark := warnings.Mark()
 	p := pod(ns, labelled, channels("orders"))
 	if err := k8s.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	if w := warnings.take(); len(w) != 0 {
+	if w := warnings.Since(mark); len(w) != 0 {
 		t.Fatalf("an existing channel must not warn: %v", w)
 	}
 	got := sidecars(p)
@@ -323,7 +296,7 @@ func TestWarningsAndAnnotations(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			i++
 			tc.pod.Name = fmt.Sprintf("p%d", i)
-			warnings.take()
+			mark := warnings.Mark()
 			err := k8s.Create(ctx, tc.pod)
 			if tc.wantDenied != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantDenied) {
@@ -334,7 +307,7 @@ func TestWarningsAndAnnotations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w := strings.Join(warnings.take(), "\n")
+			w := strings.Join(warnings.Since(mark), "\n")
 			if (tc.wantWarning == "") != (w == "") || !strings.Contains(w, tc.wantWarning) {
 				t.Fatalf("warnings %q, want one containing %q", w, tc.wantWarning)
 			}

@@ -10,9 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -23,6 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/heraldhq/herald/internal/testenv"
 )
 
 const (
@@ -36,8 +36,8 @@ var (
 	helmEnv    []string // environment of every helm and kubectl run: no user state, no KUBECONFIG
 	kubeconfig string   // an admin kubeconfig of the envtest API server, for helm install
 	scheme     = runtime.NewScheme()
-	k8s        client.Client   // talks to the API server directly (no cache)
-	warnings   = &warningLog{} // API server warnings of every request k8s makes
+	k8s        client.Client         // talks to the API server directly (no cache)
+	warnings   = &testenv.Warnings{} // API server warnings of every request k8s makes
 )
 
 func TestMain(m *testing.M) {
@@ -45,16 +45,8 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`, "+
-			"or export KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh)")
-		return 1
-	}
 	var err error
-	if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	root = testenv.Root()
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		fmt.Fprintln(os.Stderr, "kubectl is not on PATH: it renders config/default (kubectl kustomize)")
 		return 1
@@ -74,11 +66,8 @@ func runSuite(m *testing.M) int {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(apiextensionsv1.AddToScheme(scheme))
 
-	testEnv := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := testEnv.Start()
+	testEnv := &envtest.Environment{}
+	cfg, err := testenv.Start(testEnv)
 	defer func() { _ = testEnv.Stop() }() // also after a failed start, which may leave processes
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
@@ -252,54 +241,17 @@ func apply(t *testing.T, objs []*unstructured.Unstructured, dryRun bool) map[str
 		if dryRun {
 			opts = append(opts, client.DryRunAll)
 		}
-		mark := warnings.mark()
+		mark := warnings.Mark()
 		if err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), opts...); err != nil {
 			t.Errorf("applying %s (dry run %t): %v", describe(u), dryRun, err)
 			continue
 		}
-		if w := warnings.since(mark); len(w) > 0 {
+		if w := warnings.Since(mark); len(w) > 0 {
 			got[describe(u)] = w
 		}
 	}
 	return got
 }
 
-// eventually polls cond until it returns nil or the timeout passes, then fails with its last error.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// warningLog records the warnings the API server returns (e.g. from PodSecurity admission).
-type warningLog struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warningLog) HandleWarningHeader(_ int, _ string, msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
-func (w *warningLog) mark() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.msgs)
-}
-
-func (w *warningLog) since(mark int) []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.msgs[mark:]...)
-}
+// eventually polls cond until it returns nil or the timeout passes.
+var eventually = testenv.Eventually
