@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -39,29 +41,33 @@ const (
 
 // flagEnv maps each flag to the environment variable that sets its default.
 var flagEnv = map[string]string{
-	"role":                 "HERALD_RELAY_ROLE",
-	"shardmap":             "HERALD_SHARDMAP",
-	"shard":                "HERALD_SHARD",
-	"listen":               "HERALD_LISTEN",
-	"redis-addresses":      "HERALD_REDIS_ADDRESSES",
-	"redis-username":       "HERALD_REDIS_USERNAME",
-	"redis-password-file":  "HERALD_REDIS_PASSWORD_FILE",
-	"heartbeat":            "HERALD_HEARTBEAT",
-	"queue-bytes":          "HERALD_QUEUE_BYTES",
-	"idempotency-window":   "HERALD_IDEMPOTENCY_WINDOW",
-	"probe-interval":       "HERALD_PROBE_INTERVAL",
-	"probe-timeout":        "HERALD_PROBE_TIMEOUT",
-	"write-timeout":        "HERALD_WRITE_TIMEOUT",
-	"replica-wait-timeout": "HERALD_REPLICA_WAIT_TIMEOUT",
-	"shutdown-timeout":     "HERALD_SHUTDOWN_TIMEOUT",
-	"log-level":            "HERALD_LOG_LEVEL",
-	"auth":                 "HERALD_AUTH",
-	"token-audience":       "HERALD_TOKEN_AUDIENCE",
-	"kubeconfig":           "HERALD_KUBECONFIG",
-	"channels":             "HERALD_CHANNELS",
-	"namespace":            "HERALD_NAMESPACE",
-	"token-file":           "HERALD_TOKEN_FILE",
-	"endpoints-file":       "HERALD_ENDPOINTS_FILE",
+	"role":                           "HERALD_RELAY_ROLE",
+	"shardmap":                       "HERALD_SHARDMAP",
+	"shard":                          "HERALD_SHARD",
+	"listen":                         "HERALD_LISTEN",
+	"redis-addresses":                "HERALD_REDIS_ADDRESSES",
+	"redis-username":                 "HERALD_REDIS_USERNAME",
+	"redis-password-file":            "HERALD_REDIS_PASSWORD_FILE",
+	"redis-tls":                      "HERALD_REDIS_TLS",
+	"redis-tls-ca-file":              "HERALD_REDIS_TLS_CA_FILE",
+	"redis-tls-server-name":          "HERALD_REDIS_TLS_SERVER_NAME",
+	"redis-tls-insecure-skip-verify": "HERALD_REDIS_TLS_INSECURE_SKIP_VERIFY",
+	"heartbeat":                      "HERALD_HEARTBEAT",
+	"queue-bytes":                    "HERALD_QUEUE_BYTES",
+	"idempotency-window":             "HERALD_IDEMPOTENCY_WINDOW",
+	"probe-interval":                 "HERALD_PROBE_INTERVAL",
+	"probe-timeout":                  "HERALD_PROBE_TIMEOUT",
+	"write-timeout":                  "HERALD_WRITE_TIMEOUT",
+	"replica-wait-timeout":           "HERALD_REPLICA_WAIT_TIMEOUT",
+	"shutdown-timeout":               "HERALD_SHUTDOWN_TIMEOUT",
+	"log-level":                      "HERALD_LOG_LEVEL",
+	"auth":                           "HERALD_AUTH",
+	"token-audience":                 "HERALD_TOKEN_AUDIENCE",
+	"kubeconfig":                     "HERALD_KUBECONFIG",
+	"channels":                       "HERALD_CHANNELS",
+	"namespace":                      "HERALD_NAMESPACE",
+	"token-file":                     "HERALD_TOKEN_FILE",
+	"endpoints-file":                 "HERALD_ENDPOINTS_FILE",
 }
 
 // PodNamespaceEnv is read for --namespace when HERALD_NAMESPACE is not set (the downward API's
@@ -85,6 +91,8 @@ type config struct {
 	writeTimeout, waitTimeout, shutdownTimeout                  time.Duration
 	auth, audience, kubeconfig                                  string // shard role: caller authentication
 	channels, namespace, tokenFile, endpointsFile               string // sidecar role
+	tls, tlsInsecure                                            bool   // Redis TLS
+	tlsServerName, tlsCAFile                                    string
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
@@ -98,6 +106,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		" for a shard relay and 127.0.0.1:"+strconv.Itoa(shardmap.RelayPort)+" for a sidecar (which must listen on loopback)")
 	fs.StringVar(&c.addrs, "redis-addresses", "", "comma-separated Redis Cluster seed addresses (host:port); required")
 	fs.StringVar(&c.user, "redis-username", "", "Redis ACL user (the channel's user, see shardmap.ACLUser)")
+	fs.BoolVar(&c.tls, "redis-tls", false, "connect to Redis over TLS")
+	fs.StringVar(&c.tlsCAFile, "redis-tls-ca-file", "", "PEM CA bundle that signed the Redis certificates (default: system roots)")
+	fs.StringVar(&c.tlsServerName, "redis-tls-server-name", "", "name to check in the Redis certificates")
+	fs.BoolVar(&c.tlsInsecure, "redis-tls-insecure-skip-verify", false, "do not verify the Redis certificates (testing only)")
 	fs.StringVar(&c.passFile, "redis-password-file", "", "file holding the Redis password; without it the password comes from "+PasswordEnv)
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE heartbeat comments and WebSocket pings")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 1<<20, "bytes of events a subscriber may have queued before it is closed as a slow consumer")
@@ -290,6 +302,10 @@ func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) 
 		}
 		password = strings.TrimRight(string(b), "\r\n")
 	}
+	tlsConfig, err := c.redisTLS()
+	if err != nil {
+		return ShardOptions{}, err
+	}
 	for name, d := range map[string]time.Duration{"probe-interval": c.probeInterval, "probe-timeout": c.probeTimeout} {
 		if d <= 0 {
 			return ShardOptions{}, fmt.Errorf("--%s must be positive", name)
@@ -300,11 +316,30 @@ func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) 
 	}
 	return ShardOptions{
 		Map: &m, Shard: c.shard,
-		Redis:     redis.ClusterOptions{Addrs: addrs, Username: c.user, Password: password},
+		Redis:     redis.ClusterOptions{Addrs: addrs, Username: c.user, Password: password, TLSConfig: tlsConfig},
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, IdempotencyWindow: c.idemWindow,
 		WriteTimeout: c.writeTimeout, WaitTimeout: c.waitTimeout,
 		Upstream: upstream.Options{ProbeInterval: c.probeInterval, ProbeTimeout: c.probeTimeout},
 	}, nil
+}
+
+// redisTLS is the TLS configuration the --redis-tls* flags ask for, or nil for plain TCP.
+func (c *config) redisTLS() (*tls.Config, error) {
+	if !c.tls {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: c.tlsServerName, InsecureSkipVerify: c.tlsInsecure, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in, documented as for testing only
+	if c.tlsCAFile != "" {
+		pem, err := os.ReadFile(c.tlsCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --redis-tls-ca-file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", c.tlsCAFile)
+		}
+	}
+	return cfg, nil
 }
 
 // serve runs run (the relay's background work) and an HTTP server for handler on listen until

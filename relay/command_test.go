@@ -45,6 +45,8 @@ func TestMainRejectsBadInvocations(t *testing.T) {
 		"bad redis address":             {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=nohost"}, "not host:port"},
 		"shard out of range":            {[]string{"--shardmap", good, "--shard=3", "--redis-addresses=127.0.0.1:1", "--auth=none"}, "shard 3 does not exist"},
 		"probe timeout":                 {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--probe-timeout=1s", "--probe-interval=2s"}, "--probe-timeout must be longer"},
+		"missing Redis CA":              {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-ca-file", filepath.Join(dir, "nope")}, "--redis-tls-ca-file"},
+		"Redis CA not PEM":              {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-ca-file", bad}, "holds no PEM certificate"},
 		"stray argument":                {[]string{"extra"}, "unexpected arguments"},
 		"unknown flag":                  {[]string{"--nope"}, "flag provided but not defined"},
 	}

@@ -32,7 +32,10 @@ const (
 	SecretPasswordKey = "password"
 )
 
-const shardMapDir = "/etc/herald"
+const (
+	shardMapDir = "/etc/herald"          // the shard map ConfigMap
+	redisCADir  = "/etc/herald-redis-ca" // the CA of spec.redis.tls.caSecretRef
+)
 
 // Params is what the builders need besides the channel itself.
 type Params struct {
@@ -114,8 +117,18 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		"--redis-addresses=" + strings.Join(p.RedisAddrs, ","),
 		"--redis-username=$(HERALD_REDIS_USERNAME)",
 	}
+	var caVolume *corev1.Volume
 	if t := p.RedisTLS; t != nil {
 		args = append(args, "--redis-tls")
+		if ref := t.CASecretRef; ref != nil {
+			key := ref.Key
+			if key == "" {
+				key = "ca.crt"
+			}
+			caVolume = &corev1.Volume{Name: "redis-ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: ref.Name, Items: []corev1.KeyToPath{{Key: key, Path: "ca.crt"}}}}}
+			args = append(args, "--redis-tls-ca-file="+redisCADir+"/ca.crt")
+		}
 		if t.ServerName != "" {
 			args = append(args, "--redis-tls-server-name="+t.ServerName)
 		}
@@ -166,6 +179,11 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		NodeSelector: ch.Spec.Relay.NodeSelector,
 		Tolerations:  ch.Spec.Relay.Tolerations,
 		Affinity:     ch.Spec.Relay.Affinity,
+	}
+	if caVolume != nil {
+		pod.Volumes = append(pod.Volumes, *caVolume)
+		pod.Containers[0].VolumeMounts = append(pod.Containers[0].VolumeMounts,
+			corev1.VolumeMount{Name: caVolume.Name, MountPath: redisCADir, ReadOnly: true})
 	}
 	if pod.Affinity == nil {
 		pod.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{

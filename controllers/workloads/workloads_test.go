@@ -47,10 +47,12 @@ func TestDeployment(t *testing.T) {
 		}), p: params(), wantImage: "mine:2", wantMem: "1Gi", spread: false},
 		"tls": {ch: channel(), p: func() Params {
 			p := params()
-			p.RedisTLS = &heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true}
+			p.RedisTLS = &heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true,
+				CASecretRef: &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "bundle.pem"}}
 			return p
 		}(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
-			wantArgs: []string{"--redis-tls", "--redis-tls-server-name=redis.example", "--redis-tls-insecure-skip-verify"}},
+			wantArgs: []string{"--redis-tls", "--redis-tls-server-name=redis.example", "--redis-tls-insecure-skip-verify",
+				"--redis-tls-ca-file=/etc/herald-redis-ca/ca.crt"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -69,6 +71,12 @@ func TestDeployment(t *testing.T) {
 			}
 			if d.Spec.Selector.MatchLabels[LabelShard] != "1" || d.Spec.Template.Labels[LabelShard] != "1" {
 				t.Error("the selector must pick this shard's pods only")
+			}
+			if tc.p.RedisTLS != nil {
+				v := d.Spec.Template.Spec.Volumes[len(d.Spec.Template.Spec.Volumes)-1]
+				if v.Secret == nil || v.Secret.SecretName != "redis-ca" || v.Secret.Items[0].Key != "bundle.pem" {
+					t.Errorf("the CA Secret is not mounted: %+v", v)
+				}
 			}
 			if d.OwnerReferences[0].UID != "u1" || !*d.OwnerReferences[0].Controller {
 				t.Error("the channel must control the Deployment")
