@@ -55,11 +55,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// Load parameters: about 1,000 messages per second for a bounded time, disruption after 2 s.
+// Load parameters: about 1,000 messages per second for 20 s, disruption after 2 s.
 const (
 	workers      = 4
 	perWorkerGap = 4 * time.Millisecond // 4 workers x 250/s
-	publishFor   = 8 * time.Second
+	publishFor   = 20 * time.Second
 	disruptAfter = 2 * time.Second
 )
 
@@ -378,6 +378,44 @@ func TestSlotMigrationUnderLoad(t *testing.T) {
 			}
 		}
 		if err := cluster.MigrateSlot(ctx, slot, master, dst); err != nil {
+			t.Fatal(err)
+		}
+	}, nil)
+}
+
+// clusterFailover promotes the shard master's replica with CLUSTER FAILOVER [mode] and waits
+// until it owns the slot.
+func clusterFailover(mode ...any) func(t *testing.T, slot, master int) {
+	return func(t *testing.T, slot, master int) {
+		replica := replicaOf(t, master)
+		if _, err := cluster.Do(context.Background(), replica, append([]any{"CLUSTER", "FAILOVER"}, mode...)...); err != nil {
+			t.Fatal(err)
+		}
+		relaytest.Eventually(t, 20*time.Second, "the replica promoted", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			owner, err := cluster.MasterOf(ctx, slot)
+			return err == nil && owner == replica
+		})
+	}
+}
+
+func TestClusterFailoverUnderLoad(t *testing.T) { scenario(t, clusterFailover(), nil) }
+
+func TestClusterFailoverForceUnderLoad(t *testing.T) { scenario(t, clusterFailover("FORCE"), nil) }
+
+func TestClusterFailoverTakeoverUnderLoad(t *testing.T) {
+	scenario(t, clusterFailover("TAKEOVER"), nil)
+}
+
+// A pause shorter than node-timeout: no failover, the relay must notice nothing was lost.
+func TestShortPauseWithoutFailoverUnderLoad(t *testing.T) {
+	scenario(t, func(t *testing.T, slot, master int) {
+		if err := cluster.Signal(master, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the pause itself is what is tested: shorter than node-timeout (2 s)
+		if err := cluster.Signal(master, syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 	}, nil)
