@@ -77,9 +77,14 @@ test: ## Run every test against real parts (envtest, Redis Cluster) and the fuzz
 test-e2e: ## End-to-end test of the whole system (not yet built).
 	@echo "test-e2e: not yet: the end-to-end suite arrives with the install issue" >&2; exit 1
 
+# Extra flags of the load generator, e.g. BENCH_FLAGS="-only=ae -subscribers=1000".
+BENCH_FLAGS ?=
+
 .PHONY: bench
-bench: ## Benchmarks against a raw-Redis baseline (not yet built).
-	@echo "bench: not yet: make bench arrives with the numbers issue" >&2; exit 1
+bench: build ## Whole-system benchmark beside a raw-Redis baseline: one Markdown table + bin/bench/results.json (docs/performance.md).
+	go build -o bin/herald-bench ./bench/cmd/herald-bench
+	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
+	bin/herald-bench -herald=bin/herald -redis-base-port=7201 -port-base=7210 $(BENCH_FLAGS)
 
 ##@ Build and run
 

@@ -1,0 +1,114 @@
+// Command herald-bench is `make bench`: it starts a Redis Cluster, shard relays and a sidecar as
+// real processes, runs Herald's benchmark scenarios beside a raw-Redis baseline, prints one
+// Markdown table and writes the same figures as JSON. See docs/performance.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/bench"
+)
+
+// quietRedis drops go-redis's internal log lines.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func main() {
+	var (
+		cfg   bench.Config
+		sizes string
+		out   string
+	)
+	flag.StringVar(&cfg.HeraldBin, "herald", "bin/herald", "the herald binary to run relays and the sidecar with")
+	flag.StringVar(&cfg.WorkDir, "workdir", "bin/bench", "directory for logs, the shard map and Redis data")
+	flag.IntVar(&cfg.RedisBase, "redis-base-port", 7201, "first of the six ports of the benchmark's own Redis Cluster")
+	flag.IntVar(&cfg.PortBase, "port-base", 7210, "relays listen on this port and the next ones, the sidecar on +20, pprof on +90")
+	flag.StringVar(&sizes, "fanout", "1000@1000,1000@100+c,5000@20", "scenario (a) cases, subscribers@msgs/s; +c: (c) repeats it behind the sidecar; the first case's subscriber count is used by (b). "+
+		"Only the first is the issue's full size: this 2-core machine cannot deliver 1,000 x 1,000 (let alone 5,000 x 1,000) with its clients on the same cores, so the others are scaled down and marked so")
+	flag.Float64Var(&cfg.Rate, "rate", 1000, "messages per second in (e)")
+	flag.DurationVar(&cfg.Duration, "duration", 8*time.Second, "publishing time of one fan-out measurement ((b) and (f) steps take half)")
+	flag.IntVar(&cfg.IdleSubs, "idle-subscribers", 5000, "idle subscribers in (d)")
+	flag.IntVar(&cfg.FailoverSub, "failover-subscribers", 100, "subscribers per path in (e)")
+	flag.StringVar(&cfg.Only, "only", "", "run only these scenarios, e.g. \"ae\" (default all: abcdef)")
+	flag.StringVar(&out, "json", "bin/bench/results.json", "where to write the figures as JSON")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the shard relay during the first (a) measurement (runs the relay from -pprof-relay)")
+	flag.StringVar(&cfg.PprofBin, "pprof-relay", "bin/herald-relay-pprof", "go build -o bin/herald-relay-pprof ./bench/cmd/herald-relay-pprof: the relay with a pprof listener")
+	flag.Parse()
+	for i, s := range strings.Split(sizes, ",") {
+		s = strings.TrimSpace(s)
+		c := bench.Case{Scaled: i > 0}
+		s, c.TwoTier = strings.CutSuffix(s, "+c")
+		subs, rate, _ := strings.Cut(s, "@")
+		var err1, err2 error
+		c.Subs, err1 = strconv.Atoi(subs)
+		c.Rate, err2 = strconv.ParseFloat(rate, 64)
+		if err1 != nil || err2 != nil || c.Subs <= 0 || c.Rate <= 0 {
+			fmt.Fprintf(os.Stderr, "-fanout: %q is not subscribers@rate\n", s)
+			os.Exit(2)
+		}
+		cfg.Fanout = append(cfg.Fanout, c)
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cfg.Root = root
+	for _, p := range []*string{&cfg.HeraldBin, &cfg.WorkDir, &cfg.PprofBin, &out} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(root, *p)
+		}
+	}
+	if cfg.CPUProfile != "" && !filepath.IsAbs(cfg.CPUProfile) {
+		cfg.CPUProfile = filepath.Join(root, cfg.CPUProfile)
+	}
+	cfg.Logf = bench.Logger()
+	redis.SetLogger(quietRedis{}) // raw subscribers' reconnect attempts after a failover are expected
+	raiseFileLimit(cfg.Logf)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, cfg)
+	if rep != nil && len(rep.Rows) > 0 {
+		fmt.Printf("\nHerald benchmark, %s, %d cores, %v (figures beside a raw-Redis baseline measured in the same run)\n\n",
+			rep.Started.Format(time.RFC3339), rep.Cores, rep.Duration.Round(time.Second))
+		rep.WriteMarkdown(os.Stdout)
+		if werr := rep.WriteJSON(out); werr != nil {
+			fmt.Fprintln(os.Stderr, werr)
+		} else {
+			fmt.Printf("\nJSON: %s\n", out)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// raiseFileLimit lifts the soft open-files limit to the hard one: thousands of connections on
+// both ends live in this process and the relays it starts (they inherit it).
+func raiseFileLimit(logf func(string, ...any)) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+	if l.Cur < 30000 {
+		logf("open-files limit is %d; 5,000-subscriber scenarios need about 3 per subscriber", l.Cur)
+	}
+}
