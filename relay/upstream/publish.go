@@ -29,7 +29,8 @@ import (
 // its slot and wakes up still runs queued scripts and its SPUBLISH reaches the new master over
 // the cluster bus; the subscription drops messages not written by the node it subscribed on,
 // because such entries are lost when the stale master rejoins (see Subscription). The idempotency key is
-// written in the same script, so a retry can never store the message twice.
+// written in the same script right after XADD, before anything that could still fail (a trim, the
+// announcement), so a retry can never store the message twice.
 var publishScript = redis.NewScript(`
 local idem = KEYS[2]
 if idem then
@@ -37,20 +38,22 @@ if idem then
   if prev then return {prev, 1} end
 end
 local id = ARGV[10]
-if ARGV[2] == '1' then
+local durable = ARGV[2] == '1'
+if durable then
   local f = {'k', ARGV[6], 't', ARGV[7], 'c', ARGV[8], 'd', ARGV[9]}
   if ARGV[3] ~= '0' then
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(f))
-    if ARGV[4] ~= '0' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
   elseif ARGV[4] ~= '0' then
     id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[4], '*', unpack(f))
   else
     id = redis.call('XADD', KEYS[1], '*', unpack(f))
   end
 end
+-- Remember the ID at once: if anything below fails, a retry finds it instead of storing again.
+if idem then redis.call('SET', idem, id, 'EX', ARGV[5]) end
+if durable and ARGV[3] ~= '0' and ARGV[4] ~= '0' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
 local writer = string.sub(redis.call('CLUSTER', 'MYID'), 1, 12)
 redis.call('SPUBLISH', ARGV[1], id .. '\n' .. writer .. '\n' .. ARGV[6] .. '\n' .. ARGV[7] .. '\n' .. ARGV[8] .. '\n' .. ARGV[9])
-if idem then redis.call('SET', idem, id, 'EX', ARGV[5]) end
 return {id, 0}
 `)
 

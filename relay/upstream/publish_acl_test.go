@@ -1,0 +1,86 @@
+package upstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/relay/shardmap"
+)
+
+// These tests publish as a channel's ACL user, as a relay in a cluster does, on the Redis Cluster
+// `make test` starts. They are about the publish script and the commands the operator grants.
+
+func seeds() []string {
+	if a := os.Getenv("HERALD_REDIS_ADDRS"); a != "" {
+		return strings.Split(a, ",")
+	}
+	return []string{"127.0.0.1:7001"}
+}
+
+// userWith creates, on every node, a user for a fresh channel allowed the given commands, and
+// returns a client logged in as that user and the channel's map (both retention bounds set).
+func userWith(t *testing.T, commands []string) (*redis.ClusterClient, *shardmap.Map) {
+	t.Helper()
+	ctx := context.Background()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	ns, ch := "acl", "c"+hex.EncodeToString(b)
+	name, pattern := shardmap.ACLUser(ns, ch), shardmap.KeyPattern(ns, ch)
+	admin := redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds()})
+	t.Cleanup(func() { admin.Close() })
+	args := []any{"ACL", "SETUSER", name, "reset", "on", ">pw", "~" + pattern, "&" + pattern, "-@all"}
+	for _, c := range commands {
+		args = append(args, "+"+c)
+	}
+	err := admin.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error { return n.Do(ctx, args...).Err() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
+			return n.Do(ctx, "ACL", "DELUSER", name).Err()
+		})
+	})
+	m := shardmap.New(ns, ch, shardmap.DeliveryDurable, []string{shardmap.HashTag(ns, ch, 0, 0)})
+	m.Retention = shardmap.Retention{MaxLength: 1000, MaxAge: shardmap.Duration{Duration: time.Hour}}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds(), Username: name, Password: "pw", DisableIdentity: true})
+	t.Cleanup(func() {
+		admin.Del(ctx, m.Shards[0].Stream)
+		c.Close()
+	})
+	return c, m
+}
+
+func TestTheGrantedCommandsPublishWithBothRetentionBounds(t *testing.T) {
+	c, m := userWith(t, shardmap.RelayCommands)
+	p := NewPublisher(c, m, 0, time.Minute)
+	if _, err := p.Publish(context.Background(), PublishRequest{Key: "k", Type: "t", ContentType: "text/plain", Data: []byte("x"), IdempotencyKey: "i1"}); err != nil {
+		t.Fatalf("publishing as the channel's user, with maxLength and maxAge: %v", err)
+	}
+}
+
+func TestAFailureAfterStoringStillRemembersTheIdempotencyKey(t *testing.T) {
+	ctx := context.Background()
+	// Without SPUBLISH the script fails after XADD: the entry is stored, the announcement is not.
+	c, m := userWith(t, slices.DeleteFunc(slices.Clone(shardmap.RelayCommands), func(s string) bool { return s == "spublish" }))
+	p := NewPublisher(c, m, 0, time.Minute)
+	req := PublishRequest{Key: "k", Type: "t", ContentType: "text/plain", Data: []byte("x"), IdempotencyKey: "retry-me"}
+	if _, err := p.Publish(ctx, req); err == nil {
+		t.Fatal("the first attempt should fail: the user may not SPUBLISH")
+	}
+	res, err := p.Publish(ctx, req)
+	if err != nil || !res.Duplicate {
+		t.Fatalf("a retry must find the stored entry through its Idempotency-Key: %+v, %v", res, err)
+	}
+	if n, err := c.XLen(ctx, m.Shards[0].Stream).Result(); err != nil || n != 1 {
+		t.Fatalf("the stream holds %d entries (err %v); a retry must not store the message again", n, err)
+	}
+}
