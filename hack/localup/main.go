@@ -1,22 +1,27 @@
 // Command localup is Herald's embedded local stack, what `make dev` runs: a control plane (the
 // envtest kube-apiserver and etcd from hack/setup-envtest.sh), a 6-node Redis Cluster from
-// hack/redis-cluster.sh and the Herald manager as a local process. It applies the samples, prints
-// a kubeconfig and commands to paste, and on Ctrl-C (or `make dev-down`) stops everything it
-// started and nothing else.
+// hack/redis-cluster.sh, the Herald manager as a local process and the relay runner, which runs
+// the operator's relay Deployments as local processes (package hack/localstack). It applies the
+// samples, waits until the sample channels are Ready, starts the sidecar an injected orders-app
+// pod would have (on 127.0.0.1:7070, for the `orders` channel), and prints a kubeconfig and
+// commands to paste.
+// Ctrl-C (or `make dev-down`) stops everything it started and nothing else.
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,7 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/heraldhq/herald/hack/localstack"
 )
 
 func main() {
@@ -34,17 +40,31 @@ func main() {
 	}
 }
 
+// The sample channel the printed commands use, and its key.
+const (
+	sampleNamespace = "default"
+	sampleChannel   = "orders"
+	sampleKey       = "order-1"
+	sidecarAddr     = "127.0.0.1:7070"
+)
+
 func run() error {
-	stateDir := flag.String("state-dir", filepath.Join(cacheDir(), "dev"), "where the kubeconfig, logs and pid file go")
+	stateDir := flag.String("state-dir", filepath.Join(cacheDir(), "dev"), "where the kubeconfig, logs, Redis data and the pid file go")
 	herald := flag.String("herald", "bin/herald", "the herald binary to run")
-	redisPort := flag.Int("redis-base-port", 7001, "first port of the local Redis Cluster")
+	redisPort := flag.Int("redis-base-port", 7001, "first port of the local Redis Cluster (it uses six)")
 	samples := flag.String("samples", "config/samples", "directory of sample objects to apply (empty: none)")
+	readyWithin := flag.Duration("ready-timeout", 3*time.Minute, "how long to wait for the sample channels to become Ready")
 	flag.Parse()
 
 	if err := os.MkdirAll(*stateDir, 0o755); err != nil {
 		return err
 	}
 	pidFile := filepath.Join(*stateDir, "localup.pid")
+	if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && syscall.Kill(pid, 0) == nil {
+			return fmt.Errorf("make dev is already running (pid %d); stop it with make dev-down", pid)
+		}
+	}
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return err
 	}
@@ -52,115 +72,136 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	assets, err := output("hack/setup-envtest.sh")
-	if err != nil {
-		return fmt.Errorf("building the control plane: %w", err)
+	began := time.Now()
+	say := func(format string, args ...any) {
+		fmt.Printf("localup [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
 
-	redisEnv := []string{"REDIS_CLUSTER_BASE_PORT=" + strconv.Itoa(*redisPort)}
-	if err := script(redisEnv, "hack/redis-cluster.sh", "up"); err != nil {
-		return fmt.Errorf("starting the Redis Cluster: %w", err)
-	}
-	defer script(redisEnv, "hack/redis-cluster.sh", "down") //nolint:errcheck // best effort on the way out
-
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: string(bytes.TrimSpace(assets)),
-		CRDDirectoryPaths:     []string{"config/crd/bases"},
-		ErrorIfCRDPathMissing: true,
-	}
-	_, err = env.Start()
-	defer env.Stop() //nolint:errcheck // also after a failed start, which may leave processes
-	if err != nil {
-		return fmt.Errorf("starting the control plane: %w", err)
-	}
-
-	admin, err := env.AddUser(envtest.User{Name: "herald-dev", Groups: []string{"system:masters"}}, nil)
+	stack, err := localstack.StartStack(localstack.StackOptions{Herald: *herald, Dir: *stateDir, RedisBasePort: *redisPort, Logf: say})
 	if err != nil {
 		return err
 	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return err
-	}
-	kubeconfigPath := filepath.Join(*stateDir, "kubeconfig")
-	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
-		return err
-	}
+	defer func() {
+		if err := stack.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "localup: stopping:", err)
+		}
+		say("stopped")
+	}()
 
-	redisAddr := "127.0.0.1:" + strconv.Itoa(*redisPort)
-	manager, err := start(ctx, *stateDir, "manager", *herald, []string{"KUBECONFIG=" + kubeconfigPath},
-		"manager", "--metrics-bind-address=127.0.0.1:8080", "--health-probe-bind-address=127.0.0.1:8081")
-	if err != nil {
-		return err
-	}
-	defer manager.stop()
+	// Waiting ends early when the manager exits: its log says why.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err, ok := <-stack.ManagerExited(); ok {
+			cancel(fmt.Errorf("the manager exited: %v (see %s)", err, filepath.Join(*stateDir, "manager.log")))
+		}
+	}()
 
 	if *samples != "" {
-		c, err := client.New(admin.Config(), client.Options{})
+		say("applying %s", *samples)
+		if err := applyDir(ctx, stack.Client, *samples, sampleNamespace); err != nil {
+			return fmt.Errorf("applying samples: %w", err)
+		}
+		for _, name := range []string{sampleChannel, "presence"} {
+			if _, err := localstack.WaitChannelReady(ctx, stack.Client, client.ObjectKey{Namespace: sampleNamespace, Name: name}, *readyWithin); err != nil {
+				return fmt.Errorf("%w (logs: %s/manager.log, %s/runner.log, %s/relays/logs)", err, *stateDir, *stateDir, *stateDir)
+			}
+			say("channel %s is Ready", name)
+		}
+	}
+	kubectl := "kubectl --kubeconfig " + stack.Kubeconfig
+
+	var sidecar *localstack.Process
+	if *samples != "" {
+		if !stack.HasSidecarRole() {
+			return fmt.Errorf("%s has no `relay --role=sidecar`: rebuild it (make build)", stack.Herald)
+		}
+		say("starting the sidecar an injected orders-app pod would have, on %s", sidecarAddr)
+		sidecar, err = stack.StartSidecar(ctx, localstack.SidecarOptions{Name: "sidecar", Namespace: sampleNamespace, Channels: sampleChannel, Listen: sidecarAddr})
 		if err != nil {
 			return err
 		}
-		if err := applyDir(ctx, c, *samples, "default"); err != nil {
-			return fmt.Errorf("applying samples: %w", err)
-		}
+		defer sidecar.Stop(10 * time.Second)
 	}
 
 	fmt.Printf(`
-Herald is running locally.
+Herald is running locally (ready in %.0fs).
 
   export KUBECONFIG=%s
   kubectl get nch                       # the sample channels
   kubectl describe nch orders
-  kubectl explain nch.spec
+  kubectl get deploy,svc -l app.kubernetes.io/managed-by=herald-operator
 
 Redis Cluster: %s (and the next five ports)
-Manager logs:  %s
+Logs:          %s/{manager,runner,sidecar}.log, %s/relays/logs/
+Endpoints:     %s (Service host -> ready relays)
 Stop:          Ctrl-C here, or make dev-down
+`, time.Since(began).Seconds(), stack.Kubeconfig, stack.RedisAddrs[0], *stateDir, *stateDir, stack.Runner.EndpointsFile())
+	if sidecar != nil {
+		base := "http://" + sidecarAddr
+		first, err := publish(ctx, base, `{"order": 1, "status": "created"}`)
+		if err != nil {
+			// Say so loudly, and stay up: the stack is there to find out why.
+			fmt.Printf("\nWARNING: publishing a first message through the sidecar failed: %v\n(see %s/sidecar.log and %s/relays/logs/)\n", err, *stateDir, *stateDir)
+			first = "<the id of an event you received>"
+		}
+		ch := base + "/v1/channels/" + sampleChannel
+		fmt.Printf(`
+Try it in another terminal (the sidecar of an orders-app pod listens on %[6]s):
 
-`, kubeconfigPath, redisAddr, filepath.Join(*stateDir, "manager.log"))
+  # follow the whole channel: every key, its 3 shards merged (Server-Sent Events; Ctrl-C stops)
+  curl -N %[1]s/events
 
+  # publish; the answer is 202 {"id": <cursor>, "shard": <n>}
+  curl -X POST -H 'Content-Type: application/json' --data '{"order": 1, "status": "paid"}' '%[1]s/messages?key=%[2]s'
+
+  # follow one key (the same stream over WebSocket: %[4]s/ws?key=%[2]s)
+  curl -N '%[1]s/events?key=%[2]s'
+
+  # resume after a disconnect: everything after that cursor (the message published at start-up), then live
+  curl -N -H 'Last-Event-ID: %[3]s' '%[1]s/events?key=%[2]s'
+
+  %[5]s get nch
+`, ch, sampleKey, first, strings.Replace(ch, "http://", "ws://", 1), kubectl, sidecarAddr)
+	}
+	fmt.Println()
+
+	var sidecarExited <-chan error
+	if sidecar != nil {
+		sidecarExited = sidecar.Exited()
+	}
 	select {
 	case <-ctx.Done():
-		fmt.Println("\nstopping")
-	case err := <-manager.exited:
-		return fmt.Errorf("the manager exited: %v (see %s)", err, filepath.Join(*stateDir, "manager.log"))
+		fmt.Println()
+		if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+			return err
+		}
+	case err := <-sidecarExited:
+		return fmt.Errorf("the sidecar exited: %v (see %s)", err, filepath.Join(*stateDir, "sidecar.log"))
 	}
 	return nil
 }
 
-// process is a child started by localup; only localup's own children are ever stopped.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan error
-}
-
-func start(ctx context.Context, logDir, name, bin string, env []string, args ...string) (*process, error) {
-	logf, err := os.Create(filepath.Join(logDir, name+".log"))
+// publish posts one JSON message with key sampleKey and returns its cursor.
+func publish(ctx context.Context, base, body string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/channels/"+sampleChannel+"/messages?key="+sampleKey, strings.NewReader(body))
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches localup, which stops it
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
 	}
-	p := &process{cmd: cmd, exited: make(chan error, 1)}
-	go func() { p.exited <- cmd.Wait(); logf.Close() }()
-	return p, nil
-}
-
-func (p *process) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var ack struct {
+		ID string `json:"id"`
 	}
+	if resp.StatusCode != http.StatusAccepted || json.Unmarshal(b, &ack) != nil || ack.ID == "" {
+		return "", fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	return ack.ID, nil
 }
 
 // applyDir creates every object of every YAML file in dir (kustomization files excepted).
@@ -197,19 +238,6 @@ func applyDir(ctx context.Context, c client.Client, dir, namespace string) error
 		}
 	}
 	return nil
-}
-
-func script(env []string, path string, args ...string) error {
-	cmd := exec.Command("bash", append([]string{path}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return cmd.Run()
-}
-
-func output(path string) ([]byte, error) {
-	cmd := exec.Command("bash", path)
-	cmd.Stderr = os.Stderr
-	return cmd.Output()
 }
 
 func cacheDir() string {

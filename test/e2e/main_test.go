@@ -1,0 +1,76 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/hack/localstack"
+)
+
+var stack *localstack.Stack
+
+// quietRedis drops go-redis's own log lines ("failed to dial ..."), hundreds when a node is
+// killed; the test counts what matters.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func TestMain(m *testing.M) { os.Exit(runSuite(m)) }
+
+func runSuite(m *testing.M) (code int) {
+	redis.SetLogger(quietRedis{})
+	base := 7901
+	if v := os.Getenv("HERALD_E2E_REDIS_BASE_PORT"); v != "" {
+		var err error
+		if base, err = strconv.Atoi(v); err != nil {
+			fmt.Fprintln(os.Stderr, "HERALD_E2E_REDIS_BASE_PORT:", err)
+			return 1
+		}
+	}
+	root, err := localstack.ModuleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	herald := filepath.Join(root, "bin", "herald")
+	if _, err := os.Stat(herald); err != nil {
+		fmt.Fprintln(os.Stderr, "bin/herald is missing: run `make test-e2e` (it builds it) or `make build` first")
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "herald-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	began := time.Now()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "e2e [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	}
+	stack, err = localstack.StartStack(localstack.StackOptions{Root: root, Herald: herald, Dir: dir, RedisBasePort: base, Logf: logf})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the local stack:", err, "(logs in", dir+")")
+		return 1
+	}
+	logf("local stack up: kubeconfig %s", stack.Kubeconfig)
+	defer func() {
+		if err := stack.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the local stack:", err)
+			code = 1
+		}
+		if code == 0 {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintln(os.Stderr, "e2e: logs kept in", dir)
+		}
+	}()
+	return m.Run()
+}
