@@ -55,11 +55,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// Load parameters: about 1,000 messages per second for 20 s, disruption after 2 s.
+// Load parameters: about 1,000 messages per second for 8 s, disruption after 2 s.
 const (
 	workers      = 4
 	perWorkerGap = 4 * time.Millisecond // 4 workers x 250/s
-	publishFor   = 20 * time.Second
+	publishFor   = 8 * time.Second
 	disruptAfter = 2 * time.Second
 )
 

@@ -54,7 +54,8 @@ type ack struct {
 	key   string
 	id    string
 	shard int
-	at    time.Time
+	sent  time.Time // first attempt
+	at    time.Time // acknowledged
 }
 
 // sid names the message's stream entry: stream IDs repeat across shards.
@@ -90,13 +91,14 @@ func publishAll(ctx context.Context, pl *publishLog, base string, m *shardmap.Ma
 			for seq := w; seq < n && ctx.Err() == nil; seq += workers {
 				key := keyOf(seq)
 				shard := m.ShardFor(key)
-				deadline := time.Now().Add(giveUp)
+				sent := time.Now()
+				deadline := sent.Add(giveUp)
 				for {
 					id, err := publishOnce(ctx, client, base+"/v1/channels/"+m.Channel, shard, key, seq)
 					pl.attempts.Add(1)
 					if err == nil {
 						pl.mu.Lock()
-						pl.acked[seq] = ack{seq: seq, key: key, id: id, shard: shard, at: time.Now()}
+						pl.acked[seq] = ack{seq: seq, key: key, id: id, shard: shard, sent: sent, at: time.Now()}
 						pl.mu.Unlock()
 						break
 					}
