@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,47 +57,6 @@ func CPUOf(pids ...int) time.Duration {
 		}
 	}
 	return d
-}
-
-// Cluster is the Redis Cluster started by hack/redis-cluster.sh on Base..Base+5.
-type Cluster struct {
-	Base   int
-	Dir    string
-	script string
-}
-
-// StartCluster runs `hack/redis-cluster.sh up` from root with its own base port and directory.
-func StartCluster(root string, base int, dir string) (*Cluster, error) {
-	c := &Cluster{Base: base, Dir: dir, script: filepath.Join(root, "hack", "redis-cluster.sh")}
-	if out, err := c.run("up"); err != nil {
-		_, _ = c.run("down")
-		return nil, fmt.Errorf("redis-cluster.sh up: %v\n%s", err, out)
-	}
-	return c, nil
-}
-
-func (c *Cluster) run(verb string) ([]byte, error) {
-	cmd := exec.Command("bash", c.script, verb)
-	cmd.Env = append(os.Environ(), "REDIS_CLUSTER_BASE_PORT="+strconv.Itoa(c.Base), "REDIS_CLUSTER_DIR="+c.Dir)
-	return cmd.CombinedOutput()
-}
-
-// Down stops the nodes the script started (by their PID files) and removes their data.
-func (c *Cluster) Down() error {
-	_, err := c.run("down")
-	return err
-}
-
-// Addr is the seed address of the cluster.
-func (c *Cluster) Addr() string { return "127.0.0.1:" + strconv.Itoa(c.Base) }
-
-// PID is the process of the node on port (from the pid file the script asked for).
-func (c *Cluster) PID(port int) (int, error) {
-	b, err := os.ReadFile(filepath.Join(c.Dir, strconv.Itoa(port), "redis.pid"))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
 // Proc is a process the load generator started (a relay or a sidecar).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/heraldhq/herald/internal/rediscluster"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/upstream"
 )
@@ -53,7 +54,7 @@ type Case struct {
 // Runner runs the scenarios against processes it starts.
 type Runner struct {
 	cfg      Config
-	cluster  *Cluster
+	cluster  *rediscluster.Cluster
 	rc       *redis.ClusterClient
 	m        *shardmap.Map
 	mapFile  string
@@ -107,7 +108,7 @@ func (r *Runner) setUp(ctx context.Context) error {
 	}
 	r.cfg.Logf("starting Redis Cluster on 127.0.0.1:%d-%d", r.cfg.RedisBase, r.cfg.RedisBase+5)
 	var err error
-	if r.cluster, err = StartCluster(r.cfg.Root, r.cfg.RedisBase, filepath.Join(r.cfg.WorkDir, "redis")); err != nil {
+	if r.cluster, err = rediscluster.Start(r.cfg.RedisBase, filepath.Join(r.cfg.WorkDir, "redis")); err != nil {
 		return err
 	}
 	r.rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{r.cluster.Addr()}, PoolSize: 64})

@@ -3,9 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +24,7 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers/workloads"
+	"github.com/heraldhq/herald/internal/rediscluster"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
@@ -586,21 +585,13 @@ func TestWorkloadFailuresAreReported(t *testing.T) {
 func TestFailoverMovesTheShardNode(t *testing.T) {
 	ctx := context.Background()
 	const base = 7451
-	script := func(verb string) error {
-		cmd := exec.Command("bash", "../hack/redis-cluster.sh", verb)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("REDIS_CLUSTER_BASE_PORT=%d", base), "REDIS_CLUSTER_DIR="+filepath.Join(os.TempDir(), "herald-failover-node"))
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("redis-cluster.sh %s: %v\n%s", verb, err, out)
-		}
-		return nil
-	}
-	if err := script("up"); err != nil {
+	cluster, err := rediscluster.Start(base, t.TempDir())
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = script("down") })
+	t.Cleanup(func() { _ = cluster.Down() })
 
-	seed := fmt.Sprintf("127.0.0.1:%d", base)
+	seed := cluster.Addr()
 	key := create(t, channel(newNamespace(t), withRedis(seed)))
 	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
 	old := ch.Status.Shards[0].Node

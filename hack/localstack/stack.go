@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/heraldhq/herald/internal/rediscluster"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -62,7 +63,7 @@ func StartStack(opt StackOptions) (_ *Stack, err error) {
 		opt.Logf = func(string, ...any) {}
 	}
 	if opt.Root == "" {
-		if opt.Root, err = ModuleRoot(); err != nil {
+		if opt.Root, err = rediscluster.ModuleRoot(); err != nil {
 			return nil, err
 		}
 	}
@@ -176,32 +177,14 @@ func StartStack(opt StackOptions) (_ *Stack, err error) {
 func (s *Stack) ManagerExited() <-chan error { return s.manager.Exited() }
 
 // RedisPID is the PID of the Redis node on port, from the pid file hack/redis-cluster.sh wrote.
-func (s *Stack) RedisPID(port int) (int, error) {
-	b, err := os.ReadFile(filepath.Join(s.RedisDir, strconv.Itoa(port), "redis.pid"))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
-}
+func (s *Stack) RedisPID(port int) (int, error) { return s.redis().PID(port) }
 
-// RestartRedis starts a node that was killed again, with the options hack/redis-cluster.sh
-// gives it (its command line cannot be read back: Redis rewrites its process title). It rejoins
-// the cluster with its nodes.conf, as a replica of whoever took over its slots.
-func (s *Stack) RestartRedis(port int) error {
-	d := filepath.Join(s.RedisDir, strconv.Itoa(port))
-	_ = os.Remove(filepath.Join(d, "redis.pid"))
-	timeout := os.Getenv("REDIS_CLUSTER_NODE_TIMEOUT")
-	if timeout == "" {
-		timeout = "2000"
-	}
-	out, err := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-		"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", timeout,
-		"--appendonly", "yes", "--save", "", "--dir", d, "--daemonize", "yes",
-		"--pidfile", filepath.Join(d, "redis.pid"), "--logfile", filepath.Join(d, "redis.log")).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("restarting Redis on port %d: %w: %s", port, err, out)
-	}
-	return nil
+// RestartRedis starts a node that was killed again; it rejoins as a replica of whoever took over
+// its slots.
+func (s *Stack) RestartRedis(port int) error { return s.redis().Restart(port) }
+
+func (s *Stack) redis() *rediscluster.Cluster {
+	return rediscluster.At(s.opt.RedisBasePort, s.RedisDir)
 }
 
 // Stop stops, in order, the runner (and every relay), the manager, the control plane and the
@@ -252,24 +235,6 @@ func (s *Stack) script(capture bool, name string, args ...string) ([]byte, error
 		s.opt.Logf("%s: %s", name, msg)
 	}
 	return out, err
-}
-
-// ModuleRoot walks up from the working directory to the directory holding go.mod.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Process is a child process with its output in a log file.

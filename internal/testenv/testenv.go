@@ -14,24 +14,17 @@ import (
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/heraldhq/herald/internal/rediscluster"
 )
 
-// Root is the module's root directory, found by walking up to go.mod.
+// Root is the module's root directory.
 func Root() string {
-	dir, err := os.Getwd()
+	root, err := rediscluster.ModuleRoot()
 	if err != nil {
 		panic(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			panic("testenv: no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return root
 }
 
 // Start starts a control plane with the CRDs of config/crd/bases. Stop the returned environment

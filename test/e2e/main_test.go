@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/hack/localstack"
+	"github.com/heraldhq/herald/internal/rediscluster"
 )
 
 var stack *localstack.Stack
@@ -36,7 +37,7 @@ func runSuite(m *testing.M) (code int) {
 			return 1
 		}
 	}
-	root, err := localstack.ModuleRoot()
+	root, err := rediscluster.ModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

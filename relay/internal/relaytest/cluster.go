@@ -3,130 +3,31 @@ package relaytest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/heraldhq/herald/internal/rediscluster"
 	"github.com/redis/go-redis/v9"
 )
 
 // Cluster is a throw-away Redis Cluster (3 masters, 3 replicas) on ports Base..Base+5, started
 // by hack/redis-cluster.sh in its own directory. Tests that kill, pause or reshard nodes use one
-// of these, never the shared cluster other packages test against.
+// of these, never the shared cluster other packages test against. The embedded Cluster starts,
+// stops, signals and restarts nodes; the methods here ask the cluster about itself.
 type Cluster struct {
-	Base   int
-	Dir    string
-	script string
-}
-
-// ModuleRoot walks up from the working directory to the directory holding go.mod.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
+	*rediscluster.Cluster
 }
 
 // StartCluster runs `hack/redis-cluster.sh up` with REDIS_CLUSTER_BASE_PORT=base and
 // REDIS_CLUSTER_DIR=dir; the script waits until the cluster is healthy.
 func StartCluster(base int, dir string) (*Cluster, error) {
-	root, err := ModuleRoot()
+	c, err := rediscluster.Start(base, dir)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Base: base, Dir: dir, script: filepath.Join(root, "hack", "redis-cluster.sh")}
-	if out, err := c.run("up"); err != nil {
-		return nil, fmt.Errorf("redis-cluster.sh up: %v\n%s", err, out)
-	}
-	return c, nil
-}
-
-func (c *Cluster) run(verb string) ([]byte, error) {
-	cmd := exec.Command("bash", c.script, verb)
-	cmd.Env = append(os.Environ(), "REDIS_CLUSTER_BASE_PORT="+strconv.Itoa(c.Base), "REDIS_CLUSTER_DIR="+c.Dir)
-	return cmd.CombinedOutput()
-}
-
-// Down stops the nodes the script started (by PID) and removes their data.
-func (c *Cluster) Down() error {
-	// A node a test left stopped must be continued, or it cannot handle SIGTERM.
-	for _, p := range c.Ports() {
-		if pid, err := c.PID(p); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	out, err := c.run("down")
-	if err != nil {
-		return fmt.Errorf("redis-cluster.sh down: %v\n%s", err, out)
-	}
-	return nil
-}
-
-// Ports are the six node ports.
-func (c *Cluster) Ports() []int {
-	ps := make([]int, 6)
-	for i := range ps {
-		ps[i] = c.Base + i
-	}
-	return ps
-}
-
-// Addrs are the seed addresses of all nodes.
-func (c *Cluster) Addrs() []string {
-	var as []string
-	for _, p := range c.Ports() {
-		as = append(as, "127.0.0.1:"+strconv.Itoa(p))
-	}
-	return as
-}
-
-// PID is the process of the node on port, from the pid file the script told it to write.
-func (c *Cluster) PID(port int) (int, error) {
-	b, err := os.ReadFile(filepath.Join(c.Dir, strconv.Itoa(port), "redis.pid"))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
-}
-
-// Signal sends sig to the node on port (a process this cluster started).
-func (c *Cluster) Signal(port int, sig syscall.Signal) error {
-	pid, err := c.PID(port)
-	if err != nil {
-		return err
-	}
-	return syscall.Kill(pid, sig)
-}
-
-// Restart starts a killed node again with the same options the script uses; it rejoins the
-// cluster (as a replica of whoever took over its slots).
-func (c *Cluster) Restart(port int) error {
-	d := filepath.Join(c.Dir, strconv.Itoa(port))
-	_ = os.Remove(filepath.Join(d, "redis.pid"))
-	out, err := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-		"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", "2000",
-		"--appendonly", "yes", "--save", "", "--dir", d, "--daemonize", "yes",
-		"--pidfile", filepath.Join(d, "redis.pid"), "--logfile", filepath.Join(d, "redis.log")).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("restarting node %d: %v: %s", port, err, out)
-	}
-	return nil
+	return &Cluster{c}, nil
 }
 
 func (c *Cluster) node(port int) *redis.Client {

@@ -1,0 +1,137 @@
+// Package rediscluster drives hack/redis-cluster.sh from Go: a throw-away Redis Cluster (3 masters,
+// 3 replicas) on ports Base..Base+5 with its own directory, for tests, the local stack and the
+// benchmark. It also finds the module root, where the script lives.
+package rediscluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// ModuleRoot walks up from the working directory to the directory holding go.mod.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Cluster is one cluster the script started.
+type Cluster struct {
+	Base   int    // first port
+	Dir    string // the script's REDIS_CLUSTER_DIR: <port>/redis.pid, <port>/redis.log
+	script string
+}
+
+// At is the cluster the script runs, or ran, with base and dir, without starting anything: for
+// callers that run the script themselves and need PIDs or restarts.
+func At(base int, dir string) *Cluster { return &Cluster{Base: base, Dir: dir} }
+
+// Start runs `hack/redis-cluster.sh up`, which returns once the cluster is healthy and its
+// replicas are in sync. A failed start is taken down again.
+func Start(base int, dir string) (*Cluster, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	c := At(base, dir)
+	c.script = filepath.Join(root, "hack", "redis-cluster.sh")
+	if out, err := c.run("up"); err != nil {
+		_, _ = c.run("down")
+		return nil, fmt.Errorf("redis-cluster.sh up: %v\n%s", err, out)
+	}
+	return c, nil
+}
+
+func (c *Cluster) run(verb string) ([]byte, error) {
+	cmd := exec.Command("bash", c.script, verb)
+	cmd.Env = append(os.Environ(), "REDIS_CLUSTER_BASE_PORT="+strconv.Itoa(c.Base), "REDIS_CLUSTER_DIR="+c.Dir)
+	return cmd.CombinedOutput()
+}
+
+// Down stops the nodes the script started (by their PID files) and removes their data. A node
+// left stopped (SIGSTOP) is continued first, or it could not handle SIGTERM.
+func (c *Cluster) Down() error {
+	for _, p := range c.Ports() {
+		_ = c.Signal(p, syscall.SIGCONT)
+	}
+	if out, err := c.run("down"); err != nil {
+		return fmt.Errorf("redis-cluster.sh down: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// Addr is the seed address of the cluster.
+func (c *Cluster) Addr() string { return "127.0.0.1:" + strconv.Itoa(c.Base) }
+
+// Ports are the six node ports.
+func (c *Cluster) Ports() []int {
+	ps := make([]int, 6)
+	for i := range ps {
+		ps[i] = c.Base + i
+	}
+	return ps
+}
+
+// Addrs are the addresses of all nodes.
+func (c *Cluster) Addrs() []string {
+	as := make([]string, 0, 6)
+	for _, p := range c.Ports() {
+		as = append(as, "127.0.0.1:"+strconv.Itoa(p))
+	}
+	return as
+}
+
+// PID is the process of the node on port, from the pid file the script told it to write.
+func (c *Cluster) PID(port int) (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.Dir, strconv.Itoa(port), "redis.pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// Signal sends sig to the node on port (a process this cluster started).
+func (c *Cluster) Signal(port int, sig syscall.Signal) error {
+	pid, err := c.PID(port)
+	if err != nil {
+		return err
+	}
+	return syscall.Kill(pid, sig)
+}
+
+// Restart starts a killed node again with the options the script gives it (its command line
+// cannot be read back: Redis rewrites its process title). It rejoins the cluster with its
+// nodes.conf, as a replica of whoever took over its slots.
+func (c *Cluster) Restart(port int) error {
+	d := filepath.Join(c.Dir, strconv.Itoa(port))
+	_ = os.Remove(filepath.Join(d, "redis.pid"))
+	timeout := os.Getenv("REDIS_CLUSTER_NODE_TIMEOUT")
+	if timeout == "" {
+		timeout = "2000"
+	}
+	out, err := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+		"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", timeout,
+		"--appendonly", "yes", "--save", "", "--dir", d, "--daemonize", "yes",
+		"--pidfile", filepath.Join(d, "redis.pid"), "--logfile", filepath.Join(d, "redis.log")).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("restarting the Redis node on port %d: %w: %s", port, err, out)
+	}
+	return nil
+}
