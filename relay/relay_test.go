@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -165,5 +166,35 @@ func TestResumeWithLastEventIDReplaysExactlyTheMissedMessagesThenLive(t *testing
 		if ce.ID != want {
 			t.Fatalf("WebSocket resume got %s, want %s", ce.ID, want)
 		}
+	}
+}
+
+// A live SSE stream is served by the hub's writers after its handler returned: it must still
+// leave the hub as soon as its client goes, and end when the relay shuts down.
+func TestLiveStreamLeavesWithItsClientAndEndsOnShutdown(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{})
+	gone := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
+	stays := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 5*time.Second, "2 subscribers registered", func() bool { return r.Hub().Subscribers() == 2 })
+	id := r.MustPublish(t, "k", `{"n":1}`)
+	for _, s := range []*relaytest.SSE{gone, stays} {
+		if ev := s.Messages(t, 1, 10*time.Second); ev[0].ID != id {
+			t.Fatalf("got %s, want %s", ev[0].ID, id)
+		}
+	}
+
+	gone.Close() // well within the 15 s heartbeat: the relay notices the close, not a failed write
+	relaytest.Eventually(t, 3*time.Second, "closed stream unregistered", func() bool { return r.Hub().Subscribers() == 1 })
+	id = r.MustPublish(t, "k", `{"n":2}`)
+	if ev := stays.Messages(t, 1, 10*time.Second); ev[0].ID != id {
+		t.Fatalf("got %s, want %s", ev[0].ID, id)
+	}
+
+	r.Kill() // shutdown: the stream ends, its client sees the end of the body
+	if ev, err := stays.Next(10 * time.Second); err != io.EOF {
+		t.Fatalf("after shutdown the stream gave %+v, %v; want its end", ev, err)
+	}
+	if n := r.Hub().Subscribers(); n != 0 {
+		t.Fatalf("%d subscribers still registered after shutdown", n)
 	}
 }

@@ -122,10 +122,11 @@ func (r *ShardRelay) Status() upstream.Status { return r.sub.Status() }
 // Hub exposes the subscriber registry's counters.
 func (r *ShardRelay) Hub() *hub.Hub { return r.hub }
 
-// Run keeps the Redis subscription and the heartbeats going until ctx ends, then closes the
-// Redis client.
+// Run keeps the Redis subscription and the heartbeats going until ctx ends, then ends every
+// subscriber's stream and closes the Redis client.
 func (r *ShardRelay) Run(ctx context.Context) error {
 	defer r.Close()
+	defer r.hub.Close() // live SSE streams outlive their handlers: end them here
 	go func() {
 		t := time.NewTicker(r.opt.Heartbeat)
 		defer t.Stop()

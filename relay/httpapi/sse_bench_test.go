@@ -27,11 +27,18 @@ func benchEvent(seq uint64) *event.Encoded {
 		ContentType: "application/json", Data: `{"pad":"` + strings.Repeat("x", 246) + `"}`})
 }
 
-// sseServer serves every GET with a hub subscriber pumped through httpapi.ServeSSE, the way a
-// shard relay's live path does (Next, then one Sink.Write per batch).
-func sseServer(b *testing.B, h *hub.Hub) *httptest.Server {
+// sseServer serves every GET with a live hub subscriber: pushed, as a shard relay's live
+// streams are (hijacked, written by the hub's writers), or pumped by its own goroutine through
+// httpapi.ServeSSE (Next, then one Sink.Write per batch), as the sidecar's are.
+func sseServer(b *testing.B, h *hub.Hub, pushed bool) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sub := h.Subscribe("")
+		if pushed {
+			if !httpapi.ServeLiveSSE(w, sub, 10*time.Second) {
+				b.Error("connection not hijacked")
+			}
+			return
+		}
 		defer sub.Close()
 		httpapi.ServeSSE(w, r, 10*time.Second, func(ctx context.Context, out httpapi.Sink) {
 			var batch []*event.Encoded
@@ -84,25 +91,39 @@ func rawSSEClient(b *testing.B, url string, got *atomic.Int64, wg *sync.WaitGrou
 	return c
 }
 
-// BenchmarkSSEWrite is SSE framing on the wire: one batch of 16 encoded events written by the
-// SSE sink (one write deadline, one flush) to a real loopback connection. Reported per event.
+// BenchmarkSSEWrite is SSE framing on the wire: one batch of 16 encoded events written to a
+// real loopback connection (pushed: one non-blocking write; goroutine: the SSE sink's write
+// deadline, write and flush). Reported per event.
 func BenchmarkSSEWrite(b *testing.B) {
-	benchSSEPath(b, 1, 16)
-}
-
-// BenchmarkSSEPathFanOut is the whole fan-out path per delivery: hub.Broadcast to N
-// subscribers, each pumped by its own goroutine through the SSE sink onto a loopback TCP
-// connection read by a client that allocates nothing. allocs/delivery counts the server side
-// (hub, pump, sink, net/http) per subscriber per message.
-func BenchmarkSSEPathFanOut(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprint("subscribers=", n), func(b *testing.B) { benchSSEPath(b, n, 1) })
+	for _, pushed := range []bool{true, false} {
+		b.Run(mode(pushed), func(b *testing.B) { benchSSEPath(b, 1, 16, pushed) })
 	}
 }
 
-func benchSSEPath(b *testing.B, n, perOp int) {
+// BenchmarkSSEPathFanOut is the whole fan-out path per delivery: hub.Broadcast to N
+// subscribers, written onto loopback TCP connections read by clients that allocate nothing,
+// either by the hub's writers (pushed, the shard relay's live path) or by one goroutine per
+// subscriber (the sidecar's path). allocs/delivery counts the server side per subscriber per
+// message; compare the two modes of one run.
+func BenchmarkSSEPathFanOut(b *testing.B) {
+	for _, pushed := range []bool{true, false} {
+		for _, n := range []int{100, 1000} {
+			b.Run(fmt.Sprintf("%s/subscribers=%d", mode(pushed), n), func(b *testing.B) { benchSSEPath(b, n, 1, pushed) })
+		}
+	}
+}
+
+func mode(pushed bool) string {
+	if pushed {
+		return "pushed"
+	}
+	return "goroutine"
+}
+
+func benchSSEPath(b *testing.B, n, perOp int, pushed bool) {
 	h := hub.New(64 << 20)
-	srv := sseServer(b, h)
+	defer h.Close()
+	srv := sseServer(b, h, pushed)
 	var got atomic.Int64
 	var wg sync.WaitGroup
 	conns := make([]net.Conn, n)

@@ -108,36 +108,12 @@ func (s *Server) reject(w http.ResponseWriter, req subscribeRequest) {
 	WriteError(w, req.status, req.msg)
 }
 
-// pump feeds one subscriber: gap and replay first (with a cursor), then live events from the
-// hub without the IDs replay already sent.
+// pump feeds one subscriber from its own goroutine: gap and replay first (with a cursor),
+// then live events from the hub without the IDs replay already sent.
 func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out Sink, req subscribeRequest) {
-	var last cursor.ID // the newest cursor sent
-	seam := false      // live events up to last were already replayed
-	if req.from != nil {
-		last = *req.from
-		start, gap, err := s.cfg.Subscription.ResumePlan(ctx, *req.from)
-		if err != nil {
-			out.Close("cannot read the stream to resume ("+err.Error()+"); reconnect with the same cursor", last.String(), false)
-			return
-		}
-		if gap != nil {
-			s.cfg.Metrics.Gaps.Inc()
-			if err := out.Write(ctx, []*event.Encoded{s.cfg.Encoder.EncodeGap(*gap)}); err != nil {
-				return
-			}
-			last = gap.Resume
-		}
-		if s.cfg.Subscription.Durable() {
-			var ok bool
-			if last, ok = s.replay(ctx, out, req.key, start); !ok {
-				return
-			}
-			seam = true
-		}
-		if req.replayOnly {
-			out.Close(EndOfReplay, last.String(), false)
-			return
-		}
+	last, seam, ok := s.resume(ctx, out, req)
+	if !ok {
+		return
 	}
 	var batch []*event.Encoded
 	for {
@@ -149,34 +125,75 @@ func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out Sink, req su
 			}
 			return
 		}
-		if seam {
-			kept := batch[:0]
-			for _, e := range batch {
-				switch {
-				case e.Kind == event.KindGap:
-					seam = false // after a rollback, IDs may legitimately go lower
-				case e.Kind == event.KindMessage && !last.Less(e.ID):
-					continue // replay sent it already
-				case e.Kind == event.KindMessage:
-					seam = false
-				}
-				kept = append(kept, e)
-			}
-			batch = kept
-		}
-		if len(batch) == 0 {
+		kept := skipReplayed(batch, &last, &seam)
+		if len(kept) == 0 {
 			continue
 		}
-		if err := out.Write(ctx, batch); err != nil {
+		if err := out.Write(ctx, kept); err != nil {
 			return
 		}
-		for i := len(batch) - 1; i >= 0; i-- {
-			if batch[i].Kind != event.KindHeartbeat {
-				last = batch[i].ID
-				break
+	}
+}
+
+// resume sends what a cursor asks for before live events: a gap event if the cursor is older
+// than the stream (or ahead of it), then, on a Durable channel, the stream after it. It returns
+// the newest cursor sent and whether live events up to it were already replayed (seam); ok is
+// false when the stream is over (replay failed, or ?live=false and the replay is done).
+func (s *Server) resume(ctx context.Context, out Sink, req subscribeRequest) (last cursor.ID, seam, ok bool) {
+	if req.from == nil {
+		return last, false, true
+	}
+	last = *req.from
+	start, gap, err := s.cfg.Subscription.ResumePlan(ctx, *req.from)
+	if err != nil {
+		out.Close("cannot read the stream to resume ("+err.Error()+"); reconnect with the same cursor", last.String(), false)
+		return last, false, false
+	}
+	if gap != nil {
+		s.cfg.Metrics.Gaps.Inc()
+		if err := out.Write(ctx, []*event.Encoded{s.cfg.Encoder.EncodeGap(*gap)}); err != nil {
+			return last, false, false
+		}
+		last = gap.Resume
+	}
+	if s.cfg.Subscription.Durable() {
+		if last, ok = s.replay(ctx, out, req.key, start); !ok {
+			return last, false, false
+		}
+		seam = true
+	}
+	if req.replayOnly {
+		out.Close(EndOfReplay, last.String(), false)
+		return last, false, false
+	}
+	return last, seam, true
+}
+
+// skipReplayed drops from a live batch the messages replay already sent (while seam holds)
+// and moves last to the newest cursor kept. It filters batch in place.
+func skipReplayed(batch []*event.Encoded, last *cursor.ID, seam *bool) []*event.Encoded {
+	kept := batch
+	if *seam {
+		kept = batch[:0]
+		for _, e := range batch {
+			switch {
+			case e.Kind == event.KindGap:
+				*seam = false // after a rollback, IDs may legitimately go lower
+			case e.Kind == event.KindMessage && !last.Less(e.ID):
+				continue // replay sent it already
+			case e.Kind == event.KindMessage:
+				*seam = false
 			}
+			kept = append(kept, e)
 		}
 	}
+	for i := len(kept) - 1; i >= 0; i-- {
+		if kept[i].Kind != event.KindHeartbeat {
+			*last = kept[i].ID
+			break
+		}
+	}
+	return kept
 }
 
 // replay sends the stream entries after start (matching key) and returns the last ID read.
@@ -219,8 +236,28 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := s.subscribe(req) // before replay: nothing published from now on is missed
-	defer sub.Close()
+	if r.Method == http.MethodGet && !req.replayOnly {
+		if c := hijackSSE(w, sub, s.cfg.WriteTimeout); c != nil {
+			s.serveHijacked(r.Context(), c, req)
+			return
+		}
+	}
+	defer sub.Close() // HEAD, replay only, or a connection that cannot be taken over (HTTP/2)
 	ServeSSE(w, r, s.cfg.WriteTimeout, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
+}
+
+// serveHijacked replays on the handler's goroutine, then hands the live stream to the hub's
+// writers and returns: an idle live subscriber holds no handler goroutine and no net/http
+// buffers (see ssepush.go).
+func (s *Server) serveHijacked(ctx context.Context, c *sseConn, req subscribeRequest) {
+	last, seam, ok := s.resume(ctx, c, req)
+	if !ok {
+		c.sub.Close()
+		_ = c.conn.Close()
+		return
+	}
+	c.last, c.seam = last, seam
+	c.live()
 }
 
 // subscribe registers with the hub; a replay-only stream gets a subscriber that is never
@@ -270,35 +307,12 @@ var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 0, sseWriteBytes)
 func (o *sseSink) Write(_ context.Context, batch []*event.Encoded) error {
 	o.armDeadline()
 	bp := sseBuffers.Get().(*[]byte)
-	err := o.writeBatch((*bp)[:0], batch)
+	err := frameBatch((*bp)[:0], batch, o.w.Write)
 	sseBuffers.Put(bp)
 	if err != nil {
 		return err
 	}
 	return o.rc.Flush()
-}
-
-func (o *sseSink) writeBatch(buf []byte, batch []*event.Encoded) error {
-	for _, e := range batch {
-		if len(buf) > 0 && len(buf)+len(e.SSE) > sseWriteBytes {
-			if _, err := o.w.Write(buf); err != nil {
-				return err
-			}
-			buf = buf[:0]
-		}
-		if len(e.SSE) > sseWriteBytes { // larger than the buffer: write the shared bytes as they are
-			if _, err := o.w.Write(e.SSE); err != nil {
-				return err
-			}
-			continue
-		}
-		buf = append(buf, e.SSE...)
-	}
-	if len(buf) > 0 {
-		_, err := o.w.Write(buf)
-		return err
-	}
-	return nil
 }
 
 // armDeadline sets the write deadline of a batch. Setting it costs a timer update in the
@@ -316,11 +330,7 @@ func (o *sseSink) armDeadline() {
 func (o *sseSink) Close(reason, _ string, _ bool) {
 	o.armed = time.Now()
 	_ = o.rc.SetWriteDeadline(o.armed.Add(o.timeout))
-	if reason == EndOfReplay {
-		_, _ = o.w.Write([]byte(": " + EndOfReplay + "\n\n"))
-	} else {
-		_, _ = o.w.Write([]byte(": closed: " + reason + "\n\n"))
-	}
+	_, _ = o.w.Write(closingComment(reason))
 	_ = o.rc.Flush()
 }
 

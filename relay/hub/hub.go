@@ -26,6 +26,8 @@ type Hub struct {
 	subscribers atomic.Int64  // currently registered
 	delivered   atomic.Uint64 // events enqueued to subscribers, all time
 	slowClosed  atomic.Uint64 // subscribers closed as slow consumers, all time
+
+	writers writers // the goroutines that serve pushed subscribers (push.go)
 }
 
 type registryShard struct {
@@ -40,6 +42,7 @@ func New(queueBytes int) *Hub {
 	for i := range h.shards {
 		h.shards[i].byKey = make(map[string][]*Subscriber)
 	}
+	h.writers.cond.L = &h.writers.mu
 	return h
 }
 
@@ -153,6 +156,12 @@ type Subscriber struct {
 	err    error            // why the subscriber stopped, once it has
 	wake   chan struct{}    // capacity 1: "the queue is not empty or err is set"
 	dead   chan struct{}    // closed when err is set
+
+	// Push mode (push.go): out receives batches from the hub's writers instead of a goroutine
+	// calling Next.
+	out     Output
+	running bool             // queued for a writer, or held by one (or by out) with a batch
+	spare   []*event.Encoded // the drained batch array, reused by the next batch
 }
 
 // Key is the subscriber's key filter ("" = every key).
@@ -168,14 +177,22 @@ func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
 		return 0
 	}
 	if s.queued+size > s.limit {
-		s.failLocked(ErrSlowConsumer)
+		schedule := s.failLocked(ErrSlowConsumer)
 		s.mu.Unlock()
 		s.hub.slowClosed.Add(1)
+		if schedule {
+			s.hub.writers.schedule(s) // its writer ends the stream
+		}
 		return 0
 	}
 	s.queue = append(s.queue, e)
 	s.queued += size
+	schedule := s.claimLocked()
 	s.mu.Unlock()
+	if schedule {
+		s.hub.writers.schedule(s)
+		return 1
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -183,8 +200,9 @@ func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
 	return 1
 }
 
-// failLocked records why the subscriber stops and drops what it had queued.
-func (s *Subscriber) failLocked(err error) {
+// failLocked records why the subscriber stops and drops what it had queued. It reports
+// whether a pushed subscriber must be scheduled (after s.mu is released) to end its stream.
+func (s *Subscriber) failLocked(err error) (schedule bool) {
 	s.err = err
 	clear(s.queue)
 	s.queue = s.queue[:0]
@@ -194,6 +212,7 @@ func (s *Subscriber) failLocked(err error) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+	return s.claimLocked()
 }
 
 // Dead is closed when the subscriber stopped (slow consumer or Close); a writer blocked on a
@@ -234,10 +253,11 @@ func (s *Subscriber) Next(ctx context.Context, buf []*event.Encoded) ([]*event.E
 // Broadcast.
 func (s *Subscriber) Close() {
 	s.mu.Lock()
-	if s.err == nil {
-		s.failLocked(ErrClosed)
-	}
+	schedule := s.err == nil && s.failLocked(ErrClosed)
 	s.mu.Unlock()
+	if schedule {
+		s.hub.writers.schedule(s)
+	}
 	if s.hub != nil {
 		s.hub.unregister(s)
 	}

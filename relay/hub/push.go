@@ -1,0 +1,166 @@
+package hub
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/heraldhq/herald/relay/event"
+)
+
+// Output is where a pushed subscriber's events go: a connection the hub's writers write to
+// without a goroutine of its own.
+type Output interface {
+	// Send writes batch, or as much of it as the peer takes without waiting. It returns true
+	// when it is done with batch (sent, or the connection failed and the subscriber was
+	// closed), false when it kept the rest for a goroutine of its own that waits for the peer;
+	// that goroutine calls Subscriber.Resume(batch) once it is done.
+	Send(batch []*event.Encoded) (done bool)
+	// End ends the stream: err is ErrSlowConsumer or ErrClosed. It is called once, and no Send
+	// follows it.
+	End(err error)
+}
+
+// Push hands the subscriber to the hub's writers: from now on every batch queued for it goes
+// to out.Send from one of a few shared goroutines, one batch at a time, and out.End is called
+// when it stops. An idle pushed subscriber costs no goroutine. Next must not be used after Push.
+func (s *Subscriber) Push(out Output) {
+	s.mu.Lock()
+	s.out = out
+	schedule := (len(s.queue) > 0 || s.err != nil) && s.claimLocked()
+	s.mu.Unlock()
+	if schedule {
+		s.hub.writers.schedule(s)
+	}
+}
+
+// claimLocked marks a pushed subscriber as running and reports whether it has to be scheduled
+// (it was not already queued for, or held by, a writer).
+func (s *Subscriber) claimLocked() bool {
+	if s.out == nil || s.running {
+		return false
+	}
+	s.running = true
+	return true
+}
+
+// Resume hands back a batch Output.Send kept: the subscriber is scheduled again if events
+// arrived meanwhile or it was closed.
+func (s *Subscriber) Resume(batch []*event.Encoded) {
+	clear(batch)
+	s.mu.Lock()
+	s.spare = batch[:0]
+	again := len(s.queue) > 0 || s.err != nil
+	s.running = again
+	s.mu.Unlock()
+	if again {
+		s.hub.writers.schedule(s)
+	}
+}
+
+// serve writes what is queued for s (or ends it): called by a writer that took s off the
+// ready list.
+func (s *Subscriber) serve() {
+	s.mu.Lock()
+	if err := s.err; err != nil {
+		s.mu.Unlock() // running stays true: s is never scheduled again
+		s.out.End(err)
+		return
+	}
+	batch := s.queue
+	s.queue, s.spare = s.spare, nil
+	s.queued = 0
+	s.mu.Unlock()
+	if s.out.Send(batch) {
+		s.Resume(batch)
+	}
+}
+
+// writers is a hub's small pool of goroutines that serve pushed subscribers from one ready
+// list: a broadcast wakes at most the idle writers, never a goroutine per subscriber.
+type writers struct {
+	mu      sync.Mutex
+	cond    sync.Cond // signalled when ready grows while a writer waits
+	ready   []*Subscriber
+	started bool
+	stopped bool
+	idle    int // writers waiting on cond
+	count   int
+}
+
+// schedule puts s on the ready list, starting the writers on first use. After the hub was
+// closed it serves s at once, so a late event or close still reaches the connection.
+func (w *writers) schedule(s *Subscriber) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		s.serve()
+		return
+	}
+	if !w.started {
+		w.started = true
+		w.count = runtime.GOMAXPROCS(0)
+		for range w.count {
+			go w.run()
+		}
+	}
+	w.ready = append(w.ready, s)
+	if w.idle > 0 {
+		w.cond.Signal()
+	}
+	w.mu.Unlock()
+}
+
+// run takes a fair share of the ready list at a time (so several writers split a broadcast),
+// and leaves the rest for the others.
+func (w *writers) run() {
+	var mine []*Subscriber
+	for {
+		w.mu.Lock()
+		for len(w.ready) == 0 {
+			if w.stopped {
+				w.mu.Unlock()
+				return
+			}
+			w.idle++
+			w.cond.Wait()
+			w.idle--
+		}
+		n := max((len(w.ready)+w.count-1)/w.count, min(len(w.ready), 64))
+		cut := len(w.ready) - n
+		mine = append(mine[:0], w.ready[cut:]...)
+		clear(w.ready[cut:])
+		w.ready = w.ready[:cut]
+		if cut > 0 && w.idle > 0 {
+			w.cond.Signal()
+		}
+		w.mu.Unlock()
+		for _, s := range mine {
+			s.serve()
+		}
+		clear(mine)
+	}
+}
+
+// Close closes every subscriber (pushed ones are ended by the writers, which then stop) and
+// makes later events and closes of pushed subscribers run on the caller. Relays call it on
+// shutdown, since pushed connections outlive their HTTP handlers.
+func (h *Hub) Close() {
+	var subs []*Subscriber
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		subs = append(subs, sh.all...)
+		for _, list := range sh.byKey {
+			subs = append(subs, list...)
+		}
+		sh.mu.RUnlock()
+	}
+	for _, s := range subs {
+		s.Close()
+	}
+	w := &h.writers
+	w.mu.Lock()
+	w.stopped = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}

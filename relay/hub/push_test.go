@@ -1,0 +1,231 @@
+package hub
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/relay/event"
+)
+
+// recorder is an Output that records what it is sent; with hold set it keeps each batch and
+// hands it back later from another goroutine, as a connection with a full socket does.
+type recorder struct {
+	sub  *Subscriber
+	hold bool
+
+	mu      sync.Mutex
+	seqs    []uint64
+	batches int
+	ended   error
+	held    [][]*event.Encoded
+	endedCh chan struct{}
+}
+
+func newRecorder(h *Hub, key string, hold bool) *recorder {
+	r := &recorder{sub: h.Subscribe(key), hold: hold, endedCh: make(chan struct{})}
+	r.sub.Push(r)
+	return r
+}
+
+func (r *recorder) Send(batch []*event.Encoded) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches++
+	for _, e := range batch {
+		r.seqs = append(r.seqs, e.ID.Seq)
+	}
+	if r.hold {
+		r.held = append(r.held, batch)
+		return false
+	}
+	return true
+}
+
+func (r *recorder) End(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended != nil {
+		panic("End called twice")
+	}
+	r.ended = err
+	close(r.endedCh)
+}
+
+func (r *recorder) got() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.seqs...)
+}
+
+// release hands back every kept batch, as the goroutine of a slow connection does when done.
+func (r *recorder) release() {
+	r.mu.Lock()
+	held := r.held
+	r.held = nil
+	r.mu.Unlock()
+	for _, b := range held {
+		r.sub.Resume(b)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func inOrder(seqs []uint64, n int) bool {
+	if len(seqs) != n {
+		return false
+	}
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPushedSubscribersGetEverythingInOrderFromSharedWriters(t *testing.T) {
+	h := New(1 << 30)
+	defer h.Close()
+	recs := make([]*recorder, 200)
+	for i := range recs {
+		recs[i] = newRecorder(h, "", false)
+	}
+	keyed := newRecorder(h, "k1", false)
+	const n = 500
+	for i := 1; i <= n; i++ {
+		key := "k0"
+		if i%2 == 0 {
+			key = "k1"
+		}
+		h.Broadcast(msg(uint64(i), key))
+	}
+	for i, r := range recs {
+		waitFor(t, "subscriber to get every message", func() bool { return len(r.got()) == n })
+		if !inOrder(r.got(), n) {
+			t.Fatalf("subscriber %d got %v", i, r.got())
+		}
+	}
+	waitFor(t, "keyed subscriber", func() bool { return len(keyed.got()) == n/2 })
+	for i, s := range keyed.got() {
+		if s != uint64(2*(i+1)) {
+			t.Fatalf("keyed subscriber got %v", keyed.got())
+		}
+	}
+}
+
+func TestPushedSubscriberWaitsWhileItsOutputHoldsABatch(t *testing.T) {
+	h := New(1 << 30)
+	defer h.Close()
+	r := newRecorder(h, "", true)
+	h.Broadcast(msg(1, "k"))
+	waitFor(t, "first batch", func() bool { return len(r.got()) == 1 })
+	for i := 2; i <= 10; i++ {
+		h.Broadcast(msg(uint64(i), "k"))
+	}
+	// While the output holds batch 1, nothing else is scheduled (Broadcast enqueues
+	// synchronously): a connection writes one batch at a time.
+	if got := r.got(); len(got) != 1 {
+		t.Fatalf("sent %v while the first batch was held", got)
+	}
+	r.mu.Lock()
+	r.hold = false
+	r.mu.Unlock()
+	r.release()
+	waitFor(t, "the rest in one batch", func() bool { return len(r.got()) == 10 })
+	r.mu.Lock()
+	batches := r.batches
+	r.mu.Unlock()
+	if !inOrder(r.got(), 10) || batches != 2 {
+		t.Fatalf("got %v in %d batches, want 1..10 in 2", r.got(), batches)
+	}
+}
+
+func TestPushedSlowConsumerAndCloseEndTheStreamOnce(t *testing.T) {
+	e := msg(1, "k")
+	h := New(3 * e.Size())
+	slow := newRecorder(h, "", true) // holds its first batch: the rest piles up
+	fine := newRecorder(h, "", false)
+	h.Broadcast(e)
+	waitFor(t, "the first batch", func() bool { return len(slow.got()) == 1 && len(fine.got()) == 1 })
+	for range 3 { // exactly the queue limit: the slow one is still within it
+		h.Broadcast(e)
+	}
+	waitFor(t, "the other subscriber", func() bool { return len(fine.got()) == 4 })
+	select {
+	case <-slow.sub.Dead():
+		t.Fatal("closed as slow within its queue limit")
+	default:
+	}
+	h.Broadcast(e)    // one more event than the slow one's queue holds
+	<-slow.sub.Dead() // the subscriber stops at once
+	slow.release()    // the output hands the batch back; only then is the stream ended
+	<-slow.endedCh
+	if !errors.Is(slow.ended, ErrSlowConsumer) {
+		t.Fatalf("slow subscriber ended with %v", slow.ended)
+	}
+	if got := slow.got(); len(got) != 1 {
+		t.Fatalf("slow subscriber was sent %v, want only its first batch", got)
+	}
+	waitFor(t, "the other subscriber", func() bool { return len(fine.got()) == 5 })
+	if h.SlowClosed() != 1 {
+		t.Fatalf("SlowClosed = %d", h.SlowClosed())
+	}
+
+	h.Close() // shutdown ends every pushed stream
+	<-fine.endedCh
+	if !errors.Is(fine.ended, ErrClosed) {
+		t.Fatalf("closed subscriber ended with %v", fine.ended)
+	}
+	late := newRecorder(h, "", false) // after Close, the caller serves
+	late.sub.Close()
+	<-late.endedCh
+}
+
+func TestPushedBroadcastAllocatesNothingPerSubscriber(t *testing.T) {
+	h := New(1 << 30)
+	defer h.Close()
+	recs := make([]*recorder, 1000)
+	for i := range recs {
+		recs[i] = &recorder{sub: h.Subscribe(""), endedCh: make(chan struct{})}
+		recs[i].sub.out = recs[i]
+	}
+	e := msg(1, "k")
+	// Serve on this goroutine (what a writer does), so allocations are counted exactly.
+	serveAll := func() {
+		h.writers.mu.Lock()
+		ready := h.writers.ready
+		h.writers.ready = nil
+		h.writers.mu.Unlock()
+		for _, s := range ready {
+			s.serve()
+		}
+		h.writers.mu.Lock()
+		h.writers.ready = ready[:0]
+		h.writers.mu.Unlock()
+	}
+	h.writers.started, h.writers.count = true, 1 // no writer goroutines: this test is the writer
+	for range 3 {
+		h.Broadcast(e)
+		serveAll()
+	}
+	for _, r := range recs {
+		r.seqs = make([]uint64, 0, 1024)
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		h.Broadcast(e)
+		serveAll()
+	})
+	if allocs != 0 {
+		t.Fatalf("broadcast to 1000 pushed subscribers plus their writes allocates %v times", allocs)
+	}
+}
