@@ -38,6 +38,7 @@ type Config struct {
 	Only        string        // comma-separated scenario letters; "" = all
 	CPUProfile  string        // write a CPU profile of the relay during (a); needs PprofBin
 	PprofBin    string        // bench/cmd/herald-relay-pprof binary
+	RelayArgs   []string      // more flags for the shard relays (e.g. --write-interval=0)
 	Logf        func(format string, args ...any)
 }
 
@@ -136,9 +137,10 @@ func (r *Runner) pprofAddr() string { return "127.0.0.1:" + strconv.Itoa(r.cfg.P
 
 func (r *Runner) startRelay(ctx context.Context, name, bin string, port int, env []string) (*Proc, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := StartProc(name, bin, []string{"relay", "--role=shard", "--shardmap=" + r.mapFile, "--shard=0",
+	args := append([]string{"relay", "--role=shard", "--shardmap=" + r.mapFile, "--shard=0",
 		"--listen=" + addr, "--redis-addresses=" + r.cluster.Addr(), "--auth=none", "--log-level=warn",
-		"--queue-bytes=4194304"}, env, filepath.Join(r.cfg.WorkDir, name+".log"), "http://"+addr)
+		"--queue-bytes=4194304"}, r.cfg.RelayArgs...)
+	p, err := StartProc(name, bin, args, env, filepath.Join(r.cfg.WorkDir, name+".log"), "http://"+addr)
 	if err != nil {
 		return nil, err
 	}

@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -202,7 +200,7 @@ var sseTransport = &http.Transport{
 	DisableCompression:  true,
 	MaxIdleConnsPerHost: 16,
 	WriteBufferSize:     1 << 10,
-	ReadBufferSize:      8 << 10,
+	ReadBufferSize:      8 << 10, // readSSE reads 64 KiB and more at a time, past this buffer
 }
 
 // OpenSSE connects n SSE subscribers to url (at most par connecting at once) and starts their
@@ -240,52 +238,64 @@ var (
 )
 
 // readSSE parses only what it needs: the id line, whether the event is a gap, and seq/ts of
-// the data line. One bufio.Reader per connection; no allocation per event.
+// the data line. It reads up to 64 KiB at a time and stamps every event of one read with the
+// same receive time (when the bytes reached the client), so a client keeps up with a busy
+// stream at a fraction of a CPU; no allocation per event.
 func (s *Sub) readSSE(body io.Reader) {
 	defer close(s.done)
-	rd := bufio.NewReaderSize(body, 8<<10)
-	var ms, idSeq, seq uint64
-	var ts int64
-	var haveID, haveStamp, gap bool
+	buf := make([]byte, 128<<10)
+	start, end := 0, 0
 	for {
-		line, err := rd.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// A line longer than the buffer: look at its start (the stamp is near it), skip the rest.
-			if bytes.HasPrefix(line, dataPrefix) {
-				seq, ts, haveStamp = parseStamp(line)
+		if start > 0 { // keep the incomplete event at the front
+			end = copy(buf, buf[start:end])
+			start = 0
+		}
+		if end == len(buf) { // one event larger than the buffer
+			buf = append(buf, make([]byte, len(buf))...)
+		}
+		n, err := body.Read(buf[end:])
+		end += n
+		now := time.Now()
+		for {
+			i := bytes.Index(buf[start:end], frameEnd)
+			if i < 0 {
+				break
 			}
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = rd.ReadSlice('\n')
-			}
-			if err != nil {
-				s.err = err
-				return
-			}
-			continue
+			s.frame(buf[start:start+i+1], now)
+			start += i + len(frameEnd)
 		}
 		if err != nil {
 			s.err = err
 			return
 		}
-		line = bytes.TrimRight(line, "\r\n")
+	}
+}
+
+var frameEnd = []byte("\n\n")
+
+// frame handles one SSE frame (its lines, each ending in a newline).
+func (s *Sub) frame(f []byte, now time.Time) {
+	var ms, idSeq, seq uint64
+	var ts int64
+	var haveID, haveStamp bool
+	for len(f) > 0 {
+		j := bytes.IndexByte(f, '\n')
+		line := f[:j]
+		f = f[j+1:]
 		switch {
-		case len(line) == 0:
-			switch {
-			case gap:
-				s.gaps++
-			case haveID && haveStamp:
-				s.deliver(ms, idSeq, seq, ts, time.Now())
-			}
-			haveID, haveStamp, gap = false, false, false
 		case bytes.HasPrefix(line, idPrefix):
 			ms, idSeq, haveID = parseStreamID(line[len(idPrefix):])
 		case bytes.HasPrefix(line, dataPrefix):
 			seq, ts, haveStamp = parseStamp(line)
 		case bytes.Equal(line, eventGap):
-			gap = true
+			s.gaps++
+			return
 		case bytes.HasPrefix(line, slowNote):
 			s.slow.Store(true)
 		}
+	}
+	if haveID && haveStamp {
+		s.deliver(ms, idSeq, seq, ts, now)
 	}
 }
 

@@ -58,6 +58,7 @@ var flagEnv = map[string]string{
 	"probe-interval":                 "HERALD_PROBE_INTERVAL",
 	"probe-timeout":                  "HERALD_PROBE_TIMEOUT",
 	"write-timeout":                  "HERALD_WRITE_TIMEOUT",
+	"write-interval":                 "HERALD_WRITE_INTERVAL",
 	"replica-wait-timeout":           "HERALD_REPLICA_WAIT_TIMEOUT",
 	"shutdown-timeout":               "HERALD_SHUTDOWN_TIMEOUT",
 	"log-level":                      "HERALD_LOG_LEVEL",
@@ -88,7 +89,7 @@ type config struct {
 	role, shardMapFile, listen, addrs, user, passFile, logLevel string
 	shard, queueBytes                                           int
 	heartbeat, idemWindow, probeInterval, probeTimeout          time.Duration
-	writeTimeout, waitTimeout, shutdownTimeout                  time.Duration
+	writeTimeout, waitTimeout, shutdownTimeout, writeInterval   time.Duration
 	auth, audience, kubeconfig                                  string // shard role: caller authentication
 	channels, namespace, tokenFile, endpointsFile               string // sidecar role
 	tls, tlsInsecure                                            bool   // Redis TLS
@@ -117,6 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.DurationVar(&c.probeInterval, "probe-interval", time.Second, "interval of the heartbeat probe published on the shard's own live channel")
 	fs.DurationVar(&c.probeTimeout, "probe-timeout", 3*time.Second, "rebuild the shard subscription when no probe came back for this long")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "bound of one batch write to a subscriber")
+	fs.DurationVar(&c.writeInterval, "write-interval", 10*time.Millisecond, "shard role: least time between two rounds of writes to live SSE subscribers; under load each gets one write per interval with all its events (0: write as soon as possible)")
 	fs.DurationVar(&c.waitTimeout, "replica-wait-timeout", time.Second, "bound of WAIT for publishes with ?ack=replicated")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to in-flight requests on shutdown")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -211,6 +213,9 @@ func (c *config) logger(stderr io.Writer) (*slog.Logger, error) {
 		if d <= 0 {
 			return nil, fmt.Errorf("--%s must be positive", name)
 		}
+	}
+	if c.writeInterval < 0 {
+		return nil, errors.New("--write-interval must not be negative")
 	}
 	return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})), nil
 }
@@ -318,7 +323,7 @@ func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) 
 		Map: &m, Shard: c.shard,
 		Redis:     redis.ClusterOptions{Addrs: addrs, Username: c.user, Password: password, TLSConfig: tlsConfig},
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, IdempotencyWindow: c.idemWindow,
-		WriteTimeout: c.writeTimeout, WaitTimeout: c.waitTimeout,
+		WriteTimeout: c.writeTimeout, WaitTimeout: c.waitTimeout, WriteInterval: c.writeInterval,
 		Upstream: upstream.Options{ProbeInterval: c.probeInterval, ProbeTimeout: c.probeTimeout},
 	}, nil
 }

@@ -30,6 +30,7 @@ type ShardOptions struct {
 	QueueBytes        int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
 	IdempotencyWindow time.Duration        // how long an Idempotency-Key is remembered. Defaults to 24h.
 	WriteTimeout      time.Duration        // bound of one batch write to a subscriber. Defaults to 10s.
+	WriteInterval     time.Duration        // least time between two write rounds to live SSE subscribers (hub.SetWriteInterval); 0 = none
 	WaitTimeout       time.Duration        // bound of WAIT for ?ack=replicated. Defaults to 1s.
 	Upstream          upstream.Options     // probe interval/timeout and other upstream knobs
 	Logger            *slog.Logger         // defaults to slog.Default()
@@ -97,6 +98,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 	log := opt.Logger.With("namespace", opt.Map.Namespace, "channel", opt.Map.Channel)
 	opt.Upstream.Logger = log
 	r := &ShardRelay{opt: opt, cluster: redis.NewClusterClient(&ro), hub: hub.New(opt.QueueBytes)}
+	r.hub.SetWriteInterval(opt.WriteInterval)
 	labels := prometheus.Labels{"namespace": opt.Map.Namespace, "channel": opt.Map.Channel, "shard": strconv.Itoa(opt.Shard)}
 	met := metrics.New(opt.Registry, labels, r.hub)
 	enc := event.NewEncoder(opt.Map.Namespace, opt.Map.Channel)

@@ -3,6 +3,7 @@ package hub
 import (
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/heraldhq/herald/relay/event"
 )
@@ -85,6 +86,21 @@ type writers struct {
 	stopped bool
 	idle    int // writers waiting on cond
 	count   int
+
+	interval  time.Duration // least time between the starts of two write rounds (0: none)
+	lastRound time.Time
+}
+
+// SetWriteInterval sets the least time between the starts of two write rounds of pushed
+// subscribers. A round writes each ready connection once, with everything queued for it. While
+// events arrive less often than d, each goes out at once; under load a connection gets one
+// write per d carrying all its events, instead of one write (and one wakeup of its reader)
+// each: fewer system calls on both ends for at most d of added latency. 0: a round starts as
+// soon as a writer is free.
+func (h *Hub) SetWriteInterval(d time.Duration) {
+	h.writers.mu.Lock()
+	h.writers.interval = max(d, 0)
+	h.writers.mu.Unlock()
 }
 
 // schedule puts s on the ready list, starting the writers on first use. After the hub was
@@ -125,12 +141,25 @@ func (w *writers) run() {
 			w.cond.Wait()
 			w.idle--
 		}
+		if wait := w.interval - time.Since(w.lastRound); wait > 0 && !w.stopped {
+			// A round ran moments ago: let events pile up, so each connection gets one write
+			// carrying all of them instead of one write each.
+			w.mu.Unlock()
+			time.Sleep(wait)
+			w.mu.Lock()
+			if len(w.ready) == 0 {
+				w.mu.Unlock()
+				continue
+			}
+		}
+		w.lastRound = time.Now()
+		// Oldest first: taking from the tail would starve the head while new ones arrive.
 		n := max((len(w.ready)+w.count-1)/w.count, min(len(w.ready), 64))
-		cut := len(w.ready) - n
-		mine = append(mine[:0], w.ready[cut:]...)
-		clear(w.ready[cut:])
-		w.ready = w.ready[:cut]
-		if cut > 0 && w.idle > 0 {
+		mine = append(mine[:0], w.ready[:n]...)
+		left := copy(w.ready, w.ready[n:])
+		clear(w.ready[left:])
+		w.ready = w.ready[:left]
+		if left > 0 && w.idle > 0 {
 			w.cond.Signal()
 		}
 		w.mu.Unlock()

@@ -229,3 +229,30 @@ func TestPushedBroadcastAllocatesNothingPerSubscriber(t *testing.T) {
 		t.Fatalf("broadcast to 1000 pushed subscribers plus their writes allocates %v times", allocs)
 	}
 }
+
+func TestWriteIntervalCoalescesABurstIntoOneWrite(t *testing.T) {
+	const interval = 300 * time.Millisecond
+	h := New(1 << 30)
+	defer h.Close()
+	h.SetWriteInterval(interval)
+	r := newRecorder(h, "", false)
+	start := time.Now()
+	h.Broadcast(msg(1, "k")) // the first round starts at once
+	waitFor(t, "the first event", func() bool { return len(r.got()) == 1 })
+	if d := time.Since(start); d >= interval {
+		t.Fatalf("the first event took %v: an idle stream must not wait for the interval", d)
+	}
+	for i := 2; i <= 10; i++ { // a burst within one interval
+		h.Broadcast(msg(uint64(i), "k"))
+	}
+	waitFor(t, "the burst", func() bool { return len(r.got()) == 10 })
+	if d := time.Since(start); d < interval {
+		t.Fatalf("the second round came %v after the first, before the %v interval", d, interval)
+	}
+	r.mu.Lock()
+	batches := r.batches
+	r.mu.Unlock()
+	if !inOrder(r.got(), 10) || batches != 2 {
+		t.Fatalf("got %v in %d batches, want 1..10 in 2", r.got(), batches)
+	}
+}

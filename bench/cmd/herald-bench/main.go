@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,7 +46,22 @@ func main() {
 	flag.StringVar(&out, "json", "bin/bench/results.json", "where to write the figures as JSON")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the shard relay during the first (a) measurement (runs the relay from -pprof-relay)")
 	flag.StringVar(&cfg.PprofBin, "pprof-relay", "bin/herald-relay-pprof", "go build -o bin/herald-relay-pprof ./bench/cmd/herald-relay-pprof: the relay with a pprof listener")
+	var selfProfile, relayArgs string
+	flag.StringVar(&relayArgs, "relay-args", "", "more flags for the shard relays, space-separated (e.g. \"--write-interval=0\")")
+	flag.StringVar(&selfProfile, "loadgen-cpuprofile", "", "write a CPU profile of this load generator (its clients and publishers) for the whole run")
 	flag.Parse()
+	if selfProfile != "" {
+		f, err := os.Create(selfProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "-loadgen-cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cfg.RelayArgs = strings.Fields(relayArgs)
 	for i, s := range strings.Split(sizes, ",") {
 		s = strings.TrimSpace(s)
 		c := bench.Case{Scaled: i > 0}
