@@ -47,21 +47,33 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if v := os.Getenv("HERALD_FAILOVER_LOAD"); v != "" {
+		if publishFor, err = time.ParseDuration(v); err != nil || publishFor < 2*disruptAfter {
+			fmt.Fprintf(os.Stderr, "HERALD_FAILOVER_LOAD=%q: want a duration of at least %v\n", v, 2*disruptAfter)
+			os.Exit(2)
+		}
+	}
 	code := m.Run()
 	if err := cluster.Down(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
-	os.RemoveAll(dir)
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, "Redis Cluster data and node logs kept in", dir)
+	} else {
+		os.RemoveAll(dir)
+	}
 	os.Exit(code)
 }
 
-// Load parameters: about 1,000 messages per second for 8 s, disruption after 2 s.
+// Load parameters: about 1,000 messages per second for publishFor, disruption after 2 s.
 const (
 	workers      = 4
 	perWorkerGap = 4 * time.Millisecond // 4 workers x 250/s
-	publishFor   = 8 * time.Second
 	disruptAfter = 2 * time.Second
 )
+
+// publishFor is how long each scenario publishes: HERALD_FAILOVER_LOAD (a Go duration) or 20 s.
+var publishFor = 20 * time.Second
 
 type received struct {
 	id    cursor.ID

@@ -22,6 +22,8 @@
 // ?live=false (with a cursor) ends the stream after the replay with the comment ": end of
 // replay" (WebSocket: normal closure): sidecars resume their subscribers with it.
 //
-// ServeSSE, ServeWebSocket and the Sink they hand out are shared with the sidecar, so both
-// roles frame, batch, flush and close streams identically.
+// A live SSE stream of a shard relay is taken over from net/http after its replay and written
+// by the hub's writers with non-blocking writes (ssepush.go), so an idle one holds no handler
+// goroutine and no net/http buffers. ServeSSE, ServeWebSocket and the Sink they hand out are
+// shared with the sidecar, so both roles frame, batch and close streams identically.
 package httpapi

@@ -8,6 +8,11 @@
 // by cursor on a new connection. Enqueueing allocates nothing per subscriber once a queue has
 // grown to its working size (the writer hands its drained slice back, double-buffering).
 //
-// One writer goroutine per connection (see relay/httpapi) calls Subscriber.Next, which returns
-// everything queued since the last call, so a burst becomes one write and one flush.
+// A subscriber is drained in one of two ways. Pulled: a goroutine of its own calls
+// Subscriber.Next, which returns everything queued since the last call, so a burst becomes one
+// write (WebSocket, the sidecar). Pushed (push.go): Subscriber.Push hands it to the hub's few
+// writer goroutines, which call its Output with everything queued whenever it has events; an
+// idle pushed subscriber holds no goroutine (a shard relay's live SSE streams). Writers work
+// in rounds at most SetWriteInterval apart, so under load each connection gets one write per
+// round.
 package hub
