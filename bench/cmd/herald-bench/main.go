@@ -37,7 +37,7 @@ func main() {
 	flag.IntVar(&cfg.RedisBase, "redis-base-port", 7201, "first of the six ports of the benchmark's own Redis Cluster")
 	flag.IntVar(&cfg.PortBase, "port-base", 7210, "relays listen on this port and the next ones, the sidecar on +20, pprof on +90")
 	flag.StringVar(&sizes, "fanout", "1000@1000,1000@100+c,5000@20", "scenario (a) cases, subscribers@msgs/s; +c: (c) repeats it behind the sidecar; the first case's subscriber count is used by (b). "+
-		"Only the first is the issue's full size: this 2-core machine cannot deliver 1,000 x 1,000 (let alone 5,000 x 1,000) with its clients on the same cores, so the others are scaled down and marked so")
+		"Only the first is the issue's full size; on 2 cores shared with the clients 1,000 x 1,000 saturates the machine, so the others are scaled down (and marked so) for latency below that limit")
 	flag.Float64Var(&cfg.Rate, "rate", 1000, "messages per second in (e)")
 	flag.DurationVar(&cfg.Duration, "duration", 8*time.Second, "publishing time of one fan-out measurement ((b) and (f) steps take half)")
 	flag.IntVar(&cfg.IdleSubs, "idle-subscribers", 5000, "idle subscribers in (d)")
