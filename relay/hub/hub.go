@@ -64,7 +64,6 @@ func (h *Hub) Subscribe(key string) *Subscriber {
 		key:   key,
 		limit: h.queueBytes,
 		wake:  make(chan struct{}, 1),
-		dead:  make(chan struct{}),
 	}
 	sh := &h.shards[s.id%shardCount]
 	sh.mu.Lock()
@@ -155,7 +154,6 @@ type Subscriber struct {
 	queued int              // bytes pending
 	err    error            // why the subscriber stopped, once it has
 	wake   chan struct{}    // capacity 1: "the queue is not empty or err is set"
-	dead   chan struct{}    // closed when err is set
 
 	// Push mode (push.go): out receives batches from the hub's writers instead of a goroutine
 	// calling Next.
@@ -207,7 +205,6 @@ func (s *Subscriber) failLocked(err error) (schedule bool) {
 	clear(s.queue)
 	s.queue = s.queue[:0]
 	s.queued = 0
-	close(s.dead)
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -215,9 +212,12 @@ func (s *Subscriber) failLocked(err error) (schedule bool) {
 	return s.claimLocked()
 }
 
-// Dead is closed when the subscriber stopped (slow consumer or Close); a writer blocked on a
-// socket watches it to abandon the write.
-func (s *Subscriber) Dead() <-chan struct{} { return s.dead }
+// Err is why the subscriber stopped (ErrSlowConsumer or ErrClosed), nil while it runs.
+func (s *Subscriber) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
 
 // Next waits until events are queued and returns all of them, oldest first. buf is the slice
 // the previous call returned (or nil); its contents are dropped and its array reused, so a
@@ -266,5 +266,5 @@ func (s *Subscriber) Close() {
 // Detached returns a subscriber that belongs to no hub and never receives anything: for a
 // stream that only replays history (it must not count as a live subscriber). Close it as usual.
 func Detached() *Subscriber {
-	return &Subscriber{pos: -1, wake: make(chan struct{}, 1), dead: make(chan struct{})}
+	return &Subscriber{pos: -1, wake: make(chan struct{}, 1)}
 }

@@ -161,13 +161,13 @@ func TestPushedSlowConsumerAndCloseEndTheStreamOnce(t *testing.T) {
 		h.Broadcast(e)
 	}
 	waitFor(t, "the other subscriber", func() bool { return len(fine.got()) == 4 })
-	select {
-	case <-slow.sub.Dead():
-		t.Fatal("closed as slow within its queue limit")
-	default:
+	if err := slow.sub.Err(); err != nil {
+		t.Fatalf("stopped within its queue limit: %v", err)
 	}
 	h.Broadcast(e)    // one more event than the slow one's queue holds
-	<-slow.sub.Dead() // the subscriber stops at once
+	if !errors.Is(slow.sub.Err(), ErrSlowConsumer) { // the subscriber stops at once
+		t.Fatalf("Err() = %v right after the event that passed the limit", slow.sub.Err())
+	}
 	slow.release()    // the output hands the batch back; only then is the stream ended
 	<-slow.endedCh
 	if !errors.Is(slow.ended, ErrSlowConsumer) {

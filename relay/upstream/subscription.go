@@ -324,7 +324,9 @@ func (s *Subscription) findMaster(ctx context.Context, reload bool) (*redis.Clie
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, 500*time.Millisecond)):
+			// At most 200 ms apart: right after a promotion every moment waiting here is a
+			// moment without delivery, and an attempt is two small commands.
+			case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, 200*time.Millisecond)):
 			}
 		}
 		master, err := s.cluster.MasterForKey(ctx, s.shard.LiveChannel)
