@@ -104,12 +104,14 @@ func (h *Hub) SetWriteInterval(d time.Duration) {
 }
 
 // schedule puts s on the ready list, starting the writers on first use. After the hub was
-// closed it serves s at once, so a late event or close still reaches the connection.
+// closed (the writers are gone) s is served on a goroutine of its own, so a late event or
+// close still reaches the connection; not on the caller's, which may hold a registry lock
+// that ending the stream needs.
 func (w *writers) schedule(s *Subscriber) {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
-		s.serve()
+		go s.serve()
 		return
 	}
 	if !w.started {
@@ -170,9 +172,9 @@ func (w *writers) run() {
 	}
 }
 
-// Close closes every subscriber (pushed ones are ended by the writers, which then stop) and
-// makes later events and closes of pushed subscribers run on the caller. Relays call it on
-// shutdown, since pushed connections outlive their HTTP handlers.
+// Close closes every subscriber (pushed ones are ended by the writers, which then stop); a
+// pushed subscriber that has events or is closed later is served on a goroutine of its own.
+// Relays call it on shutdown, since pushed connections outlive their HTTP handlers.
 func (h *Hub) Close() {
 	var subs []*Subscriber
 	for i := range h.shards {

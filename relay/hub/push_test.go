@@ -14,6 +14,7 @@ import (
 type recorder struct {
 	sub  *Subscriber
 	hold bool
+	fail bool // Send fails as a broken connection does: it closes the subscriber
 
 	mu      sync.Mutex
 	seqs    []uint64
@@ -39,6 +40,9 @@ func (r *recorder) Send(batch []*event.Encoded) bool {
 	if r.hold {
 		r.held = append(r.held, batch)
 		return false
+	}
+	if r.fail {
+		r.sub.Close()
 	}
 	return true
 }
@@ -186,9 +190,20 @@ func TestPushedSlowConsumerAndCloseEndTheStreamOnce(t *testing.T) {
 	if !errors.Is(fine.ended, ErrClosed) {
 		t.Fatalf("closed subscriber ended with %v", fine.ended)
 	}
-	late := newRecorder(h, "", false) // after Close, the caller serves
+	late := newRecorder(h, "", false) // after Close, events and closes still reach the output
+	h.Broadcast(e)
+	waitFor(t, "an event after Close", func() bool { return len(late.got()) == 1 })
 	late.sub.Close()
 	<-late.endedCh
+	// A write that fails after Close unregisters the subscriber, which takes the registry lock
+	// that Broadcast holds: it must not run on Broadcast's goroutine.
+	broken := newRecorder(h, "", false)
+	broken.fail = true
+	h.Broadcast(e)
+	<-broken.endedCh
+	if !errors.Is(broken.ended, ErrClosed) || h.Subscribers() != 0 {
+		t.Fatalf("broken subscriber ended with %v, %d subscribers left", broken.ended, h.Subscribers())
+	}
 }
 
 func TestPushedBroadcastAllocatesNothingPerSubscriber(t *testing.T) {
