@@ -107,33 +107,37 @@ func (c *sseConn) Send(batch []*event.Encoded) bool {
 	defer sseBuffers.Put(bp)
 	for i, e := range kept {
 		if len(buf) > 0 && len(buf)+len(e.SSE) > sseWriteBytes {
-			if !c.tryFlush(buf, kept[i:], batch) {
-				return false
+			if ok, handedOff := c.tryFlush(buf, kept[i:], batch); !ok {
+				return !handedOff
 			}
 			buf = buf[:0]
 		}
 		buf = append(buf, e.SSE...) // an event over the buffer size goes alone
 	}
-	return len(buf) == 0 || c.tryFlush(buf, nil, batch)
+	if len(buf) == 0 {
+		return true
+	}
+	_, handedOff := c.tryFlush(buf, nil, batch)
+	return !handedOff
 }
 
-// tryFlush writes buf without waiting. When the peer's socket buffer is full it copies the
-// unwritten part and, with the events not yet framed (rest), finishes the batch on a goroutine
-// of its own and returns false. A failed connection closes the subscriber; the batch is then
-// done.
-func (c *sseConn) tryFlush(buf []byte, rest, batch []*event.Encoded) bool {
+// tryFlush writes buf without waiting; ok reports that it all went out. When the peer's socket
+// buffer is full it copies the unwritten part and, with the events not yet framed (rest),
+// finishes the batch on a goroutine of its own (handedOff). A failed connection closes the
+// subscriber.
+func (c *sseConn) tryFlush(buf []byte, rest, batch []*event.Encoded) (ok, handedOff bool) {
 	n, full, err := c.tryWrite(buf)
 	if err != nil {
 		c.sub.Close()
-		return true
+		return false, false
 	}
 	if !full {
-		return true
+		return true, false
 	}
 	left := append([]byte(nil), buf[n:]...)
 	rest = append([]*event.Encoded(nil), rest...)
 	go c.finish(left, rest, batch)
-	return false
+	return false, true
 }
 
 // finish sends the rest of a batch the peer was slow to take, under the write timeout, then

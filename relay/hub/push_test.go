@@ -168,11 +168,11 @@ func TestPushedSlowConsumerAndCloseEndTheStreamOnce(t *testing.T) {
 	if err := slow.sub.Err(); err != nil {
 		t.Fatalf("stopped within its queue limit: %v", err)
 	}
-	h.Broadcast(e)    // one more event than the slow one's queue holds
+	h.Broadcast(e)                                   // one more event than the slow one's queue holds
 	if !errors.Is(slow.sub.Err(), ErrSlowConsumer) { // the subscriber stops at once
 		t.Fatalf("Err() = %v right after the event that passed the limit", slow.sub.Err())
 	}
-	slow.release()    // the output hands the batch back; only then is the stream ended
+	slow.release() // the output hands the batch back; only then is the stream ended
 	<-slow.endedCh
 	if !errors.Is(slow.ended, ErrSlowConsumer) {
 		t.Fatalf("slow subscriber ended with %v", slow.ended)
