@@ -62,8 +62,7 @@ func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration
 	// buffer is nothing a subscriber needs.
 	_ = conn.SetDeadline(time.Time{})
 	if _, err := c.blockingWrite([]byte(sseHeader)); err != nil {
-		sub.Close()
-		_ = conn.Close()
+		c.close()
 		return nil
 	}
 	return c
@@ -171,9 +170,10 @@ func (c *sseConn) End(err error) {
 	c.close()
 }
 
+// close ends the connection and the subscriber (it unregisters one the hub closed as slow).
 func (c *sseConn) close() {
 	_ = c.conn.Close()
-	c.sub.Close() // unregisters a subscriber the hub closed as slow
+	c.sub.Close()
 }
 
 // tryWrite writes what the socket takes now: full reports that the peer's socket buffer

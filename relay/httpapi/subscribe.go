@@ -252,8 +252,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveHijacked(ctx context.Context, c *sseConn, req subscribeRequest) {
 	last, seam, ok := s.resume(ctx, c, req)
 	if !ok {
-		c.sub.Close()
-		_ = c.conn.Close()
+		c.close()
 		return
 	}
 	c.last, c.seam = last, seam
