@@ -65,15 +65,7 @@ func TestRollbackIsReportedWhenRedisLosesAcknowledgedWrites(t *testing.T) {
 	}
 
 	// Stop the replica, publish more than the replication link's buffers hold.
-	if err := cluster.Signal(replica, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	defer func() {
-		if stopped {
-			_ = cluster.Signal(replica, syscall.SIGCONT)
-		}
-	}()
+	stop(t, replica)
 	pad := strings.Repeat("x", 60<<10-64)
 	var acked []string
 	for i := range 150 {
@@ -95,7 +87,6 @@ func TestRollbackIsReportedWhenRedisLosesAcknowledgedWrites(t *testing.T) {
 	if err := cluster.Signal(replica, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	stopped = false
 	defer func() {
 		_ = cluster.Restart(master)
 		if err := cluster.WaitHealthy(60 * time.Second); err != nil {

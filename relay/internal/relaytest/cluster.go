@@ -41,12 +41,16 @@ func (c *Cluster) Do(ctx context.Context, port int, args ...any) (any, error) {
 	return n.Do(ctx, args...).Result()
 }
 
-// MasterOf returns the port of the node that every reachable node agrees owns slot.
+// MasterOf returns the port of the node that every reachable node agrees owns slot. Each node
+// gets its own short deadline, so a paused node (SIGSTOP accepts connections but never answers)
+// costs half a second instead of the caller's whole deadline.
 func (c *Cluster) MasterOf(ctx context.Context, slot int) (int, error) {
 	owner := 0
 	for _, p := range c.Ports() {
 		n := c.node(p)
-		slots, err := n.ClusterSlots(ctx).Result()
+		nctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		slots, err := n.ClusterSlots(nctx).Result()
+		cancel()
 		n.Close()
 		if err != nil {
 			continue
