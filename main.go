@@ -7,8 +7,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -103,7 +101,10 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	redisOpts, err := defaultRedis(*redisAddrs, *redisUser, *redisPasswordFile, *redisTLS, *redisCAFile, *redisServerName)
+	redisOpts, relayTLS, err := controllers.DefaultRedisFlags{
+		Addresses: *redisAddrs, Username: *redisUser, PasswordFile: *redisPasswordFile,
+		TLS: *redisTLS, CAFile: *redisCAFile, ServerName: *redisServerName,
+	}.Load()
 	if err != nil {
 		return err
 	}
@@ -131,6 +132,7 @@ func runManager(args []string) error {
 		Recorder:         mgr.GetEventRecorder("herald-manager"),
 		Redis:            &redisconf.Pool{},
 		DefaultRedis:     redisOpts,
+		DefaultRelayTLS:  relayTLS,
 		RelayImage:       *relayImage,
 		RelayResources:   resources,
 		RelayClusterRole: *relayClusterRole,
@@ -168,38 +170,6 @@ func runManager(args []string) error {
 	}
 	ctrl.Log.WithName("setup").Info("Starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
-}
-
-// defaultRedis builds the operator's default Redis connection from its flags.
-func defaultRedis(addrs, user, passwordFile string, useTLS bool, caFile, serverName string) (redisconf.Options, error) {
-	var o redisconf.Options
-	for _, a := range strings.Split(addrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			o.Addrs = append(o.Addrs, a)
-		}
-	}
-	o.Username = user
-	if passwordFile != "" {
-		b, err := os.ReadFile(passwordFile)
-		if err != nil {
-			return o, fmt.Errorf("--redis-password-file: %w", err)
-		}
-		o.Password = strings.TrimSpace(string(b))
-	}
-	if useTLS {
-		o.TLS = &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
-		if caFile != "" {
-			pem, err := os.ReadFile(caFile)
-			if err != nil {
-				return o, fmt.Errorf("--redis-tls-ca-file: %w", err)
-			}
-			o.TLS.RootCAs = x509.NewCertPool()
-			if !o.TLS.RootCAs.AppendCertsFromPEM(pem) {
-				return o, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", caFile)
-			}
-		}
-	}
-	return o, nil
 }
 
 // probe is an exec probe: the sidecar listens on loopback only, which the kubelet cannot reach.

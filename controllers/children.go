@@ -40,8 +40,11 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 		}
 	}
 	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RedisAddrs: o.redisAddrs}
-	if ch.Spec.Redis != nil {
-		p.RedisTLS = ch.Spec.Redis.TLS
+	switch {
+	case ch.Spec.Redis == nil:
+		p.RedisTLS = r.DefaultRelayTLS
+	case ch.Spec.Redis.TLS != nil:
+		p.RedisTLS = &workloads.RedisTLS{RedisTLS: *ch.Spec.Redis.TLS}
 	}
 
 	if err := r.ensure(ctx, workloads.ServiceAccount(ch)); err != nil {

@@ -7,16 +7,48 @@
 #   hack/redis-cluster.sh status   print each node's role and cluster state
 #
 # Environment: REDIS_CLUSTER_BASE_PORT (7001), REDIS_CLUSTER_DIR (a directory under the cache),
-# REDIS_CLUSTER_NODE_TIMEOUT (2000 ms).
+# REDIS_CLUSTER_NODE_TIMEOUT (2000 ms), REDIS_CLUSTER_TLS (1: the nodes speak only TLS, to
+# clients, to each other and to their replicas, with a CA and a certificate for 127.0.0.1 that
+# `up` makes with openssl in $REDIS_CLUSTER_DIR/tls; clients trust tls/ca.crt).
 set -euo pipefail
 
 BASE=${REDIS_CLUSTER_BASE_PORT:-7001}
 DIR=${REDIS_CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/herald/redis-cluster-$BASE}
 NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-2000}
 PORTS=$(seq "$BASE" $((BASE + 5)))
+TLS_DIR=$DIR/tls
+TLS_CLI=()
+if [ "${REDIS_CLUSTER_TLS:-}" = 1 ]; then
+	TLS_CLI=(--tls --cacert "$TLS_DIR/ca.crt")
+fi
 
 log() { echo "redis-cluster: $*" >&2; }
-cli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
+cli() { redis-cli "${TLS_CLI[@]}" -h 127.0.0.1 -p "$1" "${@:2}"; }
+
+# listen_args PORT: how a node listens, in plain TCP or TLS only.
+listen_args() {
+	if [ ${#TLS_CLI[@]} -eq 0 ]; then
+		echo --port "$1"
+	else
+		echo --port 0 --tls-port "$1" --tls-cluster yes --tls-replication yes --tls-auth-clients no \
+			--tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.crt"
+	fi
+}
+
+# make_certs: a throw-away CA and a server certificate for 127.0.0.1 signed by it.
+make_certs() {
+	mkdir -p "$TLS_DIR"
+	(
+		cd "$TLS_DIR"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+			-subj /CN=herald-test-ca -keyout ca.key -out ca.crt
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+			-keyout server.key -out server.csr
+		printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
+		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
+			-extfile server.ext -out server.crt
+	) >"$DIR/certs.log" 2>&1 || { cat "$DIR/certs.log" >&2; return 1; }
+}
 
 # await DESCRIPTION SECONDS COMMAND...: retry COMMAND every 0.2 s until it succeeds.
 await() {
@@ -32,11 +64,11 @@ await() {
 }
 
 install() {
-	command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return
-	log "installing Debian's redis-server"
+	command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null && return
+	log "installing Debian's redis-server and openssl"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >&2
-	apt-get install -y -qq redis-server >&2
+	apt-get install -y -qq redis-server openssl >&2
 	# The package starts a system-wide server on 6379; this project never uses it.
 	if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
 		systemctl stop redis-server || true
@@ -65,9 +97,11 @@ up() {
 	fi
 	down_quiet
 	mkdir -p "$DIR"
+	[ ${#TLS_CLI[@]} -eq 0 ] || make_certs
 	for p in $PORTS; do
 		mkdir -p "$DIR/$p"
-		redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+		# shellcheck disable=SC2046 # listen_args is a list of words
+		redis-server $(listen_args "$p") --bind 127.0.0.1 --cluster-enabled yes \
 			--cluster-config-file "nodes-$p.conf" --cluster-node-timeout "$NODE_TIMEOUT" \
 			--appendonly yes --save "" --dir "$DIR/$p" --daemonize yes \
 			--pidfile "$DIR/$p/redis.pid" --logfile "$DIR/$p/redis.log"
@@ -75,7 +109,7 @@ up() {
 	for p in $PORTS; do await "node $p" 20 cli "$p" ping; done
 	local addrs=()
 	for p in $PORTS; do addrs+=("127.0.0.1:$p"); done
-	redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 ||
+	redis-cli "${TLS_CLI[@]}" --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 ||
 		{ cat "$DIR/create.log" >&2; return 1; }
 	await "cluster_state:ok on every node" 60 all_ok
 	await "replicas in sync" 60 replicas_synced

@@ -119,7 +119,13 @@ func (c *Conn) discoverFrom(ctx context.Context, seed string) (Topology, []Node,
 			if host == "" || host == "?" {
 				host = n.IP
 			}
-			addr := host + ":" + strconv.FormatInt(n.Port, 10)
+			// A node that speaks only TLS reports port 0 and its tls-port; one that speaks both is
+			// reached on the port that matches how this operator connects.
+			port := n.Port
+			if n.TLSPort != 0 && (port == 0 || c.opts.TLS != nil) {
+				port = n.TLSPort
+			}
+			addr := host + ":" + strconv.FormatInt(port, 10)
 			master := n.Role == "master"
 			nodes = append(nodes, Node{Addr: addr, Master: master})
 			if master && len(s.Slots) > 0 {

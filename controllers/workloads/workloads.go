@@ -37,13 +37,26 @@ const (
 	redisCADir  = "/etc/herald-redis-ca" // the CA of spec.redis.tls.caSecretRef
 )
 
+// RedisCAKey is the key of the shard map ConfigMap that carries the CA bundle of the operator's
+// default Redis, for relays in the channel's namespace (a CA bundle is public, like the
+// kube-root-ca.crt ConfigMap).
+const RedisCAKey = "redis-ca.crt"
+
 // Params is what the builders need besides the channel itself.
 type Params struct {
 	Map            *shardmap.Map               // placed shards
 	RelayImage     string                      // default relay image (spec.relay.image overrides)
 	RelayResources corev1.ResourceRequirements // default relay resources (spec.relay.resources overrides)
 	RedisAddrs     []string                    // what relays connect to
-	RedisTLS       *heraldv1.RedisTLS          // nil for plain TCP
+	RedisTLS       *RedisTLS                   // nil for plain TCP
+}
+
+// RedisTLS is how relays reach Redis over TLS: spec.redis.tls as written (its CA comes from a
+// Secret in the channel's namespace), or the operator's default Redis settings, whose CA the
+// operator ships in the shard map ConfigMap.
+type RedisTLS struct {
+	heraldv1.RedisTLS
+	CAPEM string // the default Redis's CA bundle; empty: spec.redis.tls.caSecretRef, else the system roots
 }
 
 func labels(ch *heraldv1.NotificationChannel, component string) map[string]string {
@@ -78,9 +91,13 @@ func ConfigMap(ch *heraldv1.NotificationChannel, p Params) (*corev1.ConfigMap, e
 	if err != nil {
 		return nil, err
 	}
+	data := map[string]string{shardmap.ConfigMapKey: string(b)}
+	if p.RedisTLS != nil && p.RedisTLS.CAPEM != "" {
+		data[RedisCAKey] = p.RedisTLS.CAPEM
+	}
 	return &corev1.ConfigMap{
 		ObjectMeta: meta(ch, shardmap.ConfigMapName(ch.Name), labels(ch, "shardmap")),
-		Data:       map[string]string{shardmap.ConfigMapKey: string(b)},
+		Data:       data,
 	}, nil
 }
 
@@ -128,6 +145,8 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 			caVolume = &corev1.Volume{Name: "redis-ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 				SecretName: ref.Name, Items: []corev1.KeyToPath{{Key: key, Path: "ca.crt"}}}}}
 			args = append(args, "--redis-tls-ca-file="+redisCADir+"/ca.crt")
+		} else if t.CAPEM != "" {
+			args = append(args, "--redis-tls-ca-file="+shardMapDir+"/"+RedisCAKey)
 		}
 		if t.ServerName != "" {
 			args = append(args, "--redis-tls-server-name="+t.ServerName)

@@ -47,12 +47,18 @@ func TestDeployment(t *testing.T) {
 		}), p: params(), wantImage: "mine:2", wantMem: "1Gi", spread: false},
 		"tls": {ch: channel(), p: func() Params {
 			p := params()
-			p.RedisTLS = &heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true,
-				CASecretRef: &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "bundle.pem"}}
+			p.RedisTLS = &RedisTLS{RedisTLS: heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true,
+				CASecretRef: &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "bundle.pem"}}}
 			return p
 		}(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
 			wantArgs: []string{"--redis-tls", "--redis-tls-server-name=redis.example", "--redis-tls-insecure-skip-verify",
 				"--redis-tls-ca-file=/etc/herald-redis-ca/ca.crt"}},
+		"default Redis over TLS": {ch: channel(), p: func() Params {
+			p := params()
+			p.RedisTLS = &RedisTLS{CAPEM: "-----BEGIN CERTIFICATE-----"}
+			return p
+		}(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
+			wantArgs: []string{"--redis-tls", "--redis-tls-ca-file=/etc/herald/redis-ca.crt"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -72,7 +78,7 @@ func TestDeployment(t *testing.T) {
 			if d.Spec.Selector.MatchLabels[LabelShard] != "1" || d.Spec.Template.Labels[LabelShard] != "1" {
 				t.Error("the selector must pick this shard's pods only")
 			}
-			if tc.p.RedisTLS != nil {
+			if tc.p.RedisTLS != nil && tc.p.RedisTLS.CASecretRef != nil {
 				v := d.Spec.Template.Spec.Volumes[len(d.Spec.Template.Spec.Volumes)-1]
 				if v.Secret == nil || v.Secret.SecretName != "redis-ca" || v.Secret.Items[0].Key != "bundle.pem" {
 					t.Errorf("the CA Secret is not mounted: %+v", v)
@@ -82,6 +88,22 @@ func TestDeployment(t *testing.T) {
 				t.Error("the channel must control the Deployment")
 			}
 		})
+	}
+}
+
+func TestConfigMapShipsTheDefaultRedisCA(t *testing.T) {
+	p := params()
+	cm, err := ConfigMap(channel(), p)
+	if err != nil || len(cm.Data) != 1 {
+		t.Fatalf("without TLS the ConfigMap holds the shard map only: %v %v", cm.Data, err)
+	}
+	p.RedisTLS = &RedisTLS{CAPEM: "-----BEGIN CERTIFICATE-----\n"}
+	if cm, _ = ConfigMap(channel(), p); cm.Data[RedisCAKey] != p.RedisTLS.CAPEM {
+		t.Fatalf("the default Redis CA is not shipped: %v", cm.Data)
+	}
+	p.RedisTLS = &RedisTLS{RedisTLS: heraldv1.RedisTLS{CASecretRef: &heraldv1.SecretKeyRef{Name: "redis-ca"}}}
+	if cm, _ = ConfigMap(channel(), p); len(cm.Data) != 1 {
+		t.Fatalf("spec.redis.tls.caSecretRef is mounted from its Secret, not copied: %v", cm.Data)
 	}
 }
 

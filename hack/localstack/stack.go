@@ -26,6 +26,7 @@ type StackOptions struct {
 	Herald        string                           // the herald binary. Defaults to <Root>/bin/herald.
 	Dir           string                           // kubeconfig, logs, Redis data, relay volumes and endpoints go here; required
 	RedisBasePort int                              // first of the six Redis Cluster ports; required
+	RedisTLS      bool                             // the Redis Cluster speaks only TLS, and the manager is told so (--redis-tls with the cluster's CA)
 	ManagerArgs   []string                         // extra flags of `herald manager`
 	Logf          func(format string, args ...any) // progress of StartStack and Stop; none by default
 	RunnerLogf    func(format string, args ...any) // the runner's events. Defaults to <Dir>/runner.log.
@@ -135,8 +136,12 @@ func StartStack(opt StackOptions) (_ *Stack, err error) {
 	}
 
 	opt.Logf("starting the manager (log: %s)", filepath.Join(opt.Dir, "manager.log"))
-	margs := append([]string{"manager", "--redis-addresses=" + strings.Join(s.RedisAddrs[:3], ","),
-		"--metrics-bind-address=0", "--health-probe-bind-address=0"}, opt.ManagerArgs...)
+	margs := []string{"manager", "--redis-addresses=" + strings.Join(s.RedisAddrs[:3], ","),
+		"--metrics-bind-address=0", "--health-probe-bind-address=0"}
+	if opt.RedisTLS {
+		margs = append(margs, "--redis-tls", "--redis-tls-ca-file="+s.RedisCAFile())
+	}
+	margs = append(margs, opt.ManagerArgs...)
 	if out, _ := exec.Command(opt.Herald, "manager", "--help").CombinedOutput(); bytes.Contains(out, []byte("-webhook-port")) {
 		// No kubelet creates pods here, so nothing would call the injection webhook; and the
 		// API server could not reach it through a Service without endpoints.
@@ -183,8 +188,13 @@ func (s *Stack) RedisPID(port int) (int, error) { return s.redis().PID(port) }
 // its slots.
 func (s *Stack) RestartRedis(port int) error { return s.redis().Restart(port) }
 
+// RedisCAFile is the CA that signed the Redis Cluster's certificate (with RedisTLS).
+func (s *Stack) RedisCAFile() string { return s.redis().CAFile() }
+
 func (s *Stack) redis() *rediscluster.Cluster {
-	return rediscluster.At(s.opt.RedisBasePort, s.RedisDir)
+	c := rediscluster.At(s.opt.RedisBasePort, s.RedisDir)
+	c.TLS = s.opt.RedisTLS
+	return c
 }
 
 // Stop stops, in order, the runner (and every relay), the manager, the control plane and the
@@ -221,6 +231,9 @@ func (s *Stack) script(capture bool, name string, args ...string) ([]byte, error
 	cmd := exec.Command("bash", append([]string{filepath.Join(s.opt.Root, "hack", name)}, args...)...)
 	cmd.Dir = s.opt.Root
 	cmd.Env = append(os.Environ(), "REDIS_CLUSTER_BASE_PORT="+strconv.Itoa(s.opt.RedisBasePort), "REDIS_CLUSTER_DIR="+s.RedisDir)
+	if s.opt.RedisTLS {
+		cmd.Env = append(cmd.Env, "REDIS_CLUSTER_TLS=1")
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	var out []byte

@@ -36,6 +36,7 @@ func ModuleRoot() (string, error) {
 type Cluster struct {
 	Base   int    // first port
 	Dir    string // the script's REDIS_CLUSTER_DIR: <port>/redis.pid, <port>/redis.log
+	TLS    bool   // the script's REDIS_CLUSTER_TLS=1: nodes speak only TLS; clients trust CAFile
 	script string
 }
 
@@ -45,12 +46,21 @@ func At(base int, dir string) *Cluster { return &Cluster{Base: base, Dir: dir} }
 
 // Start runs `hack/redis-cluster.sh up`, which returns once the cluster is healthy and its
 // replicas are in sync. A failed start is taken down again.
-func Start(base int, dir string) (*Cluster, error) {
+func Start(base int, dir string) (*Cluster, error) { return start(At(base, dir)) }
+
+// StartTLS is Start with nodes that speak only TLS, to clients and to each other, with a
+// certificate for 127.0.0.1 signed by the throw-away CA in CAFile.
+func StartTLS(base int, dir string) (*Cluster, error) {
+	c := At(base, dir)
+	c.TLS = true
+	return start(c)
+}
+
+func start(c *Cluster) (*Cluster, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return nil, err
 	}
-	c := At(base, dir)
 	c.script = filepath.Join(root, "hack", "redis-cluster.sh")
 	if out, err := c.run("up"); err != nil {
 		_, _ = c.run("down")
@@ -62,8 +72,14 @@ func Start(base int, dir string) (*Cluster, error) {
 func (c *Cluster) run(verb string) ([]byte, error) {
 	cmd := exec.Command("bash", c.script, verb)
 	cmd.Env = append(os.Environ(), "REDIS_CLUSTER_BASE_PORT="+strconv.Itoa(c.Base), "REDIS_CLUSTER_DIR="+c.Dir)
+	if c.TLS {
+		cmd.Env = append(cmd.Env, "REDIS_CLUSTER_TLS=1")
+	}
 	return cmd.CombinedOutput()
 }
+
+// CAFile is the PEM CA that signed a TLS cluster's certificate.
+func (c *Cluster) CAFile() string { return filepath.Join(c.Dir, "tls", "ca.crt") }
 
 // Down stops the nodes the script started (by their PID files) and removes their data. A node
 // left stopped (SIGSTOP) is continued first, or it could not handle SIGTERM.
@@ -126,10 +142,18 @@ func (c *Cluster) Restart(port int) error {
 	if timeout == "" {
 		timeout = "2000"
 	}
-	out, err := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+	listen := []string{"--port", strconv.Itoa(port)}
+	if c.TLS {
+		tlsDir := filepath.Join(c.Dir, "tls")
+		listen = []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+			"--tls-auth-clients", "no", "--tls-cert-file", filepath.Join(tlsDir, "server.crt"),
+			"--tls-key-file", filepath.Join(tlsDir, "server.key"), "--tls-ca-cert-file", c.CAFile()}
+	}
+	args := append(listen, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
 		"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", timeout,
 		"--appendonly", "yes", "--save", "", "--dir", d, "--daemonize", "yes",
-		"--pidfile", filepath.Join(d, "redis.pid"), "--logfile", filepath.Join(d, "redis.log")).CombinedOutput()
+		"--pidfile", filepath.Join(d, "redis.pid"), "--logfile", filepath.Join(d, "redis.log"))
+	out, err := exec.Command("redis-server", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("restarting the Redis node on port %d: %w: %s", port, err, out)
 	}

@@ -17,7 +17,12 @@ import (
 	"github.com/heraldhq/herald/internal/rediscluster"
 )
 
-var stack *localstack.Stack
+var (
+	stack *localstack.Stack
+	// What a test that needs a stack of its own starts it with; its Redis Cluster takes the six
+	// ports after the shared stack's (base+10 ..).
+	stackOptions localstack.StackOptions
+)
 
 // quietRedis drops go-redis's own log lines ("failed to dial ..."), hundreds when a node is
 // killed; the test counts what matters.
@@ -56,7 +61,8 @@ func runSuite(m *testing.M) (code int) {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "e2e [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
-	stack, err = localstack.StartStack(localstack.StackOptions{Root: root, Herald: herald, Dir: dir, RedisBasePort: base, Logf: logf})
+	stackOptions = localstack.StackOptions{Root: root, Herald: herald, Dir: dir, RedisBasePort: base, Logf: logf}
+	stack, err = localstack.StartStack(stackOptions)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the local stack:", err, "(logs in", dir+")")
 		return 1
