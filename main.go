@@ -19,7 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -78,6 +78,7 @@ func runManager(args []string) error {
 	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
 	relayClusterRole := fs.String("relay-cluster-role", "herald-relay", "ClusterRole (TokenReview create) bound to each channel's relay ServiceAccount so relays can authenticate sidecars; empty: no binding")
+	metricsScrapers := fs.String("relay-metrics-namespace-selector", "", "label selector (e.g. kubernetes.io/metadata.name=monitoring) of the namespaces each channel's NetworkPolicy lets reach the relays' /metrics; empty: none besides the channel's own and spec.access")
 	workers := fs.Int("workers", 4, "channels reconciled at once (each waits mostly on Redis and the API server)")
 	resync := fs.Duration("resync-period", 60*time.Second, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
 	cleanupTimeout := fs.Duration("cleanup-timeout", 10*time.Minute, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
@@ -108,6 +109,12 @@ func runManager(args []string) error {
 	if err != nil {
 		return err
 	}
+	var scrapers *metav1.LabelSelector
+	if *metricsScrapers != "" {
+		if scrapers, err = metav1.ParseToLabelSelector(*metricsScrapers); err != nil {
+			return fmt.Errorf("--relay-metrics-namespace-selector: %w", err)
+		}
+	}
 	var resources corev1.ResourceRequirements
 	if err := json.Unmarshal([]byte(*relayResources), &resources); err != nil {
 		return fmt.Errorf("--relay-resources: %w", err)
@@ -136,6 +143,7 @@ func runManager(args []string) error {
 		RelayImage:       *relayImage,
 		RelayResources:   resources,
 		RelayClusterRole: *relayClusterRole,
+		MetricsScrapers:  scrapers,
 		ResyncPeriod:     *resync,
 		CleanupTimeout:   *cleanupTimeout,
 		Workers:          *workers,

@@ -89,7 +89,7 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 	if err := r.ensure(ctx, workloads.ChannelService(ch)); err != nil {
 		return err
 	}
-	return r.ensure(ctx, workloads.NetworkPolicy(ch))
+	return r.ensure(ctx, workloads.NetworkPolicy(ch, r.MetricsScrapers))
 }
 
 // ensure creates desired, or updates the live object when it has drifted from desired. Only the

@@ -11,6 +11,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -41,6 +42,9 @@ type NotificationChannelReconciler struct {
 	// RelayClusterRole grants TokenReview create; each channel's relay ServiceAccount is bound to
 	// it so relays can authenticate sidecars. Empty: no binding is made.
 	RelayClusterRole string
+	// MetricsScrapers selects the namespaces (Prometheus's) that each channel's NetworkPolicy
+	// lets reach the relays' /metrics; nil: none besides the channel's own and spec.access.
+	MetricsScrapers *metav1.LabelSelector
 	ResyncPeriod     time.Duration    // how often a healthy channel is checked again. Defaults to 60s.
 	CleanupTimeout   time.Duration    // how long Redis cleanup is retried on delete. Defaults to 10m.
 	Now              func() time.Time // the clock; defaults to time.Now

@@ -186,6 +186,9 @@ func TestShardsAreSpreadOverMastersAndOwnTheirWorkloads(t *testing.T) {
 	if got := np.Spec.Ingress[0].From[0].NamespaceSelector.MatchExpressions[0].Values; len(got) != 1 || got[0] != ns {
 		t.Fatalf("NetworkPolicy admits %v, want only %s", got, ns)
 	}
+	if from := np.Spec.Ingress[0].From; len(from) != 2 || from[1].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" {
+		t.Fatalf("NetworkPolicy does not admit the metrics scrapers' namespaces: %+v", from)
+	}
 
 	// The relays run as their own ServiceAccount, bound to the TokenReview ClusterRole.
 	var crb rbacv1.ClusterRoleBinding

@@ -90,6 +90,7 @@ func runSuite(m *testing.M) int {
 		DefaultRedis:     redisconf.Options{Addrs: redisSeeds()},
 		RelayImage:       "herald:test",
 		RelayClusterRole: "herald-relay",
+		MetricsScrapers:  &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
 		ResyncPeriod:     resyncPeriod,
 		CleanupTimeout:   cleanupTimeout,
 		Workers:          4,

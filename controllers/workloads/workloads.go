@@ -299,24 +299,29 @@ func PodDisruptionBudget(ch *heraldv1.NotificationChannel, shard int) *policyv1.
 	}
 }
 
-// NetworkPolicy admits traffic to the channel's relays only from the channel's own namespace and
-// the namespaces in spec.access.
-func NetworkPolicy(ch *heraldv1.NotificationChannel) *networkingv1.NetworkPolicy {
+// NetworkPolicy admits traffic to the channel's relays only from the channel's own namespace,
+// the namespaces in spec.access and, when scrapers is set, the namespaces it selects (where
+// Prometheus runs).
+func NetworkPolicy(ch *heraldv1.NotificationChannel, scrapers *metav1.LabelSelector) *networkingv1.NetworkPolicy {
 	namespaces := append([]string{ch.Namespace}, ch.Spec.Access.Namespaces...)
 	port := intstr.FromInt32(shardmap.RelayPort)
 	tcp := corev1.ProtocolTCP
+	ports := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}
+	peers := []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
+		MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: namespaces}},
+	}}}
+	if scrapers != nil {
+		// Prometheus's namespaces reach /metrics on the same port; the API there still wants a
+		// token of an admitted namespace (401/403 otherwise).
+		peers = append(peers, networkingv1.NetworkPolicyPeer{NamespaceSelector: scrapers})
+	}
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: meta(ch, shardmap.ChannelServiceName(ch.Name), labels(ch, "relay")),
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: relaySelector(ch, -1)},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
-					MatchExpressions: []metav1.LabelSelectorRequirement{{
-						Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: namespaces}},
-				}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
-			}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: peers, Ports: ports}},
 		},
 	}
 }

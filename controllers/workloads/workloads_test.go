@@ -108,10 +108,16 @@ func TestConfigMapShipsTheDefaultRedisCA(t *testing.T) {
 }
 
 func TestNetworkPolicyAdmitsOwnAndAccessNamespaces(t *testing.T) {
-	np := NetworkPolicy(channel(func(c *heraldv1.NotificationChannel) { c.Spec.Access.Namespaces = []string{"web", "jobs"} }))
+	ch := channel(func(c *heraldv1.NotificationChannel) { c.Spec.Access.Namespaces = []string{"web", "jobs"} })
+	np := NetworkPolicy(ch, nil)
 	got := np.Spec.Ingress[0].From[0].NamespaceSelector.MatchExpressions[0].Values
-	if !slices.Equal(got, []string{"ns", "web", "jobs"}) {
-		t.Fatalf("admitted namespaces %v", got)
+	if !slices.Equal(got, []string{"ns", "web", "jobs"}) || len(np.Spec.Ingress[0].From) != 1 {
+		t.Fatalf("admitted namespaces %v (%d peers)", got, len(np.Spec.Ingress[0].From))
+	}
+	monitoring := &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}
+	np = NetworkPolicy(ch, monitoring)
+	if from := np.Spec.Ingress[0].From; len(from) != 2 || from[1].NamespaceSelector != monitoring {
+		t.Fatalf("Prometheus's namespaces are not admitted: %+v", from)
 	}
 }
 

@@ -21,7 +21,13 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/workloads"
+	"github.com/heraldhq/herald/relay/shardmap"
 )
 
 // The chart's CRDs must be the generated ones: `make manifests` writes config/crd/bases, and
@@ -276,7 +282,7 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				if s := find(t, objs, "Secret", "herald-webhook-certs"); s.Object["data"] != nil {
 					t.Error("selfManaged: the chart's herald-webhook-certs must carry no data, or an upgrade would wipe the manager's certificate")
 				}
-				assertNoKind(t, objs, "ServiceMonitor", "Issuer", "Certificate")
+				assertNoKind(t, objs, "ServiceMonitor", "PodMonitor", "Issuer", "Certificate")
 				mwc := find(t, objs, "MutatingWebhookConfiguration", "herald-sidecar-injector")
 				if _, ok := mwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; ok {
 					t.Error("selfManaged: the injector carries cert-manager.io/inject-ca-from")
@@ -391,6 +397,47 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				}
 				wantArgs(t, c, "--relay-image=ghcr.io/heraldhq/herald:v1.2.3",
 					`--relay-resources={"limits":{"memory":"1Gi"},"requests":{"cpu":"50m","memory":"64Mi"}}`)
+			},
+		},
+		"relay metrics": {
+			flags: []string{"--set", "metrics.relays.scrapeNamespaces={monitoring,obs}", "--set", "metrics.relays.podMonitor.enabled=true",
+				"--set", "metrics.relays.podMonitor.labels.release=prometheus"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				// The selector the manager gets admits exactly the listed namespaces.
+				sel, err := metav1.ParseToLabelSelector(argValue(t, managerContainer(t, objs), "--relay-metrics-namespace-selector"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				s, err := metav1.LabelSelectorAsSelector(sel)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for ns, want := range map[string]bool{"monitoring": true, "obs": true, "default": false} {
+					if got := s.Matches(labels.Set{"kubernetes.io/metadata.name": ns}); got != want {
+						t.Errorf("--relay-metrics-namespace-selector %q admits namespace %s: %v, want %v", s, ns, got, want)
+					}
+				}
+				// The PodMonitor selects the pods of the relay Deployments the operator builds, by
+				// a port they name.
+				pm := find(t, objs, "PodMonitor", "herald-relays")
+				if pm.GetLabels()["release"] != "prometheus" {
+					t.Errorf("PodMonitor labels %v, want release=prometheus added", pm.GetLabels())
+				}
+				relay := workloads.Deployment(&heraldv1.NotificationChannel{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "orders"}},
+					workloads.Params{Map: shardmap.New("a", "orders", shardmap.DeliveryDurable, []string{"a/orders/0.0"})}, 0)
+				match, _, _ := unstructured.NestedStringMap(pm.Object, "spec", "selector", "matchLabels")
+				for k, v := range match {
+					if relay.Spec.Template.Labels[k] != v {
+						t.Errorf("PodMonitor selects %s=%s, which relay pods (labels %v) lack", k, v, relay.Spec.Template.Labels)
+					}
+				}
+				eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+				if len(eps) != 1 || eps[0].(map[string]any)["port"] != relay.Spec.Template.Spec.Containers[0].Ports[0].Name {
+					t.Errorf("PodMonitor endpoints %v, want the relay container's port %q", eps, relay.Spec.Template.Spec.Containers[0].Ports[0].Name)
+				}
+				if any, _, _ := unstructured.NestedBool(pm.Object, "spec", "namespaceSelector", "any"); !any {
+					t.Error("the PodMonitor must look in every namespace: channels live anywhere")
+				}
 			},
 		},
 		"separate relay image": {
