@@ -45,10 +45,10 @@ type NotificationChannelReconciler struct {
 	// MetricsScrapers selects the namespaces (Prometheus's) that each channel's NetworkPolicy
 	// lets reach the relays' /metrics; nil: none besides the channel's own and spec.access.
 	MetricsScrapers *metav1.LabelSelector
-	ResyncPeriod     time.Duration    // how often a healthy channel is checked again. Defaults to 60s.
-	CleanupTimeout   time.Duration    // how long Redis cleanup is retried on delete. Defaults to 10m.
-	Now              func() time.Time // the clock; defaults to time.Now
-	Workers          int              // channels reconciled at once. Defaults to 1.
+	ResyncPeriod    time.Duration    // how often a healthy channel is checked again. Defaults to 60s.
+	CleanupTimeout  time.Duration    // how long Redis cleanup is retried on delete. Defaults to 10m.
+	Now             func() time.Time // the clock; defaults to time.Now
+	Workers         int              // channels reconciled at once. Defaults to 1.
 
 	reconciled func(types.NamespacedName) // called after each reconcile of a live channel; for tests
 }
