@@ -463,6 +463,21 @@ func TestDeletionPolicies(t *testing.T) {
 	if keys := channelKeys(t, masters, keep); len(keys) < 2 {
 		t.Fatalf("deletionPolicy Retain lost keys: %v", keys)
 	}
+	// Applied again, the retained channel takes up its streams where it left them.
+	again := waitFor(t, create(t, channel(ns, func(c *heraldv1.NotificationChannel) { c.GenerateName, c.Name = "", keep.Name })),
+		heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	if again.Status.Shards[0].HashTag != keep.Status.Shards[0].HashTag {
+		t.Fatalf("the re-created channel placed shard 0 on %s, its retained stream is on %s", again.Status.Shards[0].HashTag, keep.Status.Shards[0].HashTag)
+	}
+	if err := k8s.Delete(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(again), &heraldv1.NotificationChannel{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("channel %s not released (err=%v)", again.Name, err)
+		}
+		return nil
+	})
 	// Tidy up what Retain kept.
 	for _, m := range masters {
 		for _, k := range channelKeys(t, []*redis.Client{m}, keep) {
@@ -471,6 +486,42 @@ func TestDeletionPolicies(t *testing.T) {
 	}
 	for _, n := range all {
 		n.Do(ctx, "ACL", "DELUSER", shardmap.ACLUser(ns, keep.Name))
+	}
+}
+
+// A channel placed under another topology, deleted with deletionPolicy Retain and applied again
+// finds its streams under tags placement would not choose today; it must take them up, or its
+// history would sit in Redis unreachable while new, empty streams took its place.
+func TestRecreatedChannelAdoptsRetainedStreams(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const name = "kept"
+	admin := redis.NewClusterClient(&redis.ClusterOptions{Addrs: redisSeeds()})
+	defer admin.Close()
+	old := shardmap.HashTag(ns, name, 1, 4242) // a salt placement never reaches: it takes the first that fits
+	id, err := admin.XAdd(ctx, &redis.XAddArgs{Stream: shardmap.StreamKey(old), Values: map[string]any{"d": `{"kept":true}`}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Del(ctx, shardmap.StreamKey(old)) })
+
+	ch := waitFor(t, create(t, channel(ns, withShards(3), func(c *heraldv1.NotificationChannel) {
+		c.GenerateName, c.Name = "", name
+		c.Spec.DeletionPolicy = heraldv1.DeletionDelete // the test's keys go with it
+	})), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	if got := ch.Status.Shards[1].HashTag; got != old {
+		t.Fatalf("shard 1 placed on %s; its retained stream is on %s", got, old)
+	}
+	nodes := map[string]bool{}
+	for _, sh := range ch.Status.Shards {
+		nodes[sh.Node] = true
+	}
+	if len(nodes) != 3 {
+		t.Fatalf("the other shards must go to the masters the adopted one leaves free: %+v", ch.Status.Shards)
+	}
+	xs, err := admin.XRange(ctx, shardmap.StreamKey(old), "-", "+").Result()
+	if err != nil || len(xs) != 1 || xs[0].ID != id {
+		t.Fatalf("the retained stream must keep its history: %v %v", xs, err)
 	}
 }
 

@@ -67,6 +67,19 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		return o
 	}
 	o.topo = topo
+	if !complete(known) && ch.Spec.Delivery == heraldv1.DeliveryDurable {
+		retained, err := conn.RetainedTags(ctx, nodes, ch.Namespace, ch.Name)
+		if err != nil {
+			o.fail(heraldv1.ReasonRedisCommandFailed, err)
+			return o
+		}
+		for i, tag := range retained {
+			if i < len(known) && known[i] == "" {
+				known[i] = tag
+				log.FromContext(ctx).Info("Adopted a retained stream", "shard", i, "stream", shardmap.StreamKey(tag))
+			}
+		}
+	}
 	tags, err := redisconf.Place(ch.Namespace, ch.Name, known, topo)
 	if err != nil {
 		o.fail(heraldv1.ReasonPlacementFailed, fmt.Errorf("placing shards on %s: %w", topo, err))

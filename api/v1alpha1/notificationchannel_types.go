@@ -81,7 +81,8 @@ type NotificationChannelSpec struct {
 	Access AccessSpec `json:"access,omitempty"`
 
 	// deletionPolicy is Retain (keep the streams and ACL users in Redis when the channel is
-	// deleted) or Delete (remove them from every node). Defaults to Retain.
+	// deleted; a channel applied again with the same namespace and name takes its streams up)
+	// or Delete (remove them from every node). Defaults to Retain.
 	// +kubebuilder:default=Retain
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`

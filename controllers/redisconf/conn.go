@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/relay/shardmap"
 )
 
 // Options say how to reach a Redis Cluster or a standalone Redis.
@@ -182,4 +184,46 @@ func (c *Conn) DeleteKeys(ctx context.Context, nodes []Node, pattern string) (in
 		}
 	}
 	return removed, nil
+}
+
+// RetainedTags finds the streams a channel of this namespace and name left in Redis (deletion
+// policy Retain) and returns their hash tags by shard index, so that a re-created channel
+// resumes its history instead of starting new streams beside it. SCAN visits every master's
+// whole keyspace, so callers ask only while a channel has shards without a tag. When a shard has
+// more than one stream, the smallest salt wins (the one placement would have chosen first).
+func (c *Conn) RetainedTags(ctx context.Context, nodes []Node, namespace, channel string) (map[int]string, error) {
+	prefix := namespace + "/" + channel + "/"
+	tags := map[int]string{}
+	salts := map[int]int{}
+	for _, nd := range nodes {
+		if !nd.Master {
+			continue
+		}
+		iter := c.node(nd.Addr).ScanType(ctx, 0, shardmap.StreamKey(prefix+"*"), 1000, "stream").Iterator()
+		for iter.Next(ctx) {
+			tag := strings.TrimSuffix(strings.TrimPrefix(iter.Val(), "herald:{"), "}:stream")
+			shard, salt, ok := parseTag(strings.TrimPrefix(tag, prefix))
+			if !ok {
+				continue
+			}
+			if old, seen := salts[shard]; !seen || salt < old {
+				tags[shard], salts[shard] = tag, salt
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return nil, fmt.Errorf("%s: looking for retained streams: %w", nd.Addr, err)
+		}
+	}
+	return tags, nil
+}
+
+// parseTag reads "<shard>.<salt>", the part of a hash tag after "<namespace>/<channel>/".
+func parseTag(s string) (shard, salt int, ok bool) {
+	a, b, found := strings.Cut(s, ".")
+	if !found {
+		return 0, 0, false
+	}
+	shard, err1 := strconv.Atoi(a)
+	salt, err2 := strconv.Atoi(b)
+	return shard, salt, err1 == nil && err2 == nil && shard >= 0 && salt >= 0
 }
