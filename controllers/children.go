@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"reflect"
@@ -22,9 +20,6 @@ import (
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
-// credentialsHashAnnotation on the relay pod template rolls the relays when their password changes.
-const credentialsHashAnnotation = "notifications.herald.dev/credentials-hash"
-
 // applyChildren makes the channel's Kubernetes objects match the spec and records what the relay
 // Deployments report.
 func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *heraldv1.NotificationChannel, o *observation) error {
@@ -39,7 +34,7 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 			m.Retention.MaxAge = shardmap.Duration{Duration: ret.MaxAge.Duration}
 		}
 	}
-	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RedisAddrs: o.redisAddrs}
+	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RedisAddrs: o.redisAddrs, Password: o.password}
 	switch {
 	case ch.Spec.Redis == nil:
 		p.RedisTLS = r.DefaultRelayTLS
@@ -65,10 +60,6 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 	o.relays = make([]relayState, len(o.tags))
 	for i := range o.tags {
 		d := workloads.Deployment(ch, p, i)
-		if o.password != "" {
-			sum := sha256.Sum256([]byte(o.password))
-			d.Spec.Template.Annotations = map[string]string{credentialsHashAnnotation: hex.EncodeToString(sum[:8])}
-		}
 		if err := r.ensure(ctx, d); err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package workloads
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -49,6 +51,19 @@ type Params struct {
 	RelayResources corev1.ResourceRequirements // default relay resources (spec.relay.resources overrides)
 	RedisAddrs     []string                    // what relays connect to
 	RedisTLS       *RedisTLS                   // nil for plain TCP
+	Password       string                      // the relays' Redis password; only its hash goes into the pod template
+}
+
+// Relays read their password and CA bundle once, at start. Hashes of both on the pod template
+// roll the relays when either changes.
+const (
+	CredentialsHashAnnotation = "notifications.herald.dev/credentials-hash"
+	RedisCAHashAnnotation     = "notifications.herald.dev/redis-ca-hash"
+)
+
+func hash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
 }
 
 // RedisTLS is how relays reach Redis over TLS: spec.redis.tls as written (its CA comes from a
@@ -219,9 +234,24 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 			// Never drop below the requested relays during a rollout: subscribers move, not wait.
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &maxUnavailable, MaxSurge: &maxSurge}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l}, Spec: pod},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l, Annotations: rollOn(p)}, Spec: pod},
 		},
 	}
+}
+
+// rollOn is the pod template's annotations: the hashes of what relays read only at start.
+func rollOn(p Params) map[string]string {
+	a := map[string]string{}
+	if p.Password != "" {
+		a[CredentialsHashAnnotation] = hash(p.Password)
+	}
+	if p.RedisTLS != nil && p.RedisTLS.CAPEM != "" {
+		a[RedisCAHashAnnotation] = hash(p.RedisTLS.CAPEM)
+	}
+	if len(a) == 0 {
+		return nil
+	}
+	return a
 }
 
 // RelayServiceAccountName is the ServiceAccount the channel's relays run as.

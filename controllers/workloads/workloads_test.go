@@ -2,6 +2,7 @@ package workloads
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -88,6 +89,30 @@ func TestDeployment(t *testing.T) {
 				t.Error("the channel must control the Deployment")
 			}
 		})
+	}
+}
+
+func TestPodTemplateRollsWhenPasswordOrCAChanges(t *testing.T) {
+	annotations := func(password, ca string) map[string]string {
+		p := params()
+		p.Password = password
+		if ca != "" {
+			p.RedisTLS = &RedisTLS{CAPEM: ca}
+		}
+		return Deployment(channel(), p, 0).Spec.Template.Annotations
+	}
+	base := annotations("pw1", "ca1")
+	if base[CredentialsHashAnnotation] == "" || base[RedisCAHashAnnotation] == "" || strings.Contains(base[CredentialsHashAnnotation], "pw1") {
+		t.Fatalf("want both hashes, and no password in clear: %v", base)
+	}
+	if a := annotations("pw2", "ca1"); a[CredentialsHashAnnotation] == base[CredentialsHashAnnotation] || a[RedisCAHashAnnotation] != base[RedisCAHashAnnotation] {
+		t.Fatalf("a new password must change only the credentials hash: %v vs %v", a, base)
+	}
+	if a := annotations("pw1", "ca2"); a[RedisCAHashAnnotation] == base[RedisCAHashAnnotation] || a[CredentialsHashAnnotation] != base[CredentialsHashAnnotation] {
+		t.Fatalf("a new CA must change only the CA hash: %v vs %v", a, base)
+	}
+	if a := annotations("", ""); a != nil {
+		t.Fatalf("nothing to roll on, no annotations: %v", a)
 	}
 }
 
