@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
@@ -88,6 +91,7 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 // defaults are not drift and a steady state writes nothing. On return desired holds the live
 // object, status included.
 func (r *NotificationChannelReconciler) ensure(ctx context.Context, desired client.Object) error {
+	stampAppliedHash(desired)
 	live := desired.DeepCopyObject().(client.Object)
 	err := r.Get(ctx, client.ObjectKeyFromObject(desired), live)
 	if apierrors.IsNotFound(err) {
@@ -111,12 +115,32 @@ func (r *NotificationChannelReconciler) ensure(ctx context.Context, desired clie
 
 // drifted reports whether live differs from desired in what the operator owns. Only the fields
 // desired sets are compared (equality.Semantic.DeepDerivative), so values the API server
-// defaults, and labels others add, are not drift.
+// defaults, and labels others add, are not drift. A field the operator stops setting (a
+// nodeSelector removed from the spec) is unset in desired and so invisible to that comparison:
+// the applied-hash annotation catches it.
 func drifted(live, desired client.Object) bool {
 	d := equality.Semantic.DeepDerivative
 	return !d(desired.GetLabels(), live.GetLabels()) ||
+		!d(desired.GetAnnotations(), live.GetAnnotations()) ||
 		!d(desired.GetOwnerReferences(), live.GetOwnerReferences()) ||
 		!d(ownedFields(desired), ownedFields(live))
+}
+
+// appliedHashAnnotation holds a hash of what the operator last wrote to the owned fields.
+const appliedHashAnnotation = "notifications.herald.dev/applied-hash"
+
+func stampAppliedHash(o client.Object) {
+	b, err := json.Marshal(ownedFields(o)) // map keys come out sorted: the hash is stable
+	if err != nil {
+		panic(fmt.Sprintf("%T cannot be marshalled: %v", o, err)) // API types always can
+	}
+	sum := sha256.Sum256(b)
+	a := maps.Clone(o.GetAnnotations())
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[appliedHashAnnotation] = hex.EncodeToString(sum[:8])
+	o.SetAnnotations(a)
 }
 
 // ownedFields points at the part of an object the operator owns beyond its metadata.
@@ -155,6 +179,12 @@ func overlay(live, desired client.Object) {
 	}
 	maps.Copy(l, desired.GetLabels())
 	live.SetLabels(l)
+	a := live.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	maps.Copy(a, desired.GetAnnotations())
+	live.SetAnnotations(a)
 	live.SetOwnerReferences(desired.GetOwnerReferences())
 	switch d := desired.(type) {
 	case *corev1.ConfigMap:

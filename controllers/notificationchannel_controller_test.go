@@ -365,6 +365,44 @@ func TestResyncRestoresWhatWasLost(t *testing.T) {
 	})
 }
 
+// What the spec stops asking for leaves the relays too: a removed nodeSelector or toleration is
+// unset in what the operator builds, which a comparison of the fields it sets cannot see.
+func TestRemovedRelaySettingsLeaveTheDeployment(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	key := create(t, channel(ns, func(c *heraldv1.NotificationChannel) {
+		c.Spec.Relay.NodeSelector = map[string]string{"pool": "realtime"}
+		c.Spec.Relay.Tolerations = []corev1.Toleration{{Key: "realtime", Operator: corev1.TolerationOpExists}}
+	}))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	name := client.ObjectKey{Namespace: ns, Name: shardmap.ShardDeploymentName(ch.Name, 0)}
+	var d appsv1.Deployment
+	eventually(t, 15*time.Second, func() error {
+		if err := k8s.Get(ctx, name, &d); err != nil {
+			return err
+		}
+		if d.Spec.Template.Spec.NodeSelector["pool"] != "realtime" || len(d.Spec.Template.Spec.Tolerations) != 1 {
+			return fmt.Errorf("relay pods do not carry the spec's scheduling: %+v", d.Spec.Template.Spec)
+		}
+		return nil
+	})
+	orig := ch.DeepCopy()
+	ch.Spec.Relay.NodeSelector, ch.Spec.Relay.Tolerations = nil, nil
+	if err := k8s.Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if err := k8s.Get(ctx, name, &d); err != nil {
+			return err
+		}
+		if len(d.Spec.Template.Spec.NodeSelector) != 0 || len(d.Spec.Template.Spec.Tolerations) != 0 {
+			return fmt.Errorf("removed from the spec, still on the Deployment: nodeSelector %v tolerations %v",
+				d.Spec.Template.Spec.NodeSelector, d.Spec.Template.Spec.Tolerations)
+		}
+		return nil
+	})
+}
+
 func TestSteadyStateWritesNothing(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)

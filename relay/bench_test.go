@@ -66,3 +66,20 @@ func BenchmarkSSEFanOut(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPublish posts 256-byte messages to a real shard relay from 32 concurrent publishers
+// (HTTP -> JSON check -> Redis script), each waiting for its 202. Run it with -cpuprofile to see
+// where the relay's time per publish goes; the client side shares the profile.
+func BenchmarkPublish(b *testing.B) {
+	r := relaytest.StartRelay(b, relaytest.Options{})
+	body := `{"pad":"` + strings.Repeat("x", 246) + `"}`
+	b.SetParallelism(16) // 2 cores x 16 = 32 publishers
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r.MustPublish(b, "k", body)
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+}
