@@ -365,14 +365,18 @@ func TestResyncRestoresWhatWasLost(t *testing.T) {
 	})
 }
 
-// What the spec stops asking for leaves the relays too: a removed nodeSelector or toleration is
-// unset in what the operator builds, which a comparison of the fields it sets cannot see.
-func TestRemovedRelaySettingsLeaveTheDeployment(t *testing.T) {
+// The spec's pod settings reach the relay pods, and what the spec stops asking for leaves them:
+// a removed nodeSelector or annotation is unset in what the operator builds, which a comparison
+// of the fields it sets cannot see.
+func TestRelayPodSettingsComeAndGoWithTheSpec(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	key := create(t, channel(ns, func(c *heraldv1.NotificationChannel) {
 		c.Spec.Relay.NodeSelector = map[string]string{"pool": "realtime"}
 		c.Spec.Relay.Tolerations = []corev1.Toleration{{Key: "realtime", Operator: corev1.TolerationOpExists}}
+		c.Spec.Relay.PodAnnotations = map[string]string{"sidecar.istio.io/inject": "false"}
+		c.Spec.Relay.PodLabels = map[string]string{"team": "payments"}
+		c.Spec.Relay.PriorityClassName = "realtime"
 	}))
 	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
 	name := client.ObjectKey{Namespace: ns, Name: shardmap.ShardDeploymentName(ch.Name, 0)}
@@ -381,13 +385,15 @@ func TestRemovedRelaySettingsLeaveTheDeployment(t *testing.T) {
 		if err := k8s.Get(ctx, name, &d); err != nil {
 			return err
 		}
-		if d.Spec.Template.Spec.NodeSelector["pool"] != "realtime" || len(d.Spec.Template.Spec.Tolerations) != 1 {
-			return fmt.Errorf("relay pods do not carry the spec's scheduling: %+v", d.Spec.Template.Spec)
+		tmpl := d.Spec.Template
+		if tmpl.Spec.NodeSelector["pool"] != "realtime" || len(tmpl.Spec.Tolerations) != 1 || tmpl.Spec.PriorityClassName != "realtime" ||
+			tmpl.Annotations["sidecar.istio.io/inject"] != "false" || tmpl.Labels["team"] != "payments" {
+			return fmt.Errorf("relay pods do not carry the spec's settings: %+v", tmpl)
 		}
 		return nil
 	})
 	orig := ch.DeepCopy()
-	ch.Spec.Relay.NodeSelector, ch.Spec.Relay.Tolerations = nil, nil
+	ch.Spec.Relay = heraldv1.RelaySpec{Replicas: ch.Spec.Relay.Replicas}
 	if err := k8s.Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}
@@ -395,9 +401,10 @@ func TestRemovedRelaySettingsLeaveTheDeployment(t *testing.T) {
 		if err := k8s.Get(ctx, name, &d); err != nil {
 			return err
 		}
-		if len(d.Spec.Template.Spec.NodeSelector) != 0 || len(d.Spec.Template.Spec.Tolerations) != 0 {
-			return fmt.Errorf("removed from the spec, still on the Deployment: nodeSelector %v tolerations %v",
-				d.Spec.Template.Spec.NodeSelector, d.Spec.Template.Spec.Tolerations)
+		tmpl := d.Spec.Template
+		if len(tmpl.Spec.NodeSelector) != 0 || len(tmpl.Spec.Tolerations) != 0 || tmpl.Spec.PriorityClassName != "" ||
+			tmpl.Annotations["sidecar.istio.io/inject"] != "" || tmpl.Labels["team"] != "" {
+			return fmt.Errorf("removed from the spec, still on the Deployment: %+v", tmpl)
 		}
 		return nil
 	})

@@ -139,6 +139,21 @@ type RelaySpec struct {
 	// topology spread constraint.
 	// +optional
 	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// priorityClassName of the relay pods, e.g. one that keeps them running ahead of batch work.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// podLabels are added to the relay pods (for policies and cost reports). The labels the
+	// operator selects its pods by cannot be overridden and win.
+	// +optional
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// podAnnotations are added to the relay pods, e.g. a service mesh's injection switch. The
+	// operator's own (notifications.herald.dev/...) win.
+	// +optional
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
 }
 
 // RedisSpec points a channel at a Redis of its own instead of the operator's default.

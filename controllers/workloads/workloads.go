@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -210,9 +211,10 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		}},
 		Volumes: []corev1.Volume{{Name: "shardmap", VolumeSource: corev1.VolumeSource{
 			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: shardmap.ConfigMapName(ch.Name)}}}}},
-		NodeSelector: ch.Spec.Relay.NodeSelector,
-		Tolerations:  ch.Spec.Relay.Tolerations,
-		Affinity:     ch.Spec.Relay.Affinity,
+		NodeSelector:      ch.Spec.Relay.NodeSelector,
+		Tolerations:       ch.Spec.Relay.Tolerations,
+		Affinity:          ch.Spec.Relay.Affinity,
+		PriorityClassName: ch.Spec.Relay.PriorityClassName,
 	}
 	if caVolume != nil {
 		pod.Volumes = append(pod.Volumes, *caVolume)
@@ -234,14 +236,28 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 			// Never drop below the requested relays during a rollout: subscribers move, not wait.
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &maxUnavailable, MaxSurge: &maxSurge}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l, Annotations: rollOn(p)}, Spec: pod},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels(ch, l), Annotations: podAnnotations(ch, p)}, Spec: pod},
 		},
 	}
 }
 
-// rollOn is the pod template's annotations: the hashes of what relays read only at start.
-func rollOn(p Params) map[string]string {
-	a := map[string]string{}
+// podLabels are spec.relay.podLabels under the operator's own, which select the pods.
+func podLabels(ch *heraldv1.NotificationChannel, own map[string]string) map[string]string {
+	l := maps.Clone(ch.Spec.Relay.PodLabels)
+	if l == nil {
+		return own
+	}
+	maps.Copy(l, own)
+	return l
+}
+
+// podAnnotations are spec.relay.podAnnotations under the hashes of what relays read only at
+// start.
+func podAnnotations(ch *heraldv1.NotificationChannel, p Params) map[string]string {
+	a := maps.Clone(ch.Spec.Relay.PodAnnotations)
+	if a == nil {
+		a = map[string]string{}
+	}
 	if p.Password != "" {
 		a[CredentialsHashAnnotation] = hash(p.Password)
 	}

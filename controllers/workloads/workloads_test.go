@@ -92,6 +92,35 @@ func TestDeployment(t *testing.T) {
 	}
 }
 
+func TestPodTemplateTakesSpecLabelsAnnotationsAndPriority(t *testing.T) {
+	ch := channel(func(c *heraldv1.NotificationChannel) {
+		c.Spec.Relay.PodLabels = map[string]string{"team": "payments", LabelComponent: "stolen", LabelShard: "7"}
+		c.Spec.Relay.PodAnnotations = map[string]string{"sidecar.istio.io/inject": "false", CredentialsHashAnnotation: "forged"}
+		c.Spec.Relay.PriorityClassName = "realtime"
+	})
+	p := params()
+	p.Password = "pw"
+	d := Deployment(ch, p, 1)
+	tmpl := d.Spec.Template
+	if tmpl.Labels["team"] != "payments" || tmpl.Labels[LabelComponent] != "relay" || tmpl.Labels[LabelShard] != "1" {
+		t.Fatalf("pod labels %v: want the spec's added and the operator's selector labels kept", tmpl.Labels)
+	}
+	for k, v := range d.Spec.Selector.MatchLabels {
+		if tmpl.Labels[k] != v {
+			t.Fatalf("the selector %v no longer matches the pods %v", d.Spec.Selector.MatchLabels, tmpl.Labels)
+		}
+	}
+	if tmpl.Annotations["sidecar.istio.io/inject"] != "false" || tmpl.Annotations[CredentialsHashAnnotation] == "forged" {
+		t.Fatalf("pod annotations %v: want the spec's added and the operator's own kept", tmpl.Annotations)
+	}
+	if tmpl.Spec.PriorityClassName != "realtime" {
+		t.Fatalf("priorityClassName %q", tmpl.Spec.PriorityClassName)
+	}
+	if d.Labels["team"] != "" {
+		t.Fatalf("pod labels belong to the pods, not the Deployment: %v", d.Labels)
+	}
+}
+
 func TestPodTemplateRollsWhenPasswordOrCAChanges(t *testing.T) {
 	annotations := func(password, ca string) map[string]string {
 		p := params()
