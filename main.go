@@ -74,6 +74,8 @@ func runManager(args []string) error {
 	redisTLS := fs.Bool("redis-tls", false, "connect to the default Redis over TLS")
 	redisCAFile := fs.String("redis-tls-ca-file", "", "PEM CA bundle for the default Redis (default: system roots)")
 	redisServerName := fs.String("redis-tls-server-name", "", "name to check in the default Redis's certificate")
+	redisCertFile := fs.String("redis-tls-cert-file", "", "PEM client certificate for a default Redis that asks for one (tls-auth-clients); copied to each channel's relays, re-read when it changes")
+	redisKeyFile := fs.String("redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
 	relayImage := fs.String("relay-image", "ghcr.io/heraldhq/herald:v0.1.0", "image of the relay Deployments (spec.relay.image overrides)")
 	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
@@ -102,9 +104,10 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	redisOpts, relayTLS, err := controllers.DefaultRedisFlags{
+	defaultRedis, err := controllers.DefaultRedisFlags{
 		Addresses: *redisAddrs, Username: *redisUser, PasswordFile: *redisPasswordFile,
 		TLS: *redisTLS, CAFile: *redisCAFile, ServerName: *redisServerName,
+		CertFile: *redisCertFile, KeyFile: *redisKeyFile,
 	}.Load()
 	if err != nil {
 		return err
@@ -138,8 +141,7 @@ func runManager(args []string) error {
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("herald-manager"),
 		Redis:            &redisconf.Pool{},
-		DefaultRedis:     redisOpts,
-		DefaultRelayTLS:  relayTLS,
+		DefaultRedis:     defaultRedis,
 		RelayImage:       *relayImage,
 		RelayResources:   resources,
 		RelayClusterRole: *relayClusterRole,

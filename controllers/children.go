@@ -40,7 +40,19 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RedisAddrs: o.redisAddrs, Password: o.password}
 	switch {
 	case ch.Spec.Redis == nil:
-		p.RedisTLS = r.DefaultRelayTLS
+		p.RedisTLS = r.DefaultRedis.RelayTLS
+		if r.DefaultRedis.ClientCert != (ClientCertFiles{}) {
+			data, err := r.DefaultRedis.ClientCert.Secret()
+			if err != nil {
+				return err
+			}
+			if err := r.ensure(ctx, workloads.RedisClientCertSecret(ch, data)); err != nil {
+				return err
+			}
+			t := *p.RedisTLS
+			t.ClientCertSecretRef = &heraldv1.SecretRef{Name: workloads.RedisClientCertSecretName(ch)}
+			p.RedisTLS = &t
+		}
 	case ch.Spec.Redis.TLS != nil:
 		p.RedisTLS = &workloads.RedisTLS{RedisTLS: *ch.Spec.Redis.TLS}
 	}
@@ -148,6 +160,8 @@ func ownedFields(o client.Object) any {
 	switch o := o.(type) {
 	case *corev1.ConfigMap:
 		return &o.Data
+	case *corev1.Secret:
+		return &o.Data
 	case *corev1.ServiceAccount:
 		return &struct{}{} // its metadata is all the operator sets
 	case *rbacv1.ClusterRoleBinding:
@@ -189,6 +203,8 @@ func overlay(live, desired client.Object) {
 	switch d := desired.(type) {
 	case *corev1.ConfigMap:
 		live.(*corev1.ConfigMap).Data = d.Data
+	case *corev1.Secret:
+		live.(*corev1.Secret).Data = d.Data
 	case *rbacv1.ClusterRoleBinding:
 		live.(*rbacv1.ClusterRoleBinding).Subjects = d.Subjects // roleRef is immutable and part of the name
 	case *corev1.Service:

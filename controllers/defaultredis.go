@@ -3,12 +3,16 @@ package controllers
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/heraldhq/herald/controllers/redisconf"
 	"github.com/heraldhq/herald/controllers/workloads"
+	"github.com/heraldhq/herald/internal/tlsconfig"
 )
 
 // DefaultRedisFlags are the manager's settings for its default Redis, the one channels without
@@ -20,13 +24,45 @@ type DefaultRedisFlags struct {
 	TLS          bool
 	CAFile       string // PEM CA bundle; empty: the system roots
 	ServerName   string
+	CertFile     string // PEM client certificate, for servers that ask for one; with KeyFile
+	KeyFile      string
 }
 
-// Load reads the password and CA files. It returns how the operator connects, and how the
-// channels' relays connect: they get the same TLS settings, with the CA bundle shipped to them in
-// each channel's shard map ConfigMap (they run in other namespaces than the operator's files).
-func (f DefaultRedisFlags) Load() (redisconf.Options, *workloads.RedisTLS, error) {
-	var o redisconf.Options
+// DefaultRedis is the operator's default Redis as its flags describe it.
+type DefaultRedis struct {
+	Options  redisconf.Options   // how the operator connects
+	RelayTLS *workloads.RedisTLS // how the channels' relays connect; nil: plain TCP
+	// ClientCert is the client certificate the operator presents, copied into each channel's
+	// namespace for its relays (which cannot read the operator's files); zero: none.
+	ClientCert ClientCertFiles
+}
+
+// ClientCertFiles are the PEM files of a client certificate and its key.
+type ClientCertFiles struct{ Cert, Key string }
+
+// Secret reads the files as the data of a kubernetes.io/tls Secret. They are read at every call,
+// so a certificate renewed on disk reaches the relays at the next reconcile.
+func (f ClientCertFiles) Secret() (map[string][]byte, error) {
+	cert, err := os.ReadFile(f.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-tls-cert-file: %w", err)
+	}
+	key, err := os.ReadFile(f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-tls-key-file: %w", err)
+	}
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return nil, fmt.Errorf("--redis-tls-cert-file and --redis-tls-key-file: %w", err)
+	}
+	return map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}, nil
+}
+
+// Load reads the password, CA and client certificate files. The relays get the operator's TLS
+// settings, with the CA bundle shipped in each channel's shard map ConfigMap and the client
+// certificate in a Secret of the channel's.
+func (f DefaultRedisFlags) Load() (DefaultRedis, error) {
+	var d DefaultRedis
+	o := &d.Options
 	for _, a := range strings.Split(f.Addresses, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			o.Addrs = append(o.Addrs, a)
@@ -36,26 +72,39 @@ func (f DefaultRedisFlags) Load() (redisconf.Options, *workloads.RedisTLS, error
 	if f.PasswordFile != "" {
 		b, err := os.ReadFile(f.PasswordFile)
 		if err != nil {
-			return o, nil, fmt.Errorf("--redis-password-file: %w", err)
+			return d, fmt.Errorf("--redis-password-file: %w", err)
 		}
 		o.Password = strings.TrimSpace(string(b))
 	}
 	if !f.TLS {
-		return o, nil, nil
+		if f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" || f.ServerName != "" {
+			return d, errors.New("the --redis-tls-* flags need --redis-tls")
+		}
+		return d, nil
 	}
 	o.TLS = &tls.Config{ServerName: f.ServerName, MinVersion: tls.VersionTLS12}
-	relay := &workloads.RedisTLS{}
-	relay.ServerName = f.ServerName
+	d.RelayTLS = &workloads.RedisTLS{}
+	d.RelayTLS.ServerName = f.ServerName
 	if f.CAFile != "" {
 		pem, err := os.ReadFile(f.CAFile)
 		if err != nil {
-			return o, nil, fmt.Errorf("--redis-tls-ca-file: %w", err)
+			return d, fmt.Errorf("--redis-tls-ca-file: %w", err)
 		}
 		o.TLS.RootCAs = x509.NewCertPool()
 		if !o.TLS.RootCAs.AppendCertsFromPEM(pem) {
-			return o, nil, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", f.CAFile)
+			return d, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", f.CAFile)
 		}
-		relay.CAPEM = string(pem)
+		d.RelayTLS.CAPEM = string(pem)
 	}
-	return o, relay, nil
+	if (f.CertFile == "") != (f.KeyFile == "") {
+		return d, errors.New("--redis-tls-cert-file and --redis-tls-key-file go together")
+	}
+	if f.CertFile != "" {
+		d.ClientCert = ClientCertFiles{Cert: f.CertFile, Key: f.KeyFile}
+		if _, err := d.ClientCert.Secret(); err != nil {
+			return d, err
+		}
+		o.TLS.GetClientCertificate = tlsconfig.ClientCertificateFiles(f.CertFile, f.KeyFile)
+	}
+	return d, nil
 }

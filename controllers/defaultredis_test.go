@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// selfSigned is a PEM certificate, enough for Load, which only checks that the bundle parses.
-func selfSigned(t *testing.T) string {
+// selfSigned is a PEM certificate and its key, enough for Load, which only checks that they parse.
+func selfSigned(t *testing.T) (certPEM, keyPEM string) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +27,12 @@ func selfSigned(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	k, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: k}))
 }
 
 func TestDefaultRedisFlagsLoad(t *testing.T) {
@@ -39,25 +44,37 @@ func TestDefaultRedisFlagsLoad(t *testing.T) {
 		}
 		return p
 	}
-	o, relay, err := DefaultRedisFlags{Addresses: " r1:6379, ,r2:6379", PasswordFile: write("pw", "s3cret\n")}.Load()
-	if err != nil || len(o.Addrs) != 2 || o.Password != "s3cret" || o.TLS != nil || relay != nil {
-		t.Fatalf("plain: %+v %+v %v", o, relay, err)
+	d, err := DefaultRedisFlags{Addresses: " r1:6379, ,r2:6379", PasswordFile: write("pw", "s3cret\n")}.Load()
+	if o := d.Options; err != nil || len(o.Addrs) != 2 || o.Password != "s3cret" || o.TLS != nil || d.RelayTLS != nil {
+		t.Fatalf("plain: %+v %v", d, err)
 	}
-	_, _, err = DefaultRedisFlags{TLS: true, CAFile: write("junk", "not a certificate")}.Load()
-	if err == nil || !strings.Contains(err.Error(), "--redis-tls-ca-file") {
-		t.Fatalf("a CA file without a certificate must be refused, naming the flag: %v", err)
+	for name, tc := range map[string]struct {
+		flags   DefaultRedisFlags
+		mention string
+	}{
+		"CA without a certificate": {DefaultRedisFlags{TLS: true, CAFile: write("junk", "not a certificate")}, "--redis-tls-ca-file"},
+		"missing CA":               {DefaultRedisFlags{TLS: true, CAFile: filepath.Join(dir, "missing")}, "--redis-tls-ca-file"},
+		"TLS flag missing":         {DefaultRedisFlags{CAFile: write("ca0", "x")}, "need --redis-tls"},
+		"cert without key":         {DefaultRedisFlags{TLS: true, CertFile: write("c0", "x")}, "go together"},
+		"cert not PEM":             {DefaultRedisFlags{TLS: true, CertFile: write("c1", "x"), KeyFile: write("k1", "y")}, "--redis-tls-cert-file and --redis-tls-key-file"},
+	} {
+		if _, err := tc.flags.Load(); err == nil || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("%s: want an error naming %q, got %v", name, tc.mention, err)
+		}
 	}
-	_, _, err = DefaultRedisFlags{TLS: true, CAFile: filepath.Join(dir, "missing")}.Load()
-	if err == nil || !strings.Contains(err.Error(), "--redis-tls-ca-file") {
-		t.Fatalf("a missing CA file must be refused, naming the flag: %v", err)
+	ca, key := selfSigned(t)
+	d, err = DefaultRedisFlags{TLS: true, CAFile: write("ca.crt", ca), CertFile: write("tls.crt", ca), KeyFile: write("tls.key", key)}.Load()
+	if err != nil || d.Options.TLS == nil || d.Options.TLS.RootCAs == nil || d.RelayTLS == nil || d.RelayTLS.CAPEM != ca {
+		t.Fatalf("TLS with a CA file: the operator trusts it and the relays get it: %+v %v", d, err)
 	}
-	ca := selfSigned(t)
-	o, relay, err = DefaultRedisFlags{TLS: true, CAFile: write("ca.crt", ca)}.Load()
-	if err != nil || o.TLS == nil || o.TLS.RootCAs == nil || relay == nil || relay.CAPEM != ca {
-		t.Fatalf("TLS with a CA file: the operator trusts it and the relays get it: %+v %+v %v", o.TLS, relay, err)
+	if c, err := d.Options.TLS.GetClientCertificate(nil); err != nil || len(c.Certificate) != 1 {
+		t.Fatalf("the operator presents the client certificate: %v", err)
 	}
-	o, relay, err = DefaultRedisFlags{TLS: true, ServerName: "redis.example"}.Load()
-	if err != nil || o.TLS == nil || o.TLS.ServerName != "redis.example" || relay == nil || relay.ServerName != "redis.example" || relay.CAPEM != "" {
-		t.Fatalf("TLS with the system roots: %+v %+v %v", o.TLS, relay, err)
+	if data, err := d.ClientCert.Secret(); err != nil || string(data["tls.crt"]) != ca || string(data["tls.key"]) != key {
+		t.Fatalf("the relays' copy of the client certificate: %v", err)
+	}
+	d, err = DefaultRedisFlags{TLS: true, ServerName: "redis.example"}.Load()
+	if err != nil || d.Options.TLS.ServerName != "redis.example" || d.RelayTLS.ServerName != "redis.example" || d.RelayTLS.CAPEM != "" {
+		t.Fatalf("TLS with the system roots: %+v %v", d, err)
 	}
 }

@@ -34,11 +34,9 @@ type NotificationChannelReconciler struct {
 	Recorder  events.EventRecorder // events on condition transitions
 	Redis     *redisconf.Pool      // one connection set per distinct Redis
 
-	DefaultRedis redisconf.Options // the operator's Redis, used unless spec.redis is set
-	// DefaultRelayTLS is how relays reach DefaultRedis over TLS; nil: plain TCP.
-	DefaultRelayTLS *workloads.RedisTLS
-	RelayImage      string                      // relay image unless spec.relay.image is set
-	RelayResources  corev1.ResourceRequirements // relay resources unless spec.relay.resources is set
+	DefaultRedis   DefaultRedis                // the operator's Redis, used unless spec.redis is set
+	RelayImage     string                      // relay image unless spec.relay.image is set
+	RelayResources corev1.ResourceRequirements // relay resources unless spec.relay.resources is set
 	// RelayClusterRole grants TokenReview create; each channel's relay ServiceAccount is bound to
 	// it so relays can authenticate sidecars. Empty: no binding is made.
 	RelayClusterRole string

@@ -3,9 +3,11 @@ package controllers
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -178,10 +180,10 @@ func (r *NotificationChannelReconciler) ensureCredentials(ctx context.Context, c
 func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *heraldv1.NotificationChannel) (redisconf.Options, error) {
 	spec := ch.Spec.Redis
 	if spec == nil {
-		if len(r.DefaultRedis.Addrs) == 0 {
+		if len(r.DefaultRedis.Options.Addrs) == 0 {
 			return redisconf.Options{}, errors.New("spec.redis is not set and the operator has no default Redis (--redis-addresses)")
 		}
-		return r.DefaultRedis, nil
+		return r.DefaultRedis.Options, nil
 	}
 	opts := redisconf.Options{Addrs: spec.Addresses}
 	if ref := spec.CredentialsSecretRef; ref != nil {
@@ -197,6 +199,8 @@ func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *he
 	}
 	if t := spec.TLS; t != nil {
 		cfg := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in, documented as for testing only
+		id := sha256.New()
+		fmt.Fprintf(id, "%s|%t|", t.ServerName, t.InsecureSkipVerify)
 		if ref := t.CASecretRef; ref != nil {
 			data, err := r.secretData(ctx, ch.Namespace, ref.Name)
 			if err != nil {
@@ -207,8 +211,21 @@ func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *he
 				return opts, fmt.Errorf("spec.redis.tls.caSecretRef: key %q of Secret %s holds no PEM certificate", ref.Key, ref.Name)
 			}
 			cfg.RootCAs = pool
+			id.Write(data[ref.Key])
 		}
-		opts.TLS = cfg
+		if ref := t.ClientCertSecretRef; ref != nil {
+			data, err := r.secretData(ctx, ch.Namespace, ref.Name)
+			if err != nil {
+				return opts, fmt.Errorf("spec.redis.tls.clientCertSecretRef: %w", err)
+			}
+			pair, err := tls.X509KeyPair(data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey])
+			if err != nil {
+				return opts, fmt.Errorf("spec.redis.tls.clientCertSecretRef: keys %s and %s of Secret %s: %w", corev1.TLSCertKey, corev1.TLSPrivateKeyKey, ref.Name, err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+			id.Write(data[corev1.TLSCertKey])
+		}
+		opts.TLS, opts.TLSID = cfg, hex.EncodeToString(id.Sum(nil)[:8])
 	}
 	return opts, nil
 }

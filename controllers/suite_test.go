@@ -87,7 +87,7 @@ func runSuite(m *testing.M) int {
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("herald-manager"),
 		Redis:            redisPool,
-		DefaultRedis:     redisconf.Options{Addrs: redisSeeds()},
+		DefaultRedis:     DefaultRedis{Options: redisconf.Options{Addrs: redisSeeds()}},
 		RelayImage:       "herald:test",
 		RelayClusterRole: "herald-relay",
 		MetricsScrapers:  &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},

@@ -7,9 +7,12 @@
 #   hack/redis-cluster.sh status   print each node's role and cluster state
 #
 # Environment: REDIS_CLUSTER_BASE_PORT (7001), REDIS_CLUSTER_DIR (a directory under the cache),
-# REDIS_CLUSTER_NODE_TIMEOUT (2000 ms), REDIS_CLUSTER_TLS (1: the nodes speak only TLS, to
-# clients, to each other and to their replicas, with a CA and a certificate for 127.0.0.1 that
-# `up` makes with openssl in $REDIS_CLUSTER_DIR/tls; clients trust tls/ca.crt).
+# REDIS_CLUSTER_NODE_TIMEOUT (2000 ms; a replica takes over whatever the age of its data,
+# cluster-replica-validity-factor 0, so a failover test never depends on how long a replica
+# lagged on a busy machine), REDIS_CLUSTER_TLS (1: the nodes speak only TLS, to
+# clients, to each other and to their replicas, and ask clients for a certificate; `up` makes a
+# CA, a server certificate for 127.0.0.1 and a client certificate with openssl in
+# $REDIS_CLUSTER_DIR/tls; clients trust tls/ca.crt and present tls/client.crt + tls/client.key).
 set -euo pipefail
 
 BASE=${REDIS_CLUSTER_BASE_PORT:-7001}
@@ -19,7 +22,7 @@ PORTS=$(seq "$BASE" $((BASE + 5)))
 TLS_DIR=$DIR/tls
 TLS_CLI=()
 if [ "${REDIS_CLUSTER_TLS:-}" = 1 ]; then
-	TLS_CLI=(--tls --cacert "$TLS_DIR/ca.crt")
+	TLS_CLI=(--tls --cacert "$TLS_DIR/ca.crt" --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key")
 fi
 
 log() { echo "redis-cluster: $*" >&2; }
@@ -30,12 +33,13 @@ listen_args() {
 	if [ ${#TLS_CLI[@]} -eq 0 ]; then
 		echo --port "$1"
 	else
-		echo --port 0 --tls-port "$1" --tls-cluster yes --tls-replication yes --tls-auth-clients no \
+		echo --port 0 --tls-port "$1" --tls-cluster yes --tls-replication yes --tls-auth-clients yes \
 			--tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.crt"
 	fi
 }
 
-# make_certs: a throw-away CA and a server certificate for 127.0.0.1 signed by it.
+# make_certs: a throw-away CA, and a server certificate for 127.0.0.1 (nodes also present it to
+# each other) and a client certificate signed by it.
 make_certs() {
 	mkdir -p "$TLS_DIR"
 	(
@@ -47,6 +51,9 @@ make_certs() {
 		printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
 		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
 			-extfile server.ext -out server.crt
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=herald-test-client \
+			-keyout client.key -out client.csr
+		openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 -out client.crt
 	) >"$DIR/certs.log" 2>&1 || { cat "$DIR/certs.log" >&2; return 1; }
 }
 
@@ -103,6 +110,7 @@ up() {
 		# shellcheck disable=SC2046 # listen_args is a list of words
 		redis-server $(listen_args "$p") --bind 127.0.0.1 --cluster-enabled yes \
 			--cluster-config-file "nodes-$p.conf" --cluster-node-timeout "$NODE_TIMEOUT" \
+			--cluster-replica-validity-factor 0 \
 			--appendonly yes --save "" --dir "$DIR/$p" --daemonize yes \
 			--pidfile "$DIR/$p/redis.pid" --logfile "$DIR/$p/redis.log"
 	done

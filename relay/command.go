@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/heraldhq/herald/internal/tlsconfig"
 	"github.com/heraldhq/herald/relay/auth"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/sidecar"
@@ -52,6 +53,8 @@ var flagEnv = map[string]string{
 	"redis-tls-ca-file":              "HERALD_REDIS_TLS_CA_FILE",
 	"redis-tls-server-name":          "HERALD_REDIS_TLS_SERVER_NAME",
 	"redis-tls-insecure-skip-verify": "HERALD_REDIS_TLS_INSECURE_SKIP_VERIFY",
+	"redis-tls-cert-file":            "HERALD_REDIS_TLS_CERT_FILE",
+	"redis-tls-key-file":             "HERALD_REDIS_TLS_KEY_FILE",
 	"heartbeat":                      "HERALD_HEARTBEAT",
 	"queue-bytes":                    "HERALD_QUEUE_BYTES",
 	"idempotency-window":             "HERALD_IDEMPOTENCY_WINDOW",
@@ -93,7 +96,7 @@ type config struct {
 	auth, audience, kubeconfig                                  string // shard role: caller authentication
 	channels, namespace, tokenFile, endpointsFile               string // sidecar role
 	tls, tlsInsecure                                            bool   // Redis TLS
-	tlsServerName, tlsCAFile                                    string
+	tlsServerName, tlsCAFile, tlsCertFile, tlsKeyFile           string
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
@@ -111,6 +114,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.tlsCAFile, "redis-tls-ca-file", "", "PEM CA bundle that signed the Redis certificates (default: system roots)")
 	fs.StringVar(&c.tlsServerName, "redis-tls-server-name", "", "name to check in the Redis certificates")
 	fs.BoolVar(&c.tlsInsecure, "redis-tls-insecure-skip-verify", false, "do not verify the Redis certificates (testing only)")
+	fs.StringVar(&c.tlsCertFile, "redis-tls-cert-file", "", "PEM client certificate for Redis servers that ask for one (tls-auth-clients); re-read at every new connection, so a renewed one is picked up")
+	fs.StringVar(&c.tlsKeyFile, "redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
 	fs.StringVar(&c.passFile, "redis-password-file", "", "file holding the Redis password; without it the password comes from "+PasswordEnv)
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE heartbeat comments and WebSocket pings")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 1<<20, "bytes of events a subscriber may have queued before it is closed as a slow consumer")
@@ -343,6 +348,16 @@ func (c *config) redisTLS() (*tls.Config, error) {
 		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", c.tlsCAFile)
 		}
+	}
+	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
+		return nil, errors.New("--redis-tls-cert-file and --redis-tls-key-file go together")
+	}
+	if c.tlsCertFile != "" {
+		getCert := tlsconfig.ClientCertificateFiles(c.tlsCertFile, c.tlsKeyFile)
+		if _, err := getCert(nil); err != nil {
+			return nil, err
+		}
+		cfg.GetClientCertificate = getCert
 	}
 	return cfg, nil
 }

@@ -47,6 +47,8 @@ func TestMainRejectsBadInvocations(t *testing.T) {
 		"probe timeout":                 {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--probe-timeout=1s", "--probe-interval=2s"}, "--probe-timeout must be longer"},
 		"missing Redis CA":              {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-ca-file", filepath.Join(dir, "nope")}, "--redis-tls-ca-file"},
 		"Redis CA not PEM":              {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-ca-file", bad}, "holds no PEM certificate"},
+		"client cert without key":       {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-cert-file", bad}, "go together"},
+		"client cert not PEM":           {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-cert-file", bad, "--redis-tls-key-file", bad}, "Redis client certificate"},
 		"stray argument":                {[]string{"extra"}, "unexpected arguments"},
 		"unknown flag":                  {[]string{"--nope"}, "flag provided but not defined"},
 	}

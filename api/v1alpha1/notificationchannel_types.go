@@ -210,6 +210,21 @@ type RedisTLS struct {
 	// insecureSkipVerify turns off certificate verification. For testing only.
 	// +optional
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+
+	// clientCertSecretRef names a Secret in the channel's namespace with keys tls.crt and
+	// tls.key (type kubernetes.io/tls, as cert-manager writes it): the client certificate the
+	// operator and the relays present to Redis servers that ask for one (tls-auth-clients). A
+	// renewed certificate is used from the next connection on.
+	// +optional
+	ClientCertSecretRef *SecretRef `json:"clientCertSecretRef,omitempty"`
+}
+
+// SecretRef names a Secret in the channel's namespace.
+type SecretRef struct {
+	// name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 }
 
 // SecretKeyRef names one key of a Secret in the channel's namespace.

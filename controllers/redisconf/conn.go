@@ -21,11 +21,14 @@ type Options struct {
 	Username string      // "" means the default user
 	Password string      // "" means no AUTH
 	TLS      *tls.Config // nil means plain TCP
+	// TLSID tells TLS configurations apart in Key: a hash of the CA, server name and client
+	// certificate they were built from, so that a renewed certificate gets fresh connections.
+	TLSID string
 }
 
 // Key identifies Options in a cache of connections.
 func (o Options) Key() string {
-	return fmt.Sprintf("%v|%s|%x|%t", o.Addrs, o.Username, hashPassword(o.Password), o.TLS != nil)
+	return fmt.Sprintf("%v|%s|%x|%t|%s", o.Addrs, o.Username, hashPassword(o.Password), o.TLS != nil, o.TLSID)
 }
 
 // Conn is an administrative connection. It talks to each node directly, because ACL users are

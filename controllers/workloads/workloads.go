@@ -36,8 +36,9 @@ const (
 )
 
 const (
-	shardMapDir = "/etc/herald"          // the shard map ConfigMap
-	redisCADir  = "/etc/herald-redis-ca" // the CA of spec.redis.tls.caSecretRef
+	shardMapDir    = "/etc/herald"              // the shard map ConfigMap
+	redisCADir     = "/etc/herald-redis-ca"     // the CA of spec.redis.tls.caSecretRef
+	redisClientDir = "/etc/herald-redis-client" // the client certificate (tls.crt, tls.key)
 )
 
 // RedisCAKey is the key of the shard map ConfigMap that carries the CA bundle of the operator's
@@ -67,9 +68,10 @@ func hash(s string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// RedisTLS is how relays reach Redis over TLS: spec.redis.tls as written (its CA comes from a
-// Secret in the channel's namespace), or the operator's default Redis settings, whose CA the
-// operator ships in the shard map ConfigMap.
+// RedisTLS is how relays reach Redis over TLS: spec.redis.tls as written (its CA and client
+// certificate come from Secrets in the channel's namespace), or the operator's default Redis
+// settings, whose CA the operator ships in the shard map ConfigMap and whose client certificate
+// in the Secret RedisClientCertSecret builds.
 type RedisTLS struct {
 	heraldv1.RedisTLS
 	CAPEM string // the default Redis's CA bundle; empty: spec.redis.tls.caSecretRef, else the system roots
@@ -129,6 +131,21 @@ func Secret(ch *heraldv1.NotificationChannel, password string) *corev1.Secret {
 	}
 }
 
+// RedisClientCertSecretName is the channel's copy of the default Redis's client certificate.
+func RedisClientCertSecretName(ch *heraldv1.NotificationChannel) string {
+	return ch.Name + "-redis-client-cert"
+}
+
+// RedisClientCertSecret carries the operator's client certificate for the default Redis to the
+// channel's relays (data: tls.crt and tls.key).
+func RedisClientCertSecret(ch *heraldv1.NotificationChannel, data map[string][]byte) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: meta(ch, RedisClientCertSecretName(ch), labels(ch, "credentials")),
+		Type:       corev1.SecretTypeTLS,
+		Data:       data,
+	}
+}
+
 // Deployment runs the relays of one shard.
 func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.Deployment {
 	l := labels(ch, "relay")
@@ -150,7 +167,11 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		"--redis-addresses=" + strings.Join(p.RedisAddrs, ","),
 		"--redis-username=$(HERALD_REDIS_USERNAME)",
 	}
-	var caVolume *corev1.Volume
+	type secretMount struct {
+		volume corev1.Volume
+		dir    string
+	}
+	var secretMounts []secretMount // Secrets in the channel's namespace the relays read
 	if t := p.RedisTLS; t != nil {
 		args = append(args, "--redis-tls")
 		if ref := t.CASecretRef; ref != nil {
@@ -158,8 +179,8 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 			if key == "" {
 				key = "ca.crt"
 			}
-			caVolume = &corev1.Volume{Name: "redis-ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-				SecretName: ref.Name, Items: []corev1.KeyToPath{{Key: key, Path: "ca.crt"}}}}}
+			secretMounts = append(secretMounts, secretMount{corev1.Volume{Name: "redis-ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: ref.Name, Items: []corev1.KeyToPath{{Key: key, Path: "ca.crt"}}}}}, redisCADir})
 			args = append(args, "--redis-tls-ca-file="+redisCADir+"/ca.crt")
 		} else if t.CAPEM != "" {
 			args = append(args, "--redis-tls-ca-file="+shardMapDir+"/"+RedisCAKey)
@@ -169,6 +190,12 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		}
 		if t.InsecureSkipVerify {
 			args = append(args, "--redis-tls-insecure-skip-verify")
+		}
+		if ref := t.ClientCertSecretRef; ref != nil {
+			secretMounts = append(secretMounts, secretMount{corev1.Volume{Name: "redis-client-cert", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: ref.Name, Items: []corev1.KeyToPath{{Key: corev1.TLSCertKey, Path: corev1.TLSCertKey}, {Key: corev1.TLSPrivateKeyKey, Path: corev1.TLSPrivateKeyKey}}}}}, redisClientDir})
+			args = append(args, "--redis-tls-cert-file="+redisClientDir+"/"+corev1.TLSCertKey,
+				"--redis-tls-key-file="+redisClientDir+"/"+corev1.TLSPrivateKeyKey)
 		}
 	}
 	secretEnv := func(name, key string) corev1.EnvVar {
@@ -216,10 +243,10 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		Affinity:          ch.Spec.Relay.Affinity,
 		PriorityClassName: ch.Spec.Relay.PriorityClassName,
 	}
-	if caVolume != nil {
-		pod.Volumes = append(pod.Volumes, *caVolume)
+	for _, m := range secretMounts {
+		pod.Volumes = append(pod.Volumes, m.volume)
 		pod.Containers[0].VolumeMounts = append(pod.Containers[0].VolumeMounts,
-			corev1.VolumeMount{Name: caVolume.Name, MountPath: redisCADir, ReadOnly: true})
+			corev1.VolumeMount{Name: m.volume.Name, MountPath: m.dir, ReadOnly: true})
 	}
 	if pod.Affinity == nil {
 		pod.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{

@@ -49,11 +49,12 @@ func TestDeployment(t *testing.T) {
 		"tls": {ch: channel(), p: func() Params {
 			p := params()
 			p.RedisTLS = &RedisTLS{RedisTLS: heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true,
-				CASecretRef: &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "bundle.pem"}}}
+				CASecretRef: &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "bundle.pem"}, ClientCertSecretRef: &heraldv1.SecretRef{Name: "redis-client"}}}
 			return p
 		}(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
 			wantArgs: []string{"--redis-tls", "--redis-tls-server-name=redis.example", "--redis-tls-insecure-skip-verify",
-				"--redis-tls-ca-file=/etc/herald-redis-ca/ca.crt"}},
+				"--redis-tls-ca-file=/etc/herald-redis-ca/ca.crt",
+				"--redis-tls-cert-file=/etc/herald-redis-client/tls.crt", "--redis-tls-key-file=/etc/herald-redis-client/tls.key"}},
 		"default Redis over TLS": {ch: channel(), p: func() Params {
 			p := params()
 			p.RedisTLS = &RedisTLS{CAPEM: "-----BEGIN CERTIFICATE-----"}
@@ -80,9 +81,19 @@ func TestDeployment(t *testing.T) {
 				t.Error("the selector must pick this shard's pods only")
 			}
 			if tc.p.RedisTLS != nil && tc.p.RedisTLS.CASecretRef != nil {
-				v := d.Spec.Template.Spec.Volumes[len(d.Spec.Template.Spec.Volumes)-1]
-				if v.Secret == nil || v.Secret.SecretName != "redis-ca" || v.Secret.Items[0].Key != "bundle.pem" {
+				volumes := map[string]corev1.Volume{}
+				for _, v := range d.Spec.Template.Spec.Volumes {
+					volumes[v.Name] = v
+				}
+				mounts := map[string]string{}
+				for _, m := range c.VolumeMounts {
+					mounts[m.Name] = m.MountPath
+				}
+				if v := volumes["redis-ca"]; v.Secret == nil || v.Secret.SecretName != "redis-ca" || v.Secret.Items[0].Key != "bundle.pem" || mounts["redis-ca"] != "/etc/herald-redis-ca" {
 					t.Errorf("the CA Secret is not mounted: %+v", v)
+				}
+				if v := volumes["redis-client-cert"]; v.Secret == nil || v.Secret.SecretName != "redis-client" || mounts["redis-client-cert"] != "/etc/herald-redis-client" {
+					t.Errorf("the client certificate Secret is not mounted: %+v", v)
 				}
 			}
 			if d.OwnerReferences[0].UID != "u1" || !*d.OwnerReferences[0].Controller {

@@ -26,7 +26,7 @@ type StackOptions struct {
 	Herald        string                           // the herald binary. Defaults to <Root>/bin/herald.
 	Dir           string                           // kubeconfig, logs, Redis data, relay volumes and endpoints go here; required
 	RedisBasePort int                              // first of the six Redis Cluster ports; required
-	RedisTLS      bool                             // the Redis Cluster speaks only TLS, and the manager is told so (--redis-tls with the cluster's CA)
+	RedisTLS      bool                             // the Redis Cluster speaks only TLS and wants client certificates; the manager gets its CA and a client certificate
 	ManagerArgs   []string                         // extra flags of `herald manager`
 	Logf          func(format string, args ...any) // progress of StartStack and Stop; none by default
 	RunnerLogf    func(format string, args ...any) // the runner's events. Defaults to <Dir>/runner.log.
@@ -139,7 +139,9 @@ func StartStack(opt StackOptions) (_ *Stack, err error) {
 	margs := []string{"manager", "--redis-addresses=" + strings.Join(s.RedisAddrs[:3], ","),
 		"--metrics-bind-address=0", "--health-probe-bind-address=0"}
 	if opt.RedisTLS {
-		margs = append(margs, "--redis-tls", "--redis-tls-ca-file="+s.RedisCAFile())
+		r := s.redis()
+		margs = append(margs, "--redis-tls", "--redis-tls-ca-file="+r.CAFile(),
+			"--redis-tls-cert-file="+r.ClientCertFile(), "--redis-tls-key-file="+r.ClientKeyFile())
 	}
 	margs = append(margs, opt.ManagerArgs...)
 	if out, _ := exec.Command(opt.Herald, "manager", "--help").CombinedOutput(); bytes.Contains(out, []byte("-webhook-port")) {
@@ -188,8 +190,11 @@ func (s *Stack) RedisPID(port int) (int, error) { return s.redis().PID(port) }
 // its slots.
 func (s *Stack) RestartRedis(port int) error { return s.redis().Restart(port) }
 
-// RedisCAFile is the CA that signed the Redis Cluster's certificate (with RedisTLS).
-func (s *Stack) RedisCAFile() string { return s.redis().CAFile() }
+// RedisTLSFiles are the CA, client certificate and client key of the Redis Cluster (RedisTLS).
+func (s *Stack) RedisTLSFiles() (ca, cert, key string) {
+	r := s.redis()
+	return r.CAFile(), r.ClientCertFile(), r.ClientKeyFile()
+}
 
 func (s *Stack) redis() *rediscluster.Cluster {
 	c := rediscluster.At(s.opt.RedisBasePort, s.RedisDir)

@@ -36,7 +36,7 @@ func ModuleRoot() (string, error) {
 type Cluster struct {
 	Base   int    // first port
 	Dir    string // the script's REDIS_CLUSTER_DIR: <port>/redis.pid, <port>/redis.log
-	TLS    bool   // the script's REDIS_CLUSTER_TLS=1: nodes speak only TLS; clients trust CAFile
+	TLS    bool   // the script's REDIS_CLUSTER_TLS=1: nodes speak only TLS; clients trust CAFile and present ClientCertFile
 	script string
 }
 
@@ -49,7 +49,8 @@ func At(base int, dir string) *Cluster { return &Cluster{Base: base, Dir: dir} }
 func Start(base int, dir string) (*Cluster, error) { return start(At(base, dir)) }
 
 // StartTLS is Start with nodes that speak only TLS, to clients and to each other, with a
-// certificate for 127.0.0.1 signed by the throw-away CA in CAFile.
+// certificate for 127.0.0.1 signed by the throw-away CA in CAFile, and that ask clients for a
+// certificate (ClientCertFile).
 func StartTLS(base int, dir string) (*Cluster, error) {
 	c := At(base, dir)
 	c.TLS = true
@@ -78,8 +79,15 @@ func (c *Cluster) run(verb string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// CAFile is the PEM CA that signed a TLS cluster's certificate.
+// CAFile is the PEM CA that signed a TLS cluster's certificates.
 func (c *Cluster) CAFile() string { return filepath.Join(c.Dir, "tls", "ca.crt") }
+
+// ClientCertFile and ClientKeyFile are a client certificate a TLS cluster accepts (its nodes
+// ask for one).
+func (c *Cluster) ClientCertFile() string { return filepath.Join(c.Dir, "tls", "client.crt") }
+
+// ClientKeyFile is the key of ClientCertFile.
+func (c *Cluster) ClientKeyFile() string { return filepath.Join(c.Dir, "tls", "client.key") }
 
 // Down stops the nodes the script started (by their PID files) and removes their data. A node
 // left stopped (SIGSTOP) is continued first, or it could not handle SIGTERM.
@@ -146,11 +154,12 @@ func (c *Cluster) Restart(port int) error {
 	if c.TLS {
 		tlsDir := filepath.Join(c.Dir, "tls")
 		listen = []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cluster", "yes", "--tls-replication", "yes",
-			"--tls-auth-clients", "no", "--tls-cert-file", filepath.Join(tlsDir, "server.crt"),
+			"--tls-auth-clients", "yes", "--tls-cert-file", filepath.Join(tlsDir, "server.crt"),
 			"--tls-key-file", filepath.Join(tlsDir, "server.key"), "--tls-ca-cert-file", c.CAFile()}
 	}
 	args := append(listen, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
 		"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", timeout,
+		"--cluster-replica-validity-factor", "0",
 		"--appendonly", "yes", "--save", "", "--dir", d, "--daemonize", "yes",
 		"--pidfile", filepath.Join(d, "redis.pid"), "--logfile", filepath.Join(d, "redis.log"))
 	out, err := exec.Command("redis-server", args...).CombinedOutput()

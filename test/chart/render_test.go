@@ -217,6 +217,10 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 			flags: []string{"--set", "redis.tls.caSecret.name=redis-ca"},
 			want:  "redis.tls.caSecret.name is set but redis.tls.enabled is false",
 		},
+		"Redis client certificate without TLS": {
+			flags: []string{"--set", "redis.tls.clientSecret.name=redis-client"},
+			want:  "redis.tls.clientSecret.name is set but redis.tls.enabled is false",
+		},
 		"Redis server name without TLS": {
 			flags: []string{"--set", "redis.tls.serverName=redis.example"},
 			want:  "redis.tls.serverName is set but redis.tls.enabled is false",
@@ -249,6 +253,7 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 		"--set", "redis.tls.caSecret.name=redis-ca",
 		"--set", "redis.tls.caSecret.key=bundle.pem",
 		"--set", "redis.tls.serverName=redis.example",
+		"--set", "redis.tls.clientSecret.name=redis-client",
 	}
 	tests := map[string]struct {
 		flags []string
@@ -370,6 +375,8 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				spec := managerPodSpec(t, objs)
 				wantFileFromSecret(t, spec, argValue(t, c, "--redis-password-file"), "redis-admin", "password")
 				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-ca-file"), "redis-ca", "bundle.pem")
+				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-cert-file"), "redis-client", "tls.crt")
+				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-key-file"), "redis-client", "tls.key")
 			},
 		},
 		"Redis as the default user": {

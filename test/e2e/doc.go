@@ -18,9 +18,10 @@
 // deletes the channel (deletionPolicy Delete) and checks that its keys and ACL users are gone
 // from every node and its relays stopped.
 //
-// TestDefaultRedisOverTLS starts a second stack whose Redis Cluster speaks only TLS (the six
-// ports after the first stack's) with the manager given its CA, and checks that a channel on the
-// default Redis becomes Ready and delivers a message through its shard relay.
+// TestRedisOverMutualTLS starts a second stack whose Redis Cluster speaks only TLS and wants
+// client certificates (the six ports after the first stack's), with the manager given its CA and
+// a client certificate. A channel on the default Redis and one with spec.redis.tls Secrets of
+// its own must each become Ready and deliver a message through a shard relay.
 //
 // On failure the test keeps its directory (kubeconfig, manager.log, runner.log, relays/logs,
 // Redis logs) and prints its path.

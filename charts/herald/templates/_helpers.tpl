@@ -54,6 +54,9 @@ group: cert-manager.io
 {{- if and .Values.redis.tls.caSecret.name (not .Values.redis.tls.enabled) -}}
 {{- fail "redis.tls.caSecret.name is set but redis.tls.enabled is false: set redis.tls.enabled=true or drop the CA Secret" -}}
 {{- end -}}
+{{- if and .Values.redis.tls.clientSecret.name (not .Values.redis.tls.enabled) -}}
+{{- fail "redis.tls.clientSecret.name is set but redis.tls.enabled is false: set redis.tls.enabled=true or drop the client certificate Secret" -}}
+{{- end -}}
 {{- if and .Values.redis.tls.serverName (not .Values.redis.tls.enabled) -}}
 {{- fail "redis.tls.serverName is set but redis.tls.enabled is false: set redis.tls.enabled=true or drop the server name" -}}
 {{- end -}}

@@ -31,7 +31,9 @@ func StartCluster(base int, dir string) (*Cluster, error) {
 }
 
 func (c *Cluster) node(port int) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
+	// Admin commands like CLUSTER SETSLOT fsync nodes.conf: on a busy disk that takes seconds.
+	// Probes of a paused node bound themselves with their context (MasterOf, WaitHealthy).
+	return redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), DialTimeout: time.Second, ReadTimeout: 5 * time.Second, MaxRetries: -1})
 }
 
 // Do runs a command on one node.
