@@ -54,7 +54,7 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 			p.RedisTLS = &t
 		}
 	case ch.Spec.Redis.TLS != nil:
-		p.RedisTLS = &workloads.RedisTLS{RedisTLS: *ch.Spec.Redis.TLS}
+		p.RedisTLS = &workloads.RedisTLS{RedisTLS: *ch.Spec.Redis.TLS, SecretCA: o.redisCA}
 	}
 
 	if err := r.ensure(ctx, workloads.ServiceAccount(ch)); err != nil {

@@ -54,7 +54,7 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 
 // cleanupRedis removes the channel's keys (streams, idempotency keys) and its ACL user from every node.
 func (r *NotificationChannelReconciler) cleanupRedis(ctx context.Context, ch *heraldv1.NotificationChannel) error {
-	opts, err := r.redisOptions(ctx, ch)
+	opts, _, err := r.redisOptions(ctx, ch)
 	if err != nil {
 		return err
 	}

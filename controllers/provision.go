@@ -26,6 +26,7 @@ import (
 // observation is what one reconcile learned about the world; status is computed from it alone.
 type observation struct {
 	redisAddrs  []string           // the Redis the channel uses
+	redisCA     []byte             // the CA bundle of spec.redis.tls.caSecretRef, if any
 	topo        redisconf.Topology // masters and their slots; empty when Redis was unreachable
 	tags        []string           // one hash tag per shard; nil until placed
 	redisErr    error              // why Redis is not configured, if it is not
@@ -53,12 +54,12 @@ func (o *observation) fail(reason string, err error) {
 func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heraldv1.NotificationChannel) observation {
 	var o observation
 	known := knownTags(ch)
-	opts, err := r.redisOptions(ctx, ch)
+	opts, ca, err := r.redisOptions(ctx, ch)
 	if err != nil {
 		o.fail(heraldv1.ReasonInvalidSpec, err)
 		return o
 	}
-	o.redisAddrs = opts.Addrs
+	o.redisAddrs, o.redisCA = opts.Addrs, ca
 	conn := r.Redis.Get(opts)
 	topo, nodes, err := conn.Discover(ctx)
 	if err != nil {
@@ -176,25 +177,27 @@ func (r *NotificationChannelReconciler) ensureCredentials(ctx context.Context, c
 }
 
 // redisOptions says how to reach the channel's Redis: the operator's default, or spec.redis with
-// credentials from a Secret in the channel's namespace.
-func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *heraldv1.NotificationChannel) (redisconf.Options, error) {
+// credentials from a Secret in the channel's namespace. It also returns the CA bundle of
+// spec.redis.tls.caSecretRef (nil without one): relays read it only at start, so a new one must
+// roll them.
+func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *heraldv1.NotificationChannel) (opts redisconf.Options, ca []byte, err error) {
 	spec := ch.Spec.Redis
 	if spec == nil {
 		if len(r.DefaultRedis.Options.Addrs) == 0 {
-			return redisconf.Options{}, errors.New("spec.redis is not set and the operator has no default Redis (--redis-addresses)")
+			return opts, nil, errors.New("spec.redis is not set and the operator has no default Redis (--redis-addresses)")
 		}
-		return r.DefaultRedis.Options, nil
+		return r.DefaultRedis.Options, nil, nil
 	}
-	opts := redisconf.Options{Addrs: spec.Addresses}
+	opts = redisconf.Options{Addrs: spec.Addresses}
 	if ref := spec.CredentialsSecretRef; ref != nil {
 		data, err := r.secretData(ctx, ch.Namespace, ref.Name)
 		if err != nil {
-			return opts, fmt.Errorf("spec.redis.credentialsSecretRef: %w", err)
+			return opts, nil, fmt.Errorf("spec.redis.credentialsSecretRef: %w", err)
 		}
 		opts.Username = string(data[ref.UsernameKey])
 		opts.Password = string(data[ref.PasswordKey])
 		if opts.Password == "" {
-			return opts, fmt.Errorf("spec.redis.credentialsSecretRef: Secret %s has no key %q", ref.Name, ref.PasswordKey)
+			return opts, nil, fmt.Errorf("spec.redis.credentialsSecretRef: Secret %s has no key %q", ref.Name, ref.PasswordKey)
 		}
 	}
 	if t := spec.TLS; t != nil {
@@ -204,30 +207,31 @@ func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *he
 		if ref := t.CASecretRef; ref != nil {
 			data, err := r.secretData(ctx, ch.Namespace, ref.Name)
 			if err != nil {
-				return opts, fmt.Errorf("spec.redis.tls.caSecretRef: %w", err)
+				return opts, nil, fmt.Errorf("spec.redis.tls.caSecretRef: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(data[ref.Key]) {
-				return opts, fmt.Errorf("spec.redis.tls.caSecretRef: key %q of Secret %s holds no PEM certificate", ref.Key, ref.Name)
+				return opts, nil, fmt.Errorf("spec.redis.tls.caSecretRef: key %q of Secret %s holds no PEM certificate", ref.Key, ref.Name)
 			}
 			cfg.RootCAs = pool
-			id.Write(data[ref.Key])
+			ca = data[ref.Key]
+			id.Write(ca)
 		}
 		if ref := t.ClientCertSecretRef; ref != nil {
 			data, err := r.secretData(ctx, ch.Namespace, ref.Name)
 			if err != nil {
-				return opts, fmt.Errorf("spec.redis.tls.clientCertSecretRef: %w", err)
+				return opts, nil, fmt.Errorf("spec.redis.tls.clientCertSecretRef: %w", err)
 			}
 			pair, err := tls.X509KeyPair(data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey])
 			if err != nil {
-				return opts, fmt.Errorf("spec.redis.tls.clientCertSecretRef: keys %s and %s of Secret %s: %w", corev1.TLSCertKey, corev1.TLSPrivateKeyKey, ref.Name, err)
+				return opts, nil, fmt.Errorf("spec.redis.tls.clientCertSecretRef: keys %s and %s of Secret %s: %w", corev1.TLSCertKey, corev1.TLSPrivateKeyKey, ref.Name, err)
 			}
 			cfg.Certificates = []tls.Certificate{pair}
 			id.Write(data[corev1.TLSCertKey])
 		}
 		opts.TLS, opts.TLSID = cfg, hex.EncodeToString(id.Sum(nil)[:8])
 	}
-	return opts, nil
+	return opts, ca, nil
 }
 
 func (r *NotificationChannelReconciler) secretData(ctx context.Context, namespace, name string) (map[string][]byte, error) {

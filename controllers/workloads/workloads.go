@@ -75,6 +75,9 @@ func hash(s string) string {
 type RedisTLS struct {
 	heraldv1.RedisTLS
 	CAPEM string // the default Redis's CA bundle; empty: spec.redis.tls.caSecretRef, else the system roots
+	// SecretCA is what spec.redis.tls.caSecretRef holds, read by the operator. It only rolls the
+	// relays when it changes: they mount the Secret themselves.
+	SecretCA []byte
 }
 
 func labels(ch *heraldv1.NotificationChannel, component string) map[string]string {
@@ -288,8 +291,8 @@ func podAnnotations(ch *heraldv1.NotificationChannel, p Params) map[string]strin
 	if p.Password != "" {
 		a[CredentialsHashAnnotation] = hash(p.Password)
 	}
-	if p.RedisTLS != nil && p.RedisTLS.CAPEM != "" {
-		a[RedisCAHashAnnotation] = hash(p.RedisTLS.CAPEM)
+	if t := p.RedisTLS; t != nil && (t.CAPEM != "" || len(t.SecretCA) > 0) {
+		a[RedisCAHashAnnotation] = hash(t.CAPEM + string(t.SecretCA))
 	}
 	if len(a) == 0 {
 		return nil

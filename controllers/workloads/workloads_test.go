@@ -154,6 +154,15 @@ func TestPodTemplateRollsWhenPasswordOrCAChanges(t *testing.T) {
 	if a := annotations("", ""); a != nil {
 		t.Fatalf("nothing to roll on, no annotations: %v", a)
 	}
+	// A CA the relays mount from spec.redis.tls.caSecretRef rolls them too.
+	secretCA := func(ca string) string {
+		p := params()
+		p.RedisTLS = &RedisTLS{RedisTLS: heraldv1.RedisTLS{CASecretRef: &heraldv1.SecretKeyRef{Name: "redis-ca"}}, SecretCA: []byte(ca)}
+		return Deployment(channel(), p, 0).Spec.Template.Annotations[RedisCAHashAnnotation]
+	}
+	if a, b := secretCA("ca1"), secretCA("ca2"); a == "" || a == b {
+		t.Fatalf("the CA Secret's content must set the CA hash: %q, %q", a, b)
+	}
 }
 
 func TestConfigMapShipsTheDefaultRedisCA(t *testing.T) {
