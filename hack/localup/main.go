@@ -29,6 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/heraldhq/herald/hack/localstack"
 )
@@ -77,6 +79,9 @@ func run() error {
 		fmt.Printf("localup [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
 
+	// envtest logs through controller-runtime's global logger, which otherwise complains with a
+	// stack trace that it was never set; the stack's progress is what say prints.
+	ctrllog.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	stack, err := localstack.StartStack(localstack.StackOptions{Herald: *herald, Dir: *stateDir, RedisBasePort: *redisPort, Logf: say})
 	if err != nil {
 		return err

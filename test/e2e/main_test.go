@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/heraldhq/herald/hack/localstack"
 	"github.com/heraldhq/herald/internal/rediscluster"
@@ -34,6 +37,9 @@ func TestMain(m *testing.M) { os.Exit(runSuite(m)) }
 
 func runSuite(m *testing.M) (code int) {
 	redis.SetLogger(quietRedis{})
+	// envtest logs through controller-runtime's global logger, which otherwise complains with a
+	// stack trace that it was never set.
+	ctrllog.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	base := 7901
 	if v := os.Getenv("HERALD_E2E_REDIS_BASE_PORT"); v != "" {
 		var err error
