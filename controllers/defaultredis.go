@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -82,29 +81,15 @@ func (f DefaultRedisFlags) Load() (DefaultRedis, error) {
 		}
 		return d, nil
 	}
-	o.TLS = &tls.Config{ServerName: f.ServerName, MinVersion: tls.VersionTLS12}
-	d.RelayTLS = &workloads.RedisTLS{}
+	cfg, ca, err := tlsconfig.Files{CAFile: f.CAFile, ServerName: f.ServerName, CertFile: f.CertFile, KeyFile: f.KeyFile}.Config()
+	if err != nil {
+		return d, err
+	}
+	o.TLS = cfg
+	d.RelayTLS = &workloads.RedisTLS{CAPEM: string(ca)}
 	d.RelayTLS.ServerName = f.ServerName
-	if f.CAFile != "" {
-		pem, err := os.ReadFile(f.CAFile)
-		if err != nil {
-			return d, fmt.Errorf("--redis-tls-ca-file: %w", err)
-		}
-		o.TLS.RootCAs = x509.NewCertPool()
-		if !o.TLS.RootCAs.AppendCertsFromPEM(pem) {
-			return d, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", f.CAFile)
-		}
-		d.RelayTLS.CAPEM = string(pem)
-	}
-	if (f.CertFile == "") != (f.KeyFile == "") {
-		return d, errors.New("--redis-tls-cert-file and --redis-tls-key-file go together")
-	}
 	if f.CertFile != "" {
 		d.ClientCert = ClientCertFiles{Cert: f.CertFile, Key: f.KeyFile}
-		if _, err := d.ClientCert.Secret(); err != nil {
-			return d, err
-		}
-		o.TLS.GetClientCertificate = tlsconfig.ClientCertificateFiles(f.CertFile, f.KeyFile)
 	}
 	return d, nil
 }

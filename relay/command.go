@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -338,28 +337,9 @@ func (c *config) redisTLS() (*tls.Config, error) {
 	if !c.tls {
 		return nil, nil
 	}
-	cfg := &tls.Config{ServerName: c.tlsServerName, InsecureSkipVerify: c.tlsInsecure, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in, documented as for testing only
-	if c.tlsCAFile != "" {
-		pem, err := os.ReadFile(c.tlsCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading --redis-tls-ca-file: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--redis-tls-ca-file: %s holds no PEM certificate", c.tlsCAFile)
-		}
-	}
-	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
-		return nil, errors.New("--redis-tls-cert-file and --redis-tls-key-file go together")
-	}
-	if c.tlsCertFile != "" {
-		getCert := tlsconfig.ClientCertificateFiles(c.tlsCertFile, c.tlsKeyFile)
-		if _, err := getCert(nil); err != nil {
-			return nil, err
-		}
-		cfg.GetClientCertificate = getCert
-	}
-	return cfg, nil
+	cfg, _, err := tlsconfig.Files{CAFile: c.tlsCAFile, ServerName: c.tlsServerName, CertFile: c.tlsCertFile,
+		KeyFile: c.tlsKeyFile, InsecureSkipVerify: c.tlsInsecure}.Config()
+	return cfg, err
 }
 
 // serve runs run (the relay's background work) and an HTTP server for handler on listen until
