@@ -102,17 +102,22 @@ build: ## Build bin/herald.
 run: ## Run the manager against the current kubeconfig and the local Redis Cluster.
 	go run . manager --redis-addresses=$(HERALD_REDIS_ADDRS)
 
+.PHONY: images
+images: build ## Write the local images (Herald, pause, orders-app) as OCI archives into bin/images.
+	CGO_ENABLED=0 go build -trimpath -o bin/pause ./hack/pause
+	CGO_ENABLED=0 go build -trimpath -o bin/orders-app ./config/samples/orders-app
+	go run ./hack/images -out bin/images -tag dev
+
 .PHONY: dev
-dev: build ## Start Herald locally: control plane, Redis Cluster, manager, relays, a sample sidecar on :7070; Ctrl-C stops it all.
+dev: images $(HELM) ## Start Herald on a local cluster with a real node (as root); Ctrl-C stops it all.
+	@hack/node-deps.sh
 	go build -o bin/localup ./hack/localup
-	bin/localup --herald=bin/herald --redis-base-port=$(REDIS_CLUSTER_BASE_PORT)
+	bin/localup --redis-base-port=$(REDIS_CLUSTER_BASE_PORT)
 
 .PHONY: dev-down
-dev-down: ## Stop a running `make dev` (it stops what it started, and only that).
-	@pidfile=$${XDG_CACHE_HOME:-$$HOME/.cache}/herald/dev/localup.pid; \
-	if [ -f "$$pidfile" ] && kill -0 "$$(cat $$pidfile)" 2>/dev/null; then \
-		kill -TERM "$$(cat $$pidfile)"; echo "stopping make dev (pid $$(cat $$pidfile))"; \
-	else echo "make dev is not running"; fi
+dev-down: ## Stop a running `make dev` and remove whatever a crashed one left (processes, mounts, bridge, iptables chains).
+	go build -o bin/localup ./hack/localup
+	bin/localup --down
 
 .PHONY: helm-lint
 helm-lint: $(HELM) ## Lint the Helm chart and render it with its default and its optional values.

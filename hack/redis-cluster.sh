@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts, checks and stops a local Redis Cluster for tests and the local stack: 3 masters and
-# 3 replicas of Debian's redis-server on 127.0.0.1, ports BASE..BASE+5 (default 7001..7006).
+# 3 replicas of Debian's redis-server on one address of this machine (127.0.0.1 unless
+# REDIS_CLUSTER_HOST says otherwise, e.g. the local node's bridge, which pods reach), ports
+# BASE..BASE+5 (default 7001..7006).
 #
 #   hack/redis-cluster.sh up       install redis-server if missing, start, wait until healthy
 #   hack/redis-cluster.sh down     stop the nodes this script started (by PID) and remove data
@@ -11,11 +13,16 @@
 # cluster-replica-validity-factor 0, so a failover test never depends on how long a replica
 # lagged on a busy machine), REDIS_CLUSTER_TLS (1: the nodes speak only TLS, to
 # clients, to each other and to their replicas, and ask clients for a certificate; `up` makes a
-# CA, a server certificate for 127.0.0.1 and a client certificate with openssl in
+# CA, a server certificate for the host address and a client certificate with openssl in
 # $REDIS_CLUSTER_DIR/tls; clients trust tls/ca.crt and present tls/client.crt + tls/client.key).
 set -euo pipefail
 
 BASE=${REDIS_CLUSTER_BASE_PORT:-7001}
+HOST=${REDIS_CLUSTER_HOST:-127.0.0.1}
+# Protected mode only lets loopback clients in; an address of the local node's bridge is for
+# its pods, which are on this machine too.
+PROTECTED=yes
+[ "$HOST" = 127.0.0.1 ] || PROTECTED=no
 DIR=${REDIS_CLUSTER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/herald/redis-cluster-$BASE}
 NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-2000}
 PORTS=$(seq "$BASE" $((BASE + 5)))
@@ -26,7 +33,7 @@ if [ "${REDIS_CLUSTER_TLS:-}" = 1 ]; then
 fi
 
 log() { echo "redis-cluster: $*" >&2; }
-cli() { redis-cli "${TLS_CLI[@]}" -h 127.0.0.1 -p "$1" "${@:2}"; }
+cli() { redis-cli "${TLS_CLI[@]}" -h "$HOST" -p "$1" "${@:2}"; }
 
 # listen_args PORT: how a node listens, in plain TCP or TLS only.
 listen_args() {
@@ -38,7 +45,7 @@ listen_args() {
 	fi
 }
 
-# make_certs: a throw-away CA, and a server certificate for 127.0.0.1 (nodes also present it to
+# make_certs: a throw-away CA, and a server certificate for $HOST (nodes also present it to
 # each other) and a client certificate signed by it.
 make_certs() {
 	mkdir -p "$TLS_DIR"
@@ -46,9 +53,9 @@ make_certs() {
 		cd "$TLS_DIR"
 		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
 			-subj /CN=herald-test-ca -keyout ca.key -out ca.crt
-		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$HOST" \
 			-keyout server.key -out server.csr
-		printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
+		printf 'subjectAltName=IP:%s\n' "$HOST" >server.ext
 		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
 			-extfile server.ext -out server.crt
 		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=herald-test-client \
@@ -99,7 +106,7 @@ replicas_synced() {
 up() {
 	install
 	if all_ok 2>/dev/null; then
-		log "already up on 127.0.0.1:$BASE-$((BASE + 5))"
+		log "already up on $HOST:$BASE-$((BASE + 5))"
 		return
 	fi
 	down_quiet
@@ -108,7 +115,7 @@ up() {
 	for p in $PORTS; do
 		mkdir -p "$DIR/$p"
 		# shellcheck disable=SC2046 # listen_args is a list of words
-		redis-server $(listen_args "$p") --bind 127.0.0.1 --cluster-enabled yes \
+		redis-server $(listen_args "$p") --bind "$HOST" --protected-mode "$PROTECTED" --cluster-enabled yes \
 			--cluster-config-file "nodes-$p.conf" --cluster-node-timeout "$NODE_TIMEOUT" \
 			--cluster-replica-validity-factor 0 \
 			--appendonly yes --save "" --dir "$DIR/$p" --daemonize yes \
@@ -116,12 +123,12 @@ up() {
 	done
 	for p in $PORTS; do await "node $p" 20 cli "$p" ping; done
 	local addrs=()
-	for p in $PORTS; do addrs+=("127.0.0.1:$p"); done
+	for p in $PORTS; do addrs+=("$HOST:$p"); done
 	redis-cli "${TLS_CLI[@]}" --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 ||
 		{ cat "$DIR/create.log" >&2; return 1; }
 	await "cluster_state:ok on every node" 60 all_ok
 	await "replicas in sync" 60 replicas_synced
-	log "up on 127.0.0.1:$BASE-$((BASE + 5)) (data in $DIR)"
+	log "up on $HOST:$BASE-$((BASE + 5)) (data in $DIR)"
 }
 
 # down_quiet stops only the servers whose pid files this script wrote.
@@ -147,7 +154,7 @@ down() {
 status() {
 	local p
 	for p in $PORTS; do
-		printf '127.0.0.1:%s ' "$p"
+		printf '%s:%s ' "$HOST" "$p"
 		if cli "$p" ping >/dev/null 2>&1; then
 			echo "$(cli "$p" info replication | tr -d '\r' | sed -n 's/^role://p') $(cli "$p" cluster info | tr -d '\r' | grep '^cluster_state')"
 		else

@@ -1,11 +1,13 @@
-// Command localup is Herald's embedded local stack, what `make dev` runs: a control plane (the
-// envtest kube-apiserver and etcd from hack/setup-envtest.sh), a 6-node Redis Cluster from
-// hack/redis-cluster.sh, the Herald manager as a local process and the relay runner, which runs
-// the operator's relay Deployments as local processes (package hack/localstack). It applies the
-// samples, waits until the sample channels are Ready, starts the sidecar an injected orders-app
-// pod would have (on 127.0.0.1:7070, for the `orders` channel), and prints a kubeconfig and
-// commands to paste.
-// Ctrl-C (or `make dev-down`) stops everything it started and nothing else.
+// Command localup is Herald's embedded local cluster, what `make dev` runs: a Kubernetes
+// cluster with one real node on this machine (package hack/localcluster: the envtest control
+// plane, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS) and
+// a Redis Cluster that pods reach. It imports the images hack/images wrote, installs Herald with
+// its Helm chart, applies the samples, waits until the sample channels are Ready and the
+// orders-app pod runs with its injected sidecar, forwards 127.0.0.1:7070 to that sidecar
+// (kubectl port-forward) and prints a kubeconfig and commands to paste.
+//
+// Ctrl-C (or `make dev-down`, which runs `localup -down`) stops everything it started and
+// removes what it made on the machine; -down also cleans up after a run that crashed.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -32,7 +35,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/heraldhq/herald/hack/localstack"
+	"github.com/heraldhq/herald/hack/localcluster"
 )
 
 func main() {
@@ -42,117 +45,126 @@ func main() {
 	}
 }
 
-// The sample channel the printed commands use, and its key.
+// The sample channel the printed commands use, its key, and where the orders-app pod's sidecar
+// is forwarded to.
 const (
 	sampleNamespace = "default"
 	sampleChannel   = "orders"
 	sampleKey       = "order-1"
-	sidecarAddr     = "127.0.0.1:7070"
+	forwardAddr     = "127.0.0.1:7070"
 )
 
 func run() error {
-	stateDir := flag.String("state-dir", filepath.Join(cacheDir(), "dev"), "where the kubeconfig, logs, Redis data and the pid file go")
-	herald := flag.String("herald", "bin/herald", "the herald binary to run")
+	stateDir := flag.String("state-dir", filepath.Join(cacheDir(), "dev"), "where the kubeconfig, logs, Redis data, containerd and kubelet state and the pid file go")
+	images := flag.String("images", "bin/images", "directory of the OCI image archives hack/images wrote")
+	tag := flag.String("tag", "dev", "tag of the images")
+	helm := flag.String("helm", "bin/helm", "the helm binary")
+	chart := flag.String("chart", "charts/herald", "the Herald chart")
 	redisPort := flag.Int("redis-base-port", 7001, "first port of the local Redis Cluster (it uses six)")
 	samples := flag.String("samples", "config/samples", "directory of sample objects to apply (empty: none)")
-	readyWithin := flag.Duration("ready-timeout", 3*time.Minute, "how long to wait for the sample channels to become Ready")
+	readyWithin := flag.Duration("ready-timeout", 3*time.Minute, "how long to wait for the samples to be Ready")
+	down := flag.Bool("down", false, "stop a running localup and remove whatever a crashed one left, then exit")
 	flag.Parse()
 
-	if err := os.MkdirAll(*stateDir, 0o755); err != nil {
-		return err
+	pidFile := *stateDir + ".pid" // beside the state directory, which Start empties
+	if *down {
+		return stop(pidFile, *stateDir)
 	}
-	pidFile := filepath.Join(*stateDir, "localup.pid")
 	if b, err := os.ReadFile(pidFile); err == nil {
 		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && syscall.Kill(pid, 0) == nil {
 			return fmt.Errorf("make dev is already running (pid %d); stop it with make dev-down", pid)
 		}
 	}
+	if err := os.MkdirAll(filepath.Dir(pidFile), 0o755); err != nil {
+		return err
+	}
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return err
 	}
 	defer os.Remove(pidFile)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
 	began := time.Now()
 	say := func(format string, args ...any) {
 		fmt.Printf("localup [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
-
 	// envtest logs through controller-runtime's global logger, which otherwise complains with a
-	// stack trace that it was never set; the stack's progress is what say prints.
+	// stack trace that it was never set; the cluster's progress is what say prints.
 	ctrllog.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	stack, err := localstack.StartStack(localstack.StackOptions{Herald: *herald, Dir: *stateDir, RedisBasePort: *redisPort, Logf: say})
+
+	var archives []string
+	for _, name := range []string{"herald", "pause", "orders-app"} {
+		archives = append(archives, filepath.Join(*images, name+".tar"))
+	}
+	cluster, err := localcluster.Start(ctx, localcluster.Options{
+		Dir: *stateDir, Images: archives, PauseImage: "ghcr.io/heraldhq/pause:" + *tag,
+		RedisBasePort: *redisPort, Logf: say,
+	})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := stack.Stop(); err != nil {
+		if err := cluster.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "localup: stopping:", err)
 		}
 		say("stopped")
 	}()
 
-	// Waiting ends early when the manager exits: its log says why.
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		if err, ok := <-stack.ManagerExited(); ok {
-			cancel(fmt.Errorf("the manager exited: %v (see %s)", err, filepath.Join(*stateDir, "manager.log")))
-		}
-	}()
-
+	say("installing Herald with helm (%s)", *chart)
+	if err := cluster.InstallHerald(ctx, *helm, *chart, *tag); err != nil {
+		return err
+	}
+	kubectl := "kubectl --kubeconfig " + cluster.Kubeconfig
 	if *samples != "" {
 		say("applying %s", *samples)
-		if err := applyDir(ctx, stack.Client, *samples, sampleNamespace); err != nil {
+		if err := applyDir(ctx, cluster.Client, *samples, sampleNamespace); err != nil {
 			return fmt.Errorf("applying samples: %w", err)
 		}
 		for _, name := range []string{sampleChannel, "presence"} {
-			if _, err := localstack.WaitChannelReady(ctx, stack.Client, client.ObjectKey{Namespace: sampleNamespace, Name: name}, *readyWithin); err != nil {
-				return fmt.Errorf("%w (logs: %s/manager.log, %s/runner.log, %s/relays/logs)", err, *stateDir, *stateDir, *stateDir)
+			if _, err := localcluster.WaitChannelReady(ctx, cluster.Client, client.ObjectKey{Namespace: sampleNamespace, Name: name}, *readyWithin); err != nil {
+				return fmt.Errorf("%w (%s logs -n %s deploy/herald-manager)", err, kubectl, localcluster.HeraldNamespace)
 			}
 			say("channel %s is Ready", name)
 		}
-	}
-	kubectl := "kubectl --kubeconfig " + stack.Kubeconfig
-
-	var sidecar *localstack.Process
-	if *samples != "" {
-		if !stack.HasSidecarRole() {
-			return fmt.Errorf("%s has no `relay --role=sidecar`: rebuild it (make build)", stack.Herald)
-		}
-		say("starting the sidecar an injected orders-app pod would have, on %s", sidecarAddr)
-		sidecar, err = stack.StartSidecar(ctx, localstack.SidecarOptions{Name: "sidecar", Namespace: sampleNamespace, Channels: sampleChannel, Listen: sidecarAddr})
-		if err != nil {
+		say("waiting for the orders-app pod and its injected sidecar")
+		if _, err := cluster.WaitPodsReady(ctx, sampleNamespace, "app.kubernetes.io/name=orders-app", 1, *readyWithin); err != nil {
 			return err
 		}
-		defer sidecar.Stop(10 * time.Second)
+	}
+
+	var forward *portForward
+	if *samples != "" {
+		say("forwarding %s to the orders-app pod's sidecar (kubectl port-forward)", forwardAddr)
+		if forward, err = startPortForward(ctx, cluster.Kubeconfig, filepath.Join(*stateDir, "logs", "port-forward.log")); err != nil {
+			return err
+		}
+		defer forward.stop()
 	}
 
 	fmt.Printf(`
-Herald is running locally (ready in %.0fs).
+Herald is running on a local cluster with one node (ready in %.0fs).
 
   export KUBECONFIG=%s
-  kubectl get nch                       # the sample channels
+  kubectl get pods -A                  # the manager, the relays, orders-app (2/2: app + sidecar)
+  kubectl get nch                      # the sample channels
+  kubectl logs deploy/orders-app -c app --follow
   kubectl describe nch orders
-  kubectl get deploy,svc -l app.kubernetes.io/managed-by=herald-operator
 
 Redis Cluster: %s (and the next five ports)
-Logs:          %s/{manager,runner,sidecar}.log, %s/relays/logs/
-Endpoints:     %s (Service host -> ready relays)
+Logs:          %s/logs/ (control plane, kubelet, containerd); pods: kubectl logs
 Stop:          Ctrl-C here, or make dev-down
-`, time.Since(began).Seconds(), stack.Kubeconfig, stack.RedisAddrs[0], *stateDir, *stateDir, stack.Runner.EndpointsFile())
-	if sidecar != nil {
-		base := "http://" + sidecarAddr
+`, time.Since(began).Seconds(), cluster.Kubeconfig, cluster.Redis.Addr(), *stateDir)
+	if forward != nil {
+		base := "http://" + forwardAddr
 		first, err := publish(ctx, base, `{"order": 1, "status": "created"}`)
 		if err != nil {
-			// Say so loudly, and stay up: the stack is there to find out why.
-			fmt.Printf("\nWARNING: publishing a first message through the sidecar failed: %v\n(see %s/sidecar.log and %s/relays/logs/)\n", err, *stateDir, *stateDir)
+			// Say so loudly, and stay up: the cluster is there to find out why.
+			fmt.Printf("\nWARNING: publishing a first message through the sidecar failed: %v\n(see %s logs deploy/orders-app -c herald-sidecar)\n", err, kubectl)
 			first = "<the id of an event you received>"
 		}
 		ch := base + "/v1/channels/" + sampleChannel
 		fmt.Printf(`
-Try it in another terminal (the sidecar of an orders-app pod listens on %[6]s):
+Try it in another terminal (%[6]s is forwarded to the sidecar of the orders-app pod):
 
   # follow the whole channel: every key, its 3 shards merged (Server-Sent Events; Ctrl-C stops)
   curl -N %[1]s/events
@@ -166,25 +178,79 @@ Try it in another terminal (the sidecar of an orders-app pod listens on %[6]s):
   # resume after a disconnect: everything after that cursor (the message published at start-up), then live
   curl -N -H 'Last-Event-ID: %[3]s' '%[1]s/events?key=%[2]s'
 
-  %[5]s get nch
-`, ch, sampleKey, first, strings.Replace(ch, "http://", "ws://", 1), kubectl, sidecarAddr)
+  %[5]s get pods -A
+`, ch, sampleKey, first, strings.Replace(ch, "http://", "ws://", 1), kubectl, forwardAddr)
 	}
 	fmt.Println()
-
-	var sidecarExited <-chan error
-	if sidecar != nil {
-		sidecarExited = sidecar.Exited()
-	}
-	select {
-	case <-ctx.Done():
-		fmt.Println()
-		if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
-			return err
-		}
-	case err := <-sidecarExited:
-		return fmt.Errorf("the sidecar exited: %v (see %s)", err, filepath.Join(*stateDir, "sidecar.log"))
-	}
+	<-ctx.Done()
+	fmt.Println()
 	return nil
+}
+
+// stop ends a running localup (SIGTERM, then waits for it to clean up) and removes whatever a
+// crashed one left behind.
+func stop(pidFile, stateDir string) error {
+	if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && syscall.Kill(pid, syscall.SIGTERM) == nil {
+			fmt.Printf("stopping make dev (pid %d)\n", pid)
+			for i := 0; i < 600 && syscall.Kill(pid, 0) == nil; i++ {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	if err := localcluster.Down(stateDir); err != nil {
+		return err
+	}
+	_ = os.Remove(pidFile)
+	fmt.Println("nothing of make dev is left running")
+	return nil
+}
+
+// portForward keeps `kubectl port-forward deploy/orders-app` running, starting it again when
+// it exits (the pod was replaced).
+type portForward struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startPortForward(parent context.Context, kubeconfig, logPath string) (*portForward, error) {
+	ctx, cancel := context.WithCancel(parent)
+	pf := &portForward{cancel: cancel, done: make(chan struct{})}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	host, port, _ := strings.Cut(forwardAddr, ":")
+	go func() {
+		defer close(pf.done)
+		defer logf.Close()
+		for ctx.Err() == nil {
+			cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "-n", sampleNamespace,
+				"port-forward", "--address", host, "deploy/orders-app", port+":7070")
+			cmd.Stdout, cmd.Stderr = logf, logf
+			_ = cmd.Run()
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	// Ready once the forwarded port answers.
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get("http://" + forwardAddr + "/healthz"); err == nil {
+			resp.Body.Close()
+			return pf, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	pf.stop()
+	return nil, fmt.Errorf("kubectl port-forward to the orders-app pod did not answer on %s (see %s)", forwardAddr, logPath)
+}
+
+func (pf *portForward) stop() {
+	pf.cancel()
+	<-pf.done
 }
 
 // publish posts one JSON message with key sampleKey and returns its cursor.

@@ -37,6 +37,7 @@ type Cluster struct {
 	Base   int    // first port
 	Dir    string // the script's REDIS_CLUSTER_DIR: <port>/redis.pid, <port>/redis.log
 	TLS    bool   // the script's REDIS_CLUSTER_TLS=1: nodes speak only TLS; clients trust CAFile and present ClientCertFile
+	Host   string // the script's REDIS_CLUSTER_HOST: the address the nodes listen on. Defaults to 127.0.0.1.
 	script string
 }
 
@@ -58,23 +59,36 @@ func StartTLS(base int, dir string) (*Cluster, error) {
 }
 
 func start(c *Cluster) (*Cluster, error) {
-	root, err := ModuleRoot()
-	if err != nil {
+	if err := c.Up(); err != nil {
 		return nil, err
-	}
-	c.script = filepath.Join(root, "hack", "redis-cluster.sh")
-	if out, err := c.run("up"); err != nil {
-		_, _ = c.run("down")
-		return nil, fmt.Errorf("redis-cluster.sh up: %v\n%s", err, out)
 	}
 	return c, nil
 }
 
+// Up runs `hack/redis-cluster.sh up` for c; a failed start is taken down again.
+func (c *Cluster) Up() error {
+	if out, err := c.run("up"); err != nil {
+		_, _ = c.run("down")
+		return fmt.Errorf("redis-cluster.sh up: %v\n%s", err, out)
+	}
+	return nil
+}
+
 func (c *Cluster) run(verb string) ([]byte, error) {
+	if c.script == "" {
+		root, err := ModuleRoot()
+		if err != nil {
+			return nil, err
+		}
+		c.script = filepath.Join(root, "hack", "redis-cluster.sh")
+	}
 	cmd := exec.Command("bash", c.script, verb)
 	cmd.Env = append(os.Environ(), "REDIS_CLUSTER_BASE_PORT="+strconv.Itoa(c.Base), "REDIS_CLUSTER_DIR="+c.Dir)
 	if c.TLS {
 		cmd.Env = append(cmd.Env, "REDIS_CLUSTER_TLS=1")
+	}
+	if c.Host != "" {
+		cmd.Env = append(cmd.Env, "REDIS_CLUSTER_HOST="+c.Host)
 	}
 	return cmd.CombinedOutput()
 }
@@ -102,7 +116,14 @@ func (c *Cluster) Down() error {
 }
 
 // Addr is the seed address of the cluster.
-func (c *Cluster) Addr() string { return "127.0.0.1:" + strconv.Itoa(c.Base) }
+func (c *Cluster) Addr() string { return c.host() + ":" + strconv.Itoa(c.Base) }
+
+func (c *Cluster) host() string {
+	if c.Host == "" {
+		return "127.0.0.1"
+	}
+	return c.Host
+}
 
 // Ports are the six node ports.
 func (c *Cluster) Ports() []int {
@@ -117,7 +138,7 @@ func (c *Cluster) Ports() []int {
 func (c *Cluster) Addrs() []string {
 	as := make([]string, 0, 6)
 	for _, p := range c.Ports() {
-		as = append(as, "127.0.0.1:"+strconv.Itoa(p))
+		as = append(as, c.host()+":"+strconv.Itoa(p))
 	}
 	return as
 }
@@ -157,7 +178,11 @@ func (c *Cluster) Restart(port int) error {
 			"--tls-auth-clients", "yes", "--tls-cert-file", filepath.Join(tlsDir, "server.crt"),
 			"--tls-key-file", filepath.Join(tlsDir, "server.key"), "--tls-ca-cert-file", c.CAFile()}
 	}
-	args := append(listen, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+	protected := "yes"
+	if c.host() != "127.0.0.1" {
+		protected = "no" // as the script: the local node's pods, on this machine, are the clients
+	}
+	args := append(listen, "--bind", c.host(), "--protected-mode", protected, "--cluster-enabled", "yes",
 		"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", timeout,
 		"--cluster-replica-validity-factor", "0",
 		"--appendonly", "yes", "--save", "", "--dir", d, "--daemonize", "yes",

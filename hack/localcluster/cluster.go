@@ -1,0 +1,225 @@
+package localcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/heraldhq/herald/internal/rediscluster"
+)
+
+// The node's network. Pods get addresses from PodCIDR on Bridge, whose own address NodeIP is
+// the node's: the API server, kubelet, CoreDNS and Redis listen there. Services get addresses
+// from ServiceCIDR.
+const (
+	Bridge        = "herald0"
+	NodeIP        = "10.244.0.1"
+	PodCIDR       = "10.244.0.0/24"
+	ServiceCIDR   = "10.96.0.0/24"
+	APIServiceIP  = "10.96.0.1" // the `kubernetes` Service
+	ClusterDomain = "cluster.local"
+	NodeName      = "herald-node"
+	APIServerPort = 6443
+)
+
+// Options configure Start.
+type Options struct {
+	Root          string                           // repository root (hack/ scripts). Defaults to the module root above the working directory.
+	Dir           string                           // state: kubeconfig, logs, pid files, containerd, kubelet, Redis; required
+	Images        []string                         // OCI image archives to import into containerd (hack/images)
+	PauseImage    string                           // the pod sandbox image, one of Images; required
+	RedisBasePort int                              // first of the six Redis Cluster ports; required
+	Logf          func(format string, args ...any) // progress; none by default
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	Dir        string
+	Kubeconfig string       // an admin (system:masters) kubeconfig of the API server
+	Config     *rest.Config // the same admin credentials
+	Client     client.Client
+	Redis      *rediscluster.Cluster // listening on NodeIP
+	Assets     string                // the directory of the Kubernetes binaries
+
+	opt     Options
+	env     *envtest.Environment
+	procs   []*Process // in start order
+	network *network
+}
+
+// Start brings the whole cluster up and returns once the node is Ready. On error it stops
+// what it had started.
+func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
+	if opt.Dir == "" || opt.RedisBasePort == 0 || opt.PauseImage == "" {
+		return nil, errors.New("localcluster: Options need Dir, RedisBasePort and PauseImage")
+	}
+	if opt.Logf == nil {
+		opt.Logf = func(string, ...any) {}
+	}
+	if opt.Root == "" {
+		if opt.Root, err = rediscluster.ModuleRoot(); err != nil {
+			return nil, err
+		}
+	}
+	if opt.Dir, err = filepath.Abs(opt.Dir); err != nil {
+		return nil, err
+	}
+	if err := Preflight(opt.Dir, opt.RedisBasePort); err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: opt.Dir, opt: opt}
+	// A previous run's state (certificates, pods, images) must not leak into this one.
+	if err := os.RemoveAll(opt.Dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if serr := c.Stop(); serr != nil {
+				opt.Logf("stopping after a failed start: %v", serr)
+			}
+		}
+	}()
+
+	opt.Logf("building (once, cached) and finding the Kubernetes binaries")
+	if _, err := c.script("setup-envtest.sh"); err != nil {
+		return nil, fmt.Errorf("building the control plane: %w", err)
+	}
+	assets, err := c.script("setup-node.sh")
+	if err != nil {
+		return nil, fmt.Errorf("building the node components: %w", err)
+	}
+	c.Assets = strings.TrimSpace(string(assets))
+
+	opt.Logf("creating the node's bridge %s (%s) and the route of %s", Bridge, NodeIP, ServiceCIDR)
+	if c.network, err = setUpNetwork(); err != nil {
+		return nil, err
+	}
+
+	opt.Logf("starting the Redis Cluster on %s:%d-%d", NodeIP, opt.RedisBasePort, opt.RedisBasePort+5)
+	c.Redis = rediscluster.At(opt.RedisBasePort, filepath.Join(opt.Dir, "redis"))
+	c.Redis.Host = NodeIP
+	if err := c.Redis.Up(); err != nil {
+		return nil, err
+	}
+
+	opt.Logf("starting the control plane (etcd, kube-apiserver on %s)", NodeIP)
+	if err := c.startControlPlane(); err != nil {
+		return nil, err
+	}
+	opt.Logf("starting containerd and importing %d images", len(opt.Images))
+	if err := c.startContainerd(ctx); err != nil {
+		return nil, err
+	}
+	opt.Logf("starting kube-controller-manager, kube-scheduler, kubelet, kube-proxy and CoreDNS")
+	if err := c.startNodeComponents(); err != nil {
+		return nil, err
+	}
+	opt.Logf("waiting for node %s to be Ready", NodeName)
+	if err := c.awaitNodeReady(ctx, 2*time.Minute); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// awaitNodeReady polls the node's Ready condition, and fails early when a component exits.
+func (c *Cluster) awaitNodeReady(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		var node corev1.Node
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: NodeName}, &node); err == nil {
+			for _, cond := range node.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+		}
+		for _, p := range c.procs {
+			select {
+			case err := <-p.Exited():
+				return fmt.Errorf("%s exited (%v): see %s", p.Name, err, c.LogPath(p.Name))
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s is not Ready after %s: see %s", NodeName, within, c.LogPath("kubelet"))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// LogPath is where the component name writes its log.
+func (c *Cluster) LogPath(name string) string { return filepath.Join(c.Dir, "logs", name+".log") }
+
+// Stop stops what Start started, in reverse order, and removes the node's network and mounts.
+func (c *Cluster) Stop() error {
+	var errs []error
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		p := c.procs[i]
+		if p.Name == "containerd" {
+			// Pods first, while containerd can still stop them.
+			errs = append(errs, c.stopPods())
+		}
+		c.opt.Logf("stopping %s", p.Name)
+		p.Stop(10 * time.Second)
+	}
+	c.procs = nil
+	if c.env != nil {
+		c.opt.Logf("stopping the control plane")
+		errs = append(errs, c.env.Stop())
+		c.env = nil
+	}
+	if c.Redis != nil {
+		c.opt.Logf("stopping the Redis Cluster")
+		errs = append(errs, c.Redis.Down())
+		c.Redis = nil
+	}
+	c.opt.Logf("removing what the node left: containers, mounts, iptables chains, the bridge")
+	errs = append(errs, Down(c.Dir))
+	if c.network != nil {
+		c.network.restore()
+	}
+	return errors.Join(errs...)
+}
+
+// script runs hack/<name> and returns its stdout; its stderr goes to <Dir>/logs/setup.log.
+func (c *Cluster) script(name string, args ...string) ([]byte, error) {
+	cmd := exec.Command("bash", append([]string{filepath.Join(c.opt.Root, "hack", name)}, args...)...)
+	cmd.Dir = c.opt.Root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("hack/%s: %w\n%s", name, err, stderr.String())
+	}
+	_ = os.MkdirAll(filepath.Join(c.Dir, "logs"), 0o755)
+	_ = os.WriteFile(filepath.Join(c.Dir, "logs", "setup.log"), stderr.Bytes(), 0o644)
+	return out, nil
+}
+
+func (c *Cluster) start(name string, args []string, env ...string) error {
+	p, err := StartProcess(c.Dir, name, filepath.Join(c.Assets, name), args, env)
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	c.procs = append(c.procs, p)
+	return nil
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

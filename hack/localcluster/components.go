@@ -1,0 +1,162 @@
+package localcluster
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// startControlPlane starts etcd and kube-apiserver through envtest, with the API server on
+// NodeIP (pods reach it through the `kubernetes` Service) and a serving certificate they can
+// verify, ServiceAccount admission on (envtest turns it off), webhooks called at their pods'
+// addresses, and writes an admin kubeconfig.
+func (c *Cluster) startControlPlane() error {
+	pki := filepath.Join(c.Dir, "pki")
+	ca, err := writeAPIServerCerts(pki)
+	if err != nil {
+		return err
+	}
+	logs := filepath.Join(c.Dir, "logs")
+	etcdLog, err := os.Create(filepath.Join(logs, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	apiLog, err := os.Create(filepath.Join(logs, "kube-apiserver.log"))
+	if err != nil {
+		return err
+	}
+	c.env = &envtest.Environment{BinaryAssetsDirectory: c.Assets}
+	c.env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(c.Dir, "etcd"), Out: etcdLog, Err: etcdLog}
+	api := c.env.ControlPlane.GetAPIServer()
+	api.CertDir = pki
+	// Both, or envtest picks a loopback port for itself.
+	api.SecureServing.Address, api.SecureServing.Port = NodeIP, itoa(APIServerPort)
+	api.SecureServing.CA = ca
+	api.Out, api.Err = apiLog, apiLog
+	args := api.Configure()
+	args.Disable("disable-admission-plugins")
+	args.Set("service-cluster-ip-range", ServiceCIDR)
+	args.Set("advertise-address", NodeIP) // else the machine's default address
+	args.Set("kubelet-preferred-address-types", "InternalIP")
+	args.Set("enable-aggregator-routing", "true")
+	args.Set("allow-privileged", "true")
+	args.Set("v", "1")
+	if _, err := c.env.Start(); err != nil {
+		return fmt.Errorf("starting the control plane: %w (see %s)", err, filepath.Join(logs, "kube-apiserver.log"))
+	}
+	admin, err := c.env.AddUser(envtest.User{Name: "herald-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	c.Config = admin.Config()
+	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, kc, 0o600); err != nil {
+		return err
+	}
+	c.Client, err = NewClient(c.Config)
+	return err
+}
+
+// startNodeComponents starts the controllers, the scheduler, the node and the cluster's DNS,
+// all with the admin kubeconfig (a single-user local cluster; RBAC still applies to pods).
+func (c *Cluster) startNodeComponents() error {
+	pki := filepath.Join(c.Dir, "pki")
+	kc := "--kubeconfig=" + c.Kubeconfig
+	if err := c.start("kube-controller-manager", []string{kc,
+		"--leader-elect=false", "--secure-port=0", "--controllers=*",
+		"--service-account-private-key-file=" + filepath.Join(pki, "sa-signer.key"),
+		"--root-ca-file=" + filepath.Join(pki, "ca.crt"),
+		"--use-service-account-credentials=false", "--cluster-name=herald",
+	}); err != nil {
+		return err
+	}
+	if err := c.start("kube-scheduler", []string{kc, "--leader-elect=false", "--secure-port=0"}); err != nil {
+		return err
+	}
+	kubeletDir := filepath.Join(c.Dir, "kubelet")
+	if err := os.MkdirAll(kubeletDir, 0o755); err != nil {
+		return err
+	}
+	config := filepath.Join(kubeletDir, "config.yaml")
+	if err := os.WriteFile(config, []byte(c.kubeletConfig()), 0o644); err != nil {
+		return err
+	}
+	if err := c.start("kubelet", []string{kc, "--config=" + config,
+		"--hostname-override=" + NodeName, "--node-ip=" + NodeIP,
+		"--root-dir=" + kubeletDir, "--cert-dir=" + filepath.Join(kubeletDir, "pki"),
+	}); err != nil {
+		return err
+	}
+	if err := c.start("kube-proxy", []string{kc, "--hostname-override=" + NodeName,
+		"--proxy-mode=iptables", "--cluster-cidr=" + PodCIDR,
+		"--healthz-bind-address=127.0.0.1:10256", "--metrics-bind-address=127.0.0.1:10249",
+		"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
+	}); err != nil {
+		return err
+	}
+	corefile := filepath.Join(c.Dir, "coredns", "Corefile")
+	if err := os.MkdirAll(filepath.Dir(corefile), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(corefile, []byte(c.corefile()), 0o644); err != nil {
+		return err
+	}
+	return c.start("coredns", []string{"-conf", corefile})
+}
+
+// kubeletConfig is the node's KubeletConfiguration, with what these machines need: cgroup v1
+// with the cgroupfs driver, no per-QoS cgroups or node allocatable enforcement (no
+// CAP_SYS_RESOURCE) but every container under the cgroup cgroupRoot, no swap check, only memory pressure evicts; the API server reaches the
+// kubelet (logs, exec, port-forward) on NodeIP, anonymously, which the node allows.
+func (c *Cluster) kubeletConfig() string {
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: %[1]s
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 0
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization:
+  mode: AlwaysAllow
+containerRuntimeEndpoint: unix://%[2]s
+cgroupDriver: cgroupfs
+failCgroupV1: false
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+clusterDNS: [%[1]s]
+clusterDomain: %[3]s
+evictionHard:
+  memory.available: 100Mi
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+maxPods: 110
+cgroupRoot: /%[4]s
+podLogsDir: %[5]s
+`, NodeIP, c.ContainerdSocket(), ClusterDomain, cgroupRoot, filepath.Join(c.Dir, "kubelet", "pod-logs"))
+}
+
+// corefile serves the cluster domain (Services and pods) on NodeIP:53 and nothing else: no
+// name is resolved off the machine.
+func (c *Cluster) corefile() string {
+	return fmt.Sprintf(`%[1]s:53 in-addr.arpa:53 {
+    bind %[2]s
+    errors
+    kubernetes %[1]s in-addr.arpa {
+        kubeconfig %[3]s
+        pods insecure
+    }
+    cache 5
+}
+`, ClusterDomain, NodeIP, c.Kubeconfig)
+}
