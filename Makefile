@@ -79,9 +79,10 @@ test: ## Run every test against real parts (envtest, Redis Cluster) and the fuzz
 E2E_REDIS_BASE_PORT ?= 7901
 
 .PHONY: test-e2e
-test-e2e: build ## End-to-end test: control plane, its own Redis Cluster, manager and relays as processes.
-	@hack/setup-envtest.sh >/dev/null
-	HERALD_E2E_REDIS_BASE_PORT=$(E2E_REDIS_BASE_PORT) go test -tags e2e -count=1 -timeout 15m -v ./test/e2e/
+test-e2e: images $(HELM) ## End-to-end test on a local cluster with a real node (as root): Herald installed by its chart, faults at pod and Redis level.
+	@hack/node-deps.sh
+	@hack/setup-node.sh >/dev/null
+	HERALD_E2E_REDIS_BASE_PORT=$(E2E_REDIS_BASE_PORT) go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
 
 # Extra flags of the load generator, e.g. BENCH_FLAGS="-only=ae -subscribers=1000".
 BENCH_FLAGS ?=
@@ -103,10 +104,11 @@ run: ## Run the manager against the current kubeconfig and the local Redis Clust
 	go run . manager --redis-addresses=$(HERALD_REDIS_ADDRS)
 
 .PHONY: images
-images: build ## Write the local images (Herald, pause, orders-app) as OCI archives into bin/images.
+images: build ## Write the local images (Herald, pause, orders-app, the e2e forwarder) as OCI archives into bin/images.
 	CGO_ENABLED=0 go build -trimpath -o bin/pause ./hack/pause
 	CGO_ENABLED=0 go build -trimpath -o bin/orders-app ./config/samples/orders-app
-	go run ./hack/images -out bin/images -tag dev
+	CGO_ENABLED=0 go build -trimpath -o bin/e2e-forwarder ./test/e2e/forwarder
+	go run ./hack/images -out bin/images -tag dev -app e2e-forwarder=bin/e2e-forwarder
 
 .PHONY: dev
 dev: images $(HELM) ## Start Herald on a local cluster with a real node (as root); Ctrl-C stops it all.

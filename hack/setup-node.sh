@@ -10,7 +10,7 @@
 # build cache shares most of that work too. CoreDNS is built with only the plugins a cluster
 # needs (kubernetes, cache, errors, and bind to listen on the node's address only; no forward:
 # nothing here resolves names off the machine).
-# Cold: about 6 minutes on two cores after kube-apiserver; later runs return at once.
+# Cold: about 3 minutes on two cores after kube-apiserver; later runs return at once.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-1.37.2}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 func main() {
@@ -13,18 +14,28 @@ func main() {
 	herald := flag.String("herald", "bin/herald", "static herald binary")
 	pause := flag.String("pause", "bin/pause", "static pause binary (hack/pause)")
 	app := flag.String("orders-app", "bin/orders-app", "static orders-app binary (config/samples/orders-app)")
+	var extra []string
+	flag.Func("app", "name=binary: one more app image (e.g. a test's), repeatable", func(v string) error {
+		if name, bin, ok := strings.Cut(v, "="); !ok || name == "" || bin == "" {
+			return fmt.Errorf("want name=binary, got %q", v)
+		}
+		extra = append(extra, v)
+		return nil
+	})
 	flag.Parse()
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fail(err)
 	}
-	for _, im := range []struct {
+	type image struct {
 		name, bin string
 		spec      Spec
-	}{
-		{"herald", *herald, HeraldSpec},
-		{"pause", *pause, PauseSpec},
-		{"orders-app", *app, AppSpec},
-	} {
+	}
+	images := []image{{"herald", *herald, HeraldSpec}, {"pause", *pause, PauseSpec}, {"orders-app", *app, AppSpec}}
+	for _, v := range extra {
+		name, bin, _ := strings.Cut(v, "=")
+		images = append(images, image{name, bin, AppSpec})
+	}
+	for _, im := range images {
 		img, err := Image(im.spec, im.bin)
 		if err != nil {
 			fail(fmt.Errorf("%s image: %w", im.name, err))

@@ -14,9 +14,9 @@ import (
 	"syscall"
 )
 
-// cgroupRoot is the cgroup (under every v1 hierarchy) the kubelet puts containers in, so that
-// Down finds every container process of the node, and only those.
-const cgroupRoot = "herald-node"
+// containerCgroup is the cgroup (in every hierarchy) where containerd puts the containers of
+// its k8s.io namespace when the kubelet runs without per-QoS cgroups: Down kills what is in it.
+const containerCgroup = "k8s.io"
 
 // Preflight checks what Start needs and says in one line what to do when something is off.
 func Preflight(dir string, redisBasePort int) error {
@@ -136,7 +136,7 @@ func killMatching(match func(pid int, cmdline string) bool) {
 
 // killCgroup kills every process in the node's container cgroups and removes them.
 func killCgroup() error {
-	root := filepath.Join("/sys/fs/cgroup/pids", cgroupRoot)
+	root := filepath.Join("/sys/fs/cgroup/pids", containerCgroup)
 	if _, err := os.Stat(root); err != nil {
 		return nil
 	}
@@ -156,7 +156,7 @@ func killCgroup() error {
 		}
 	}
 	// Every hierarchy has the same tree; remove it deepest first once its processes are gone.
-	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*/" + cgroupRoot)
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*/" + containerCgroup)
 	var all []string
 	for _, h := range hierarchies {
 		_ = filepath.WalkDir(h, func(p string, d os.DirEntry, err error) error {

@@ -173,8 +173,8 @@ func (c *Cluster) Stop() error {
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		p := c.procs[i]
 		if p.Name == "containerd" {
-			// Pods first, while containerd can still stop them.
-			errs = append(errs, c.stopPods())
+			// Containers first: their shims outlive containerd.
+			errs = append(errs, killCgroup())
 		}
 		c.opt.Logf("stopping %s", p.Name)
 		p.Stop(10 * time.Second)

@@ -112,7 +112,7 @@ func (c *Cluster) startNodeComponents() error {
 
 // kubeletConfig is the node's KubeletConfiguration, with what these machines need: cgroup v1
 // with the cgroupfs driver, no per-QoS cgroups or node allocatable enforcement (no
-// CAP_SYS_RESOURCE) but every container under the cgroup cgroupRoot, no swap check, only memory pressure evicts; the API server reaches the
+// CAP_SYS_RESOURCE), no swap check, only memory pressure evicts; the API server reaches the
 // kubelet (logs, exec, port-forward) on NodeIP, anonymously, which the node allows.
 func (c *Cluster) kubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
@@ -141,9 +141,8 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 110
-cgroupRoot: /%[4]s
-podLogsDir: %[5]s
-`, NodeIP, c.ContainerdSocket(), ClusterDomain, cgroupRoot, filepath.Join(c.Dir, "kubelet", "pod-logs"))
+podLogsDir: %[4]s
+`, NodeIP, c.ContainerdSocket(), ClusterDomain, filepath.Join(c.Dir, "kubelet", "pod-logs"))
 }
 
 // corefile serves the cluster domain (Services and pods) on NodeIP:53 and nothing else: no

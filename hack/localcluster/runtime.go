@@ -142,26 +142,3 @@ func (c *Cluster) ctr(ctx context.Context, args ...string) (string, error) {
 	}
 	return string(out), nil
 }
-
-// stopPods kills every container task of the node while containerd runs, so no container
-// outlives the cluster.
-func (c *Cluster) stopPods() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := c.ctr(ctx, "tasks", "list", "--quiet")
-	if err != nil {
-		return err
-	}
-	for _, id := range strings.Fields(out) {
-		_, _ = c.ctr(ctx, "tasks", "kill", "--signal", "SIGKILL", "--all", id)
-	}
-	for _, id := range strings.Fields(out) {
-		for i := 0; i < 50; i++ {
-			if _, err := c.ctr(ctx, "tasks", "delete", id); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	return nil
-}

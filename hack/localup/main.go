@@ -159,7 +159,7 @@ Stop:          Ctrl-C here, or make dev-down
 		first, err := publish(ctx, base, `{"order": 1, "status": "created"}`)
 		if err != nil {
 			// Say so loudly, and stay up: the cluster is there to find out why.
-			fmt.Printf("\nWARNING: publishing a first message through the sidecar failed: %v\n(see %s logs deploy/orders-app -c herald-sidecar)\n", err, kubectl)
+			fmt.Printf("\nWARNING: publishing a first message through the sidecar failed: %v\n(see %s logs deploy/orders-app -c herald-relay)\n", err, kubectl)
 			first = "<the id of an event you received>"
 		}
 		ch := base + "/v1/channels/" + sampleChannel

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,30 +21,6 @@ import (
 
 	"github.com/heraldhq/herald/relay/shardmap"
 )
-
-// router reads a shard's ready relays the way a sidecar finds them: the shard map names each
-// shard's Service, and the runner's endpoints file (the local stand-in for cluster DNS) lists
-// the Service's ready replicas.
-type router struct {
-	m    *shardmap.Map
-	file string
-}
-
-func (r *router) addrs(shard int) []string {
-	b, err := os.ReadFile(r.file)
-	if err != nil {
-		return nil
-	}
-	var eps shardmap.Endpoints
-	if json.Unmarshal(b, &eps) != nil {
-		return nil
-	}
-	u, err := url.Parse(r.m.Shards[shard].Endpoint)
-	if err != nil {
-		return nil
-	}
-	return eps[u.Hostname()]
-}
 
 // --- publishing ---
 
@@ -68,6 +43,7 @@ type publishLog struct {
 	attempts atomic.Int64
 	retries  atomic.Int64
 	lastErr  atomic.Value // string
+	stop     atomic.Bool  // no new message is started once set (none in flight is given up)
 }
 
 func (p *publishLog) count() int {
@@ -88,7 +64,7 @@ func publishAll(ctx context.Context, pl *publishLog, base string, m *shardmap.Ma
 			defer wg.Done()
 			tick := time.NewTicker(time.Duration(float64(workers) / rate * float64(time.Second)))
 			defer tick.Stop()
-			for seq := w; seq < n && ctx.Err() == nil; seq += workers {
+			for seq := w; seq < n && ctx.Err() == nil && !pl.stop.Load(); seq += workers {
 				key := keyOf(seq)
 				shard := m.ShardFor(key)
 				sent := time.Now()

@@ -1,28 +1,38 @@
-// Package e2e tests the whole system as real processes, the way `make dev` runs it: the envtest
-// control plane, a Redis Cluster of its own (hack/redis-cluster.sh on ports 7901-7906, or
-// $HERALD_E2E_REDIS_BASE_PORT), the manager as a process of bin/herald and the relay runner of
-// hack/localstack, which runs the operator's relay Deployments as local processes.
+// Package e2e tests the whole system on the local cluster with a real node (hack/localcluster,
+// the cluster of `make dev`): its own Redis Cluster on the node's address (ports 7901-7906, or
+// $HERALD_E2E_REDIS_BASE_PORT), Herald installed by its Helm chart from the image hack/images
+// wrote, and apps in pods with the injected sidecar. An app pod's container
+// (test/e2e/forwarder) forwards <pod IP>:8080 to its sidecar, so the test publishes and
+// subscribes through the real sidecar, from outside the pod, as the app would.
 //
-// The tests carry the build tag e2e and run with `make test-e2e` (CI runs it after `make test`):
+// The tests carry the build tag e2e and run, as root, with `make test-e2e` (CI runs it after
+// `make test`); it builds the images and the node's components first.
 //
-//	make build && go test -tags e2e -count=1 -v ./test/e2e/
+// TestDurableChannel applies a 3-shard Durable channel (Ready, shards on distinct masters),
+// starts two app Deployments and checks what injection promises (exactly one native sidecar,
+// ready before the app starts), that shard relays refuse a request without a token (401), that
+// a pod of a namespace spec.access lists publishes (202) and one of a namespace it does not is
+// refused (403). Then it publishes 10,000 keyed messages through one sidecar while 50
+// subscribers (whole-channel and per-key, SSE and WebSocket) listen through both. During the
+// load it kills the Redis master of shard 0 (SIGKILL), deletes the relay pod of shard 1 that
+// serves the most streams (its ReplicaSet replaces it) and cuts 10 subscribers' connections
+// (they resume with Last-Event-ID). Every subscriber must get every acknowledged message
+// exactly once and in per-shard order; entries Redis itself lost must be reported as rollback
+// gaps, and are counted. Then it deletes the channel (deletionPolicy Delete) and checks that
+// its keys and ACL users are gone from every node and the garbage collector removed its relays.
 //
-// TestDurableChannel applies a 3-shard Durable channel (Ready, shards on distinct masters,
-// shard relays refusing callers without a token or from another namespace), then publishes
-// 10,000 keyed messages through one app sidecar while 50 subscribers (whole-channel and
-// per-key, SSE and WebSocket) listen through two sidecars. During the load it kills the Redis
-// master of shard 0 and the relay replica of shard 1 that serves the sidecars, both with
-// SIGKILL, and cuts 10 subscribers' connections (they resume with Last-Event-ID). Every
-// subscriber must get every acknowledged message exactly once and in per-shard order; entries
-// Redis itself lost must be reported by the relay as rollback gaps, and are counted. Then it
-// deletes the channel (deletionPolicy Delete) and checks that its keys and ACL users are gone
-// from every node and its relays stopped.
+// TestRelayFaults keeps a 2-shard channel under load while a drain evicts relay pods (the
+// PodDisruptionBudget refuses the second eviction of a shard), iptables cuts one relay pod from
+// Redis for 30 s (it turns unready and comes back by itself) and the channel's Redis password
+// changes (the relays roll without a shard losing its last ready relay), and counts every
+// message. TestInjectionNeedsTheManager scales the manager to 0: an opted-in pod is refused
+// with the webhook's error, a pod without the label is created.
 //
-// TestRedisOverMutualTLS starts a second stack whose Redis Cluster speaks only TLS and wants
-// client certificates (the six ports after the first stack's), with the manager given its CA and
-// a client certificate. A channel on the default Redis and one with spec.redis.tls Secrets of
+// TestRedisOverMutualTLS still runs on a process stack of its own (hack/localstack) whose Redis
+// Cluster speaks only TLS and wants client certificates, with the manager given its CA and a
+// client certificate. A channel on the default Redis and one with spec.redis.tls Secrets of
 // its own must each become Ready and deliver a message through a shard relay.
 //
-// On failure the test keeps its directory (kubeconfig, manager.log, runner.log, relays/logs,
-// Redis logs) and prints its path.
+// On failure the test keeps its directory (the node's logs, pod logs under
+// node/kubelet/pod-logs, Redis logs) and prints its path.
 package e2e

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,7 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
-	"github.com/heraldhq/herald/hack/localstack"
+	"github.com/heraldhq/herald/hack/localcluster"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
@@ -45,7 +46,8 @@ const (
 	dropAt         = 4000  // ... before every 5th subscriber's connection is cut (it resumes with Last-Event-ID)
 	namespace      = "e2e"
 	channel        = "events"
-	sidecarPort    = 7951 // and 7952
+	friend         = "e2e-friend" // a namespace spec.access lists
+	intruder       = "e2e-intruder"
 	readyTimeout   = 2 * time.Minute
 	deliverTimeout = 90 * time.Second
 )
@@ -55,7 +57,7 @@ func keyOf(seq int) string { return "k-" + strconv.Itoa(seq%keys) }
 func TestDurableChannel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	k8s := stack.Client
+	k8s := node.Client
 
 	// 1. A 3-shard Durable channel becomes Ready with its shards on distinct masters.
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
@@ -69,6 +71,7 @@ func TestDurableChannel(t *testing.T) {
 			// Both bounds: the publish script then also trims by age (XTRIM MINID).
 			Retention:      &heraldv1.Retention{MaxLength: &maxLen, MaxAge: &metav1.Duration{Duration: time.Hour}},
 			Relay:          heraldv1.RelaySpec{Replicas: &replicas},
+			Access:         heraldv1.AccessSpec{Namespaces: []string{friend}},
 			DeletionPolicy: heraldv1.DeletionDelete,
 		},
 	}
@@ -76,7 +79,7 @@ func TestDurableChannel(t *testing.T) {
 	if err := k8s.Create(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := localstack.WaitChannelReady(ctx, k8s, client.ObjectKeyFromObject(ch), readyTimeout)
+	ch, err := localcluster.WaitChannelReady(ctx, k8s, client.ObjectKeyFromObject(ch), readyTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,44 +99,43 @@ func TestDurableChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := &router{m: m, file: stack.Runner.EndpointsFile()}
-	// Ready needs one relay per shard; the test wants them all, in the endpoints file and in
-	// the Deployments' status the runner writes.
-	awaitCond(t, 30*time.Second, "every relay ready", func() bool {
+	// Ready needs one relay per shard; the test wants every replica of every shard ready.
+	awaitCond(t, readyTimeout, "every relay ready", func() bool {
 		for i := range m.Shards {
 			var d appsv1.Deployment
 			if err := k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: shardmap.ShardDeploymentName(channel, i)}, &d); err != nil ||
-				d.Status.ReadyReplicas != replicas || d.Status.ObservedGeneration != d.Generation || len(rt.addrs(i)) != int(replicas) {
+				d.Status.ReadyReplicas != replicas || d.Status.ObservedGeneration != d.Generation || len(relayPods(t, ctx, namespace, channel, i)) != int(replicas) {
 				return false
 			}
 		}
 		return true
 	})
 
-	// Shard relays let only callers with a token of a service account the channel admits in:
-	// they check it with a TokenReview, as their own service account (bound by the manager).
-	relayURL := "http://" + rt.addrs(0)[0] + "/v1/channels/" + channel + "/messages?key=" + keyOf(0)
+	// Shard relays let only callers with a token in: a request without one is refused.
+	relayURL := "http://" + relayAddr(relayPods(t, ctx, namespace, channel, 0)[0]) + "/v1/channels/" + channel + "/messages?key=" + keyOf(0)
 	if code := postStatus(t, relayURL, ""); code != http.StatusUnauthorized {
 		t.Errorf("publish to a shard relay without a token: %d, want 401", code)
 	}
-	must(t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "intruder"}}))
-	tok, err := stack.ServiceAccountToken(ctx, "intruder", "default", localstack.TokenAudience, time.Hour, true)
-	must(t, err)
-	if code := postStatus(t, relayURL, tok); code != http.StatusForbidden {
-		t.Errorf("publish to a shard relay with a token of another namespace: %d, want 403", code)
-	}
 
-	// 2. Two app pods' sidecars (one publishes), 50 subscribers split between them: whole
-	// channel and per key, SSE and WebSocket.
+	// 2. Two app pods with injected sidecars (one publishes), 50 subscribers split between
+	// them: whole channel and per key, SSE and WebSocket.
 	var sidecars []string
-	for i, name := range []string{"app-a", "app-b"} {
-		listen := "127.0.0.1:" + strconv.Itoa(sidecarPort+i)
-		p, err := stack.StartSidecar(ctx, localstack.SidecarOptions{Name: name, Namespace: namespace, Channels: channel, Listen: listen, ServiceAccount: name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Stop(10 * time.Second)
-		sidecars = append(sidecars, "http://"+listen)
+	for _, name := range []string{"app-a", "app-b"} {
+		pod, base := startApp(t, ctx, namespace, name, channel)
+		checkInjected(t, pod)
+		sidecars = append(sidecars, base)
+	}
+	// A pod of a namespace spec.access lists publishes; one of a namespace it does not list is
+	// refused by the relays, whose TokenReview says where the pod's token comes from.
+	_, friendURL := startApp(t, ctx, friend, "app", namespace+"/"+channel)
+	friendPost := friendURL + "/v1/channels/" + channel + "/messages?key=" + keyOf(1)
+	if code := postStatus(t, friendPost, ""); code != http.StatusAccepted {
+		t.Errorf("publish from namespace %s, which spec.access lists: %d, want 202", friend, code)
+	}
+	intruderURL := startRefusedApp(t, ctx, intruder, "app", namespace+"/"+channel)
+	intruderPost := intruderURL + "/v1/channels/" + channel + "/messages?key=" + keyOf(1)
+	if code := postStatus(t, intruderPost, ""); code != http.StatusForbidden {
+		t.Errorf("publish from namespace %s, which spec.access does not list: %d, want 403", intruder, code)
 	}
 	subCtx, stopSubs := context.WithCancel(ctx)
 	var subsDone sync.WaitGroup
@@ -164,7 +166,7 @@ func TestDurableChannel(t *testing.T) {
 	masterAddr := ch.Status.Shards[0].Node
 	masterPort, _ := strconv.Atoi(masterAddr[strings.LastIndex(masterAddr, ":")+1:])
 	var killedMasterAt, killedRelayAt time.Time
-	var killedRelay localstack.ReplicaInfo
+	var killedRelay corev1.Pod
 	var subs0 float64
 	dropped := false
 	pl := &publishLog{acked: map[int]ack{}}
@@ -194,9 +196,9 @@ func TestDurableChannel(t *testing.T) {
 			t.Logf("cut the connections of %d subscribers after %d acknowledged messages", len(subs)/5, n)
 		}
 		if killedRelayAt.IsZero() && n >= killRelayAt {
-			killedRelay, subs0 = killRelay(t, shardmap.ShardDeploymentName(channel, 1))
+			killedRelay, subs0 = deleteRelayPod(t, ctx, 1)
 			killedRelayAt = time.Now()
-			t.Logf("killed relay %s (it served %.0f subscriber streams) with SIGKILL after %d acknowledged messages", killedRelay, subs0, n)
+			t.Logf("deleted relay pod %s (it served %.0f subscriber streams) after %d acknowledged messages", killedRelay.Name, subs0, n)
 		}
 	}
 	published := time.Since(began)
@@ -209,28 +211,20 @@ func TestDurableChannel(t *testing.T) {
 		t.Errorf("%d messages were never acknowledged (first: %d)", len(pl.failed), pl.failed[0])
 	}
 
-	// The killed relay is restarted (as a kubelet would) and the Deployment is whole again.
-	var back localstack.ReplicaInfo
-	awaitCond(t, 30*time.Second, "the killed relay restarted and ready", func() bool {
-		for _, r := range stack.Runner.Replicas() {
-			if r.Name == killedRelay.Name {
-				back = r
-				return r.Restarts >= 1 && r.Ready && r.PID != killedRelay.PID
+	// The ReplicaSet replaced the deleted relay pod and the Deployment is whole again.
+	awaitCond(t, readyTimeout, "the deleted relay pod replaced and the shard's relays ready", func() bool {
+		pods := relayPods(t, ctx, namespace, channel, 1)
+		for _, p := range pods {
+			if p.Name == killedRelay.Name {
+				return false
 			}
 		}
-		return false
+		return len(pods) == int(replicas)
 	})
-	t.Logf("relay %s back: ready %.1fs after the kill; the runner's log of it:", killedRelay.Name, back.ReadySince.Sub(killedRelayAt).Seconds())
-	if b, err := os.ReadFile(stack.Dir + "/runner.log"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, killedRelay.Name) {
-				t.Log("  " + line)
-			}
-		}
-	}
+	t.Logf("relay pod %s replaced: shard 1 has %d ready relays %.1fs after the delete", killedRelay.Name, replicas, time.Since(killedRelayAt).Seconds())
 
 	// 4. What Redis lost is what is acknowledged but no longer in the shard's stream.
-	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: stack.RedisAddrs})
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: node.Redis.Addrs()})
 	defer cluster.Close()
 	lost := lostByRedis(t, ctx, cluster, m, pl)
 
@@ -305,29 +299,26 @@ func TestDurableChannel(t *testing.T) {
 		return apierrors.IsNotFound(err)
 	})
 	t.Logf("channel deleted %.1fs after the delete", time.Since(deleted).Seconds())
-	for _, addr := range stack.RedisAddrs {
-		node := redis.NewClient(&redis.Options{Addr: addr})
-		keys, err := scanAll(ctx, node, shardmap.KeyPattern(namespace, channel))
+	for _, addr := range node.Redis.Addrs() {
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		keys, err := scanAll(ctx, rc, shardmap.KeyPattern(namespace, channel))
 		if err != nil {
 			t.Errorf("%s: SCAN: %v", addr, err)
 		} else if len(keys) > 0 {
 			t.Errorf("%s still holds %d keys of the channel, e.g. %s", addr, len(keys), keys[0])
 		}
-		if _, err := node.Do(ctx, "ACL", "GETUSER", shardmap.ACLUser(namespace, channel)).Result(); !errors.Is(err, redis.Nil) {
+		if _, err := rc.Do(ctx, "ACL", "GETUSER", shardmap.ACLUser(namespace, channel)).Result(); !errors.Is(err, redis.Nil) {
 			t.Errorf("%s: ACL user %s is still there (or: %v)", addr, shardmap.ACLUser(namespace, channel), err)
 		}
-		node.Close()
+		rc.Close()
 	}
-	awaitCond(t, 30*time.Second, "the channel's relays stopped and gone from the endpoints", func() bool {
-		for _, r := range stack.Runner.Replicas() {
-			if r.Namespace == namespace {
-				return false
-			}
-		}
+	// The garbage collector deletes what the channel owned; its relay pods go with it.
+	awaitCond(t, readyTimeout, "the channel's relay Deployments and pods gone", func() bool {
 		var deps appsv1.DeploymentList
+		var pods corev1.PodList
 		_ = k8s.List(ctx, &deps, client.InNamespace(namespace))
-		b, _ := os.ReadFile(rt.file)
-		return len(deps.Items) == 0 && !strings.Contains(string(b), "."+namespace+".svc")
+		_ = k8s.List(ctx, &pods, client.InNamespace(namespace), client.HasLabels{"app.kubernetes.io/managed-by"})
+		return len(deps.Items) == 2 && len(pods.Items) == 0 // app-a and app-b stay
 	})
 }
 
@@ -346,7 +337,7 @@ func dumpEvents(t *testing.T, s *subscriber) {
 			fmt.Fprintf(&b, "%d %s %s seq=%d key=%s gap=%s cursor=%s\n", shard, e.at.Format("15:04:05.000000"), e.raw, e.seq, e.key, e.gap, e.event)
 		}
 	}
-	path := stack.Dir + "/events-" + s.name + ".txt"
+	path := filepath.Join(os.TempDir(), "herald-e2e-events-"+s.name+".txt")
 	_ = os.WriteFile(path, []byte(b.String()), 0o644)
 	t.Logf("%s's events: %s", s.name, path)
 }
@@ -467,7 +458,7 @@ func reportRecovery(t *testing.T, s *subscriber, shard int, killed time.Time, pl
 // killRedis kills the node on port with SIGKILL, by the PID in the script's pid file.
 func killRedis(t *testing.T, port int) {
 	t.Helper()
-	pid, err := stack.RedisPID(port)
+	pid, err := node.Redis.PID(port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,16 +473,16 @@ func killRedis(t *testing.T, port int) {
 // restartRedis starts a killed node again; it rejoins as a replica. Waits for a healthy cluster.
 func restartRedis(t *testing.T, ctx context.Context, port int) {
 	t.Helper()
-	if err := stack.RestartRedis(port); err != nil {
+	if err := node.Redis.Restart(port); err != nil {
 		t.Fatal(err)
 	}
 	// Healthy, and the node has replaced what its AOF held with its new master's data.
 	awaitCond(t, 60*time.Second, "the restarted node back in a healthy cluster, in sync", func() bool {
-		for _, addr := range stack.RedisAddrs {
-			node := redis.NewClient(&redis.Options{Addr: addr})
-			info, err := node.ClusterInfo(ctx).Result()
-			repl, err2 := node.Info(ctx, "replication").Result()
-			node.Close()
+		for _, addr := range node.Redis.Addrs() {
+			rc := redis.NewClient(&redis.Options{Addr: addr})
+			info, err := rc.ClusterInfo(ctx).Result()
+			repl, err2 := rc.Info(ctx, "replication").Result()
+			rc.Close()
 			if err != nil || err2 != nil || !strings.Contains(info, "cluster_state:ok") {
 				return false
 			}
@@ -504,28 +495,25 @@ func restartRedis(t *testing.T, ctx context.Context, port int) {
 	})
 }
 
-// killRelay kills, with SIGKILL, the ready replica of the Deployment that serves the most
-// subscribers (the sidecars' upstream streams), so that the kill cuts live streams.
-func killRelay(t *testing.T, deployment string) (localstack.ReplicaInfo, float64) {
+// deleteRelayPod deletes, as `kubectl delete pod` does (with its grace period), the ready relay
+// pod of shard that serves the most subscribers (the sidecars' upstream streams), so that the
+// delete cuts live streams.
+func deleteRelayPod(t *testing.T, ctx context.Context, shard int) (corev1.Pod, float64) {
 	t.Helper()
-	var victim localstack.ReplicaInfo
+	var victim corev1.Pod
 	most := -1.0
-	for _, r := range stack.Runner.Replicas() {
-		if r.Namespace == namespace && r.Deployment == deployment && r.Ready && r.PID > 0 {
-			if n := subscribersOf(r.Addr); n > most {
-				victim, most = r, n
-			}
+	for _, p := range relayPods(t, ctx, namespace, channel, shard) {
+		if n := subscribersOf(relayAddr(p)); n > most {
+			victim, most = p, n
 		}
 	}
-	if victim.PID == 0 {
-		t.Fatalf("no ready replica of %s to kill", deployment)
+	if victim.Name == "" {
+		t.Fatalf("no ready relay pod of shard %d to delete", shard)
 	}
 	if most < 1 {
-		t.Fatalf("no replica of %s serves a subscriber: the kill would cut no stream", deployment)
+		t.Fatalf("no relay pod of shard %d serves a subscriber: the delete would cut no stream", shard)
 	}
-	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	must(t, node.Client.Delete(ctx, &victim))
 	return victim, most
 }
 

@@ -16,15 +16,23 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/heraldhq/herald/hack/localcluster"
 	"github.com/heraldhq/herald/hack/localstack"
 	"github.com/heraldhq/herald/internal/rediscluster"
 )
 
 var (
-	stack *localstack.Stack
-	// What a test that needs a stack of its own starts it with; its Redis Cluster takes the six
-	// ports after the shared stack's (base+10 ..).
+	// node is the local cluster with a real node, Herald installed by its chart.
+	node *localcluster.Cluster
+	// What a test that needs a process stack of its own starts it with; its Redis Cluster
+	// takes the six loopback ports after the node's (base+10 ..).
 	stackOptions localstack.StackOptions
+)
+
+// The images hack/images wrote (make images), with the tag the chart is installed with.
+const (
+	imageTag       = "dev"
+	forwarderImage = "ghcr.io/heraldhq/e2e-forwarder:" + imageTag
 )
 
 // quietRedis drops go-redis's own log lines ("failed to dial ..."), hundreds when a node is
@@ -53,10 +61,12 @@ func runSuite(m *testing.M) (code int) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	herald := filepath.Join(root, "bin", "herald")
-	if _, err := os.Stat(herald); err != nil {
-		fmt.Fprintln(os.Stderr, "bin/herald is missing: run `make test-e2e` (it builds it) or `make build` first")
-		return 1
+	bin := func(p ...string) string { return filepath.Join(append([]string{root, "bin"}, p...)...) }
+	for _, f := range []string{bin("herald"), bin("helm"), bin("images", "e2e-forwarder.tar")} {
+		if _, err := os.Stat(f); err != nil {
+			fmt.Fprintf(os.Stderr, "%s is missing: run `make test-e2e` (it builds it)\n", f)
+			return 1
+		}
 	}
 	dir, err := os.MkdirTemp("", "herald-e2e-")
 	if err != nil {
@@ -67,16 +77,27 @@ func runSuite(m *testing.M) (code int) {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "e2e [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
-	stackOptions = localstack.StackOptions{Root: root, Herald: herald, Dir: dir, RedisBasePort: base, Logf: logf}
-	stack, err = localstack.StartStack(stackOptions)
+	stackOptions = localstack.StackOptions{Root: root, Herald: bin("herald"), Dir: filepath.Join(dir, "stacks"), RedisBasePort: base, Logf: logf}
+	ctx := context.Background()
+	var archives []string
+	for _, name := range []string{"herald", "pause", "e2e-forwarder"} {
+		archives = append(archives, bin("images", name+".tar"))
+	}
+	node, err = localcluster.Start(ctx, localcluster.Options{
+		Root: root, Dir: filepath.Join(dir, "node"), Images: archives,
+		PauseImage: "ghcr.io/heraldhq/pause:" + imageTag, RedisBasePort: base, Logf: logf,
+	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the local stack:", err, "(logs in", dir+")")
+		fmt.Fprintln(os.Stderr, "starting the local cluster:", err, "(logs in", filepath.Join(dir, "node", "logs")+")")
+		os.RemoveAll(dir)
 		return 1
 	}
-	logf("local stack up: kubeconfig %s", stack.Kubeconfig)
 	defer func() {
-		if err := stack.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping the local stack:", err)
+		if code != 0 {
+			logf("herald-system:%s", node.PodsReport(ctx, localcluster.HeraldNamespace, ""))
+		}
+		if err := node.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the local cluster:", err)
 			code = 1
 		}
 		if code == 0 {
@@ -85,5 +106,11 @@ func runSuite(m *testing.M) (code int) {
 			fmt.Fprintln(os.Stderr, "e2e: logs kept in", dir)
 		}
 	}()
+	logf("node Ready; installing Herald with its chart")
+	if err := node.InstallHerald(ctx, bin("helm"), filepath.Join(root, "charts", "herald"), imageTag); err != nil {
+		fmt.Fprintln(os.Stderr, "installing Herald:", err)
+		return 1
+	}
+	logf("Herald installed: kubeconfig %s", node.Kubeconfig)
 	return m.Run()
 }
