@@ -277,4 +277,3 @@ func podReady(ctx context.Context, pod corev1.Pod) bool {
 	}
 	return false
 }
-
