@@ -104,16 +104,35 @@ func listener(port int) string {
 
 // Down removes what a cluster run from dir left on the machine, whether it stopped or
 // crashed: its processes, container processes, mounts under dir, the iptables chains of
-// kubelet and kube-proxy, and the bridge. It is safe to run when nothing is left.
+// kubelet and kube-proxy, and the bridge; the last three only when no kubelet or kube-proxy of
+// another cluster runs. It is safe to run when nothing is left.
 func Down(dir string) error {
 	var errs []error
 	killPidFiles(dir)
 	killMatching(func(pid int, cmdline string) bool { return strings.Contains(cmdline, dir) })
-	errs = append(errs, killCgroup())
 	errs = append(errs, unmountUnder(dir))
+	// The containers' cgroup, the chains and the bridge are the machine's: they are another
+	// cluster's while one runs from another directory.
+	if other := nodeProcess(); other != "" {
+		return errors.Join(append(errs, fmt.Errorf("left the bridge %s, the KUBE-* iptables chains and the containers alone: %s of another cluster is running", Bridge, other))...)
+	}
+	errs = append(errs, killCgroup())
 	errs = append(errs, deleteKubeChains())
 	errs = append(errs, deleteBridge())
 	return errors.Join(errs...)
+}
+
+// nodeProcess names a running kubelet or kube-proxy ("" when there is none).
+func nodeProcess() string {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if name := processName(pid); name == "kubelet" || name == "kube-proxy" {
+				return name + " " + e.Name()
+			}
+		}
+	}
+	return ""
 }
 
 // killMatching SIGKILLs every process (but this one) whose command line match accepts.

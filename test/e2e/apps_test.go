@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -173,4 +174,19 @@ func startRefusedApp(t *testing.T, ctx context.Context, namespace, name, channel
 		t.Fatalf("the app container of %s/%s never ran:%s", namespace, name, node.PodsReport(ctx, namespace, "app="+name))
 	}
 	return url
+}
+
+// serviceAccountToken mints a token of namespace/name (created if missing) with the audience
+// the injector gives sidecars, as the kubelet does for a projected volume.
+func serviceAccountToken(t *testing.T, ctx context.Context, namespace, name string) string {
+	t.Helper()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	if err := node.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	hour := int64(3600)
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences: []string{injection.TokenAudience}, ExpirationSeconds: &hour}}
+	must(t, node.Client.SubResource("token").Create(ctx, sa, tr))
+	return tr.Status.Token
 }

@@ -28,10 +28,11 @@
 // message. TestInjectionNeedsTheManager scales the manager to 0: an opted-in pod is refused
 // with the webhook's error, a pod without the label is created.
 //
-// TestRedisOverMutualTLS still runs on a process stack of its own (hack/localstack) whose Redis
-// Cluster speaks only TLS and wants client certificates, with the manager given its CA and a
-// client certificate. A channel on the default Redis and one with spec.redis.tls Secrets of
-// its own must each become Ready and deliver a message through a shard relay.
+// TestRedisOverMutualTLS starts a second Redis Cluster on the node's address that speaks only
+// TLS and wants client certificates, and upgrades the release to it (the chart's redis.tls
+// values). A channel on the default Redis and one with spec.redis.tls Secrets of its own must
+// each become Ready and deliver a message through a shard relay pod; the release is upgraded
+// back afterwards.
 //
 // On failure the test keeps its directory (the node's logs, pod logs under
 // node/kubelet/pod-logs, Redis logs) and prints its path.

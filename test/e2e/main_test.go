@@ -17,16 +17,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/heraldhq/herald/hack/localcluster"
-	"github.com/heraldhq/herald/hack/localstack"
 	"github.com/heraldhq/herald/internal/rediscluster"
 )
 
 var (
 	// node is the local cluster with a real node, Herald installed by its chart.
 	node *localcluster.Cluster
-	// What a test that needs a process stack of its own starts it with; its Redis Cluster
-	// takes the six loopback ports after the node's (base+10 ..).
-	stackOptions localstack.StackOptions
+	// The chart and helm binary the suite installs Herald with (TestRedisOverMutualTLS upgrades
+	// the release).
+	chartDir, helmBin string
 )
 
 // The images hack/images wrote (make images), with the tag the chart is installed with.
@@ -77,7 +76,7 @@ func runSuite(m *testing.M) (code int) {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "e2e [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
-	stackOptions = localstack.StackOptions{Root: root, Herald: bin("herald"), Dir: filepath.Join(dir, "stacks"), RedisBasePort: base, Logf: logf}
+	chartDir, helmBin = filepath.Join(root, "charts", "herald"), bin("helm")
 	ctx := context.Background()
 	var archives []string
 	for _, name := range []string{"herald", "pause", "e2e-forwarder"} {
@@ -107,7 +106,7 @@ func runSuite(m *testing.M) (code int) {
 		}
 	}()
 	logf("node Ready; installing Herald with its chart")
-	if err := node.InstallHerald(ctx, bin("helm"), filepath.Join(root, "charts", "herald"), imageTag); err != nil {
+	if err := node.InstallHerald(ctx, helmBin, chartDir, imageTag); err != nil {
 		fmt.Fprintln(os.Stderr, "installing Herald:", err)
 		return 1
 	}

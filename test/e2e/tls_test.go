@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,39 +21,50 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers/workloads"
-	"github.com/heraldhq/herald/hack/localstack"
+	"github.com/heraldhq/herald/hack/localcluster"
+	"github.com/heraldhq/herald/internal/rediscluster"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
-// TestRedisOverMutualTLS runs a stack of its own whose Redis Cluster speaks only TLS and asks
-// clients for a certificate. The manager gets the cluster's CA and a client certificate
-// (--redis-tls-ca-file, --redis-tls-cert-file, --redis-tls-key-file), as the chart's
-// redis.tls values give them. Two channels must become Ready and deliver a message through a
-// shard relay:
+// TestRedisOverMutualTLS starts a second Redis Cluster on the node's address that speaks only
+// TLS and asks clients for a certificate, and upgrades the Herald release to it as the default
+// Redis, with its CA and a client certificate from Secrets (the chart's redis.tls values). Two
+// channels must become Ready and deliver a message through a shard relay pod:
 //   - one on the default Redis: the operator reaches the masters on their TLS ports, and the
 //     relays, which cannot read the operator's files, get the CA in the shard map ConfigMap and
 //     the client certificate in a Secret of the channel's;
 //   - one with spec.redis.tls naming a CA Secret and a kubernetes.io/tls Secret of its own
 //     namespace.
+//
+// Afterwards the release is upgraded back to the plain Redis Cluster.
 func TestRedisOverMutualTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opt := stackOptions
-	opt.RedisBasePort += 10
-	opt.RedisTLS = true
-	opt.Dir = filepath.Join(opt.Dir, "tls")
-	st, err := localstack.StartStack(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { must(t, st.Stop()) }()
-	k8s := st.Client
-	caFile, certFile, keyFile := st.RedisTLSFiles()
-	ca, err := os.ReadFile(caFile)
+	k8s := node.Client
+	tlsRedis := rediscluster.At(node.Redis.Base+10, filepath.Join(node.Dir, "redis-tls"))
+	tlsRedis.Host, tlsRedis.TLS = localcluster.NodeIP, true
+	must(t, tlsRedis.Up())
+	defer func() { must(t, tlsRedis.Down()) }()
+	ca, err := os.ReadFile(tlsRedis.CAFile())
 	must(t, err)
+	cert, err := os.ReadFile(tlsRedis.ClientCertFile())
+	must(t, err)
+	key, err := os.ReadFile(tlsRedis.ClientKeyFile())
+	must(t, err)
+	secrets := func(ns string) {
+		ensureNamespace(t, ctx, ns)
+		must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-ca"}, Data: map[string][]byte{"ca.crt": ca}}))
+		must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-client"}, Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}))
+	}
 
-	// The default Redis.
-	ch := tlsChannel(t, ctx, st, "tls-default", "alerts", nil)
+	// The default Redis: the release upgraded to the TLS cluster.
+	secrets(localcluster.HeraldNamespace)
+	must(t, node.InstallHerald(ctx, helmBin, chartDir, imageTag,
+		"redis.addresses={"+strings.Join(tlsRedis.Addrs()[:3], ",")+"}", "redis.tls.enabled=true",
+		"redis.tls.caSecret.name=redis-ca", "redis.tls.clientSecret.name=redis-client"))
+	defer func() { must(t, node.InstallHerald(context.Background(), helmBin, chartDir, imageTag)) }()
+	ch := tlsChannel(t, ctx, tlsRedis, "tls-default", "alerts", nil)
 	var cm corev1.ConfigMap
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.ConfigMapName(ch.Name)}, &cm))
 	if cm.Data[workloads.RedisCAKey] != string(ca) {
@@ -60,36 +72,33 @@ func TestRedisOverMutualTLS(t *testing.T) {
 	}
 	var copied corev1.Secret
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: workloads.RedisClientCertSecretName(ch)}, &copied))
-	if cert, _ := os.ReadFile(certFile); string(copied.Data[corev1.TLSCertKey]) != string(cert) {
+	if string(copied.Data[corev1.TLSCertKey]) != string(cert) {
 		t.Fatal("the channel's Secret does not carry the operator's client certificate")
 	}
-	roundTrip(t, ctx, st, ch)
+	roundTrip(t, ctx, ch)
 
 	// A channel that brings its own CA and client certificate.
 	const ns = "tls-own"
-	must(t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
-	cert, err := os.ReadFile(certFile)
-	must(t, err)
-	key, err := os.ReadFile(keyFile)
-	must(t, err)
-	must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-ca"}, Data: map[string][]byte{"ca.crt": ca}}))
-	must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-client"}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}))
-	ch = tlsChannel(t, ctx, st, ns, "audit", &heraldv1.RedisSpec{Addresses: st.RedisAddrs[:1], TLS: &heraldv1.RedisTLS{
+	secrets(ns)
+	ch = tlsChannel(t, ctx, tlsRedis, ns, "audit", &heraldv1.RedisSpec{Addresses: tlsRedis.Addrs()[:1], TLS: &heraldv1.RedisTLS{
 		CASecretRef:         &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "ca.crt"},
 		ClientCertSecretRef: &heraldv1.SecretRef{Name: "redis-client"},
 	}})
-	roundTrip(t, ctx, st, ch)
+	roundTrip(t, ctx, ch)
+	for _, c := range []*heraldv1.NotificationChannel{ch, {ObjectMeta: metav1.ObjectMeta{Namespace: "tls-default", Name: "alerts"}}} {
+		must(t, k8s.Delete(ctx, c))
+		awaitCond(t, readyTimeout, "channel "+c.Name+" deleted", func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(c), &heraldv1.NotificationChannel{}))
+		})
+	}
 }
 
 // tlsChannel applies a 2-shard channel (one relay per shard) in a new namespace, waits until it
 // is Ready and checks that its shards sit on the cluster's TLS ports.
-func tlsChannel(t *testing.T, ctx context.Context, st *localstack.Stack, ns, name string, redis *heraldv1.RedisSpec) *heraldv1.NotificationChannel {
+func tlsChannel(t *testing.T, ctx context.Context, tlsRedis *rediscluster.Cluster, ns, name string, redis *heraldv1.RedisSpec) *heraldv1.NotificationChannel {
 	t.Helper()
-	k8s := st.Client
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	k8s := node.Client
+	ensureNamespace(t, ctx, ns)
 	one, maxLen := int32(1), int64(1000)
 	ch := &heraldv1.NotificationChannel{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -97,34 +106,35 @@ func tlsChannel(t *testing.T, ctx context.Context, st *localstack.Stack, ns, nam
 			Retention: &heraldv1.Retention{MaxLength: &maxLen}, Redis: redis},
 	}
 	must(t, k8s.Create(ctx, ch))
-	ch, err := localstack.WaitChannelReady(ctx, k8s, client.ObjectKeyFromObject(ch), readyTimeout)
+	ch, err := localcluster.WaitChannelReady(ctx, k8s, client.ObjectKeyFromObject(ch), readyTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range ch.Status.Shards {
-		if !slices.Contains(st.RedisAddrs, s.Node) {
-			t.Fatalf("%s: shard %d is placed on %q, not on one of the cluster's TLS ports %v", name, s.Index, s.Node, st.RedisAddrs)
+		if !slices.Contains(tlsRedis.Addrs(), s.Node) {
+			t.Fatalf("%s: shard %d is placed on %q, not on one of the cluster's TLS ports %v", name, s.Index, s.Node, tlsRedis.Addrs())
 		}
 	}
 	return ch
 }
 
-// roundTrip subscribes to the shard relay of key "k" from the start of its stream, publishes
-// to it and waits for the message.
-func roundTrip(t *testing.T, ctx context.Context, st *localstack.Stack, ch *heraldv1.NotificationChannel) {
+// roundTrip subscribes to a relay pod of the shard of key "k" from the start of its stream,
+// publishes to it and waits for the message, with a token of a service account of the
+// channel's namespace (the audience injected sidecars use).
+func roundTrip(t *testing.T, ctx context.Context, ch *heraldv1.NotificationChannel) {
 	t.Helper()
 	var cm corev1.ConfigMap
-	must(t, st.Client.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.ConfigMapName(ch.Name)}, &cm))
+	must(t, node.Client.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.ConfigMapName(ch.Name)}, &cm))
 	m, err := shardmap.Parse([]byte(cm.Data[shardmap.ConfigMapKey]))
 	must(t, err)
 	shard := m.ShardFor("k")
-	addrs := st.Runner.ReadyAddrs(ch.Namespace, shardmap.ShardDeploymentName(ch.Name, shard))
-	if len(addrs) == 0 {
-		t.Fatalf("%s is Ready but its shard %d relay is not", ch.Name, shard)
-	}
-	base := "http://" + addrs[0] + "/v1/channels/" + ch.Name
-	token, err := st.ServiceAccountToken(ctx, ch.Namespace, "app", localstack.TokenAudience, time.Hour, true)
-	must(t, err)
+	var pods []corev1.Pod
+	awaitCond(t, readyTimeout, ch.Name+"'s relay of shard "+strconv.Itoa(shard)+" ready", func() bool {
+		pods = relayPods(t, ctx, ch.Namespace, ch.Name, shard)
+		return len(pods) > 0
+	})
+	base := "http://" + relayAddr(pods[0]) + "/v1/channels/" + ch.Name
+	token := serviceAccountToken(t, ctx, ch.Namespace, "app")
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events?key=k&since=0-0", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
