@@ -3,38 +3,26 @@
 # it outside the repository. Prints the directory to use as KUBEBUILDER_ASSETS.
 #
 # Release download sites may be unreachable, so the binaries are compiled from their Go modules:
-# kube-apiserver from k8s.io/kubernetes (whose go.mod points its staging modules at ./staging,
-# which the module zip lacks, so a throw-away module replaces each of them with its published
-# version) and etcd from go.etcd.io/etcd/server/v3. The first run takes ~12 minutes on two cores;
-# later runs find the cache and return at once.
+# kube-apiserver from k8s.io/kubernetes (hack/lib/k8s-build.sh) and etcd from
+# go.etcd.io/etcd/server/v3. The first run takes 7 to 12 minutes on two cores; later runs find
+# the cache and return at once.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 CACHE_ROOT=${HERALD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/herald}
 DEST="$CACHE_ROOT/k8s/$K8S_VERSION"
-STAGING_VERSION="v0.${K8S_VERSION#1.}"
 
 log() { echo "setup-envtest: $*" >&2; }
+# shellcheck source=hack/lib/k8s-build.sh
+. "$(dirname "$0")/lib/k8s-build.sh"
 
 build_kube_apiserver() {
-	local work=$1 gomod
-	log "building kube-apiserver v$K8S_VERSION (about 12 minutes on two cores)"
-	gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
-		sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-	[ -f "$gomod" ] || { log "cannot find the go.mod of k8s.io/kubernetes@v$K8S_VERSION"; exit 1; }
+	local work=$1
+	log "building kube-apiserver v$K8S_VERSION (7 to 12 minutes on two cores)"
 	mkdir -p "$work/apiserver"
+	k8s_module "$work/apiserver" herald.local/kube-apiserver
 	cd "$work/apiserver"
-	{
-		echo "module herald.local/kube-apiserver"
-		echo
-		echo "go 1.26"
-		echo
-		echo "require k8s.io/kubernetes v$K8S_VERSION"
-		echo
-		# Every "k8s.io/x => ./staging/src/k8s.io/x" becomes "k8s.io/x => k8s.io/x v0.N.P".
-		sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*#replace \1 => \1 '"$STAGING_VERSION"'#p' "$gomod"
-	} >go.mod
 	cat >main.go <<'GO'
 package main
 
@@ -54,13 +42,7 @@ func main() {
 	os.Exit(cli.Run(app.NewAPIServerCommand()))
 }
 GO
-	GOFLAGS=-mod=mod go mod tidy >&2
-	local minor=${K8S_VERSION#1.}
-	minor=${minor%%.*}
-	local v=k8s.io/component-base/version
-	CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$DEST.tmp/kube-apiserver" -ldflags "-s -w \
-		-X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor \
-		-X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z" . >&2
+	k8s_build "$DEST.tmp/kube-apiserver" .
 }
 
 build_etcd() {

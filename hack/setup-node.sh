@@ -4,10 +4,9 @@
 # CoreDNS (cluster DNS for Service names), all from the Go module proxy, cached in the same
 # directory as kube-apiserver and etcd. Prints that directory.
 #
-# The four Kubernetes components are mains of one throw-away module (the same module trick as
-# kube-apiserver: every ./staging replace becomes its published version), built by one `go build`
-# so their shared packages compile once; with the same flags as kube-apiserver's build, Go's
-# build cache shares most of that work too. CoreDNS is built with only the plugins a cluster
+# The four Kubernetes components are mains of one throw-away module (hack/lib/k8s-build.sh, as
+# kube-apiserver), built by one `go build` so their shared packages compile once; with the same
+# flags as kube-apiserver's build, Go's build cache shares most of that work too. CoreDNS is built with only the plugins a cluster
 # needs (kubernetes, cache, errors, and bind to listen on the node's address only; no forward:
 # nothing here resolves names off the machine).
 # Cold: about 3 minutes on two cores after kube-apiserver; later runs return at once.
@@ -17,10 +16,11 @@ K8S_VERSION=${K8S_VERSION:-1.37.2}
 COREDNS_VERSION=${COREDNS_VERSION:-1.15.0}
 CACHE_ROOT=${HERALD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/herald}
 DEST="$CACHE_ROOT/k8s/$K8S_VERSION"
-STAGING_VERSION="v0.${K8S_VERSION#1.}"
 COMPONENTS=(kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 log() { echo "setup-node: $*" >&2; }
+# shellcheck source=hack/lib/k8s-build.sh
+. "$(dirname "$0")/lib/k8s-build.sh"
 
 # main_of prints the main package of a component: upstream's cmd/<name>/<name>.go, unchanged in
 # substance (a cobra command run by component-base's cli).
@@ -50,34 +50,17 @@ GO
 }
 
 build_kubernetes() {
-	local work=$1 gomod
+	local work=$1
 	log "building ${COMPONENTS[*]} v$K8S_VERSION"
-	gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
-		sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-	[ -f "$gomod" ] || { log "cannot find the go.mod of k8s.io/kubernetes@v$K8S_VERSION"; exit 1; }
 	mkdir -p "$work/node"
+	k8s_module "$work/node" herald.local/node
 	cd "$work/node"
-	{
-		echo "module herald.local/node"
-		echo
-		echo "go 1.26"
-		echo
-		echo "require k8s.io/kubernetes v$K8S_VERSION"
-		echo
-		sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*#replace \1 => \1 '"$STAGING_VERSION"'#p' "$gomod"
-	} >go.mod
 	mkdir -p cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy
 	main_of kube-controller-manager 'NewControllerManagerCommand()' >cmd/kube-controller-manager/main.go
 	main_of kube-scheduler 'NewSchedulerCommand()' >cmd/kube-scheduler/main.go
 	main_of kubelet 'NewKubeletCommand(context.Background())' >cmd/kubelet/main.go
 	main_of kube-proxy 'NewProxyCommand()' >cmd/kube-proxy/main.go
-	GOFLAGS=-mod=mod go mod tidy >&2
-	local minor=${K8S_VERSION#1.}
-	minor=${minor%%.*}
-	local v=k8s.io/component-base/version
-	CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$DEST.node.tmp/" -ldflags "-s -w \
-		-X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor \
-		-X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z" ./cmd/... >&2
+	k8s_build "$DEST.node.tmp/" ./cmd/...
 }
 
 build_coredns() {

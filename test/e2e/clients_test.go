@@ -46,6 +46,20 @@ type publishLog struct {
 	stop     atomic.Bool  // no new message is started once set (none in flight is given up)
 }
 
+// expectedBy is what subscriber s should receive: every acknowledged message of its key (all
+// of them for a whole-channel subscriber).
+func (p *publishLog) expectedBy(s *subscriber) []ack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []ack
+	for _, a := range p.acked {
+		if s.key == "" || s.key == a.key {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func (p *publishLog) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

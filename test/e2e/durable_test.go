@@ -228,20 +228,11 @@ func TestDurableChannel(t *testing.T) {
 	defer cluster.Close()
 	lost := lostByRedis(t, ctx, cluster, m, pl)
 
-	expected := func(s *subscriber) []ack {
-		var out []ack
-		for _, a := range pl.acked {
-			if s.key == "" || s.key == a.key {
-				out = append(out, a)
-			}
-		}
-		return out
-	}
 	var last []string
 	if err := await(deliverTimeout, func() bool {
 		last = last[:0]
 		for _, s := range subs {
-			if v := check(s.snapshot(), expected(s), lost); len(v.missingUnreported) > 0 {
+			if v := check(s.snapshot(), pl.expectedBy(s), lost); len(v.missingUnreported) > 0 {
 				last = append(last, fmt.Sprintf("%s: %d missing", s.name, len(v.missingUnreported)))
 			}
 		}
@@ -255,7 +246,7 @@ func TestDurableChannel(t *testing.T) {
 	// 5. Exactly once, in per-shard order; losses reported as rollback gaps.
 	var deliveries, dups, disorder, reconnects, rollbackGaps, lostMissing int
 	for i, s := range subs {
-		v := check(s.snapshot(), expected(s), lost)
+		v := check(s.snapshot(), pl.expectedBy(s), lost)
 		deliveries += v.delivered
 		dups += v.duplicates
 		disorder += v.outOfOrder

@@ -181,20 +181,11 @@ func TestRelayFaults(t *testing.T) {
 	if len(pl.failed) > 0 {
 		t.Errorf("%d messages were never acknowledged", len(pl.failed))
 	}
-	expected := func(s *subscriber) []ack {
-		var out []ack
-		for _, a := range pl.acked {
-			if s.key == "" || s.key == a.key {
-				out = append(out, a)
-			}
-		}
-		return out
-	}
 	var missing []string
 	if err := await(deliverTimeout, func() bool {
 		missing = missing[:0]
 		for _, s := range subs {
-			if v := check(s.snapshot(), expected(s), nil); len(v.missingUnreported) > 0 {
+			if v := check(s.snapshot(), pl.expectedBy(s), nil); len(v.missingUnreported) > 0 {
 				missing = append(missing, s.name+": "+strconv.Itoa(len(v.missingUnreported))+" missing")
 			}
 		}
@@ -205,7 +196,7 @@ func TestRelayFaults(t *testing.T) {
 	stopSubs()
 	subsDone.Wait()
 	for _, s := range subs {
-		v := check(s.snapshot(), expected(s), nil)
+		v := check(s.snapshot(), pl.expectedBy(s), nil)
 		t.Logf("%s: %d delivered, %d duplicates, %d out of order, %d gaps, %d reconnects", s.name, v.delivered, v.duplicates, v.outOfOrder, v.rollbackGaps+v.otherGaps, s.reconnects.Load())
 		if v.duplicates > 0 || v.outOfOrder > 0 || v.rollbackGaps+v.otherGaps > 0 {
 			t.Errorf("%s: %d duplicates, %d out of order, %d gaps (e.g. %s)", s.name, v.duplicates, v.outOfOrder, v.rollbackGaps+v.otherGaps, v.example)
