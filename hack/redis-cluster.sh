@@ -131,17 +131,21 @@ up() {
 	log "up on $HOST:$BASE-$((BASE + 5)) (data in $DIR)"
 }
 
-# down_quiet stops only the servers whose pid files this script wrote.
+# down_quiet stops only the servers whose pid files this script wrote: all of them at once,
+# then waits up to 5 s for each before SIGKILL.
 down_quiet() {
-	local p pid
+	local p pid pids=()
 	for p in $PORTS; do
 		[ -f "$DIR/$p/redis.pid" ] || continue
 		pid=$(cat "$DIR/$p/redis.pid")
 		if kill -0 "$pid" 2>/dev/null && grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null; then
 			kill "$pid" 2>/dev/null || true
-			for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-			kill -9 "$pid" 2>/dev/null || true
+			pids+=("$pid")
 		fi
+	done
+	for pid in "${pids[@]}"; do
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$pid" 2>/dev/null || true
 	done
 	rm -rf "$DIR"
 }

@@ -56,7 +56,7 @@ func Preflight(dir string, redisBasePort int) error {
 	}
 	for _, p := range ports {
 		if l := listener(p); l != "" {
-			return fmt.Errorf("port %d is taken (%s listens on it): stop that process, or move the Redis ports (REDIS_CLUSTER_BASE_PORT)", p, l)
+			return fmt.Errorf("port %d is taken (something listens on %s): stop it (make dev-down, if a make dev crashed), or move the Redis ports (REDIS_CLUSTER_BASE_PORT)", p, l)
 		}
 	}
 	return nil
@@ -74,8 +74,8 @@ func livePids(dir string) (live []string) {
 	return live
 }
 
-// listener is "address:port" of a TCP socket listening on port that would clash with the
-// node's (on any address, or NodeIP), or "".
+// listener is the address of a TCP socket listening on port that would clash with the node's
+// (on any address, or NodeIP), or "".
 func listener(port int) string {
 	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		f, err := os.Open(file)
@@ -92,9 +92,13 @@ func listener(port int) string {
 			if p, _ := strconv.ParseInt(portHex, 16, 32); !ok || int(p) != port {
 				continue
 			}
-			if strings.Trim(host, "0") == "" || host == "0100F40A" { // any address, or 10.244.0.1
+			if strings.Trim(host, "0") == "" {
 				f.Close()
-				return fields[1]
+				return "*:" + strconv.Itoa(port)
+			}
+			if host == "0100F40A" { // 10.244.0.1, little-endian
+				f.Close()
+				return NodeIP + ":" + strconv.Itoa(port)
 			}
 		}
 		f.Close()
@@ -109,6 +113,7 @@ func listener(port int) string {
 func Down(dir string) error {
 	var errs []error
 	killPidFiles(dir)
+	killRedis(dir)
 	killMatching(func(pid int, cmdline string) bool { return strings.Contains(cmdline, dir) })
 	errs = append(errs, unmountUnder(dir))
 	// The containers' cgroup, the chains and the bridge are the machine's: they are another
@@ -120,6 +125,18 @@ func Down(dir string) error {
 	errs = append(errs, deleteKubeChains())
 	errs = append(errs, deleteBridge())
 	return errors.Join(errs...)
+}
+
+// killRedis stops the Redis nodes hack/redis-cluster.sh started under dir/redis (it daemonizes
+// them, and Redis rewrites its command line, so only their pid files find them).
+func killRedis(dir string) {
+	files, _ := filepath.Glob(filepath.Join(dir, "redis", "*", "redis.pid"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && strings.HasPrefix(processName(pid), "redis-") { // Debian links redis-server to redis-check-rdb
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // nodeProcess names a running kubelet or kube-proxy ("" when there is none).
