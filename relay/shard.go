@@ -32,6 +32,7 @@ type ShardOptions struct {
 	WriteTimeout      time.Duration        // bound of one batch write to a subscriber. Defaults to 10s.
 	WriteInterval     time.Duration        // least time between two write rounds to live SSE subscribers (hub.SetWriteInterval); 0 = none
 	WaitTimeout       time.Duration        // bound of WAIT for ?ack=replicated. Defaults to 1s.
+	UpstreamLostAfter time.Duration        // how long the Redis subscription may be down before live subscribers are sent to another replica. Defaults to 5s.
 	Upstream          upstream.Options     // probe interval/timeout and other upstream knobs
 	Logger            *slog.Logger         // defaults to slog.Default()
 	Registry          *prometheus.Registry // defaults to a new registry with Go and process collectors
@@ -47,6 +48,7 @@ type ShardRelay struct {
 	hub     *hub.Hub
 	sub     *upstream.Subscription
 	handler http.Handler
+	log     *slog.Logger
 	closeMu sync.Once
 }
 
@@ -73,6 +75,9 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 	if opt.IdempotencyWindow <= 0 {
 		opt.IdempotencyWindow = 24 * time.Hour
 	}
+	if opt.UpstreamLostAfter <= 0 {
+		opt.UpstreamLostAfter = 5 * time.Second
+	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
@@ -97,7 +102,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 
 	log := opt.Logger.With("namespace", opt.Map.Namespace, "channel", opt.Map.Channel)
 	opt.Upstream.Logger = log
-	r := &ShardRelay{opt: opt, cluster: redis.NewClusterClient(&ro), hub: hub.New(opt.QueueBytes)}
+	r := &ShardRelay{opt: opt, cluster: redis.NewClusterClient(&ro), hub: hub.New(opt.QueueBytes), log: log}
 	r.hub.SetWriteInterval(opt.WriteInterval)
 	labels := prometheus.Labels{"namespace": opt.Map.Namespace, "channel": opt.Map.Channel, "shard": strconv.Itoa(opt.Shard)}
 	met := metrics.New(opt.Registry, labels, r.hub)
@@ -141,7 +146,36 @@ func (r *ShardRelay) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	go r.sendAwayWhileUnready(ctx)
 	return r.sub.Run(ctx)
+}
+
+// sendAwayWhileUnready ends the live streams of a relay that lost its Redis subscription (a
+// partition, a master it cannot reach) for longer than UpstreamLostAfter, every second while
+// that lasts: its readiness already takes it out of its Services, and its clients resume by
+// cursor on a replica that still delivers instead of waiting here for Redis to come back. A
+// short outage (a failover, seconds) ends nobody's stream: the relay catches up by itself.
+func (r *ShardRelay) sendAwayWhileUnready(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var since time.Time // since when the subscription has been down; zero while it is up
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		switch {
+		case r.sub.Ready():
+			since = time.Time{}
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= r.opt.UpstreamLostAfter:
+			if n := r.hub.Disconnect(hub.ErrUpstreamLost); n > 0 {
+				r.log.Warn("Redis subscription down: sent live subscribers to another replica", "subscribers", n, "downFor", time.Since(since).Round(time.Second).String())
+			}
+		}
+	}
 }
 
 // Close releases the Redis connections. Run calls it on return.

@@ -154,11 +154,19 @@ func (c *sseConn) finish(left []byte, rest, batch []*event.Encoded) {
 	c.sub.Resume(batch)
 }
 
-// End closes the connection; a slow consumer is told why and where to resume (hub.Output),
-// waiting for it on a goroutine of its own under the write timeout if its socket is full.
+// End closes the connection; a slow consumer, or a subscriber of a relay that lost Redis, is
+// told why and where to resume (hub.Output), waiting for it on a goroutine of its own under the
+// write timeout if its socket is full.
 func (c *sseConn) End(err error) {
-	if errors.Is(err, hub.ErrSlowConsumer) {
-		reason := closingComment(SlowConsumerReason(c.last.String()))
+	var why string
+	switch {
+	case errors.Is(err, hub.ErrSlowConsumer):
+		why = SlowConsumerReason(c.last.String())
+	case errors.Is(err, hub.ErrUpstreamLost):
+		why = UpstreamLostReason(c.last.String())
+	}
+	if why != "" {
+		reason := closingComment(why)
 		if n, full, err := c.tryWrite(reason); full && err == nil {
 			go func() {
 				_, _ = c.blockingWrite(reason[n:])

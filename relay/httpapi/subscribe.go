@@ -38,6 +38,12 @@ func SlowConsumerReason(last string) string {
 	return "slow consumer: more than the queue limit was waiting for this connection; reconnect with Last-Event-ID " + last + " to resume"
 }
 
+// UpstreamLostReason is what a subscriber is told when the relay lost Redis for longer than it
+// waits: another replica (the Service routes only to ready ones) serves the rest.
+func UpstreamLostReason(last string) string {
+	return "this relay lost its Redis subscription; reconnect with Last-Event-ID " + last + " to resume on another replica"
+}
+
 // subscribeRequest is what a subscribe call asked for.
 type subscribeRequest struct {
 	key        string     // "" = every key of the shard
@@ -120,8 +126,11 @@ func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out Sink, req su
 		var err error
 		batch, err = sub.Next(ctx, batch)
 		if err != nil {
-			if errors.Is(err, hub.ErrSlowConsumer) {
+			switch {
+			case errors.Is(err, hub.ErrSlowConsumer):
 				out.Close(SlowConsumerReason(last.String()), last.String(), true)
+			case errors.Is(err, hub.ErrUpstreamLost):
+				out.Close(UpstreamLostReason(last.String()), last.String(), false)
 			}
 			return
 		}

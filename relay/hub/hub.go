@@ -12,6 +12,10 @@ import (
 // ErrSlowConsumer is what Next returns once a subscriber's queue passed its byte limit.
 var ErrSlowConsumer = errors.New("slow consumer: the subscriber's queue passed its byte limit")
 
+// ErrUpstreamLost is what Next returns once the relay ended a subscriber because it lost its
+// Redis subscription for longer than it waits (Disconnect): the client resumes elsewhere.
+var ErrUpstreamLost = errors.New("the relay lost its Redis subscription")
+
 // ErrClosed is what Next returns after Close.
 var ErrClosed = errors.New("subscriber closed")
 
@@ -212,7 +216,8 @@ func (s *Subscriber) failLocked(err error) (schedule bool) {
 	return s.claimLocked()
 }
 
-// Err is why the subscriber stopped (ErrSlowConsumer or ErrClosed), nil while it runs.
+// Err is why the subscriber stopped (ErrSlowConsumer, ErrUpstreamLost or ErrClosed), nil while
+// it runs.
 func (s *Subscriber) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,6 +252,36 @@ func (s *Subscriber) Next(ctx context.Context, buf []*event.Encoded) ([]*event.E
 			return buf, ctx.Err()
 		}
 	}
+}
+
+// Disconnect ends every current subscriber with err (a relay that lost Redis sends its clients
+// to another replica); unlike Close, the hub keeps serving subscribers that come later. It
+// returns how many it ended.
+func (h *Hub) Disconnect(err error) int {
+	var subs []*Subscriber
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		subs = append(subs, sh.all...)
+		for _, list := range sh.byKey {
+			subs = append(subs, list...)
+		}
+		sh.mu.RUnlock()
+	}
+	n := 0
+	for _, s := range subs {
+		s.mu.Lock()
+		schedule := false
+		if s.err == nil {
+			schedule = s.failLocked(err)
+			n++
+		}
+		s.mu.Unlock()
+		if schedule {
+			h.writers.schedule(s) // its writer ends the stream
+		}
+	}
+	return n
 }
 
 // Close unregisters the subscriber. It is safe to call more than once and concurrently with

@@ -199,3 +199,30 @@ func BenchmarkFanOut(b *testing.B) {
 		})
 	}
 }
+
+// Disconnect ends every current subscriber with its reason, whatever it had queued, and the hub
+// goes on serving those that subscribe later.
+func TestDisconnectEndsCurrentSubscribersOnly(t *testing.T) {
+	h := New(1 << 20)
+	all, keyed := h.Subscribe(""), h.Subscribe("a")
+	defer all.Close()
+	defer keyed.Close()
+	h.Broadcast(msg(1, "a"))
+	if n := h.Disconnect(ErrUpstreamLost); n != 2 {
+		t.Fatalf("Disconnect ended %d subscribers, want 2", n)
+	}
+	for _, s := range []*Subscriber{all, keyed} {
+		if _, err := s.Next(context.Background(), nil); !errors.Is(err, ErrUpstreamLost) {
+			t.Errorf("Next after Disconnect: %v, want ErrUpstreamLost", err)
+		}
+	}
+	if n := h.Disconnect(ErrUpstreamLost); n != 0 {
+		t.Errorf("a second Disconnect ended %d subscribers, want 0 (each ends once)", n)
+	}
+	later := h.Subscribe("")
+	defer later.Close()
+	h.Broadcast(msg(2, "a"))
+	if got := next(t, later); len(got) != 1 {
+		t.Errorf("a subscriber after Disconnect got %d events, want 1", len(got))
+	}
+}

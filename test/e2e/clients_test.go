@@ -60,6 +60,17 @@ func (p *publishLog) expectedBy(s *subscriber) []ack {
 	return out
 }
 
+// snapshot copies the acknowledged messages.
+func (p *publishLog) snapshot() []ack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]ack, 0, len(p.acked))
+	for _, a := range p.acked {
+		out = append(out, a)
+	}
+	return out
+}
+
 func (p *publishLog) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

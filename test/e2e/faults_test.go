@@ -111,8 +111,18 @@ func TestRelayFaults(t *testing.T) {
 	})
 	t.Logf("evicted %s; the second eviction was refused; %d acknowledged so far", pods[0].Name, pl.count())
 
-	// 2. A partition: one relay pod of shard 1 loses Redis for 30 s.
-	victim := relayPods(t, ctx, ns, name, 1)[0]
+	// 2. A partition: the relay pod of shard 1 that serves the sidecar's streams loses Redis for
+	// 30 s.
+	var victim corev1.Pod
+	most := -1.0
+	for _, p := range relayPods(t, ctx, ns, name, 1) {
+		if n := subscribersOf(relayAddr(p)); n > most {
+			victim, most = p, n
+		}
+	}
+	if most < 1 {
+		t.Fatalf("no relay pod of shard 1 serves a stream: the partition would cut none")
+	}
 	rule := []string{"INPUT", "-s", victim.Status.PodIP, "-d", localcluster.NodeIP, "-p", "tcp", "--dport",
 		fmt.Sprintf("%d:%d", node.Redis.Base, node.Redis.Base+5), "-j", "DROP", "-m", "comment", "--comment", "herald-e2e-partition"}
 	if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
@@ -132,7 +142,24 @@ func TestRelayFaults(t *testing.T) {
 	awaitCond(t, 30*time.Second, "the partitioned relay "+victim.Name+" not ready", func() bool {
 		return !podReady(ctx, victim)
 	})
-	t.Logf("relay pod %s cut from Redis: not ready after %.1fs", victim.Name, time.Since(cut).Seconds())
+	t.Logf("relay pod %s (it served %.0f streams) cut from Redis: not ready after %.1fs", victim.Name, most, time.Since(cut).Seconds())
+	// Shard 1 keeps delivering while the partition lasts: the sidecar moved its stream to the
+	// other relay.
+	awaitCond(t, time.Until(cut.Add(30*time.Second)), "a shard-1 message sent during the partition delivered before it ends", func() bool {
+		sent := map[int]bool{}
+		for _, a := range pl.snapshot() {
+			if a.shard == 1 && a.sent.After(cut.Add(time.Second)) {
+				sent[a.seq] = true
+			}
+		}
+		for _, e := range subs[0].snapshot()[1] {
+			if !e.isGap && sent[e.seq] {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("shard 1 delivered through the other relay %.1fs after the cut", time.Since(cut).Seconds())
 	time.Sleep(time.Until(cut.Add(30 * time.Second))) // the partition lasts 30 s, whatever happens meanwhile
 	heal()
 	healedAt := time.Now()
