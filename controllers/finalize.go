@@ -17,7 +17,8 @@ import (
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
-// finalize carries out the deletion policy, then releases the finalizer. The Kubernetes children
+// finalize carries out the deletion policy (Delete: the channel's keys and ACL user go; Retain:
+// the keys stay and the user is disabled), then releases the finalizer. The Kubernetes children
 // go with the channel through their owner references. Cleanup of Redis is retried for
 // CleanupTimeout; after that the channel says so in its Ready condition and waits for the
 // skip-cleanup annotation, so a Redis that is gone for good never holds a namespace forever.
@@ -26,16 +27,22 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 		return ctrl.Result{}, nil
 	}
 	skip := ch.Annotations[heraldv1.SkipCleanupAnnotation] == "true"
-	if ch.Spec.DeletionPolicy == heraldv1.DeletionDelete && !skip {
-		if err := r.cleanupRedis(ctx, ch); err != nil {
+	if !skip {
+		// Delete removes the data and the user; Retain keeps the data but disables the user, so
+		// the password the channel's namespace held opens nothing once the channel is gone.
+		cleanup, what := r.disableUser, "disable the channel's Redis user"
+		if ch.Spec.DeletionPolicy == heraldv1.DeletionDelete {
+			cleanup, what = r.cleanupRedis, "delete the channel's Redis data"
+		}
+		if err := cleanup(ctx, ch); err != nil {
 			waited := r.now().Sub(ch.DeletionTimestamp.Time)
 			if waited < r.cleanupTimeout() {
-				r.setDeleting(ctx, ch, heraldv1.ReasonDeleting, fmt.Sprintf("Deleting the channel's Redis data: %v; retrying.", err))
+				r.setDeleting(ctx, ch, heraldv1.ReasonDeleting, fmt.Sprintf("Trying to %s: %v; retrying.", what, err))
 				return ctrl.Result{}, err
 			}
 			r.setDeleting(ctx, ch, heraldv1.ReasonCleanupFailed, fmt.Sprintf(
-				"Could not delete the channel's Redis data for %s: %v. Fix Redis, or annotate the channel with %s=true to release it without cleanup.",
-				waited.Round(time.Second), err, heraldv1.SkipCleanupAnnotation))
+				"Could not %s for %s: %v. Fix Redis, or annotate the channel with %s=true to release it without cleanup.",
+				what, waited.Round(time.Second), err, heraldv1.SkipCleanupAnnotation))
 			return ctrl.Result{}, nil // bounded: wait for the annotation (or any edit) instead of retrying forever
 		}
 	}
@@ -71,6 +78,26 @@ func (r *NotificationChannelReconciler) cleanupRedis(ctx context.Context, ch *he
 		return err
 	}
 	log.FromContext(ctx).Info("Deleted the channel's Redis data", "keys", removed, "nodes", len(nodes))
+	return nil
+}
+
+// disableUser turns the channel's ACL user off on every node and forgets its password
+// (deletionPolicy Retain): the streams stay for a channel applied again, which turns the user on
+// with a password of its own.
+func (r *NotificationChannelReconciler) disableUser(ctx context.Context, ch *heraldv1.NotificationChannel) error {
+	opts, _, err := r.redisOptions(ctx, ch)
+	if err != nil {
+		return err
+	}
+	conn := r.Redis.Get(opts)
+	_, nodes, err := conn.Discover(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot reach Redis: %w", err)
+	}
+	if err := conn.DisableUser(ctx, nodes, shardmap.ACLUser(ch.Namespace, ch.Name)); err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("Disabled the channel's Redis user; its data is retained", "nodes", len(nodes))
 	return nil
 }
 

@@ -95,6 +95,23 @@ func hasUser(ctx context.Context, c *redis.Client, name string) bool {
 	return c.Do(ctx, "ACL", "GETUSER", name).Err() == nil
 }
 
+// relayPassword is the relay user's password from the channel's credentials Secret.
+func relayPassword(t *testing.T, ch *heraldv1.NotificationChannel) string {
+	t.Helper()
+	var sec corev1.Secret
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.CredentialsSecretName(ch.Name)}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	return string(sec.Data[workloads.SecretPasswordKey])
+}
+
+// canLogIn says whether user logs in to node n with password.
+func canLogIn(n *redis.Client, user, password string) bool {
+	c := redis.NewClient(&redis.Options{Addr: n.Options().Addr, Username: user, Password: password, MaxRetries: -1})
+	defer c.Close()
+	return c.Ping(context.Background()).Err() == nil
+}
+
 func channelKeys(t *testing.T, masters []*redis.Client, ch *heraldv1.NotificationChannel) []string {
 	t.Helper()
 	var keys []string
@@ -465,6 +482,7 @@ func TestDeletionPolicies(t *testing.T) {
 	})), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
 	keep := waitFor(t, create(t, channel(ns)), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
 	masters, all := clusterNodes(t)
+	oldPassword := relayPassword(t, keep)
 	for _, ch := range []*heraldv1.NotificationChannel{del, keep} {
 		tag := ch.Status.Shards[0].HashTag
 		for _, m := range masters { // an idempotency key too, wherever its slot lives
@@ -504,6 +522,10 @@ func TestDeletionPolicies(t *testing.T) {
 		if !hasUser(ctx, n, shardmap.ACLUser(ns, keep.Name)) {
 			t.Fatalf("deletionPolicy Retain removed the ACL user from %s", n.Options().Addr)
 		}
+		// Retain keeps the user, disabled: the password the namespace held opens nothing.
+		if canLogIn(n, shardmap.ACLUser(ns, keep.Name), oldPassword) {
+			t.Fatalf("deletionPolicy Retain left the ACL user enabled on %s: the deleted channel's password still logs in", n.Options().Addr)
+		}
 	}
 	if keys := channelKeys(t, masters, keep); len(keys) < 2 {
 		t.Fatalf("deletionPolicy Retain lost keys: %v", keys)
@@ -513,6 +535,16 @@ func TestDeletionPolicies(t *testing.T) {
 		heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
 	if again.Status.Shards[0].HashTag != keep.Status.Shards[0].HashTag {
 		t.Fatalf("the re-created channel placed shard 0 on %s, its retained stream is on %s", again.Status.Shards[0].HashTag, keep.Status.Shards[0].HashTag)
+	}
+	// ... with the user enabled again, under a password of its own.
+	newPassword := relayPassword(t, again)
+	if newPassword == oldPassword {
+		t.Fatal("the re-created channel took up the deleted channel's password")
+	}
+	for _, n := range all {
+		if !canLogIn(n, shardmap.ACLUser(ns, again.Name), newPassword) || canLogIn(n, shardmap.ACLUser(ns, again.Name), oldPassword) {
+			t.Fatalf("%s: the re-created channel's user must log in with its new password only", n.Options().Addr)
+		}
 	}
 	if err := k8s.Delete(ctx, again); err != nil {
 		t.Fatal(err)

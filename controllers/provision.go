@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -154,7 +155,9 @@ func complete(tags []string) bool {
 func (r *NotificationChannelReconciler) ensureCredentials(ctx context.Context, ch *heraldv1.NotificationChannel) (string, error) {
 	var s corev1.Secret
 	err := r.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.CredentialsSecretName(ch.Name)}, &s)
-	if err == nil && len(s.Data[workloads.SecretPasswordKey]) > 0 {
+	// A Secret of an earlier channel of the same name (the garbage collector has not removed it
+	// yet) holds a password that channel's namespace knew: this channel gets a new one.
+	if err == nil && len(s.Data[workloads.SecretPasswordKey]) > 0 && metav1.IsControlledBy(&s, ch) {
 		return string(s.Data[workloads.SecretPasswordKey]), nil
 	}
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -166,8 +169,8 @@ func (r *NotificationChannelReconciler) ensureCredentials(ctx context.Context, c
 	}
 	password := base64.RawURLEncoding.EncodeToString(b)
 	desired := workloads.Secret(ch, password)
-	if err == nil { // exists without a password: repair it
-		s.Data = desired.Data
+	if err == nil { // exists without a password, or an earlier channel's: repair it
+		s.Data, s.OwnerReferences = desired.Data, desired.OwnerReferences
 		return password, r.Update(ctx, &s)
 	}
 	if err := r.Create(ctx, desired); err != nil {

@@ -23,7 +23,8 @@ const (
 type DeletionPolicy string
 
 const (
-	// DeletionRetain keeps the streams and ACL users in Redis; only Kubernetes objects go.
+	// DeletionRetain keeps the streams in Redis and disables the channel's ACL user (off, no
+	// password) on every node; only Kubernetes objects go.
 	DeletionRetain DeletionPolicy = "Retain"
 	// DeletionDelete removes the channel's streams, idempotency keys and ACL users from every
 	// Redis node.
@@ -80,9 +81,10 @@ type NotificationChannelSpec struct {
 	// +optional
 	Access AccessSpec `json:"access,omitempty"`
 
-	// deletionPolicy is Retain (keep the streams and ACL users in Redis when the channel is
-	// deleted; a channel applied again with the same namespace and name takes its streams up)
-	// or Delete (remove them from every node). Defaults to Retain.
+	// deletionPolicy is Retain (keep the streams in Redis when the channel is deleted and disable
+	// its ACL user, so its old password opens nothing; a channel applied again with the same
+	// namespace and name takes its streams up and enables the user with a new password) or
+	// Delete (remove streams and user from every node). Defaults to Retain.
 	// +kubebuilder:default=Retain
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`

@@ -53,6 +53,26 @@ func (c *Conn) EnsureUser(ctx context.Context, nodes []Node, u User) ([]string, 
 	return written, nil
 }
 
+// DisableUser turns the user off and forgets its passwords on every node that has it, keeping
+// its key and command rules: an old password then opens nothing, and EnsureUser turns it on
+// again with the password it is given. A node that never had it is fine.
+func (c *Conn) DisableUser(ctx context.Context, nodes []Node, name string) error {
+	for _, nd := range nodes {
+		n := c.node(nd.Addr)
+		u, err := getUser(ctx, n, name)
+		if err != nil {
+			return fmt.Errorf("%s: reading ACL user %s: %w", nd.Addr, name, err)
+		}
+		if u == nil {
+			continue
+		}
+		if err := n.Do(ctx, "ACL", "SETUSER", name, "off", "resetpass").Err(); err != nil {
+			return fmt.Errorf("%s: disabling ACL user %s: %w", nd.Addr, name, err)
+		}
+	}
+	return nil
+}
+
 // DeleteUser removes the user from every node. A node that never had it is fine.
 func (c *Conn) DeleteUser(ctx context.Context, nodes []Node, name string) error {
 	for _, nd := range nodes {
