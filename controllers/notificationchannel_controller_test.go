@@ -324,9 +324,24 @@ func TestResyncRestoresWhatWasLost(t *testing.T) {
 	user := shardmap.ACLUser(ns, ch.Name)
 	stream := ch.Status.Shards[0].Stream
 
-	// Redis forgets: a node restarted without the user, and the stream is gone.
+	// The publish function is on every master.
+	hasLibrary := func(m *redis.Client) bool {
+		libs, err := m.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: shardmap.PublishLibraryName, WithCode: true}).Result()
+		return err == nil && len(libs) == 1 && libs[0].Code == shardmap.PublishLibrary
+	}
+	for _, m := range masters {
+		if !hasLibrary(m) {
+			t.Fatalf("RedisConfigured, but master %s lacks the publish function library", m.Options().Addr)
+		}
+	}
+
+	// Redis forgets: a node restarted without the user, a master without the function, and the
+	// stream is gone.
 	victim := all[len(all)-1]
 	if err := victim.Do(ctx, "ACL", "DELUSER", user).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := masters[0].FunctionDelete(ctx, shardmap.PublishLibraryName).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range masters {
@@ -337,6 +352,9 @@ func TestResyncRestoresWhatWasLost(t *testing.T) {
 	eventually(t, 15*time.Second, func() error {
 		if !hasUser(ctx, victim, user) {
 			return fmt.Errorf("%s still lacks %s", victim.Options().Addr, user)
+		}
+		if !hasLibrary(masters[0]) {
+			return fmt.Errorf("%s still lacks the publish function library", masters[0].Options().Addr)
 		}
 		for _, m := range masters {
 			if n, _ := m.Exists(ctx, stream).Result(); n == 1 {

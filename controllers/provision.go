@@ -109,6 +109,14 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 	if len(written) > 0 {
 		log.FromContext(ctx).Info("Wrote ACL user", "user", user.Name, "nodes", written)
 	}
+	// The publish function the user calls instead of running Lua of its own.
+	if written, err = conn.EnsureLibrary(ctx, nodes, shardmap.PublishLibraryName, shardmap.PublishLibrary); err != nil {
+		o.fail(heraldv1.ReasonRedisCommandFailed, err)
+		return o
+	}
+	if len(written) > 0 {
+		log.FromContext(ctx).Info("Loaded the publish function library", "nodes", written)
+	}
 	if ch.Spec.Delivery == heraldv1.DeliveryDurable {
 		for i, tag := range tags {
 			m, ok := topo.Owner(shardmap.Slot(tag))

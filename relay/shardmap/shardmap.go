@@ -193,14 +193,15 @@ func ShardServiceName(channel string, shard int) string { return ShardDeployment
 func ChannelServiceName(channel string) string { return channel + "-relay" }
 
 // RelayCommands are the only Redis commands a channel's ACL user is granted: what a relay needs
-// to discover the cluster, publish (one script: XADD, XTRIM when both retention bounds are set,
-// SPUBLISH, idempotency keys with SET/GET),
+// to discover the cluster, publish (FCALL of PublishFunction, and the commands it calls, which
+// Redis checks against the caller: XADD, XTRIM when both retention bounds are set, SPUBLISH,
+// idempotency keys with SET/GET, CLUSTER MYID; no EVAL or SCRIPT, so no Lua of its own),
 // catch up (XRANGE, XREVRANGE, XINFO STREAM), subscribe (SSUBSCRIBE) and wait for replication.
 // A relay that needs another command must add it here, where the operator grants it.
 var RelayCommands = []string{
 	"hello", "auth", "ping", "echo", "command", "client|setname", "client|getname", "client|id", "readonly", "readwrite",
 	"cluster|slots", "cluster|shards", "cluster|nodes", "cluster|info", "cluster|myid", "cluster|keyslot",
-	"eval", "evalsha", "script|load", "script|exists",
+	"fcall",
 	"xadd", "xtrim", "xrange", "xrevrange", "xinfo|stream", "xlen", "exists", "get", "set",
 	"spublish", "ssubscribe", "sunsubscribe", "wait",
 }

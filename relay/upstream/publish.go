@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,48 +15,6 @@ import (
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
-
-// publishScript stores and announces one message atomically on the shard's slot.
-//
-// KEYS[1] the stream (Durable) or the live channel (Live: only there to route the script to the
-// slot), KEYS[2] the idempotency key if the publisher sent one.
-// ARGV: 1 live channel, 2 "1" if Durable, 3 MAXLEN ("0" = none), 4 MINID ("0" = none),
-// 5 idempotency window in seconds, 6 key, 7 type, 8 content type, 9 data, 10 ID for Live.
-//
-// XADD first, SPUBLISH second: scripts do not roll back, and "stored but not announced" is
-// repaired by catch-up while the reverse would announce what was never stored. The payload is
-// "<id>\n<writer>\n<key>\n<type>\n<content type>\n<data>" (event.DecodeLive), where writer is
-// the first 12 characters of the node ID that ran the script: a master that was paused, lost
-// its slot and wakes up still runs queued scripts and its SPUBLISH reaches the new master over
-// the cluster bus; the subscription drops messages not written by the node it subscribed on,
-// because such entries are lost when the stale master rejoins (see Subscription). The idempotency key is
-// written in the same script right after XADD, before anything that could still fail (a trim, the
-// announcement), so a retry can never store the message twice.
-var publishScript = redis.NewScript(`
-local idem = KEYS[2]
-if idem then
-  local prev = redis.call('GET', idem)
-  if prev then return {prev, 1} end
-end
-local id = ARGV[10]
-local durable = ARGV[2] == '1'
-if durable then
-  local f = {'k', ARGV[6], 't', ARGV[7], 'c', ARGV[8], 'd', ARGV[9]}
-  if ARGV[3] ~= '0' then
-    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(f))
-  elseif ARGV[4] ~= '0' then
-    id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[4], '*', unpack(f))
-  else
-    id = redis.call('XADD', KEYS[1], '*', unpack(f))
-  end
-end
--- Remember the ID at once: if anything below fails, a retry finds it instead of storing again.
-if idem then redis.call('SET', idem, id, 'EX', ARGV[5]) end
-if durable and ARGV[3] ~= '0' and ARGV[4] ~= '0' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
-local writer = string.sub(redis.call('CLUSTER', 'MYID'), 1, 12)
-redis.call('SPUBLISH', ARGV[1], id .. '\n' .. writer .. '\n' .. ARGV[6] .. '\n' .. ARGV[7] .. '\n' .. ARGV[8] .. '\n' .. ARGV[9])
-return {id, 0}
-`)
 
 // PublishRequest is one message to publish on the relay's shard.
 type PublishRequest struct {
@@ -102,7 +61,7 @@ func NewPublisher(cluster *redis.ClusterClient, m *shardmap.Map, i int, idempote
 	return p
 }
 
-// Publish runs the publish script. With WaitReplicas it runs the script and WAIT on one
+// Publish calls the publish function (shardmap.PublishFunction). With WaitReplicas it runs the script and WAIT on one
 // connection of the slot's master: WAIT counts replica acknowledgements of that connection's
 // writes only (REDIS-NOTES.md).
 func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishResult, error) {
@@ -136,7 +95,7 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 		reply, res.Replicas, err = p.publishAndWait(ctx, keys, args, req.WaitReplicas, req.WaitTimeout)
 		res.Replicated = err == nil && res.Replicas >= req.WaitReplicas
 	} else {
-		reply, err = publishScript.Run(ctx, p.cluster, keys, args...).Result()
+		reply, err = p.fcall(ctx, p.cluster, keys, args)
 	}
 	if err != nil {
 		return PublishResult{}, err
@@ -156,7 +115,7 @@ func (p *Publisher) publishAndWait(ctx context.Context, keys []string, args []an
 	}
 	conn := master.Conn()
 	defer conn.Close()
-	reply, err := publishScript.Run(ctx, conn, keys, args...).Result()
+	reply, err := p.fcall(ctx, conn, keys, args)
 	if err != nil {
 		if isMoved(err) {
 			p.cluster.ReloadState(ctx)
@@ -171,15 +130,36 @@ func (p *Publisher) publishAndWait(ctx context.Context, keys []string, args []an
 	return reply, int(n), nil
 }
 
+// fcall runs the publish function on c, the cluster client or a connection to the slot's
+// master. Where Redis does not have the function yet and this user may load it (a local run as
+// an administrative user; a channel's user may not), it loads it on the slot's master and calls
+// again; otherwise the error says the operator has not loaded it.
+func (p *Publisher) fcall(ctx context.Context, c interface {
+	FCall(context.Context, string, []string, ...any) *redis.Cmd
+}, keys []string, args []any) (any, error) {
+	reply, err := c.FCall(ctx, shardmap.PublishFunction, keys, args...).Result()
+	if err == nil || !strings.Contains(err.Error(), "Function not found") {
+		return reply, err
+	}
+	master, merr := p.cluster.MasterForKey(ctx, p.routeKey)
+	if merr == nil {
+		merr = master.FunctionLoadReplace(ctx, shardmap.PublishLibrary).Err()
+	}
+	if merr != nil {
+		return nil, fmt.Errorf("%w (the operator loads Herald's function library on every master; loading it here: %v)", err, merr)
+	}
+	return c.FCall(ctx, shardmap.PublishFunction, keys, args...).Result()
+}
+
 func parsePublishReply(reply any) (cursor.ID, bool, error) {
 	arr, ok := reply.([]any)
 	if !ok || len(arr) != 2 {
-		return cursor.ID{}, false, fmt.Errorf("publish script returned %T, want [id, duplicate]", reply)
+		return cursor.ID{}, false, fmt.Errorf("publish function returned %T, want [id, duplicate]", reply)
 	}
 	s, _ := arr[0].(string)
 	id, err := cursor.Parse(s)
 	if err != nil {
-		return cursor.ID{}, false, fmt.Errorf("publish script returned ID %q: %w", s, err)
+		return cursor.ID{}, false, fmt.Errorf("publish function returned ID %q: %w", s, err)
 	}
 	dup, _ := arr[1].(int64)
 	return id, dup == 1, nil

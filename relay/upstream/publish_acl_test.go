@@ -16,7 +16,7 @@ import (
 )
 
 // These tests publish as a channel's ACL user, as a relay in a cluster does, on the Redis Cluster
-// `make test` starts. They are about the publish script and the commands the operator grants.
+// `make test` starts. They are about the publish function and the commands the operator grants.
 
 func seeds() []string {
 	if a := os.Getenv("HERALD_REDIS_ADDRS"); a != "" {
@@ -41,6 +41,13 @@ func userWith(t *testing.T, commands []string) (*redis.ClusterClient, *shardmap.
 		args = append(args, "+"+c)
 	}
 	err := admin.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error { return n.Do(ctx, args...).Err() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the operator does: the publish function on every master.
+	err = admin.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		return n.FunctionLoadReplace(ctx, shardmap.PublishLibrary).Err()
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +76,7 @@ func TestTheGrantedCommandsPublishWithBothRetentionBounds(t *testing.T) {
 
 func TestAFailureAfterStoringStillRemembersTheIdempotencyKey(t *testing.T) {
 	ctx := context.Background()
-	// Without SPUBLISH the script fails after XADD: the entry is stored, the announcement is not.
+	// Without SPUBLISH the function fails after XADD: the entry is stored, the announcement is not.
 	c, m := userWith(t, slices.DeleteFunc(slices.Clone(shardmap.RelayCommands), func(s string) bool { return s == "spublish" }))
 	p := NewPublisher(c, m, 0, time.Minute)
 	req := PublishRequest{Key: "k", Type: "t", ContentType: "text/plain", Data: []byte("x"), IdempotencyKey: "retry-me"}
@@ -82,5 +89,43 @@ func TestAFailureAfterStoringStillRemembersTheIdempotencyKey(t *testing.T) {
 	}
 	if n, err := c.XLen(ctx, m.Shards[0].Stream).Result(); err != nil || n != 1 {
 		t.Fatalf("the stream holds %d entries (err %v); a retry must not store the message again", n, err)
+	}
+}
+
+// A channel's credentials publish through the function and run no Lua of their own, write no
+// other channel's keys and listen to no other channel (every attempt answers NOPERM): what a
+// tenant holding its relays' password can do to others is what the function does.
+func TestTheChannelUserRunsNoLuaOfItsOwn(t *testing.T) {
+	ctx := context.Background()
+	c, m := userWith(t, shardmap.RelayCommands)
+	if _, err := NewPublisher(c, m, 0, time.Minute).Publish(ctx, PublishRequest{Key: "k", Type: "t", ContentType: "text/plain", Data: []byte("x")}); err != nil {
+		t.Fatalf("publishing through the function as the channel's user: %v", err)
+	}
+	own := m.Shards[0].Stream
+	other := shardmap.New("acl", "someone-else", shardmap.DeliveryDurable, []string{shardmap.HashTag("acl", "someone-else", 0, 0)})
+	master, err := c.MasterForKey(ctx, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := map[string][]any{
+		"EVAL":                         {"EVAL", "return 1", "1", own},
+		"EVALSHA":                      {"EVALSHA", "0000000000000000000000000000000000000000", "1", own},
+		"SCRIPT LOAD":                  {"SCRIPT", "LOAD", "return 1"},
+		"FUNCTION LOAD":                {"FUNCTION", "LOAD", "REPLACE", "#!lua name=mine\nredis.register_function('mine', function() return 1 end)"},
+		"FUNCTION DELETE":              {"FUNCTION", "DELETE", shardmap.PublishLibraryName},
+		"XADD to another channel":      {"XADD", other.Shards[0].Stream, "*", "k", "v"},
+		"SET on another channel's key": {"SET", shardmap.IdempotencyKey(other.Shards[0].HashTag, "x"), "1"},
+		"FLUSHALL":                     {"FLUSHALL"},
+		"CONFIG SET":                   {"CONFIG", "SET", "maxmemory", "1"},
+	}
+	for what, args := range attempts {
+		if err := master.Do(ctx, args...).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("%s as the channel's user: %v, want NOPERM", what, err)
+		}
+	}
+	ps := master.SSubscribe(ctx, other.Shards[0].LiveChannel)
+	defer ps.Close()
+	if _, err := ps.ReceiveTimeout(ctx, 2*time.Second); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("SSUBSCRIBE to another channel's live channel: %v, want NOPERM", err)
 	}
 }

@@ -1,0 +1,58 @@
+package shardmap
+
+// PublishFunction is the Redis Function a relay publishes with (FCALL): it stores and announces
+// one message atomically on the shard's slot. The operator loads PublishLibrary on every master
+// (FUNCTION LOAD REPLACE; functions reach replicas by replication and survive restarts in the
+// AOF) and grants channel users FCALL instead of EVAL and SCRIPT, so a relay's credentials
+// cannot run arbitrary Lua. Redis checks the commands a function calls against the caller's
+// ACL too, so the user still holds XADD, XTRIM, SET, GET and SPUBLISH on its own keys.
+//
+// keys[1] the stream (Durable) or the live channel (Live: only there to route the call to the
+// slot), keys[2] the idempotency key if the publisher sent one.
+// args: 1 live channel, 2 "1" if Durable, 3 MAXLEN ("0" = none), 4 MINID ("0" = none),
+// 5 idempotency window in seconds, 6 key, 7 type, 8 content type, 9 data, 10 ID for Live.
+//
+// XADD first, SPUBLISH second: functions do not roll back, and "stored but not announced" is
+// repaired by catch-up while the reverse would announce what was never stored. The payload is
+// "<id>\n<writer>\n<key>\n<type>\n<content type>\n<data>" (event.DecodeLive), where writer is
+// the first 12 characters of the node ID that ran the function: a master that was paused, lost
+// its slot and wakes up still runs queued calls and its SPUBLISH reaches the new master over
+// the cluster bus; the subscription drops messages not written by the node it subscribed on,
+// because such entries are lost when the stale master rejoins. The idempotency key is written
+// right after XADD, before anything that could still fail (a trim, the announcement), so a
+// retry can never store the message twice.
+const PublishFunction = "herald_publish_v1"
+
+// PublishLibraryName is the name PublishLibrary declares (FUNCTION LIST LIBRARYNAME).
+const PublishLibraryName = "herald"
+
+// PublishLibrary is the source of the library that holds PublishFunction. A change to it is
+// loaded by the operator over the old one; keep the function names of running relays in it.
+const PublishLibrary = `#!lua name=herald
+-- Herald's Redis Function library (FUNCTION LOAD by the operator on every master).
+redis.register_function('herald_publish_v1', function(keys, args)
+  local idem = keys[2]
+  if idem then
+    local prev = redis.call('GET', idem)
+    if prev then return {prev, 1} end
+  end
+  local id = args[10]
+  local durable = args[2] == '1'
+  if durable then
+    local f = {'k', args[6], 't', args[7], 'c', args[8], 'd', args[9]}
+    if args[3] ~= '0' then
+      id = redis.call('XADD', keys[1], 'MAXLEN', '~', args[3], '*', unpack(f))
+    elseif args[4] ~= '0' then
+      id = redis.call('XADD', keys[1], 'MINID', '~', args[4], '*', unpack(f))
+    else
+      id = redis.call('XADD', keys[1], '*', unpack(f))
+    end
+  end
+  -- Remember the ID at once: if anything below fails, a retry finds it instead of storing again.
+  if idem then redis.call('SET', idem, id, 'EX', args[5]) end
+  if durable and args[3] ~= '0' and args[4] ~= '0' then redis.call('XTRIM', keys[1], 'MINID', '~', args[4]) end
+  local writer = string.sub(redis.call('CLUSTER', 'MYID'), 1, 12)
+  redis.call('SPUBLISH', args[1], id .. '\n' .. writer .. '\n' .. args[6] .. '\n' .. args[7] .. '\n' .. args[8] .. '\n' .. args[9])
+  return {id, 0}
+end)
+`
