@@ -9,8 +9,12 @@ package shardmap
 //
 // keys[1] the stream (Durable) or the live channel (Live: only there to route the call to the
 // slot), keys[2] the idempotency key if the publisher sent one.
-// args: 1 live channel, 2 "1" if Durable, 3 MAXLEN ("0" = none), 4 MINID ("0" = none),
+// args: 1 live channel, 2 "1" if Durable, 3 MAXLEN ("0" = none), 4 maxAge in milliseconds
+// ("0" = none: the MINID trimmed to is computed from the master's own clock, TIME, so a relay
+// whose clock runs ahead cannot trim fresh entries),
 // 5 idempotency window in seconds, 6 key, 7 type, 8 content type, 9 data, 10 ID for Live.
+//
+// TIME, like the commands above, must be in the caller's ACL (RelayCommands).
 //
 // XADD first, SPUBLISH second: functions do not roll back, and "stored but not announced" is
 // repaired by catch-up while the reverse would announce what was never stored. The payload is
@@ -38,19 +42,24 @@ redis.register_function('herald_publish_v1', function(keys, args)
   end
   local id = args[10]
   local durable = args[2] == '1'
+  local minid = '0'
+  if durable and args[4] ~= '0' then
+    local now = redis.call('TIME')
+    minid = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(args[4]))
+  end
   if durable then
     local f = {'k', args[6], 't', args[7], 'c', args[8], 'd', args[9]}
     if args[3] ~= '0' then
       id = redis.call('XADD', keys[1], 'MAXLEN', '~', args[3], '*', unpack(f))
-    elseif args[4] ~= '0' then
-      id = redis.call('XADD', keys[1], 'MINID', '~', args[4], '*', unpack(f))
+    elseif minid ~= '0' then
+      id = redis.call('XADD', keys[1], 'MINID', '~', minid, '*', unpack(f))
     else
       id = redis.call('XADD', keys[1], '*', unpack(f))
     end
   end
   -- Remember the ID at once: if anything below fails, a retry finds it instead of storing again.
   if idem then redis.call('SET', idem, id, 'EX', args[5]) end
-  if durable and args[3] ~= '0' and args[4] ~= '0' then redis.call('XTRIM', keys[1], 'MINID', '~', args[4]) end
+  if durable and args[3] ~= '0' and minid ~= '0' then redis.call('XTRIM', keys[1], 'MINID', '~', minid) end
   local writer = string.sub(redis.call('CLUSTER', 'MYID'), 1, 12)
   redis.call('SPUBLISH', args[1], id .. '\n' .. writer .. '\n' .. args[6] .. '\n' .. args[7] .. '\n' .. args[8] .. '\n' .. args[9])
   return {id, 0}

@@ -195,13 +195,13 @@ func ChannelServiceName(channel string) string { return channel + "-relay" }
 // RelayCommands are the only Redis commands a channel's ACL user is granted: what a relay needs
 // to discover the cluster, publish (FCALL of PublishFunction, and the commands it calls, which
 // Redis checks against the caller: XADD, XTRIM when both retention bounds are set, SPUBLISH,
-// idempotency keys with SET/GET, CLUSTER MYID; no EVAL or SCRIPT, so no Lua of its own),
+// idempotency keys with SET/GET, CLUSTER MYID, TIME; no EVAL or SCRIPT, so no Lua of its own),
 // catch up (XRANGE, XREVRANGE, XINFO STREAM), subscribe (SSUBSCRIBE) and wait for replication.
 // A relay that needs another command must add it here, where the operator grants it.
 var RelayCommands = []string{
 	"hello", "auth", "ping", "echo", "command", "client|setname", "client|getname", "client|id", "readonly", "readwrite",
 	"cluster|slots", "cluster|shards", "cluster|nodes", "cluster|info", "cluster|myid", "cluster|keyslot",
-	"fcall",
+	"fcall", "time",
 	"xadd", "xtrim", "xrange", "xrevrange", "xinfo|stream", "xlen", "exists", "get", "set",
 	"spublish", "ssubscribe", "sunsubscribe", "wait",
 }

@@ -71,12 +71,12 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 		keys = append(keys, shardmap.IdempotencyKey(p.shard.HashTag, req.IdempotencyKey))
 	}
 	now := p.now()
-	maxLen, minID := "0", "0"
+	maxLen, maxAge := "0", "0"
 	if durable && p.retention.MaxLength > 0 {
 		maxLen = strconv.FormatInt(p.retention.MaxLength, 10)
 	}
 	if durable && p.retention.MaxAge.Duration > 0 {
-		minID = strconv.FormatInt(now.Add(-p.retention.MaxAge.Duration).UnixMilli(), 10)
+		maxAge = strconv.FormatInt(max(p.retention.MaxAge.Duration.Milliseconds(), 1), 10)
 	}
 	liveID := "0-0"
 	if !durable {
@@ -86,7 +86,7 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	if ttl < 1 {
 		ttl = 1
 	}
-	args := []any{p.shard.LiveChannel, boolArg(durable), maxLen, minID, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID}
+	args := []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID}
 
 	var res PublishResult
 	var reply any

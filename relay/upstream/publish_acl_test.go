@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,23 @@ func TestTheChannelUserRunsNoLuaOfItsOwn(t *testing.T) {
 	defer ps.Close()
 	if _, err := ps.ReceiveTimeout(ctx, 2*time.Second); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Errorf("SSUBSCRIBE to another channel's live channel: %v, want NOPERM", err)
+	}
+}
+
+// maxAge trims by the master's clock (TIME inside the function), not the relay's: a relay whose
+// clock runs two days ahead keeps fresh entries.
+func TestMaxAgeTrimsByTheMastersClock(t *testing.T) {
+	ctx := context.Background()
+	c, m := userWith(t, shardmap.RelayCommands)
+	p := NewPublisher(c, m, 0, time.Minute)
+	p.now = func() time.Time { return time.Now().Add(48 * time.Hour) }
+	const n = 300 // three of the stream's radix nodes (100 entries each): approximate trimming removes whole nodes
+	for i := range n {
+		if _, err := p.Publish(ctx, PublishRequest{Key: "k", Type: "t", ContentType: "text/plain", Data: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := c.XLen(ctx, m.Shards[0].Stream).Result(); err != nil || got != n {
+		t.Fatalf("the stream holds %d of %d fresh entries (err %v): maxAge trimmed by the relay's clock", got, n, err)
 	}
 }
