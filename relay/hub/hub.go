@@ -170,7 +170,8 @@ type Subscriber struct {
 func (s *Subscriber) Key() string { return s.key }
 
 // enqueue appends e unless that would pass the byte limit, in which case the subscriber is
-// closed as slow (once). It returns 1 if e was queued.
+// closed as slow (once). An empty queue takes any one event, however large: a message bigger
+// than the limit is slow for nobody, it only may not pile up. It returns 1 if e was queued.
 func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
 	size := e.Size()
 	s.mu.Lock()
@@ -178,7 +179,7 @@ func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
 		s.mu.Unlock()
 		return 0
 	}
-	if s.queued+size > s.limit {
+	if s.queued > 0 && s.queued+size > s.limit {
 		schedule := s.failLocked(ErrSlowConsumer)
 		s.mu.Unlock()
 		s.hub.slowClosed.Add(1)

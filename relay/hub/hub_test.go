@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -224,5 +225,27 @@ func TestDisconnectEndsCurrentSubscribersOnly(t *testing.T) {
 	h.Broadcast(msg(2, "a"))
 	if got := next(t, later); len(got) != 1 {
 		t.Errorf("a subscriber after Disconnect got %d events, want 1", len(got))
+	}
+}
+
+// One event larger than the queue limit (a big message, grown by escaping) reaches every
+// subscriber whose queue is empty instead of closing them all as slow consumers; a second one
+// behind it is what makes a subscriber slow.
+func TestAnEmptyQueueTakesOneEventOfAnySize(t *testing.T) {
+	big := enc.Encode(event.Message{ID: cursor.ID{Ms: 1, Seq: 1}, Key: "k", Type: "t", ContentType: "text/plain", Data: strings.Repeat("x", 4096)})
+	h := New(1024)
+	a, b := h.Subscribe(""), h.Subscribe("k")
+	defer a.Close()
+	defer b.Close()
+	h.Broadcast(big)
+	for _, s := range []*Subscriber{a, b} {
+		if got := next(t, s); len(got) != 1 || got[0] != big {
+			t.Fatalf("a subscriber with an empty queue got %d events and err %v, want the big one", len(got), s.Err())
+		}
+	}
+	h.Broadcast(big)
+	h.Broadcast(big) // a's queue holds one: the second passes the limit
+	if !errors.Is(a.Err(), ErrSlowConsumer) || h.SlowClosed() != 2 {
+		t.Errorf("two big events queued: err %v, slow-closed %d; want both subscribers slow", a.Err(), h.SlowClosed())
 	}
 }
