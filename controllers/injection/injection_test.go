@@ -284,6 +284,9 @@ func TestWarningsAndAnnotations(t *testing.T) {
 		"missing channel": {pod: pod(ns, labelled, channels("nope")), wantSidecar: true,
 			wantWarning: "NotificationChannel " + ns + "/nope does not exist", wantMemLimit: "128Mi"},
 		"no channels listed": {pod: pod(ns, labelled), wantWarning: "lists no channels"},
+		// No existence oracle for namespaces the pod's creator may not read: a channel of another
+		// namespace, there or not, draws no warning.
+		"another namespace's channel": {pod: pod(ns, labelled, channels("elsewhere/nope")), wantSidecar: true, wantMemLimit: "128Mi"},
 		"resource override": {pod: pod(ns, labelled, channels("nope"), func(p *corev1.Pod) {
 			p.Annotations[MemoryLimitAnnotation] = "300Mi"
 		}), wantSidecar: true, wantWarning: "does not exist", wantMemLimit: "300Mi"},

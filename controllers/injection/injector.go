@@ -148,14 +148,19 @@ func channelsOf(annotation string) []string {
 	return out
 }
 
-// missingChannels warns about channels the pod names that do not exist: the pod still starts,
-// but its sidecar will not become ready until they do.
+// missingChannels warns about channels of the pod's own namespace that do not exist: the pod
+// still starts, but its sidecar will not become ready until they do. Channels of other
+// namespaces are not looked up: whoever creates pods here must not learn from the webhook what
+// exists in namespaces they may not read.
 func (in *Injector) missingChannels(ctx context.Context, namespace string, channels []string) []string {
 	var warnings []string
 	for _, c := range channels {
 		ns, name := namespace, c
 		if before, after, ok := strings.Cut(c, "/"); ok {
 			ns, name = before, after
+		}
+		if ns != namespace {
+			continue
 		}
 		err := in.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &heraldv1.NotificationChannel{})
 		switch {

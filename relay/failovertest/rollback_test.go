@@ -155,3 +155,43 @@ func replicaOf(t *testing.T, master int) int {
 	t.Fatalf("no replica of %d", master)
 	return 0
 }
+
+// A retry of an ?ack=replicated publish (the same Idempotency-Key) reports the replication of
+// the original entry: while the shard master's only replica is paused neither the first
+// attempt nor its retry says replicated, and once it runs again the retry does.
+func TestDuplicateAckReplicatedWaitsForTheOriginal(t *testing.T) {
+	if err := cluster.WaitHealthy(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r := relaytest.StartRelay(t, relaytest.Options{
+		Addrs:  cluster.Addrs(),
+		Modify: func(o *relay.ShardOptions) { o.WaitTimeout = 300 * time.Millisecond },
+	})
+	master, err := cluster.MasterOf(context.Background(), shardmap.Slot(r.Map.Shards[0].Stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := replicaOf(t, master)
+	post := func() relaytest.PublishResponse {
+		t.Helper()
+		code, pr := r.Publish(t, "k&ack=replicated", `{"once":true}`, "Idempotency-Key", "once")
+		if code != http.StatusAccepted || pr.Replicated == nil {
+			t.Fatalf("publish with ack=replicated: %d %+v", code, pr)
+		}
+		return pr
+	}
+	stop(t, replica)
+	if first := post(); *first.Replicated {
+		t.Fatalf("replicated with the only replica paused: %+v", first)
+	}
+	if retry := post(); !retry.Duplicate || *retry.Replicated {
+		t.Fatalf("the retry said duplicate=%v replicated=%v with the replica still paused; want a duplicate, not replicated", retry.Duplicate, *retry.Replicated)
+	}
+	if err := cluster.Signal(replica, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	relaytest.Eventually(t, 10*time.Second, "a retry replicated once the replica runs", func() bool {
+		pr := post()
+		return pr.Duplicate && *pr.Replicated
+	})
+}

@@ -103,8 +103,10 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 			return // the publisher went away; it does not know the outcome and retries with its Idempotency-Key
 		}
 		s.cfg.Metrics.PublishErrors.Inc()
+		// The caller learns what to do; the error, which names Redis nodes, goes to the log.
+		s.cfg.Logger.Warn("publish failed", "error", err.Error())
 		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusServiceUnavailable, "Redis did not accept the message (retry with the same Idempotency-Key to stay exactly-once): "+err.Error())
+		WriteError(w, http.StatusServiceUnavailable, "Redis did not accept the message; retry with the same Idempotency-Key to stay exactly-once")
 		return
 	}
 	if !res.Duplicate {

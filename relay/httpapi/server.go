@@ -142,14 +142,20 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // readyz is 200 only while the shard subscription is confirmed on the slot's master and caught
-// up; the body shows the subscription's status either way.
+// up. The body gives a reason code and the stream position (upstream.lastDelivered, where a
+// sidecar starts its first stream), never Redis addresses or errors: any caller that reaches
+// the port reads it. Those details are in the relay's log and metrics.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	st := s.cfg.Subscription.Status()
-	code := http.StatusOK
-	if !s.cfg.Subscription.Ready() {
-		code = http.StatusServiceUnavailable
+	code, reason := http.StatusOK, "Subscribed"
+	switch {
+	case !st.Subscribed:
+		code, reason = http.StatusServiceUnavailable, "NotSubscribed"
+	case !s.cfg.Subscription.Ready():
+		code, reason = http.StatusServiceUnavailable, "CatchingUp"
 	}
-	WriteJSON(w, code, map[string]any{"ready": code == http.StatusOK, "shard": s.cfg.Shard, "upstream": st})
+	WriteJSON(w, code, map[string]any{"ready": code == http.StatusOK, "shard": s.cfg.Shard, "reason": reason,
+		"upstream": map[string]string{"lastDelivered": st.LastDelivered}})
 }
 
 // misdirected answers 421 for a key of another shard, naming the right one.

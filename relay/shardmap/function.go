@@ -24,7 +24,9 @@ package shardmap
 // the cluster bus; the subscription drops messages not written by the node it subscribed on,
 // because such entries are lost when the stale master rejoins. The idempotency key is written
 // right after XADD, before anything that could still fail (a trim, the announcement), so a
-// retry can never store the message twice.
+// retry can never store the message twice. A retry rewrites the idempotency key unchanged: WAIT
+// counts the replication of the caller's own writes, and this write comes after the original
+// entry in the master's replication stream, so ?ack=replicated on a retry waits for it too.
 const PublishFunction = "herald_publish_v1"
 
 // PublishLibraryName is the name PublishLibrary declares (FUNCTION LIST LIBRARYNAME).
@@ -38,7 +40,11 @@ redis.register_function('herald_publish_v1', function(keys, args)
   local idem = keys[2]
   if idem then
     local prev = redis.call('GET', idem)
-    if prev then return {prev, 1} end
+    if prev then
+      -- A write of this call, so that WAIT after a retry covers the original entry too.
+      redis.call('SET', idem, prev, 'KEEPTTL')
+      return {prev, 1}
+    end
   end
   local id = args[10]
   local durable = args[2] == '1'
