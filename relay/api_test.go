@@ -312,3 +312,31 @@ func TestHealthReadinessMetricsAndShardMap(t *testing.T) {
 		return r.Metric(t, "herald_relay_publish_to_deliver_seconds_count") == 1
 	})
 }
+
+// Idempotency keys belong to their caller and to their message: the same key from another
+// caller is another message (no pre-empting a neighbour's key), and the same key from the same
+// caller with another message answers 409 Conflict instead of silently dropping it.
+func TestIdempotencyKeysAreScopedByCallerAndMessage(t *testing.T) {
+	caller := "team-a/app"
+	r := relaytest.StartRelay(t, relaytest.Options{Modify: func(o *relay.ShardOptions) {
+		o.Authorize = func(req *http.Request) (string, int, string) { return req.Header.Get("X-Test-Caller"), 0, "" }
+	}})
+	pub := func(who, body string) (int, relaytest.PublishResponse) {
+		return r.Publish(t, "k", body, "Idempotency-Key", "order-123", "X-Test-Caller", who)
+	}
+	codeB, b := pub("team-b/intruder", `{"order":"B's"}`) // B uses A's key first
+	codeA, a := pub(caller, `{"order":"A's"}`)
+	if codeB != http.StatusAccepted || codeA != http.StatusAccepted || a.Duplicate || a.ID == b.ID {
+		t.Fatalf("B %d %+v, then A %d %+v: want both stored, A's not a duplicate of B's", codeB, b, codeA, a)
+	}
+	if code, retry := pub(caller, `{"order":"A's"}`); code != http.StatusAccepted || !retry.Duplicate || retry.ID != a.ID {
+		t.Fatalf("A's retry: %d %+v, want a duplicate of %s", code, retry, a.ID)
+	}
+	code, other := pub(caller, `{"order":"something else"}`)
+	if code != http.StatusConflict || !strings.Contains(other.Error, "another message") {
+		t.Fatalf("A's key with another message: %d %+v, want 409 Conflict", code, other)
+	}
+	if n := r.Redis.XLen(context.Background(), r.Map.Shards[0].Stream).Val(); n != 2 {
+		t.Fatalf("the stream holds %d entries, want 2 (B's and A's)", n)
+	}
+}

@@ -225,7 +225,7 @@ func (c *config) logger(stderr io.Writer) (*slog.Logger, error) {
 }
 
 // authorizer builds the caller check of --auth for the channel of m.
-func (c *config) authorizer(m *shardmap.Map) (func(*http.Request) (int, string), error) {
+func (c *config) authorizer(m *shardmap.Map) (func(*http.Request) (string, int, string), error) {
 	switch c.auth {
 	case AuthNone:
 		return nil, nil

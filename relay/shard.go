@@ -38,7 +38,7 @@ type ShardOptions struct {
 	Registry          *prometheus.Registry // defaults to a new registry with Go and process collectors
 	// Authorize checks callers of publish and subscribe (see httpapi.Config.Authorize); nil
 	// admits everyone, which only local tests should do (--auth=none).
-	Authorize func(r *http.Request) (status int, reason string)
+	Authorize func(r *http.Request) (caller string, status int, reason string)
 }
 
 // ShardRelay is a running shard relay: its HTTP handler and its Redis subscription.

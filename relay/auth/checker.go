@@ -17,28 +17,29 @@ type Checker struct {
 	Channel   string                                                    // the channel's name, likewise
 }
 
-// Authorize returns 0 for a call from a service account of a permitted namespace; otherwise
-// 401 (no bearer token, or one the API server does not accept for the audience), 403 (a
-// permitted caller is not: another namespace, or not a service account) or 503 (the API server
-// could not be asked), with a reason the caller can act on.
-func (c *Checker) Authorize(r *http.Request) (int, string) {
+// Authorize returns the caller ("<namespace>/<service account>") and status 0 for a call from a
+// service account of a permitted namespace; otherwise 401 (no bearer token, or one the API
+// server does not accept for the audience), 403 (a permitted caller is not: another namespace,
+// or not a service account) or 503 (the API server could not be asked), with a reason the
+// caller can act on.
+func (c *Checker) Authorize(r *http.Request) (string, int, string) {
 	token, ok := BearerToken(r)
 	if !ok {
-		return http.StatusUnauthorized, "no bearer token: call through the Herald sidecar, which sends its pod's service account token (audience herald) as Authorization: Bearer <token>"
+		return "", http.StatusUnauthorized, "no bearer token: call through the Herald sidecar, which sends its pod's service account token (audience herald) as Authorization: Bearer <token>"
 	}
 	id, err := c.Review(r.Context(), token)
 	switch {
 	case errors.Is(err, ErrInvalidToken):
-		return http.StatusUnauthorized, "the bearer token is not valid for this relay (" + err.Error() + "); the sidecar re-reads its projected token, so retry"
+		return "", http.StatusUnauthorized, "the bearer token is not valid for this relay (" + err.Error() + "); the sidecar re-reads its projected token, so retry"
 	case err != nil:
-		return http.StatusServiceUnavailable, "cannot verify the bearer token now (" + err.Error() + "); retry"
+		return "", http.StatusServiceUnavailable, "cannot verify the bearer token now (" + err.Error() + "); retry"
 	case id.Namespace == "":
-		return http.StatusForbidden, strconv.Quote(id.Username) + " is not a service account; only sidecars of permitted namespaces may call"
+		return "", http.StatusForbidden, strconv.Quote(id.Username) + " is not a service account; only sidecars of permitted namespaces may call"
 	case !c.Allows(id.Namespace):
-		return http.StatusForbidden, "namespace " + strconv.Quote(id.Namespace) + " may not use channel " + c.Namespace + "/" + c.Channel +
+		return "", http.StatusForbidden, "namespace " + strconv.Quote(id.Namespace) + " may not use channel " + c.Namespace + "/" + c.Channel +
 			"; its owners can add the namespace to the channel's spec.access"
 	}
-	return 0, ""
+	return id.Namespace + "/" + id.ServiceAccount, 0, ""
 }
 
 // BearerToken returns the token of an "Authorization: Bearer <token>" header.

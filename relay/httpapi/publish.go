@@ -96,8 +96,13 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.cfg.Publisher.Publish(r.Context(), upstream.PublishRequest{
 		Key: key, Type: in.Type, ContentType: in.ContentType, Data: in.Data,
-		IdempotencyKey: idem, WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
+		IdempotencyKey: idem, Caller: callerOf(r), WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
 	})
+	if errors.Is(err, upstream.ErrIdempotencyConflict) {
+		WriteError(w, http.StatusConflict, "Idempotency-Key "+strconv.Quote(idem)+" was used for another message (stored as "+res.ID.String()+
+			"); a retry must send the same key, type, content type and data, a new message needs a new key")
+		return
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			return // the publisher went away; it does not know the outcome and retries with its Idempotency-Key

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -38,7 +39,7 @@ type Config struct {
 	// tests). It returns 0 to let the call through, or the status to refuse it with (401 no or
 	// bad credentials, 403 not permitted, 503 cannot check now) and a reason for the caller.
 	// The shard map, /healthz, /readyz and /metrics stay open.
-	Authorize func(r *http.Request) (status int, reason string)
+	Authorize func(r *http.Request) (caller string, status int, reason string)
 }
 
 // Server is the HTTP API of one shard relay.
@@ -113,13 +114,24 @@ func NotFound(w http.ResponseWriter, _ *http.Request) {
 	WriteError(w, http.StatusNotFound, "no such path; the API is under /v1/channels/{channel}/(messages|events|ws|shards)")
 }
 
-// authorized refuses callers that Config.Authorize does not let in, with a JSON reason.
+// callerKey holds, in an authorized request's context, who Config.Authorize said is calling.
+type callerKey struct{}
+
+// callerOf is the caller Config.Authorize let in ("" without authorization).
+func callerOf(r *http.Request) string {
+	c, _ := r.Context().Value(callerKey{}).(string)
+	return c
+}
+
+// authorized refuses callers that Config.Authorize does not let in, with a JSON reason, and
+// passes on who the caller is (callerOf).
 func (s *Server) authorized(h http.HandlerFunc) http.HandlerFunc {
 	if s.cfg.Authorize == nil {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if code, reason := s.cfg.Authorize(r); code != 0 {
+		caller, code, reason := s.cfg.Authorize(r)
+		if code != 0 {
 			switch code {
 			case http.StatusUnauthorized:
 				w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
@@ -129,7 +141,7 @@ func (s *Server) authorized(h http.HandlerFunc) http.HandlerFunc {
 			WriteError(w, code, reason)
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
 	}
 }
 

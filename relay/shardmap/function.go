@@ -1,5 +1,10 @@
 package shardmap
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // PublishFunction is the Redis Function a relay publishes with (FCALL): it stores and announces
 // one message atomically on the shard's slot. The operator loads PublishLibrary on every master
 // (FUNCTION LOAD REPLACE; functions reach replicas by replication and survive restarts in the
@@ -8,11 +13,14 @@ package shardmap
 // ACL too, so the user still holds XADD, XTRIM, SET, GET and SPUBLISH on its own keys.
 //
 // keys[1] the stream (Durable) or the live channel (Live: only there to route the call to the
-// slot), keys[2] the idempotency key if the publisher sent one.
+// slot), keys[2] the idempotency key if the publisher sent one (scoped by the caller: the same
+// header from two callers names two keys).
 // args: 1 live channel, 2 "1" if Durable, 3 MAXLEN ("0" = none), 4 maxAge in milliseconds
 // ("0" = none: the MINID trimmed to is computed from the master's own clock, TIME, so a relay
 // whose clock runs ahead cannot trim fresh entries),
-// 5 idempotency window in seconds, 6 key, 7 type, 8 content type, 9 data, 10 ID for Live.
+// 5 idempotency window in seconds, 6 key, 7 type, 8 content type, 9 data, 10 ID for Live,
+// 11 a hash of the message, stored with its ID under the idempotency key: a retry with the same
+// key and another message is a conflict ({id, 2}), not a duplicate ({id, 1}).
 //
 // TIME, like the commands above, must be in the caller's ACL (RelayCommands).
 //
@@ -27,23 +35,36 @@ package shardmap
 // retry can never store the message twice. A retry rewrites the idempotency key unchanged: WAIT
 // counts the replication of the caller's own writes, and this write comes after the original
 // entry in the master's replication stream, so ?ack=replicated on a retry waits for it too.
-const PublishFunction = "herald_publish_v1"
+var PublishFunction = "herald_publish_" + publishVersion()
 
 // PublishLibraryName is the name PublishLibrary declares (FUNCTION LIST LIBRARYNAME).
 const PublishLibraryName = "herald"
 
-// PublishLibrary is the source of the library that holds PublishFunction. A change to it is
-// loaded by the operator over the old one; keep the function names of running relays in it.
-const PublishLibrary = `#!lua name=herald
--- Herald's Redis Function library (FUNCTION LOAD by the operator on every master).
-redis.register_function('herald_publish_v1', function(keys, args)
-  local idem = keys[2]
+// PublishLibrary is the source of the library that holds PublishFunction. The function's name
+// carries a digest of its code, so a relay never calls a function that means something else
+// than the one it was built with: where the operator has not loaded this code yet, the call
+// fails ("Function not found") instead.
+var PublishLibrary = "#!lua name=" + PublishLibraryName + "\n" +
+	"-- Herald's Redis Function library (FUNCTION LOAD by the operator on every master).\n" +
+	"redis.register_function('" + PublishFunction + "', function(keys, args)\n" + publishBody + "end)\n"
+
+func publishVersion() string {
+	sum := sha256.Sum256([]byte(publishBody))
+	return hex.EncodeToString(sum[:4])
+}
+
+// publishBody is PublishFunction's code.
+const publishBody = `  local idem = keys[2]
   if idem then
     local prev = redis.call('GET', idem)
     if prev then
+      local sep = string.find(prev, ' ', 1, true)
+      local prevID, prevHash = prev, nil
+      if sep then prevID, prevHash = string.sub(prev, 1, sep - 1), string.sub(prev, sep + 1) end
+      if prevHash and prevHash ~= args[11] then return {prevID, 2} end
       -- A write of this call, so that WAIT after a retry covers the original entry too.
       redis.call('SET', idem, prev, 'KEEPTTL')
-      return {prev, 1}
+      return {prevID, 1}
     end
   end
   local id = args[10]
@@ -64,10 +85,9 @@ redis.register_function('herald_publish_v1', function(keys, args)
     end
   end
   -- Remember the ID at once: if anything below fails, a retry finds it instead of storing again.
-  if idem then redis.call('SET', idem, id, 'EX', args[5]) end
+  if idem then redis.call('SET', idem, id .. ' ' .. args[11], 'EX', args[5]) end
   if durable and args[3] ~= '0' and minid ~= '0' then redis.call('XTRIM', keys[1], 'MINID', '~', minid) end
   local writer = string.sub(redis.call('CLUSTER', 'MYID'), 1, 12)
   redis.call('SPUBLISH', args[1], id .. '\n' .. writer .. '\n' .. args[6] .. '\n' .. args[7] .. '\n' .. args[8] .. '\n' .. args[9])
   return {id, 0}
-end)
 `

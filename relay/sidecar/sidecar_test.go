@@ -280,11 +280,11 @@ func TestWholeChannelResumeGetsExactlyTheMissedMessages(t *testing.T) {
 	var token atomic.Value
 	token.Store("token-1")
 	c := relaytest.StartChannel(t, relaytest.Options{Shards: 3, Modify: func(o *relay.ShardOptions) {
-		o.Authorize = func(r *http.Request) (int, string) {
+		o.Authorize = func(r *http.Request) (string, int, string) {
 			if r.Header.Get("Authorization") != "Bearer "+token.Load().(string) {
-				return http.StatusUnauthorized, "wrong token"
+				return "", http.StatusUnauthorized, "wrong token"
 			}
-			return 0, ""
+			return "app/sidecar", 0, ""
 		}
 	}}, 1)
 	tokenFile := filepath.Join(t.TempDir(), "token")

@@ -2,6 +2,9 @@ package upstream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -22,7 +25,8 @@ type PublishRequest struct {
 	Type           string // CloudEvents type
 	ContentType    string // datacontenttype
 	Data           []byte
-	IdempotencyKey string        // optional: a retry with the same key returns the first ID
+	IdempotencyKey string        // optional: a retry with the same key (from the same caller, with the same message) returns the first ID
+	Caller         string        // who publishes ("<namespace>/<service account>"; "" unauthenticated): scopes IdempotencyKey
 	WaitReplicas   int           // >0: WAIT for this many replicas after the write
 	WaitTimeout    time.Duration // bound of the WAIT
 }
@@ -68,7 +72,7 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	durable := p.m.Delivery == shardmap.DeliveryDurable
 	keys := []string{p.routeKey}
 	if req.IdempotencyKey != "" {
-		keys = append(keys, shardmap.IdempotencyKey(p.shard.HashTag, req.IdempotencyKey))
+		keys = append(keys, shardmap.IdempotencyKey(p.shard.HashTag, idempotencyScope(req.Caller)+":"+req.IdempotencyKey))
 	}
 	now := p.now()
 	maxLen, maxAge := "0", "0"
@@ -86,7 +90,7 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	if ttl < 1 {
 		ttl = 1
 	}
-	args := []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID}
+	args := []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID, messageHash(req)}
 
 	var res PublishResult
 	var reply any
@@ -104,7 +108,10 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	if err != nil {
 		return PublishResult{}, err
 	}
-	res.ID, res.Duplicate = id, dup
+	if dup == 2 {
+		return PublishResult{ID: id}, ErrIdempotencyConflict
+	}
+	res.ID, res.Duplicate = id, dup == 1
 	return res, nil
 }
 
@@ -151,18 +158,41 @@ func (p *Publisher) fcall(ctx context.Context, c interface {
 	return c.FCall(ctx, shardmap.PublishFunction, keys, args...).Result()
 }
 
-func parsePublishReply(reply any) (cursor.ID, bool, error) {
+// ErrIdempotencyConflict: the Idempotency-Key was used by the same caller for another message.
+var ErrIdempotencyConflict = errors.New("the Idempotency-Key was used for another message")
+
+// idempotencyScope names a caller inside idempotency keys: a digest, so any caller name fits.
+func idempotencyScope(caller string) string {
+	sum := sha256.Sum256([]byte(caller))
+	return hex.EncodeToString(sum[:8])
+}
+
+// messageHash identifies a message's content (key, type, content type, data) for the
+// idempotency check: a retry must send the same message.
+func messageHash(req PublishRequest) string {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(req.Key), []byte(req.Type), []byte(req.ContentType), req.Data} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// parsePublishReply reads {id, flag}: flag 0 stored, 1 duplicate, 2 conflict.
+func parsePublishReply(reply any) (cursor.ID, int64, error) {
 	arr, ok := reply.([]any)
 	if !ok || len(arr) != 2 {
-		return cursor.ID{}, false, fmt.Errorf("publish function returned %T, want [id, duplicate]", reply)
+		return cursor.ID{}, 0, fmt.Errorf("publish function returned %T, want [id, flag]", reply)
 	}
 	s, _ := arr[0].(string)
 	id, err := cursor.Parse(s)
 	if err != nil {
-		return cursor.ID{}, false, fmt.Errorf("publish function returned ID %q: %w", s, err)
+		return cursor.ID{}, 0, fmt.Errorf("publish function returned ID %q: %w", s, err)
 	}
-	dup, _ := arr[1].(int64)
-	return id, dup == 1, nil
+	flag, _ := arr[1].(int64)
+	return id, flag, nil
 }
 
 func boolArg(b bool) string {
