@@ -3,6 +3,8 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -48,10 +51,15 @@ func ParseServiceAccount(username string) (namespace, name string, ok bool) {
 // ReviewerOptions tune a TokenReviewer. Zero values take the defaults.
 type ReviewerOptions struct {
 	Audience   string        // the audience tokens must carry. Defaults to DefaultAudience.
-	TTL        time.Duration // how long an answer (valid or invalid) is reused. Defaults to 1m.
-	MaxEntries int           // answers remembered at most. Defaults to 4096.
+	TTL        time.Duration // how long an answer (valid or invalid) is reused, never past the token's exp. Defaults to 1m.
+	MaxEntries int           // valid answers remembered at most. Defaults to 4096.
+	MaxInvalid int           // invalid answers remembered at most, apart from the valid ones so a flood cannot evict them. Defaults to 1024.
 	Timeout    time.Duration // bound of one TokenReview call. Defaults to 5s.
+	PerSecond  float64       // TokenReviews sent per second at most (bursts of twice as many); beyond, callers get ErrTooManyReviews. Defaults to 20.
 }
+
+// ErrTooManyReviews: the reviewer already sends as many TokenReviews as it may; retry.
+var ErrTooManyReviews = errors.New("too many new tokens to review right now")
 
 // TokenReviewer verifies bearer tokens with the TokenReview API and caches the answers.
 // Errors talking to the API server are not cached.
@@ -59,10 +67,12 @@ type TokenReviewer struct {
 	reviews authv1client.TokenReviewInterface
 	opt     ReviewerOptions
 	now     func() time.Time
+	limiter *rate.Limiter
 
-	mu    sync.Mutex
-	cache map[[sha256.Size]byte]*review
-	calls uint64 // TokenReviews sent, for tests and metrics
+	mu      sync.Mutex
+	cache   map[[sha256.Size]byte]*review    // valid answers, and reviews in flight
+	invalid map[[sha256.Size]byte]time.Time // tokens the API server refused, until when
+	calls   uint64                           // TokenReviews sent, for tests and metrics
 }
 
 type review struct {
@@ -78,6 +88,10 @@ func NewTokenReviewer(cfg *rest.Config, opt ReviewerOptions) (*TokenReviewer, er
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for TokenReview: %w", err)
 	}
+	return newTokenReviewer(cs.AuthenticationV1().TokenReviews(), opt), nil
+}
+
+func newTokenReviewer(reviews authv1client.TokenReviewInterface, opt ReviewerOptions) *TokenReviewer {
 	if opt.Audience == "" {
 		opt.Audience = DefaultAudience
 	}
@@ -87,11 +101,18 @@ func NewTokenReviewer(cfg *rest.Config, opt ReviewerOptions) (*TokenReviewer, er
 	if opt.MaxEntries <= 0 {
 		opt.MaxEntries = 4096
 	}
+	if opt.MaxInvalid <= 0 {
+		opt.MaxInvalid = 1024
+	}
 	if opt.Timeout <= 0 {
 		opt.Timeout = 5 * time.Second
 	}
-	return &TokenReviewer{reviews: cs.AuthenticationV1().TokenReviews(), opt: opt, now: time.Now,
-		cache: make(map[[sha256.Size]byte]*review)}, nil
+	if opt.PerSecond <= 0 {
+		opt.PerSecond = 20
+	}
+	return &TokenReviewer{reviews: reviews, opt: opt, now: time.Now,
+		limiter: rate.NewLimiter(rate.Limit(opt.PerSecond), int(2*opt.PerSecond)+1),
+		cache:   make(map[[sha256.Size]byte]*review), invalid: make(map[[sha256.Size]byte]time.Time)}
 }
 
 // Calls is the number of TokenReviews sent so far (cache misses).
@@ -101,12 +122,22 @@ func (r *TokenReviewer) Calls() uint64 {
 	return r.calls
 }
 
-// Review returns who token belongs to, ErrInvalidToken, or the error reaching the API server.
-// Concurrent calls for one token share one TokenReview.
+// Review returns who token belongs to, ErrInvalidToken, ErrTooManyReviews, or the error
+// reaching the API server. A token that is not a JWT for the audience and unexpired is refused
+// before any review; concurrent calls for one token share one TokenReview, which runs on a
+// context of its own (the first caller going away does not fail the others).
 func (r *TokenReviewer) Review(ctx context.Context, token string) (Identity, error) {
-	key := sha256.Sum256([]byte(token)) // the cache never holds a token itself
 	now := r.now()
+	exp, err := precheck(token, r.opt.Audience, now)
+	if err != nil {
+		return Identity{}, err
+	}
+	key := keyOf(token)
 	r.mu.Lock()
+	if until, ok := r.invalid[key]; ok && now.Before(until) {
+		r.mu.Unlock()
+		return Identity{}, ErrInvalidToken
+	}
 	if e, ok := r.cache[key]; ok && (e.expires.IsZero() || now.Before(e.expires)) {
 		r.mu.Unlock()
 		select {
@@ -116,6 +147,10 @@ func (r *TokenReviewer) Review(ctx context.Context, token string) (Identity, err
 			return Identity{}, ctx.Err()
 		}
 	}
+	if !r.limiter.AllowN(now, 1) {
+		r.mu.Unlock()
+		return Identity{}, ErrTooManyReviews
+	}
 	if len(r.cache) >= r.opt.MaxEntries {
 		r.evictLocked(now)
 	}
@@ -124,16 +159,83 @@ func (r *TokenReviewer) Review(ctx context.Context, token string) (Identity, err
 	r.calls++
 	r.mu.Unlock()
 
-	e.id, e.err = r.call(ctx, token)
+	e.id, e.err = r.call(context.WithoutCancel(ctx), token)
+	until := r.now().Add(r.opt.TTL)
+	if exp.Before(until) {
+		until = exp // no verdict outlives the token
+	}
 	r.mu.Lock()
-	if e.err != nil && !errors.Is(e.err, ErrInvalidToken) {
+	switch {
+	case errors.Is(e.err, ErrInvalidToken):
+		delete(r.cache, key)
+		if len(r.invalid) >= r.opt.MaxInvalid {
+			r.evictInvalidLocked(now)
+		}
+		r.invalid[key] = until
+	case e.err != nil:
 		delete(r.cache, key) // a failed call says nothing about the token: ask again next time
-	} else {
-		e.expires = r.now().Add(r.opt.TTL)
+	default:
+		e.expires = until
 	}
 	r.mu.Unlock()
 	close(e.done)
 	return e.id, e.err
+}
+
+// keyOf is a token's cache key: the cache never holds a token itself.
+func keyOf(token string) [sha256.Size]byte { return sha256.Sum256([]byte(token)) }
+
+// precheck reads the token's claims without verifying them (the API server does that): a JWT
+// whose aud names audience and whose exp is still ahead. It returns exp.
+func precheck(token, audience string, now time.Time) (time.Time, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || len(token) > 16<<10 {
+		return time.Time{}, fmt.Errorf("%w: not a JWT", ErrInvalidToken)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: not a JWT", ErrInvalidToken)
+	}
+	var claims struct {
+		Aud json.RawMessage `json:"aud"`
+		Exp *float64        `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return time.Time{}, fmt.Errorf("%w: not a JWT", ErrInvalidToken)
+	}
+	var auds []string
+	if json.Unmarshal(claims.Aud, &auds) != nil {
+		var one string
+		if json.Unmarshal(claims.Aud, &one) == nil {
+			auds = []string{one}
+		}
+	}
+	if !slices.Contains(auds, audience) {
+		return time.Time{}, fmt.Errorf("%w: it is not for audience %q", ErrInvalidToken, audience)
+	}
+	if claims.Exp == nil {
+		return time.Time{}, fmt.Errorf("%w: it has no expiry", ErrInvalidToken)
+	}
+	exp := time.Unix(int64(*claims.Exp), 0)
+	if !now.Before(exp) {
+		return time.Time{}, fmt.Errorf("%w: it expired at %s", ErrInvalidToken, exp.UTC().Format(time.RFC3339))
+	}
+	return exp, nil
+}
+
+// evictInvalidLocked drops expired invalid answers, then arbitrary ones down to 3/4.
+func (r *TokenReviewer) evictInvalidLocked(now time.Time) {
+	for k, until := range r.invalid {
+		if !now.Before(until) {
+			delete(r.invalid, k)
+		}
+	}
+	for k := range r.invalid {
+		if len(r.invalid) < r.opt.MaxInvalid*3/4 {
+			return
+		}
+		delete(r.invalid, k)
+	}
 }
 
 // evictLocked drops expired answers, and if that is not enough, arbitrary ones down to 3/4.
