@@ -70,9 +70,9 @@ type TokenReviewer struct {
 	limiter *rate.Limiter
 
 	mu      sync.Mutex
-	cache   map[[sha256.Size]byte]*review    // valid answers, and reviews in flight
+	cache   map[[sha256.Size]byte]*review   // valid answers, and reviews in flight
 	invalid map[[sha256.Size]byte]time.Time // tokens the API server refused, until when
-	calls   uint64                           // TokenReviews sent, for tests and metrics
+	calls   uint64                          // TokenReviews sent, for tests and metrics
 }
 
 type review struct {
