@@ -340,3 +340,35 @@ func TestIdempotencyKeysAreScopedByCallerAndMessage(t *testing.T) {
 		t.Fatalf("the stream holds %d entries, want 2 (B's and A's)", n)
 	}
 }
+
+// A Live channel keeps no history, so what its relay misses while it resubscribes is lost: the
+// subscriber is told with a gap event (no-replay), never left with a silent hole.
+func TestLiveResubscribeSendsANoReplayGap(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{Delivery: shardmap.DeliveryLive})
+	s := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 5*time.Second, "subscriber registered", func() bool { return r.Hub().Subscribers() == 1 })
+	id := r.MustPublish(t, "k", `{"n":1}`)
+	if ev := s.Messages(t, 1, 10*time.Second)[0]; ev.ID != id {
+		t.Fatalf("got %s, want %s", ev.ID, id)
+	}
+	ctx := context.Background()
+	master, err := r.Redis.MasterForKey(ctx, r.Map.Shards[0].LiveChannel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := master.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := s.Next(15 * time.Second)
+		if err != nil {
+			t.Fatalf("no gap event after the relay lost its subscription: %v", err)
+		}
+		if ev.Event == "gap" {
+			if ce := ev.CloudEvent(t); !strings.Contains(ev.Data, `"no-replay"`) || ce.ID == "" {
+				t.Fatalf("gap %+v: want reason no-replay", ev)
+			}
+			return
+		}
+	}
+}

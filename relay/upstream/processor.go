@@ -25,6 +25,9 @@ func (s *Subscription) process(ctx context.Context) {
 			return
 		case it = <-s.handoff:
 		}
+		if it.catchUp && !s.durable && it.session > 1 {
+			s.liveGap("the relay lost its Redis subscription and subscribed again; messages published meanwhile are lost (a Live channel keeps no history)")
+		}
 		if it.catchUp {
 			if it.hasBase && !s.lastWasDelivered && s.last.IsZero() {
 				s.last = it.baseline
@@ -35,8 +38,12 @@ func (s *Subscription) process(ctx context.Context) {
 			s.writer = it.writer
 			pending = true
 		}
-		if s.overflow.Swap(false) && s.durable {
-			pending = true
+		if s.overflow.Swap(false) {
+			if s.durable {
+				pending = true // catch-up reads what was dropped from the stream
+			} else {
+				s.liveGap("the relay dropped live messages it could not hand on in time; a Live channel cannot replay them")
+			}
 		}
 		if pending && (it.catchUp || time.Since(lastCatchUp) > 50*time.Millisecond) {
 			lastCatchUp = time.Now()
@@ -62,6 +69,13 @@ func (s *Subscription) process(ctx context.Context) {
 			pending = true
 		}
 	}
+}
+
+// liveGap tells every subscriber of a Live channel that messages were lost (gap no-replay),
+// never a silent hole: the cursor stays where delivery was.
+func (s *Subscription) liveGap(why string) {
+	s.hub.Broadcast(s.enc.EncodeGap(event.Gap{Reason: event.GapNoReplay, From: s.last, Resume: s.last, Message: why}))
+	s.met.Gaps.Inc()
 }
 
 // deliverLive delivers one live message unless catch-up already did. It returns false when the
