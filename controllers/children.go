@@ -28,6 +28,12 @@ import (
 func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *heraldv1.NotificationChannel, o *observation) error {
 	m := shardmap.New(ch.Namespace, ch.Name, string(ch.Spec.Delivery), o.tags)
 	m.MaxMessageBytes = int64(ch.Spec.MaxMessageBytes)
+	if ch.Spec.Delivery == heraldv1.DeliveryDurable {
+		m.IdempotencyWindow = shardmap.Duration{Duration: heraldv1.DefaultIdempotencyWindow}
+		if w := ch.Spec.IdempotencyWindow; w != nil {
+			m.IdempotencyWindow.Duration = w.Duration
+		}
+	}
 	m.Access = ch.Spec.Access.Namespaces
 	if ret := ch.Spec.Retention; ret != nil {
 		if ret.MaxLength != nil {

@@ -54,6 +54,13 @@ func withMaxAge(d string) func(*heraldv1.NotificationChannel) {
 	}
 }
 
+func withIdempotencyWindow(d string) func(*heraldv1.NotificationChannel) {
+	return func(ch *heraldv1.NotificationChannel) {
+		v, _ := time.ParseDuration(d)
+		ch.Spec.IdempotencyWindow = &metav1.Duration{Duration: v}
+	}
+}
+
 func TestValidChannelIsDefaultedAndGetsStatus(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -125,6 +132,11 @@ func TestInvalidChannelsAreRejectedNamingTheField(t *testing.T) {
 		"zero maxLength": {channel(ns, withRetention(&heraldv1.Retention{MaxLength: ptr(int64(0))})),
 			"spec.retention.maxLength", "greater than or equal to 1"},
 		"maxAge under a second": {channel(ns, withMaxAge("500ms")), "spec.retention.maxAge", "at least 1s"},
+		"idempotencyWindow on a Live channel": {channel(ns, withDelivery("Live"), withRetention(nil), withIdempotencyWindow("1m")),
+			"spec", "idempotencyWindow is not allowed when spec.delivery is Live"},
+		"idempotencyWindow past maxAge": {channel(ns, withMaxAge("10m"), withIdempotencyWindow("1h")),
+			"spec", "must not be longer than spec.retention.maxAge"},
+		"idempotencyWindow over a day": {channel(ns, withIdempotencyWindow("25h")), "spec.idempotencyWindow", "between 1s and 24h"},
 		"maxMessageBytes too big": {channel(ns, func(ch *heraldv1.NotificationChannel) { ch.Spec.MaxMessageBytes = 16<<20 + 1 }),
 			"spec.maxMessageBytes", "less than or equal to 16777216"},
 		"unknown delivery": {channel(ns, withDelivery("Eventually")), "spec.delivery", `supported values: "Live", "Durable"`},

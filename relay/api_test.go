@@ -13,9 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/heraldhq/herald/relay"
+	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/internal/relaytest"
 	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/upstream"
 )
 
 func TestTrimmedCursorGetsGapThenRetainedTail(t *testing.T) {
@@ -370,5 +374,42 @@ func TestLiveResubscribeSendsANoReplayGap(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// An Idempotency-Key costs Redis memory for its window only: the channel's window
+// (spec.idempotencyWindow, in the shard map), at most a minute for a key the sidecar made up
+// for its own retries, and nothing at all on a Live channel, which stores nothing to find.
+func TestIdempotencyKeysLiveForTheirWindowOnly(t *testing.T) {
+	ctx := context.Background()
+	ttlOf := func(r *relaytest.Relay, key string) time.Duration {
+		t.Helper()
+		k := shardmap.IdempotencyKey(r.Map.Shards[0].HashTag, "*:"+key)
+		var found []string
+		_ = r.Redis.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			ks, err := m.Keys(ctx, k).Result()
+			found = append(found, ks...)
+			return err
+		})
+		if len(found) == 0 {
+			return 0
+		}
+		return r.Redis.TTL(ctx, found[0]).Val()
+	}
+	durable := relaytest.StartRelay(t, relaytest.Options{Modify: func(o *relay.ShardOptions) {
+		o.Map.IdempotencyWindow = shardmap.Duration{Duration: 90 * time.Second}
+	}})
+	durable.MustPublishWith(t, "k", `{"n":1}`, "Idempotency-Key", "from-the-app")
+	durable.MustPublishWith(t, "k", `{"n":2}`, "Idempotency-Key", "made-by-the-sidecar", httpapi.RetryKeyHeader, "1")
+	if ttl := ttlOf(durable, "from-the-app"); ttl <= 60*time.Second || ttl > 90*time.Second {
+		t.Errorf("an app's key lives %s, want the channel's window (90s)", ttl)
+	}
+	if ttl := ttlOf(durable, "made-by-the-sidecar"); ttl <= 0 || ttl > upstream.RetryKeyWindow {
+		t.Errorf("a sidecar's retry key lives %s, want at most %s", ttl, upstream.RetryKeyWindow)
+	}
+	live := relaytest.StartRelay(t, relaytest.Options{Delivery: shardmap.DeliveryLive})
+	live.MustPublishWith(t, "k", `{"n":1}`, "Idempotency-Key", "on-live")
+	if ttl := ttlOf(live, "on-live"); ttl != 0 {
+		t.Errorf("a Live channel stored an idempotency key (TTL %s)", ttl)
 	}
 }

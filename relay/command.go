@@ -118,7 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.passFile, "redis-password-file", "", "file holding the Redis password; without it the password comes from "+PasswordEnv)
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE heartbeat comments and WebSocket pings")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 1<<20, "bytes of events a subscriber may have queued before it is closed as a slow consumer")
-	fs.DurationVar(&c.idemWindow, "idempotency-window", 24*time.Hour, "how long a publish's Idempotency-Key is remembered")
+	fs.DurationVar(&c.idemWindow, "idempotency-window", 5*time.Minute, "how long a publish's Idempotency-Key is remembered where the shard map sets no window (the operator sets spec.idempotencyWindow there)")
 	fs.DurationVar(&c.probeInterval, "probe-interval", time.Second, "interval of the heartbeat probe published on the shard's own live channel")
 	fs.DurationVar(&c.probeTimeout, "probe-timeout", 3*time.Second, "rebuild the shard subscription when no probe came back for this long")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "bound of one batch write to a subscriber")

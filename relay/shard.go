@@ -28,7 +28,7 @@ type ShardOptions struct {
 	Redis             redis.ClusterOptions // Addrs (required), Username, Password, TLSConfig...; timeouts default to 2s
 	Heartbeat         time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
 	QueueBytes        int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
-	IdempotencyWindow time.Duration        // how long an Idempotency-Key is remembered. Defaults to 24h.
+	IdempotencyWindow time.Duration        // how long an Idempotency-Key is remembered where the shard map sets no window. Defaults to 5m.
 	WriteTimeout      time.Duration        // bound of one batch write to a subscriber. Defaults to 10s.
 	WriteInterval     time.Duration        // least time between two write rounds to live SSE subscribers (hub.SetWriteInterval); 0 = none
 	WaitTimeout       time.Duration        // bound of WAIT for ?ack=replicated. Defaults to 1s.
@@ -73,7 +73,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 		opt.QueueBytes = 1 << 20
 	}
 	if opt.IdempotencyWindow <= 0 {
-		opt.IdempotencyWindow = 24 * time.Hour
+		opt.IdempotencyWindow = 5 * time.Minute
 	}
 	if opt.UpstreamLostAfter <= 0 {
 		opt.UpstreamLostAfter = 5 * time.Second

@@ -1,9 +1,14 @@
 package v1alpha1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// DefaultIdempotencyWindow is spec.idempotencyWindow when a Durable channel does not set it.
+const DefaultIdempotencyWindow = 5 * time.Minute
 
 // DeliveryMode says what a subscriber may count on.
 // +kubebuilder:validation:Enum=Live;Durable
@@ -34,6 +39,8 @@ const (
 // NotificationChannelSpec is what a team asks of a channel. The operator decides how.
 // +kubebuilder:validation:XValidation:rule="!has(self.delivery) || self.delivery != 'Live' || !has(self.retention)",message="spec.retention is not allowed when spec.delivery is Live: pub/sub keeps nothing to retain"
 // +kubebuilder:validation:XValidation:rule="!has(self.delivery) || self.delivery != 'Durable' || has(self.retention)",message="spec.retention is required when spec.delivery is Durable: set retention.maxLength, retention.maxAge or both"
+// +kubebuilder:validation:XValidation:rule="!has(self.idempotencyWindow) || !has(self.delivery) || self.delivery != 'Live'",message="spec.idempotencyWindow is not allowed when spec.delivery is Live: a Live channel stores no idempotency keys"
+// +kubebuilder:validation:XValidation:rule="!has(self.idempotencyWindow) || !has(self.retention) || !has(self.retention.maxAge) || duration(self.idempotencyWindow) <= duration(self.retention.maxAge)",message="spec.idempotencyWindow must not be longer than spec.retention.maxAge: a retry cannot find an entry the stream no longer holds"
 type NotificationChannelSpec struct {
 	// shards is the number of partitions of the channel, 1 to 64. A message's key picks its
 	// shard with a stable hash; each shard has its own stream, live channel and relay
@@ -66,6 +73,14 @@ type NotificationChannelSpec struct {
 	// +kubebuilder:default=65536
 	// +optional
 	MaxMessageBytes int32 `json:"maxMessageBytes,omitempty"`
+
+	// idempotencyWindow is how long a relay remembers an Idempotency-Key (Durable only), as a Go
+	// duration between 1s and 24h: a retry within it returns the first message's ID instead of
+	// storing it again. Keys the sidecar makes up for apps that send none live at most 1 minute
+	// (its own retries). Every key costs Redis memory for the whole window. Defaults to 5m.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.idempotencyWindow must be between 1s and 24h"
+	// +optional
+	IdempotencyWindow *metav1.Duration `json:"idempotencyWindow,omitempty"`
 
 	// relay shapes the per-shard relay Deployments.
 	// +kubebuilder:default={}

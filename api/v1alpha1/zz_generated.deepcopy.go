@@ -118,6 +118,11 @@ func (in *NotificationChannelSpec) DeepCopyInto(out *NotificationChannelSpec) {
 		*out = new(Retention)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.IdempotencyWindow != nil {
+		in, out := &in.IdempotencyWindow, &out.IdempotencyWindow
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	in.Relay.DeepCopyInto(&out.Relay)
 	if in.Redis != nil {
 		in, out := &in.Redis, &out.Redis

@@ -11,6 +11,10 @@ import (
 	"github.com/heraldhq/herald/relay/upstream"
 )
 
+// RetryKeyHeader ("1") marks an Idempotency-Key the sidecar made up for its own retries (the app
+// sent none): the relay keeps it only upstream.RetryKeyWindow.
+const RetryKeyHeader = "Herald-Retry-Key"
+
 // MaxIdempotencyKeyBytes bounds the Idempotency-Key header (it becomes part of a Redis key).
 const MaxIdempotencyKeyBytes = 128
 
@@ -96,7 +100,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.cfg.Publisher.Publish(r.Context(), upstream.PublishRequest{
 		Key: key, Type: in.Type, ContentType: in.ContentType, Data: in.Data,
-		IdempotencyKey: idem, Caller: callerOf(r), WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
+		IdempotencyKey: idem, Caller: callerOf(r), RetryKey: r.Header.Get(RetryKeyHeader) == "1", WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
 	})
 	if errors.Is(err, upstream.ErrIdempotencyConflict) {
 		WriteError(w, http.StatusConflict, "Idempotency-Key "+strconv.Quote(idem)+" was used for another message (stored as "+res.ID.String()+

@@ -33,6 +33,9 @@ type Map struct {
 	Delivery        string    `json:"delivery"`         // DeliveryLive or DeliveryDurable
 	Retention       Retention `json:"retention"`        // stream bounds (Durable only)
 	MaxMessageBytes int64     `json:"maxMessageBytes"`  // publish body limit
+	// IdempotencyWindow is how long an Idempotency-Key is remembered (Durable only; 0: the
+	// relay's --idempotency-window).
+	IdempotencyWindow Duration `json:"idempotencyWindow,omitempty"`
 	Access          []string  `json:"access,omitempty"` // namespaces whose sidecars may call, besides Namespace
 	Shards          []Shard   `json:"shards"`           // one per shard, ordered by Index
 }

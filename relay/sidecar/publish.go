@@ -71,6 +71,11 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 		idem, own = newIdempotencyKey(), true
 	}
 	hdr.Set("Idempotency-Key", idem)
+	if own {
+		hdr.Set(httpapi.RetryKeyHeader, "1")
+	}
+	// The app learns the key its message went with, so it can retry with it.
+	w.Header().Set("Idempotency-Key", idem)
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.PublishTimeout)
 	defer cancel()

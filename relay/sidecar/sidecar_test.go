@@ -79,6 +79,10 @@ func (s *testSidecar) publish(t testing.TB, key, body string) (int, published) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		t.Errorf("publish answered %d with %q", resp.StatusCode, b)
 	}
+	// The app sent no key: the sidecar names the one it made up, so the app can retry with it.
+	if resp.StatusCode == http.StatusAccepted && len(resp.Header.Get("Idempotency-Key")) < 16 {
+		t.Errorf("a 202 from the sidecar names no Idempotency-Key (%q)", resp.Header.Get("Idempotency-Key"))
+	}
 	return resp.StatusCode, p
 }
 

@@ -27,6 +27,7 @@ type PublishRequest struct {
 	Data           []byte
 	IdempotencyKey string        // optional: a retry with the same key (from the same caller, with the same message) returns the first ID
 	Caller         string        // who publishes ("<namespace>/<service account>"; "" unauthenticated): scopes IdempotencyKey
+	RetryKey       bool          // IdempotencyKey was made up by the sidecar for its own retries: kept at most RetryKeyWindow
 	WaitReplicas   int           // >0: WAIT for this many replicas after the write
 	WaitTimeout    time.Duration // bound of the WAIT
 }
@@ -51,9 +52,17 @@ type Publisher struct {
 	retention shardmap.Retention
 }
 
-// NewPublisher returns the publisher of shard i of m. idempotencyWindow is how long an
-// Idempotency-Key is remembered.
+// RetryKeyWindow bounds how long a key the sidecar made up for its own retries is remembered:
+// they happen within seconds, and a key kept longer only costs Redis memory.
+const RetryKeyWindow = time.Minute
+
+// NewPublisher returns the publisher of shard i of m. An Idempotency-Key is remembered for the
+// map's IdempotencyWindow, or idempotencyWindow where the map sets none; a Live channel
+// remembers none (it stores nothing a retry could find).
 func NewPublisher(cluster *redis.ClusterClient, m *shardmap.Map, i int, idempotencyWindow time.Duration) *Publisher {
+	if m.IdempotencyWindow.Duration > 0 {
+		idempotencyWindow = m.IdempotencyWindow.Duration
+	}
 	p := &Publisher{cluster: cluster, m: m, shard: m.Shards[i], idemTTL: idempotencyWindow, now: time.Now, retention: m.Retention}
 	p.routeKey = p.shard.LiveChannel
 	if m.Delivery == shardmap.DeliveryDurable {
@@ -71,7 +80,7 @@ func NewPublisher(cluster *redis.ClusterClient, m *shardmap.Map, i int, idempote
 func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishResult, error) {
 	durable := p.m.Delivery == shardmap.DeliveryDurable
 	keys := []string{p.routeKey}
-	if req.IdempotencyKey != "" {
+	if req.IdempotencyKey != "" && durable {
 		keys = append(keys, shardmap.IdempotencyKey(p.shard.HashTag, idempotencyScope(req.Caller)+":"+req.IdempotencyKey))
 	}
 	now := p.now()
@@ -86,7 +95,11 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	if !durable {
 		liveID = cursor.ID{Ms: uint64(now.UnixMilli()), Seq: p.liveSeq.Add(1)}.String()
 	}
-	ttl := int64(p.idemTTL / time.Second)
+	window := p.idemTTL
+	if req.RetryKey {
+		window = min(window, RetryKeyWindow)
+	}
+	ttl := int64(window / time.Second)
 	if ttl < 1 {
 		ttl = 1
 	}
