@@ -28,16 +28,16 @@ const RelayPort = 7070
 // Map is everything a relay needs to know about one channel. The operator writes it as JSON into
 // the channel's ConfigMap; relays read it from a file or from GET /v1/channels/{c}/shards.
 type Map struct {
-	Namespace       string    `json:"namespace"`        // namespace of the NotificationChannel
-	Channel         string    `json:"channel"`          // name of the NotificationChannel
-	Delivery        string    `json:"delivery"`         // DeliveryLive or DeliveryDurable
-	Retention       Retention `json:"retention"`        // stream bounds (Durable only)
-	MaxMessageBytes int64     `json:"maxMessageBytes"`  // publish body limit
+	Namespace       string    `json:"namespace"`       // namespace of the NotificationChannel
+	Channel         string    `json:"channel"`         // name of the NotificationChannel
+	Delivery        string    `json:"delivery"`        // DeliveryLive or DeliveryDurable
+	Retention       Retention `json:"retention"`       // stream bounds (Durable only)
+	MaxMessageBytes int64     `json:"maxMessageBytes"` // publish body limit
 	// IdempotencyWindow is how long an Idempotency-Key is remembered (Durable only; 0: the
 	// relay's --idempotency-window).
 	IdempotencyWindow Duration `json:"idempotencyWindow,omitempty"`
-	Access          []string  `json:"access,omitempty"` // namespaces whose sidecars may call, besides Namespace
-	Shards          []Shard   `json:"shards"`           // one per shard, ordered by Index
+	Access            []string `json:"access,omitempty"` // namespaces whose sidecars may call, besides Namespace
+	Shards            []Shard  `json:"shards"`           // one per shard, ordered by Index
 }
 
 // Allows reports whether pods of namespace may publish and subscribe.
