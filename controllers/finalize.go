@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/redisconf"
 	"github.com/heraldhq/herald/controllers/workloads"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
@@ -61,14 +62,9 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 
 // cleanupRedis removes the channel's keys (streams, idempotency keys) and its ACL user from every node.
 func (r *NotificationChannelReconciler) cleanupRedis(ctx context.Context, ch *heraldv1.NotificationChannel) error {
-	opts, _, err := r.redisOptions(ctx, ch)
+	conn, nodes, err := r.channelRedis(ctx, ch)
 	if err != nil {
 		return err
-	}
-	conn := r.Redis.Get(opts)
-	_, nodes, err := conn.Discover(ctx)
-	if err != nil {
-		return fmt.Errorf("cannot reach Redis: %w", err)
 	}
 	removed, err := conn.DeleteKeys(ctx, nodes, shardmap.KeyPattern(ch.Namespace, ch.Name))
 	if err != nil {
@@ -85,20 +81,29 @@ func (r *NotificationChannelReconciler) cleanupRedis(ctx context.Context, ch *he
 // (deletionPolicy Retain): the streams stay for a channel applied again, which turns the user on
 // with a password of its own.
 func (r *NotificationChannelReconciler) disableUser(ctx context.Context, ch *heraldv1.NotificationChannel) error {
-	opts, _, err := r.redisOptions(ctx, ch)
+	conn, nodes, err := r.channelRedis(ctx, ch)
 	if err != nil {
 		return err
-	}
-	conn := r.Redis.Get(opts)
-	_, nodes, err := conn.Discover(ctx)
-	if err != nil {
-		return fmt.Errorf("cannot reach Redis: %w", err)
 	}
 	if err := conn.DisableUser(ctx, nodes, shardmap.ACLUser(ch.Namespace, ch.Name)); err != nil {
 		return err
 	}
 	log.FromContext(ctx).Info("Disabled the channel's Redis user; its data is retained", "nodes", len(nodes))
 	return nil
+}
+
+// channelRedis is a connection to the channel's Redis and its nodes.
+func (r *NotificationChannelReconciler) channelRedis(ctx context.Context, ch *heraldv1.NotificationChannel) (*redisconf.Conn, []redisconf.Node, error) {
+	opts, _, err := r.redisOptions(ctx, ch)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn := r.Redis.Get(opts)
+	_, nodes, err := conn.Discover(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach Redis: %w", err)
+	}
+	return conn, nodes, nil
 }
 
 func (r *NotificationChannelReconciler) setDeleting(ctx context.Context, ch *heraldv1.NotificationChannel, reason, msg string) {

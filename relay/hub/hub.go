@@ -259,18 +259,8 @@ func (s *Subscriber) Next(ctx context.Context, buf []*event.Encoded) ([]*event.E
 // to another replica); unlike Close, the hub keeps serving subscribers that come later. It
 // returns how many it ended.
 func (h *Hub) Disconnect(err error) int {
-	var subs []*Subscriber
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		subs = append(subs, sh.all...)
-		for _, list := range sh.byKey {
-			subs = append(subs, list...)
-		}
-		sh.mu.RUnlock()
-	}
 	n := 0
-	for _, s := range subs {
+	for _, s := range h.registered() {
 		s.mu.Lock()
 		schedule := false
 		if s.err == nil {
@@ -283,6 +273,21 @@ func (h *Hub) Disconnect(err error) int {
 		}
 	}
 	return n
+}
+
+// registered lists every registered subscriber.
+func (h *Hub) registered() []*Subscriber {
+	var subs []*Subscriber
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		subs = append(subs, sh.all...)
+		for _, list := range sh.byKey {
+			subs = append(subs, list...)
+		}
+		sh.mu.RUnlock()
+	}
+	return subs
 }
 
 // Close unregisters the subscriber. It is safe to call more than once and concurrently with

@@ -176,17 +176,7 @@ func (w *writers) run() {
 // pushed subscriber that has events or is closed later is served on a goroutine of its own.
 // Relays call it on shutdown, since pushed connections outlive their HTTP handlers.
 func (h *Hub) Close() {
-	var subs []*Subscriber
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		subs = append(subs, sh.all...)
-		for _, list := range sh.byKey {
-			subs = append(subs, list...)
-		}
-		sh.mu.RUnlock()
-	}
-	for _, s := range subs {
+	for _, s := range h.registered() {
 		s.Close()
 	}
 	w := &h.writers
