@@ -190,6 +190,14 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 			flags: []string{"--set", "image.pullPolicy=Sometimes"},
 			want:  "/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
 		},
+		"a digest given as the tag": {
+			flags: []string{"--set", "image.tag=sha256:" + strings.Repeat("ab", 32)},
+			want:  "/image/tag'",
+		},
+		"a digest that is no sha256": {
+			flags: []string{"--set", "image.digest=latest"},
+			want:  "/image/digest'",
+		},
 		"image tag with a colon": {
 			flags: []string{"--set", "image.tag=:latest"},
 			want:  "/image/tag'",
@@ -451,6 +459,24 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 			flags: []string{"--set", "relay.image.repository=registry.example/herald-relay", "--set", "relay.image.tag=v9"},
 			check: func(t *testing.T, objs []*unstructured.Unstructured) {
 				wantArgs(t, managerContainer(t, objs), "--relay-image=registry.example/herald-relay:v9")
+			},
+		},
+		"image pinned by digest": {
+			flags: []string{"--set", "image.digest=sha256:" + strings.Repeat("ab", 32), "--set", "image.tag=v1.2.3"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := managerContainer(t, objs)
+				want := "ghcr.io/heraldhq/herald@sha256:" + strings.Repeat("ab", 32)
+				if c.Image != want {
+					t.Errorf("manager image %q, want %q (the digest wins over the tag)", c.Image, want)
+				}
+				wantArgs(t, c, "--relay-image="+want) // the relays run the same pinned image
+			},
+		},
+		"relay image pinned by its own digest": {
+			flags: []string{"--set", "relay.image.repository=registry.example/herald-relay",
+				"--set", "relay.image.digest=sha256:" + strings.Repeat("cd", 32), "--set", "image.digest=sha256:" + strings.Repeat("ab", 32)},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				wantArgs(t, managerContainer(t, objs), "--relay-image=registry.example/herald-relay@sha256:"+strings.Repeat("cd", 32))
 			},
 		},
 	}

@@ -19,16 +19,30 @@ app.kubernetes.io/name: herald
 app.kubernetes.io/component: manager
 {{- end }}
 
-{{/* herald.image is the manager image: repository:tag, the tag defaulting to v<appVersion>. */}}
+{{/* herald.image is the manager image: repository@digest when pinned, else repository:tag,
+the tag defaulting to v<appVersion>. */}}
 {{- define "herald.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default (printf "v%s" .Chart.AppVersion)) -}}
+{{- end -}}
 {{- end }}
 
-{{/* herald.relayImage is the relay image, defaulting to the manager image part by part. */}}
+{{/* herald.relayImage is the relay image, defaulting to the manager image part by part; the
+manager's digest pins it too while the relay names no repository or tag of its own. */}}
 {{- define "herald.relayImage" -}}
 {{- $repo := .Values.relay.image.repository | default .Values.image.repository -}}
+{{- $digest := .Values.relay.image.digest -}}
+{{- if and (not $digest) (not .Values.relay.image.repository) (not .Values.relay.image.tag) -}}
+{{- $digest = .Values.image.digest -}}
+{{- end -}}
+{{- if $digest -}}
+{{- printf "%s@%s" $repo $digest -}}
+{{- else -}}
 {{- $tag := .Values.relay.image.tag | default .Values.image.tag | default (printf "v%s" .Chart.AppVersion) -}}
 {{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
 {{- end }}
 
 {{/* herald.webhookHost is the in-cluster DNS name of the webhook Service. */}}
