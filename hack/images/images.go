@@ -30,11 +30,10 @@ import (
 // Spec is what an image holds: one static binary and the few files a non-root, distroless-style
 // image has.
 type Spec struct {
-	Binary     string   // path of the binary inside the image
-	Entrypoint []string // defaults to [Binary]
-	User       string   // "uid:gid"
-	CACerts    bool     // ship /etc/ssl/certs/ca-certificates.crt
-	Env        []string
+	Binary  string // path of the binary inside the image, and its entrypoint
+	User    string // "uid:gid"
+	CACerts bool   // ship /etc/ssl/certs/ca-certificates.crt
+	Env     []string
 }
 
 // nonroot is the user of distroless's :nonroot images, which the Dockerfile's runtime stage uses.
@@ -105,10 +104,7 @@ func Image(spec Spec, binPath string) (v1.Image, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.Architecture, cf.OS, cf.Created = runtime.GOARCH, "linux", v1.Time{Time: epoch}
-	cf.Config = v1.Config{Entrypoint: spec.Entrypoint, User: spec.User, Env: spec.Env, WorkingDir: "/"}
-	if cf.Config.Entrypoint == nil {
-		cf.Config.Entrypoint = []string{spec.Binary}
-	}
+	cf.Config = v1.Config{Entrypoint: []string{spec.Binary}, User: spec.User, Env: spec.Env, WorkingDir: "/"}
 	return mutate.ConfigFile(img, cf)
 }
 

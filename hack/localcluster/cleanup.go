@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // containerCgroup is the cgroup (in every hierarchy) where containerd puts the containers of
@@ -214,7 +215,7 @@ func killCgroup() error {
 				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
 				break
 			}
-			sleepBriefly()
+			time.Sleep(100 * time.Millisecond) // the kernel frees an emptied cgroup shortly after its last process
 		}
 	}
 	return errors.Join(errs...)

@@ -97,5 +97,3 @@ func processName(pid int) string {
 	}
 	return filepath.Base(exe)
 }
-
-func sleepBriefly() { time.Sleep(100 * time.Millisecond) }
