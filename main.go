@@ -83,6 +83,7 @@ func runManager(args []string) error {
 	metricsScrapers := fs.String("relay-metrics-namespace-selector", "", "label selector (e.g. kubernetes.io/metadata.name=monitoring) of the namespaces each channel's NetworkPolicy lets reach the relays' /metrics; empty: none besides the channel's own and spec.access")
 	workers := fs.Int("workers", 4, "channels reconciled at once (each waits mostly on Redis and the API server)")
 	resync := fs.Duration("resync-period", 60*time.Second, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
+	redisWatch := fs.Duration("redis-watch-interval", 3*time.Second, "how often every Redis in use is checked for restarted, new or recovered nodes, which get the channels' ACL users at once")
 	cleanupTimeout := fs.Duration("cleanup-timeout", 10*time.Minute, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
 	webhookPort := fs.Int("webhook-port", 9443, "port of the sidecar injection webhook; 0 turns the webhook off")
 	webhookCertDir := fs.String("webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook's tls.crt and tls.key")
@@ -137,18 +138,19 @@ func runManager(args []string) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	if err := (&controllers.NotificationChannelReconciler{
-		Client:           mgr.GetClient(),
-		APIReader:        mgr.GetAPIReader(),
-		Recorder:         mgr.GetEventRecorder("herald-manager"),
-		Redis:            &redisconf.Pool{},
-		DefaultRedis:     defaultRedis,
-		RelayImage:       *relayImage,
-		RelayResources:   resources,
-		RelayClusterRole: *relayClusterRole,
-		MetricsScrapers:  scrapers,
-		ResyncPeriod:     *resync,
-		CleanupTimeout:   *cleanupTimeout,
-		Workers:          *workers,
+		Client:             mgr.GetClient(),
+		APIReader:          mgr.GetAPIReader(),
+		Recorder:           mgr.GetEventRecorder("herald-manager"),
+		Redis:              &redisconf.Pool{},
+		DefaultRedis:       defaultRedis,
+		RelayImage:         *relayImage,
+		RelayResources:     resources,
+		RelayClusterRole:   *relayClusterRole,
+		MetricsScrapers:    scrapers,
+		ResyncPeriod:       *resync,
+		RedisWatchInterval: *redisWatch,
+		CleanupTimeout:     *cleanupTimeout,
+		Workers:            *workers,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NotificationChannel controller: %w", err)
 	}

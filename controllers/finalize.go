@@ -56,6 +56,7 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 	if err := r.Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("releasing finalizer: %w", err)
 	}
+	r.redisUsers.forget(client.ObjectKeyFromObject(ch))
 	log.FromContext(ctx).Info("Released channel", "deletionPolicy", ch.Spec.DeletionPolicy, "skippedCleanup", skip)
 	return ctrl.Result{}, nil
 }

@@ -3,6 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -20,7 +23,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers/redisconf"
@@ -47,6 +54,12 @@ type NotificationChannelReconciler struct {
 	CleanupTimeout  time.Duration    // how long Redis cleanup is retried on delete. Defaults to 10m.
 	Now             func() time.Time // the clock; defaults to time.Now
 	Workers         int              // channels reconciled at once. Defaults to 1.
+	// RedisWatchInterval is how often every Redis in use is checked for restarted, new or
+	// recovered nodes, whose channels then get a pass at once. Defaults to 3s.
+	RedisWatchInterval time.Duration
+
+	redisUsers  redisUsers              // which channels use which Redis, for the watch
+	redisEvents chan event.GenericEvent // channels the watch wants reconciled
 
 	reconciled func(types.NamespacedName) // called after each reconcile of a live channel; for tests
 }
@@ -100,6 +113,10 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 		return ctrl.Result{}, obs.childErr
 	case obs.redisErr != nil && obs.redisReason != heraldv1.ReasonInvalidSpec:
 		return ctrl.Result{}, obs.redisErr // transient: back off and retry
+	case lagsReachable(obs.lagging):
+		// Soon, without the growing backoff of an error: a replica in the middle of its sync
+		// is usually done within seconds. Failed nodes are left to the watch.
+		return ctrl.Result{RequeueAfter: lagRetry}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.resyncPeriod()}, nil
 }
@@ -119,6 +136,18 @@ func (r *NotificationChannelReconciler) writeStatus(ctx context.Context, ch *her
 	return nil
 }
 
+// lagRetry is how soon a channel with a lagging node that still answers is tried again.
+const lagRetry = 2 * time.Second
+
+func lagsReachable(lags []redisconf.Lag) bool {
+	for _, l := range lags {
+		if !l.Node.Failed() {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *NotificationChannelReconciler) resyncPeriod() time.Duration {
 	if r.ResyncPeriod > 0 {
 		return r.ResyncPeriod
@@ -134,8 +163,33 @@ func (r *NotificationChannelReconciler) now() time.Time {
 }
 
 // SetupWithManager registers the reconciler; it also wakes on changes to the objects it owns, so
-// a hand-edited or deleted child is restored at once.
+// a hand-edited or deleted child is restored at once, and on changes the Redis watch sees.
 func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.redisEvents = make(chan event.GenericEvent, 1024)
+	interval := r.RedisWatchInterval
+	if interval <= 0 {
+		interval = 3 * time.Second
+	}
+	// A connection set no channel touched for a few resyncs belongs to a Redis nobody uses now.
+	idle := max(10*time.Minute, 3*r.resyncPeriod())
+	watch := manager.RunnableFunc(func(ctx context.Context) error {
+		r.Redis.Watch(ctx, interval, idle, func(key string) {
+			chans := r.redisUsers.of(key)
+			log.FromContext(ctx).Info("A Redis node restarted, joined or recovered: reconciling its channels", "channels", len(chans))
+			for _, c := range chans {
+				ch := &heraldv1.NotificationChannel{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.Name}}
+				select {
+				case r.redisEvents <- event.GenericEvent{Object: ch}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+		return nil
+	})
+	if err := mgr.Add(watch); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&heraldv1.NotificationChannel{}).
 		Owns(&corev1.ConfigMap{}).
@@ -145,6 +199,7 @@ func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error
 		Owns(&appsv1.Deployment{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&networkingv1.NetworkPolicy{}).
+		WatchesRawSource(source.Channel(r.redisEvents, &handler.EnqueueRequestForObject{})).
 		Named("notificationchannel").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
@@ -164,4 +219,44 @@ func CacheOptions() cache.Options {
 		&policyv1.PodDisruptionBudget{}: owned,
 		&networkingv1.NetworkPolicy{}:   owned,
 	}}
+}
+
+// redisUsers records which channels use which Redis (by redisconf.Options.Key), so that a change
+// the watch sees reaches exactly those channels.
+type redisUsers struct {
+	mu    sync.Mutex
+	byKey map[string]map[types.NamespacedName]struct{}
+	keyOf map[types.NamespacedName]string
+}
+
+// use records that ch uses the Redis of key, and no other.
+func (u *redisUsers) use(ch types.NamespacedName, key string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.byKey == nil {
+		u.byKey, u.keyOf = map[string]map[types.NamespacedName]struct{}{}, map[types.NamespacedName]string{}
+	}
+	if old, ok := u.keyOf[ch]; ok && old != key {
+		delete(u.byKey[old], ch)
+	}
+	if u.byKey[key] == nil {
+		u.byKey[key] = map[types.NamespacedName]struct{}{}
+	}
+	u.byKey[key][ch], u.keyOf[ch] = struct{}{}, key
+}
+
+// forget drops a deleted channel.
+func (u *redisUsers) forget(ch types.NamespacedName) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if key, ok := u.keyOf[ch]; ok {
+		delete(u.byKey[key], ch)
+		delete(u.keyOf, ch)
+	}
+}
+
+func (u *redisUsers) of(key string) []types.NamespacedName {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Collect(maps.Keys(u.byKey[key]))
 }

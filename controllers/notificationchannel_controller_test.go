@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -784,4 +786,73 @@ func TestFailoverMovesTheShardNode(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestLaggingNodesAreShownAndCaughtUp pauses a replica (SIGSTOP) while a channel is first
+// configured: the channel must say RedisConfigured=False naming that node, instead of True with
+// a replica that a failover would promote without the relays' user. Continued, the replica gets
+// the user within seconds; restarted (Redis does not save ACL users), it gets it back.
+func TestLaggingNodesAreShownAndCaughtUp(t *testing.T) {
+	ctx := context.Background()
+	const base = 7461
+	cluster, err := rediscluster.Start(base, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Down() })
+	admin := redis.NewClient(&redis.Options{Addr: cluster.Addr()})
+	defer admin.Close()
+	shards, err := admin.ClusterShards(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replica int64
+	for _, s := range shards {
+		for _, n := range s.Nodes {
+			if n.Role == "replica" {
+				replica = n.Port
+			}
+		}
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", replica)
+	if err := cluster.Signal(int(replica), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Signal(int(replica), syscall.SIGCONT) //nolint:errcheck // the node may be gone already
+
+	key := create(t, channel(newNamespace(t), withRedis(cluster.Addr())))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionFalse, heraldv1.ReasonNodesLagging)
+	if c := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionRedisConfigured); !strings.Contains(c.Message, "replica "+addr) {
+		t.Fatalf("RedisConfigured should name the paused replica %s: %q", addr, c.Message)
+	}
+	waitFor(t, key, heraldv1.ConditionDegraded, metav1.ConditionTrue, heraldv1.ReasonNodesLagging)
+
+	user := shardmap.ACLUser(key.Namespace, key.Name)
+	node := redis.NewClient(&redis.Options{Addr: addr})
+	defer node.Close()
+	hasUser := func() error {
+		if err := node.Do(ctx, "ACL", "GETUSER", user).Err(); err != nil {
+			return fmt.Errorf("ACL GETUSER %s on %s: %w", user, addr, err)
+		}
+		return nil
+	}
+	if err := cluster.Signal(int(replica), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, hasUser)
+	waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, heraldv1.ReasonAclApplied)
+
+	if err := cluster.Signal(int(replica), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if node.Ping(ctx).Err() == nil {
+			return errors.New("the killed replica still answers")
+		}
+		return nil
+	})
+	if err := cluster.Restart(int(replica)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, hasUser)
 }

@@ -34,6 +34,7 @@ type observation struct {
 	redisReason string             // the condition reason for redisErr
 	childErr    error              // why the Kubernetes children could not be applied
 	password    string             // the relay user's password
+	lagging     []redisconf.Lag    // nodes without the user or the function yet; the rest are fine
 	relays      []relayState       // one per shard, once the Deployments exist
 }
 
@@ -61,6 +62,7 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		return o
 	}
 	o.redisAddrs, o.redisCA = opts.Addrs, ca
+	r.redisUsers.use(client.ObjectKeyFromObject(ch), opts.Key())
 	conn := r.Redis.Get(opts)
 	topo, nodes, err := conn.Discover(ctx)
 	if err != nil {
@@ -101,21 +103,23 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		KeyPattern: shardmap.KeyPattern(ch.Namespace, ch.Name),
 		Commands:   shardmap.RelayCommands,
 	}
-	written, err := conn.EnsureUser(ctx, nodes, user)
-	if err != nil {
-		o.fail(heraldv1.ReasonRedisCommandFailed, err)
-		return o
-	}
+	// A node that cannot be written now does not hold up the others: it is shown as lagging and
+	// tried again soon. A master that answers but refuses is a plain failure.
+	written, lagging := conn.EnsureUser(ctx, nodes, user)
 	if len(written) > 0 {
 		log.FromContext(ctx).Info("Wrote ACL user", "user", user.Name, "nodes", written)
 	}
 	// The publish function the user calls instead of running Lua of its own.
-	if written, err = conn.EnsureLibrary(ctx, nodes, shardmap.PublishLibraryName, shardmap.PublishLibrary); err != nil {
-		o.fail(heraldv1.ReasonRedisCommandFailed, err)
-		return o
-	}
+	written, libLagging := conn.EnsureLibrary(ctx, nodes, shardmap.PublishLibraryName, shardmap.PublishLibrary)
 	if len(written) > 0 {
 		log.FromContext(ctx).Info("Loaded the publish function library", "nodes", written)
+	}
+	o.lagging = append(lagging, libLagging...)
+	for _, l := range o.lagging {
+		if l.Node.Master && !l.Node.Failed() {
+			o.fail(heraldv1.ReasonRedisCommandFailed, fmt.Errorf("%s: %w", l.Node.Addr, l.Err))
+			return o
+		}
 	}
 	if ch.Spec.Delivery == heraldv1.DeliveryDurable {
 		for i, tag := range tags {

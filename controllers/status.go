@@ -90,6 +90,14 @@ func redisConfigured(o *observation) verdict {
 	if o.childErr != nil && o.password == "" {
 		return verdict{metav1.ConditionUnknown, heraldv1.ReasonProvisioning, sentence(o.childErr.Error())}
 	}
+	if len(o.lagging) > 0 {
+		lags := make([]string, len(o.lagging))
+		for i, l := range o.lagging {
+			lags[i] = l.String()
+		}
+		return verdict{metav1.ConditionFalse, heraldv1.ReasonNodesLagging,
+			fmt.Sprintf("%d Redis nodes lack the ACL user or the publish function: %s.", len(o.lagging), strings.Join(lags, "; "))}
+	}
 	return verdict{metav1.ConditionTrue, heraldv1.ReasonAclApplied,
 		fmt.Sprintf("%d shards placed on %s; streams and the ACL user are in place on every node.", len(o.tags), o.topo)}
 }
@@ -126,6 +134,10 @@ func degraded(ch *heraldv1.NotificationChannel, o *observation) verdict {
 		return verdict{metav1.ConditionTrue, heraldv1.ReasonFewerMastersThanShards,
 			fmt.Sprintf("%d shards share %d masters.", len(o.tags), len(o.topo.Masters))}
 	}
+	if len(o.lagging) > 0 {
+		return verdict{metav1.ConditionTrue, heraldv1.ReasonNodesLagging,
+			fmt.Sprintf("%d Redis nodes lack the ACL user or the publish function: a failover to one of them stops its shard until it has them.", len(o.lagging))}
+	}
 	// Some shard runs with fewer relays than asked for.
 	for i, rs := range o.relays {
 		if rs.ready < workloads.Replicas(ch) {
@@ -137,9 +149,10 @@ func degraded(ch *heraldv1.NotificationChannel, o *observation) verdict {
 }
 
 // ready: True when Redis is configured and every shard has a relay; otherwise the first reason.
+// Lagging nodes do not count: the masters serve the channel (Degraded says so).
 func ready(redis, relays verdict) verdict {
 	switch {
-	case redis.status != metav1.ConditionTrue:
+	case redis.status != metav1.ConditionTrue && redis.reason != heraldv1.ReasonNodesLagging:
 		return verdict{metav1.ConditionFalse, redis.reason, redis.message}
 	case relays.status != metav1.ConditionTrue:
 		return verdict{metav1.ConditionFalse, relays.reason, relays.message}

@@ -3,16 +3,17 @@ package v1alpha1
 // Condition types. Each says what True means.
 const (
 	// ConditionReady is True when Redis is configured for the channel and every shard has at
-	// least one available relay: publishing and subscribing work.
+	// least one available relay: publishing and subscribing work. Replicas that lag
+	// (NodesLagging) do not make it False: the masters serve the channel.
 	ConditionReady = "Ready"
 	// ConditionRedisConfigured is True when every shard is placed and its stream, retention and
-	// ACL user exist on the Redis nodes that need them.
+	// ACL user exist on the Redis nodes that need them: every node of the cluster, replicas
+	// included, for the user (a failover may promote any replica).
 	ConditionRedisConfigured = "RedisConfigured"
 	// ConditionRelaysAvailable is True when every shard's relay Deployment has an available replica.
 	ConditionRelaysAvailable = "RelaysAvailable"
 	// ConditionDegraded is True when the channel works but with less than it asked for: fewer
-	// masters than shards, fewer ready relay replicas than requested, or acknowledged messages
-	// that Redis lost in a failover.
+	// masters than shards, Redis nodes that lag, or fewer ready relay replicas than requested.
 	ConditionDegraded = "Degraded"
 )
 
@@ -31,6 +32,11 @@ const (
 	ReasonPlacementFailed = "PlacementFailed"
 	// ReasonAclApplied: streams and per-channel ACL users are in place on every node.
 	ReasonAclApplied = "AclApplied"
+	// ReasonNodesLagging: some Redis nodes do not hold the channel's ACL user or the publish
+	// function yet (a replica still syncing or not answering, a node the cluster marked failed);
+	// the message names them. The operator retries them within seconds, and at once when a node
+	// answers again or restarts. Until then a failover to such a node would stop the shard.
+	ReasonNodesLagging = "NodesLagging"
 	// ReasonRelaysUnavailable: at least one shard has no available relay replica.
 	ReasonRelaysUnavailable = "RelaysUnavailable"
 	// ReasonWorkloadsFailed: the operator could not create or update one of the channel's

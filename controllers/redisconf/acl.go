@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,36 +29,69 @@ func (u User) rules() []any {
 	return args
 }
 
+// Lag is a node that does not hold what a channel needs yet, and why.
+type Lag struct {
+	Node Node
+	Err  error
+}
+
+func (l Lag) String() string {
+	role := "replica"
+	if l.Node.Master {
+		role = "master"
+	}
+	return fmt.Sprintf("%s %s: %v", role, l.Node.Addr, l.Err)
+}
+
+var errMarkedFailed = errors.New("marked failed by the cluster")
+
 // EnsureUser makes u exist, exactly, on every node. ACLs are not propagated in a cluster, so
-// each node is read and written on its own. It returns the nodes it had to write to.
-func (c *Conn) EnsureUser(ctx context.Context, nodes []Node, u User) ([]string, error) {
-	var written []string
+// each node is read and written on its own. A node that cannot be written does not stop the
+// others: it is returned as lagging, with the nodes that had to be written.
+func (c *Conn) EnsureUser(ctx context.Context, nodes []Node, u User) (written []string, lagging []Lag) {
 	for _, nd := range nodes {
-		n := c.node(nd.Addr)
-		ok, err := c.userMatches(ctx, n, u)
-		if err != nil {
-			return written, fmt.Errorf("%s: reading ACL user %s: %w", nd.Addr, u.Name, err)
-		}
-		if ok {
+		if nd.Failed() {
+			lagging = append(lagging, Lag{nd, errMarkedFailed})
 			continue
 		}
-		args := append([]any{"ACL", "SETUSER", u.Name}, u.rules()...)
-		if err := n.Do(ctx, args...).Err(); err != nil {
-			return written, fmt.Errorf("%s: writing ACL user %s: %w", nd.Addr, u.Name, err)
+		wrote, err := c.ensureUserOn(ctx, c.node(nd.Addr), u)
+		if err != nil {
+			lagging = append(lagging, Lag{nd, err})
 		}
-		written = append(written, nd.Addr)
-		if err := c.learnRewrite(ctx, n, u); err != nil {
-			return written, fmt.Errorf("%s: reading back ACL user %s: %w", nd.Addr, u.Name, err)
+		if wrote {
+			written = append(written, nd.Addr)
 		}
 	}
-	return written, nil
+	return written, lagging
+}
+
+func (c *Conn) ensureUserOn(ctx context.Context, n *redis.Client, u User) (bool, error) {
+	ok, err := c.userMatches(ctx, n, u)
+	if err != nil {
+		return false, fmt.Errorf("reading ACL user %s: %w", u.Name, err)
+	}
+	if ok {
+		return false, nil
+	}
+	args := append([]any{"ACL", "SETUSER", u.Name}, u.rules()...)
+	if err := n.Do(ctx, args...).Err(); err != nil {
+		return false, fmt.Errorf("writing ACL user %s: %w", u.Name, err)
+	}
+	if err := c.learnRewrite(ctx, n, u); err != nil {
+		return true, fmt.Errorf("reading back ACL user %s: %w", u.Name, err)
+	}
+	return true, nil
 }
 
 // DisableUser turns the user off and forgets its passwords on every node that has it, keeping
 // its key and command rules: an old password then opens nothing, and EnsureUser turns it on
-// again with the password it is given. A node that never had it is fine.
+// again with the password it is given. A node that never had it is fine, and so is a failed
+// one: a restarted Redis comes back without the users it was given (they are not saved).
 func (c *Conn) DisableUser(ctx context.Context, nodes []Node, name string) error {
 	for _, nd := range nodes {
+		if nd.Failed() {
+			continue
+		}
 		n := c.node(nd.Addr)
 		u, err := getUser(ctx, n, name)
 		if err != nil {
@@ -73,9 +107,13 @@ func (c *Conn) DisableUser(ctx context.Context, nodes []Node, name string) error
 	return nil
 }
 
-// DeleteUser removes the user from every node. A node that never had it is fine.
+// DeleteUser removes the user from every node. A node that never had it is fine, and so is a
+// failed one (see DisableUser).
 func (c *Conn) DeleteUser(ctx context.Context, nodes []Node, name string) error {
 	for _, nd := range nodes {
+		if nd.Failed() {
+			continue
+		}
 		if err := c.node(nd.Addr).Do(ctx, "ACL", "DELUSER", name).Err(); err != nil {
 			return fmt.Errorf("%s: deleting ACL user %s: %w", nd.Addr, name, err)
 		}

@@ -86,9 +86,20 @@ func (c *Conn) node(addr string) *redis.Client {
 type Node struct {
 	Addr   string
 	Master bool
+	// Health is what CLUSTER SHARDS says of it: "online", "loading" (a replica still syncing,
+	// which accepts ACL commands already) or "failed" (not dialled: it would only time out).
+	Health string
+	// OwnsSlots says the node is a master with slots: a failed one holds keys nobody can reach
+	// until a replica takes over.
+	OwnsSlots bool
 }
 
-// Discover reads the topology and the list of healthy nodes from the first seed that answers.
+// Failed says the cluster marked the node as failed: Redis 7.0 says "fail", its documentation
+// "failed".
+func (n Node) Failed() bool { return n.Health == "fail" || n.Health == "failed" }
+
+// Discover reads the topology and the list of every node, failed and loading ones included,
+// from the first seed that answers. Only online masters own slots in the topology.
 func (c *Conn) Discover(ctx context.Context) (Topology, []Node, error) {
 	var errs []error
 	for _, seed := range c.opts.Addrs {
@@ -108,7 +119,7 @@ func (c *Conn) discoverFrom(ctx context.Context, seed string) (Topology, []Node,
 			return Topology{}, nil, err
 		}
 		return Topology{Masters: []Master{{Addr: seed, Slots: [][2]int{{0, 16383}}}}},
-			[]Node{{Addr: seed, Master: true}}, nil
+			[]Node{{Addr: seed, Master: true, Health: "online", OwnsSlots: true}}, nil
 	}
 	if err != nil {
 		return Topology{}, nil, err
@@ -117,9 +128,6 @@ func (c *Conn) discoverFrom(ctx context.Context, seed string) (Topology, []Node,
 	var nodes []Node
 	for _, s := range shards {
 		for _, n := range s.Nodes {
-			if n.Health != "online" {
-				continue
-			}
 			host := n.Endpoint
 			if host == "" || host == "?" {
 				host = n.IP
@@ -132,8 +140,8 @@ func (c *Conn) discoverFrom(ctx context.Context, seed string) (Topology, []Node,
 			}
 			addr := host + ":" + strconv.FormatInt(port, 10)
 			master := n.Role == "master"
-			nodes = append(nodes, Node{Addr: addr, Master: master})
-			if master && len(s.Slots) > 0 {
+			nodes = append(nodes, Node{Addr: addr, Master: master, Health: n.Health, OwnsSlots: master && len(s.Slots) > 0})
+			if master && n.Health == "online" && len(s.Slots) > 0 {
 				m := Master{Addr: addr}
 				for _, r := range s.Slots {
 					m.Slots = append(m.Slots, [2]int{int(r.Start), int(r.End)})
@@ -174,6 +182,12 @@ func (c *Conn) DeleteKeys(ctx context.Context, nodes []Node, pattern string) (in
 		if !nd.Master {
 			continue
 		}
+		if skip, err := unreachableMaster(nd); skip {
+			if err != nil {
+				return removed, err
+			}
+			continue
+		}
 		n := c.node(nd.Addr)
 		iter := n.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
@@ -202,6 +216,12 @@ func (c *Conn) RetainedTags(ctx context.Context, nodes []Node, namespace, channe
 		if !nd.Master {
 			continue
 		}
+		if skip, err := unreachableMaster(nd); skip {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
 		iter := c.node(nd.Addr).ScanType(ctx, 0, shardmap.StreamKey(prefix+"*"), 1000, "stream").Iterator()
 		for iter.Next(ctx) {
 			tag := strings.TrimSuffix(strings.TrimPrefix(iter.Val(), "herald:{"), "}:stream")
@@ -218,6 +238,19 @@ func (c *Conn) RetainedTags(ctx context.Context, nodes []Node, namespace, channe
 		}
 	}
 	return tags, nil
+}
+
+// unreachableMaster says whether a master must be passed over because the cluster marked it
+// failed, with an error when it still owns slots (its keys cannot be reached until a replica
+// takes over) and nil when it is an old master left behind by a failover.
+func unreachableMaster(nd Node) (bool, error) {
+	if !nd.Failed() {
+		return false, nil
+	}
+	if nd.OwnsSlots {
+		return true, fmt.Errorf("%s: the master is marked failed and still owns slots: waiting for a replica to take over", nd.Addr)
+	}
+	return true, nil
 }
 
 // parseTag reads "<shard>.<salt>", the part of a hash tag after "<namespace>/<channel>/".
