@@ -84,6 +84,11 @@ func runManager(args []string) error {
 	workers := fs.Int("workers", 4, "channels reconciled at once (each waits mostly on Redis and the API server)")
 	resync := fs.Duration("resync-period", 60*time.Second, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
 	redisWatch := fs.Duration("redis-watch-interval", 3*time.Second, "how often every Redis in use is checked for restarted, new or recovered nodes, which get the channels' ACL users at once")
+	allowedRedis := fs.String("allowed-redis-addresses", "", "comma-separated path.Match patterns of the host:port a channel's spec.redis may name (and its nodes may announce), e.g. redis-*.data.svc:6379; empty: spec.redis is refused")
+	allowedImages := fs.String("allowed-relay-images", "", "comma-separated path.Match patterns of the images spec.relay.image may name besides --relay-image, e.g. registry.example/herald:*")
+	allowedPriorityClasses := fs.String("allowed-priority-classes", "", "comma-separated priority classes spec.relay.priorityClassName may name; empty: none")
+	maxRedisNodes := fs.Int("max-redis-nodes", 1000, "refuse a Redis whose CLUSTER SHARDS lists more nodes than this")
+	reconcileTimeout := fs.Duration("reconcile-timeout", 2*time.Minute, "deadline of one pass over a channel (Redis and Kubernetes calls)")
 	cleanupTimeout := fs.Duration("cleanup-timeout", 10*time.Minute, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
 	webhookPort := fs.Int("webhook-port", 9443, "port of the sidecar injection webhook; 0 turns the webhook off")
 	webhookCertDir := fs.String("webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook's tls.crt and tls.key")
@@ -149,8 +154,15 @@ func runManager(args []string) error {
 		MetricsScrapers:    scrapers,
 		ResyncPeriod:       *resync,
 		RedisWatchInterval: *redisWatch,
-		CleanupTimeout:     *cleanupTimeout,
-		Workers:            *workers,
+		Policy: controllers.Policy{
+			RedisAddresses:  splitList(*allowedRedis),
+			RelayImages:     splitList(*allowedImages),
+			PriorityClasses: splitList(*allowedPriorityClasses),
+		},
+		MaxRedisNodes:    *maxRedisNodes,
+		ReconcileTimeout: *reconcileTimeout,
+		CleanupTimeout:   *cleanupTimeout,
+		Workers:          *workers,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NotificationChannel controller: %w", err)
 	}
@@ -182,6 +194,17 @@ func runManager(args []string) error {
 	}
 	ctrl.Log.WithName("setup").Info("Starting manager")
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// splitList reads a comma-separated flag; empty items are dropped.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // probe is an exec probe: the sidecar listens on loopback only, which the kubelet cannot reach.

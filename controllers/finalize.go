@@ -28,6 +28,11 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 		return ctrl.Result{}, nil
 	}
 	skip := ch.Annotations[heraldv1.SkipCleanupAnnotation] == "true"
+	if err := r.Policy.checkRedis(ch); err != nil && !skip {
+		// The operator never dials a Redis outside its policy, not even to clean up.
+		log.FromContext(ctx).Info("Released without Redis cleanup", "reason", err.Error())
+		skip = true
+	}
 	if !skip {
 		// Delete removes the data and the user; Retain keeps the data but disables the user, so
 		// the password the channel's namespace held opens nothing once the channel is gone.
@@ -35,7 +40,10 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 		if ch.Spec.DeletionPolicy == heraldv1.DeletionDelete {
 			cleanup, what = r.cleanupRedis, "delete the channel's Redis data"
 		}
-		if err := cleanup(ctx, ch); err != nil {
+		work, cancel := context.WithTimeout(ctx, r.reconcileTimeout())
+		err := cleanup(work, ch)
+		cancel()
+		if err != nil {
 			waited := r.now().Sub(ch.DeletionTimestamp.Time)
 			if waited < r.cleanupTimeout() {
 				r.setDeleting(ctx, ch, heraldv1.ReasonDeleting, fmt.Sprintf("Trying to %s: %v; retrying.", what, err))

@@ -57,6 +57,9 @@ type NotificationChannelReconciler struct {
 	// RedisWatchInterval is how often every Redis in use is checked for restarted, new or
 	// recovered nodes, whose channels then get a pass at once. Defaults to 3s.
 	RedisWatchInterval time.Duration
+	Policy             Policy        // what a channel may ask for beyond the defaults
+	MaxRedisNodes      int           // cap on the nodes a Redis may list; 0: redisconf.DefaultMaxNodes
+	ReconcileTimeout   time.Duration // deadline of one pass over a channel. Defaults to 2m.
 
 	redisUsers  redisUsers              // which channels use which Redis, for the watch
 	redisEvents chan event.GenericEvent // channels the watch wants reconciled
@@ -99,9 +102,13 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 	if r.reconciled != nil {
 		defer r.reconciled(req.NamespacedName)
 	}
-	obs := r.provision(ctx, &ch)
+	// A deadline for the work on Redis and the children: a Redis that accepts connections and
+	// never answers must not hold a worker forever. Status is still written after it.
+	work, cancel := context.WithTimeout(ctx, r.reconcileTimeout())
+	defer cancel()
+	obs := r.provision(work, &ch)
 	if obs.placed() {
-		if err := r.applyChildren(ctx, &ch, &obs); err != nil {
+		if err := r.applyChildren(work, &ch, &obs); err != nil {
 			obs.childErr = err
 		}
 	}
@@ -111,7 +118,7 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 	switch {
 	case obs.childErr != nil:
 		return ctrl.Result{}, obs.childErr
-	case obs.redisErr != nil && obs.redisReason != heraldv1.ReasonInvalidSpec:
+	case obs.redisErr != nil && obs.redisReason != heraldv1.ReasonInvalidSpec && obs.redisReason != heraldv1.ReasonNotAllowed:
 		return ctrl.Result{}, obs.redisErr // transient: back off and retry
 	case lagsReachable(obs.lagging):
 		// Soon, without the growing backoff of an error: a replica in the middle of its sync
@@ -146,6 +153,13 @@ func lagsReachable(lags []redisconf.Lag) bool {
 		}
 	}
 	return false
+}
+
+func (r *NotificationChannelReconciler) reconcileTimeout() time.Duration {
+	if r.ReconcileTimeout > 0 {
+		return r.ReconcileTimeout
+	}
+	return 2 * time.Minute
 }
 
 func (r *NotificationChannelReconciler) resyncPeriod() time.Duration {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -855,4 +857,81 @@ func TestLaggingNodesAreShownAndCaughtUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, hasUser)
+}
+
+// TestPolicyRefusesWhatIsNotAllowed: a channel may name its own Redis, relay image and priority
+// class only within the operator's allow-lists. Outside them the channel says NotAllowed, naming
+// the field, and the operator neither dials the address (with a Secret of the namespace as the
+// password) nor creates relays with the image.
+func TestPolicyRefusesWhatIsNotAllowed(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	// A "Redis" the operator could reach, under a name the policy does not allow (127.0.0.1:*).
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var dialled atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			dialled.Add(1)
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "loot"},
+		StringData: map[string]string{"password": "not for an attacker"}}); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		edit  func(*heraldv1.NotificationChannel)
+		field string
+	}{
+		"a Redis outside the list": {func(c *heraldv1.NotificationChannel) {
+			c.Spec.Redis = &heraldv1.RedisSpec{Addresses: []string{"localhost:" + port},
+				CredentialsSecretRef: &heraldv1.CredentialsSecretRef{Name: "loot", PasswordKey: "password"}}
+		}, "spec.redis.addresses"},
+		"an image outside the list": {func(c *heraldv1.NotificationChannel) { c.Spec.Relay.Image = "evil.example/miner:latest" }, "spec.relay.image"},
+		"a priority class outside the list": {func(c *heraldv1.NotificationChannel) {
+			c.Spec.Relay.PriorityClassName = "system-cluster-critical"
+		}, "spec.relay.priorityClassName"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			key := create(t, channel(ns, tc.edit))
+			ch := waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonNotAllowed)
+			if c := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionReady); !strings.Contains(c.Message, tc.field) {
+				t.Errorf("the condition should name %s: %q", tc.field, c.Message)
+			}
+			var deployments appsv1.DeploymentList
+			if err := k8s.List(ctx, &deployments, client.InNamespace(ns), client.MatchingLabels{workloads.LabelChannel: key.Name}); err != nil {
+				t.Fatal(err)
+			}
+			if len(deployments.Items) != 0 {
+				t.Errorf("a refused channel got %d relay Deployments", len(deployments.Items))
+			}
+		})
+	}
+	if n := dialled.Load(); n != 0 {
+		t.Errorf("the operator dialled a Redis outside its allow-list %d times", n)
+	}
+
+	// Inside the lists: an allowed image reaches the relays.
+	key := create(t, channel(ns, func(c *heraldv1.NotificationChannel) { c.Spec.Relay.Image = "registry.test/herald:v2" }))
+	waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	eventually(t, 15*time.Second, func() error {
+		var d appsv1.Deployment
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: shardmap.ShardDeploymentName(key.Name, 0)}, &d); err != nil {
+			return err
+		}
+		if img := d.Spec.Template.Spec.Containers[0].Image; img != "registry.test/herald:v2" {
+			return fmt.Errorf("relay image %s", img)
+		}
+		return nil
+	})
 }

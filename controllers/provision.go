@@ -56,6 +56,10 @@ func (o *observation) fail(reason string, err error) {
 func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heraldv1.NotificationChannel) observation {
 	var o observation
 	known := knownTags(ch)
+	if err := r.Policy.check(ch, r.RelayImage); err != nil {
+		o.fail(heraldv1.ReasonNotAllowed, fmt.Errorf("refused by the operator's policy: %w", err))
+		return o
+	}
 	opts, ca, err := r.redisOptions(ctx, ch)
 	if err != nil {
 		o.fail(heraldv1.ReasonInvalidSpec, err)
@@ -201,9 +205,13 @@ func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *he
 		if len(r.DefaultRedis.Options.Addrs) == 0 {
 			return opts, nil, errors.New("spec.redis is not set and the operator has no default Redis (--redis-addresses)")
 		}
-		return r.DefaultRedis.Options, nil, nil
+		opts = r.DefaultRedis.Options
+		opts.MaxNodes = r.MaxRedisNodes
+		return opts, nil, nil
 	}
-	opts = redisconf.Options{Addrs: spec.Addresses}
+	allowed := r.Policy.RedisAddresses
+	opts = redisconf.Options{Addrs: spec.Addresses, MaxNodes: r.MaxRedisNodes,
+		AllowNode: func(addr string) bool { return matchAny(allowed, addr) }}
 	if ref := spec.CredentialsSecretRef; ref != nil {
 		data, err := r.secretData(ctx, ch.Namespace, ref.Name)
 		if err != nil {

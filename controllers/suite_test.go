@@ -94,7 +94,12 @@ func runSuite(m *testing.M) int {
 		ResyncPeriod:     resyncPeriod,
 		CleanupTimeout:   cleanupTimeout,
 		Workers:          4,
-		reconciled:       reconciles.inc,
+		Policy: Policy{
+			RedisAddresses:  []string{"127.0.0.1:*"},
+			RelayImages:     []string{"registry.test/herald:*"},
+			PriorityClasses: []string{"realtime"},
+		},
+		reconciled: reconciles.inc,
 	}).SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up reconciler:", err)
 		return 1

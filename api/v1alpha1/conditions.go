@@ -47,6 +47,11 @@ const (
 	// ReasonInvalidSpec: the spec passed the API server's checks but cannot be honoured (for
 	// example a credentials Secret that does not exist). Fix the spec; the operator does not retry.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonNotAllowed: the spec asks for something the operator's policy does not allow (a
+	// spec.redis address, relay image or priority class outside the platform team's allow-lists,
+	// flags --allowed-*). The message names the field and the flag. Nothing is changed in Redis
+	// or Kubernetes until the spec or the policy changes.
+	ReasonNotAllowed = "NotAllowed"
 	// ReasonAsExpected: nothing is degraded.
 	ReasonAsExpected = "AsExpected"
 	// ReasonFewerMastersThanShards: shards share masters because the cluster has too few.

@@ -1,6 +1,7 @@
 package redisconf
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,7 +25,15 @@ type Options struct {
 	// TLSID tells TLS configurations apart in Key: a hash of the CA, server name and client
 	// certificate they were built from, so that a renewed certificate gets fresh connections.
 	TLSID string
+	// MaxNodes caps how many nodes CLUSTER SHARDS may list (a fake cluster must not make the
+	// operator dial thousands of addresses); 0 means DefaultMaxNodes.
+	MaxNodes int
+	// AllowNode, when set, says which node addresses CLUSTER SHARDS may send the operator to.
+	AllowNode func(addr string) bool
 }
+
+// DefaultMaxNodes is the node cap of Options without one: ten times a large production cluster.
+const DefaultMaxNodes = 1000
 
 // Key identifies Options in a cache of connections.
 func (o Options) Key() string {
@@ -76,6 +85,7 @@ func (c *Conn) node(addr string) *redis.Client {
 		WriteTimeout:    3 * time.Second,
 		MaxRetries:      1,
 		PoolSize:        4,
+		ConnMaxIdleTime: 5 * time.Minute,
 		DisableIdentity: true, // CLIENT SETINFO does not exist before Redis 7.2
 	})
 	c.nodes[addr] = n
@@ -148,6 +158,14 @@ func (c *Conn) discoverFrom(ctx context.Context, seed string) (Topology, []Node,
 				}
 				topo.Masters = append(topo.Masters, m)
 			}
+		}
+	}
+	if max := cmp.Or(c.opts.MaxNodes, DefaultMaxNodes); len(nodes) > max {
+		return Topology{}, nil, fmt.Errorf("CLUSTER SHARDS lists %d nodes, more than the operator's cap of %d (--max-redis-nodes)", len(nodes), max)
+	}
+	for _, n := range nodes {
+		if c.opts.AllowNode != nil && !c.opts.AllowNode(n.Addr) {
+			return Topology{}, nil, fmt.Errorf("CLUSTER SHARDS lists the node %s, which is outside the addresses the operator may dial", n.Addr)
 		}
 	}
 	topo.sort()

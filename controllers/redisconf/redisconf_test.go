@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,6 +47,28 @@ func TestDiscoverSeesTheCluster(t *testing.T) {
 	}
 	if covered != shardmap.SlotCount {
 		t.Fatalf("masters cover %d slots", covered)
+	}
+}
+
+// TestDiscoverKeepsToItsLimits: a Redis whose CLUSTER SHARDS lists more nodes than the cap, or a
+// node outside the addresses the operator may dial, is refused before any of them is dialled.
+func TestDiscoverKeepsToItsLimits(t *testing.T) {
+	ctx := context.Background()
+	capped := NewConn(Options{Addrs: seeds(), MaxNodes: 5})
+	defer capped.Close()
+	if _, _, err := capped.Discover(ctx); err == nil || !strings.Contains(err.Error(), "more than the operator's cap of 5") {
+		t.Fatalf("6 nodes with a cap of 5: %v", err)
+	}
+	host, port, _ := net.SplitHostPort(seeds()[0])
+	first, _ := strconv.Atoi(port)
+	outside := net.JoinHostPort(host, strconv.Itoa(first+5)) // the sixth node
+	fenced := NewConn(Options{Addrs: seeds(), AllowNode: func(a string) bool { return a != outside }})
+	defer fenced.Close()
+	if _, _, err := fenced.Discover(ctx); err == nil || !strings.Contains(err.Error(), outside) {
+		t.Fatalf("a node outside the allowed addresses: %v", err)
+	}
+	if n := len(fenced.nodes); n != 1 {
+		t.Fatalf("%d nodes dialled, want only the seed", n)
 	}
 }
 

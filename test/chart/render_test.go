@@ -174,6 +174,10 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 			flags: []string{"--set", "redis.addresses={redis-0:6379,redis-1}"},
 			want:  "/redis/addresses/1': 'redis-1' does not match pattern",
 		},
+		"allowed Redis address without a port": {
+			flags: []string{"--set", "manager.allowed.redisAddresses={redis-*.data.svc}"},
+			want:  "/manager/allowed/redisAddresses/0'",
+		},
 		"resync period in words": {
 			flags: []string{"--set", "manager.resyncPeriod=one minute"},
 			want:  "/manager/resyncPeriod'",
@@ -303,6 +307,17 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				if !grants(clusterRoleRules(t, objs), perm{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", "herald-sidecar-injector"}) {
 					t.Error("selfManaged: the manager may not patch the caBundle of herald-sidecar-injector")
 				}
+			},
+		},
+		"allow-lists": {
+			flags: []string{"--set", "manager.allowed.redisAddresses={redis-*.data.svc:6379,10.0.3.*:*}",
+				"--set", "manager.allowed.relayImages={registry.example/herald:*}",
+				"--set", "manager.allowed.priorityClasses={realtime}", "--set", "manager.maxRedisNodes=50",
+				"--set", "manager.reconcileTimeout=30s"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				wantArgs(t, managerContainer(t, objs), "--allowed-redis-addresses=redis-*.data.svc:6379,10.0.3.*:*",
+					"--allowed-relay-images=registry.example/herald:*", "--allowed-priority-classes=realtime",
+					"--max-redis-nodes=50", "--reconcile-timeout=30s")
 			},
 		},
 		"serviceMonitor": {

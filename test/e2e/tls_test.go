@@ -62,7 +62,8 @@ func TestRedisOverMutualTLS(t *testing.T) {
 	secrets(localcluster.HeraldNamespace)
 	must(t, node.InstallHerald(ctx, helmBin, chartDir, imageTag,
 		"redis.addresses={"+strings.Join(tlsRedis.Addrs()[:3], ",")+"}", "redis.tls.enabled=true",
-		"redis.tls.caSecret.name=redis-ca", "redis.tls.clientSecret.name=redis-client"))
+		"redis.tls.caSecret.name=redis-ca", "redis.tls.clientSecret.name=redis-client",
+		"manager.allowed.redisAddresses={"+localcluster.NodeIP+":*}"))
 	defer func() { must(t, node.InstallHerald(context.Background(), helmBin, chartDir, imageTag)) }()
 	ch := tlsChannel(t, ctx, tlsRedis, "tls-default", "alerts", nil)
 	var cm corev1.ConfigMap

@@ -1,0 +1,62 @@
+package controllers
+
+import (
+	"fmt"
+	"path"
+	"slices"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+)
+
+// Policy is what the platform team lets a channel ask for beyond the operator's defaults. A
+// channel is written by whoever may edit its namespace; the operator acts for the whole cluster.
+// Without a policy a channel may not name its own Redis (the operator would dial it with a
+// Secret of the namespace as password), run another relay image, or take a priority class.
+type Policy struct {
+	// RedisAddresses are path.Match patterns of the host:port a spec.redis may name, e.g.
+	// "redis-*.data.svc:6379" or "10.0.3.*:*". They also bound the nodes that Redis's CLUSTER
+	// SHARDS may send the operator to.
+	RedisAddresses []string
+	// RelayImages are path.Match patterns of the images spec.relay.image may name, e.g.
+	// "registry.example/herald:*" ("*" does not cross "/"). The operator's relay image is always
+	// allowed.
+	RelayImages []string
+	// PriorityClasses spec.relay.priorityClassName may name.
+	PriorityClasses []string
+}
+
+// check returns why the policy refuses ch, naming the field and the flag that would allow it,
+// or nil.
+func (p Policy) check(ch *heraldv1.NotificationChannel, relayImage string) error {
+	if err := p.checkRedis(ch); err != nil {
+		return err
+	}
+	if img := ch.Spec.Relay.Image; img != "" && img != relayImage && !matchAny(p.RelayImages, img) {
+		return fmt.Errorf("spec.relay.image: %s is neither the operator's relay image nor allowed (--allowed-relay-images %v)", img, p.RelayImages)
+	}
+	if pc := ch.Spec.Relay.PriorityClassName; pc != "" && !slices.Contains(p.PriorityClasses, pc) {
+		return fmt.Errorf("spec.relay.priorityClassName: %s is not allowed (--allowed-priority-classes %v)", pc, p.PriorityClasses)
+	}
+	return nil
+}
+
+// checkRedis refuses a spec.redis address outside the allow-list.
+func (p Policy) checkRedis(ch *heraldv1.NotificationChannel) error {
+	if r := ch.Spec.Redis; r != nil {
+		for _, a := range r.Addresses {
+			if !matchAny(p.RedisAddresses, a) {
+				return fmt.Errorf("spec.redis.addresses: %s is not among the Redis addresses the operator may dial (--allowed-redis-addresses %v)", a, p.RedisAddresses)
+			}
+		}
+	}
+	return nil
+}
+
+func matchAny(patterns []string, s string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, s); ok {
+			return true
+		}
+	}
+	return false
+}
