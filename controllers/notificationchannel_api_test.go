@@ -142,6 +142,9 @@ func TestInvalidChannelsAreRejectedNamingTheField(t *testing.T) {
 		"unknown delivery": {channel(ns, withDelivery("Eventually")), "spec.delivery", `supported values: "Live", "Durable"`},
 		"negative replicas": {channel(ns, func(ch *heraldv1.NotificationChannel) { ch.Spec.Relay.Replicas = ptr(int32(-1)) }),
 			"spec.relay.replicas", "greater than or equal to 1"},
+		"replay limit switched off": {channel(ns, func(ch *heraldv1.NotificationChannel) {
+			ch.Spec.Relay.Limits = &heraldv1.RelayLimits{ReplaysPerSecondPerCaller: ptr(int32(0))}
+		}), "spec.relay.limits.replaysPerSecondPerCaller", "greater than or equal to 1"},
 		"bad deletionPolicy": {channel(ns, func(ch *heraldv1.NotificationChannel) { ch.Spec.DeletionPolicy = "Purge" }),
 			"spec.deletionPolicy", `supported values: "Retain", "Delete"`},
 		"redis without addresses": {channel(ns, func(ch *heraldv1.NotificationChannel) { ch.Spec.Redis = &heraldv1.RedisSpec{} }),

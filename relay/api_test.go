@@ -413,3 +413,73 @@ func TestIdempotencyKeysLiveForTheirWindowOnly(t *testing.T) {
 		t.Errorf("a Live channel stored an idempotency key (TTL %s)", ttl)
 	}
 }
+
+// One caller cannot take a relay for itself: streams are capped per caller and per relay, and
+// replays (which read Redis, shared by every channel) per caller and per second. A refused call
+// is 429 Too Many Requests with Retry-After and says which limit; a closed stream gives its
+// place back.
+func TestCallersAreCappedWith429(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{Modify: func(o *relay.ShardOptions) {
+		o.Authorize = func(req *http.Request) (string, int, string) { return req.Header.Get("X-Test-Caller"), 0, "" }
+		o.Limits = httpapi.Limits{Subscribers: 5, SubscribersPerCaller: 3, ReplaysPerCaller: 8, ReplayRate: 1}
+	}})
+	as := func(who string) relaytest.SSEOptions {
+		return relaytest.SSEOptions{Header: http.Header{"X-Test-Caller": {who}}}
+	}
+	seen429 := 0
+	get := func(who, query string) (*http.Response, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, r.ChannelURL("/events")+query, nil)
+		req.Header.Set("X-Test-Caller", who)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if resp.StatusCode == http.StatusTooManyRequests {
+			seen429++
+		}
+		if resp.StatusCode != http.StatusOK {
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body) // a replay-only stream: to its end
+		return resp, body
+	}
+	refused := func(who, query, limit string) {
+		t.Helper()
+		resp, body := get(who, query)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || body["limit"] != limit {
+			t.Fatalf("%s %s: %d Retry-After %q %v; want 429 with Retry-After, limit %s", who, query, resp.StatusCode,
+				resp.Header.Get("Retry-After"), body, limit)
+		}
+	}
+
+	var greedy []*relaytest.SSE
+	for range 3 {
+		greedy = append(greedy, relaytest.OpenSSE(t, r.ChannelURL("/events"), as("team-a/greedy")))
+	}
+	refused("team-a/greedy", "", httpapi.RefusedSubscribersPerCaller)
+	relaytest.OpenSSE(t, r.ChannelURL("/events"), as("team-b/app")) // another caller is not held up
+	relaytest.OpenSSE(t, r.ChannelURL("/events"), as("team-b/app"))
+	refused("team-c/app", "", httpapi.RefusedSubscribers) // the relay is full: 5 streams
+
+	greedy[0].Close()
+	relaytest.Eventually(t, 10*time.Second, "a closed stream gives its place back", func() bool {
+		resp, _ := get("team-c/app", "?live=false&since=0-0")
+		return resp.StatusCode == http.StatusOK
+	})
+
+	// Replays: 1 per second in bursts of 2. team-c used one above.
+	id := r.MustPublish(t, "k", `{"n":1}`)
+	if resp, _ := get("team-d/app", "?live=false&since=0-0"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a first replay: %d", resp.StatusCode)
+	}
+	if resp, body := get("team-d/app", "?live=false&since="+id); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a second replay within the burst: %d %v", resp.StatusCode, body)
+	}
+	refused("team-d/app", "?live=false&since=0-0", httpapi.RefusedReplayRate)
+	if n := r.Metric(t, "herald_relay_refused_total"); n != float64(seen429) {
+		t.Fatalf("herald_relay_refused_total %v, want the %d answers 429", n, seen429)
+	}
+}

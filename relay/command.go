@@ -22,6 +22,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/tlsconfig"
 	"github.com/heraldhq/herald/relay/auth"
+	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/sidecar"
 	"github.com/heraldhq/herald/relay/upstream"
@@ -64,6 +65,10 @@ var flagEnv = map[string]string{
 	"replica-wait-timeout":           "HERALD_REPLICA_WAIT_TIMEOUT",
 	"shutdown-timeout":               "HERALD_SHUTDOWN_TIMEOUT",
 	"log-level":                      "HERALD_LOG_LEVEL",
+	"max-subscribers":                "HERALD_MAX_SUBSCRIBERS",
+	"max-subscribers-per-caller":     "HERALD_MAX_SUBSCRIBERS_PER_CALLER",
+	"max-replays-per-caller":         "HERALD_MAX_REPLAYS_PER_CALLER",
+	"replay-rate-per-caller":         "HERALD_REPLAY_RATE_PER_CALLER",
 	"auth":                           "HERALD_AUTH",
 	"token-audience":                 "HERALD_TOKEN_AUDIENCE",
 	"kubeconfig":                     "HERALD_KUBECONFIG",
@@ -90,6 +95,7 @@ func Main(ctx context.Context, args []string) error {
 type config struct {
 	role, shardMapFile, listen, addrs, user, passFile, logLevel string
 	shard, queueBytes                                           int
+	limits                                                      httpapi.Limits // shard role
 	heartbeat, idemWindow, probeInterval, probeTimeout          time.Duration
 	writeTimeout, waitTimeout, shutdownTimeout, writeInterval   time.Duration
 	auth, audience, kubeconfig                                  string // shard role: caller authentication
@@ -126,6 +132,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.DurationVar(&c.waitTimeout, "replica-wait-timeout", time.Second, "bound of WAIT for publishes with ?ack=replicated")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to in-flight requests on shutdown")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&c.limits.Subscribers, "max-subscribers", 10000, "shard role: most streams (SSE and WebSocket) the relay serves at once; beyond it subscribe calls get 429 (0: no cap)")
+	fs.IntVar(&c.limits.SubscribersPerCaller, "max-subscribers-per-caller", 2000, "shard role: most streams one caller (service account) holds at the relay (0: no cap)")
+	fs.IntVar(&c.limits.ReplaysPerCaller, "max-replays-per-caller", 32, "shard role: most streams of one caller replaying stored events at once (0: no cap)")
+	fs.Float64Var(&c.limits.ReplayRate, "replay-rate-per-caller", 20, "shard role: replays (subscribe calls with a cursor) one caller may start per second, in bursts of twice as many (0: no cap)")
 	fs.StringVar(&c.auth, "auth", AuthTokenReview, "shard role: caller authentication: tokenreview (bearer token checked with a TokenReview, its service account's namespace with the channel's access list) or none (anyone may call: local tests only)")
 	fs.StringVar(&c.audience, "token-audience", "herald", "shard role: the audience callers' tokens must carry")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
@@ -328,6 +338,7 @@ func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) 
 		Redis:     redis.ClusterOptions{Addrs: addrs, Username: c.user, Password: password, TLSConfig: tlsConfig},
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, IdempotencyWindow: c.idemWindow,
 		WriteTimeout: c.writeTimeout, WaitTimeout: c.waitTimeout, WriteInterval: c.writeInterval,
+		Limits:   c.limits,
 		Upstream: upstream.Options{ProbeInterval: c.probeInterval, ProbeTimeout: c.probeTimeout},
 	}, nil
 }

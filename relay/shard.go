@@ -34,6 +34,7 @@ type ShardOptions struct {
 	WaitTimeout       time.Duration        // bound of WAIT for ?ack=replicated. Defaults to 1s.
 	UpstreamLostAfter time.Duration        // how long the Redis subscription may be down before live subscribers are sent to another replica. Defaults to 5s.
 	Upstream          upstream.Options     // probe interval/timeout and other upstream knobs
+	Limits            httpapi.Limits       // caps on streams and replays, per relay and per caller; zero: none
 	Logger            *slog.Logger         // defaults to slog.Default()
 	Registry          *prometheus.Registry // defaults to a new registry with Go and process collectors
 	// Authorize checks callers of publish and subscribe (see httpapi.Config.Authorize); nil
@@ -113,6 +114,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 		Publisher:    upstream.NewPublisher(r.cluster, opt.Map, opt.Shard, opt.IdempotencyWindow),
 		Subscription: r.sub, Hub: r.hub, Encoder: enc, Metrics: met, Gatherer: opt.Registry,
 		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, Logger: log, Authorize: opt.Authorize,
+		Limits: opt.Limits,
 	})
 	return r, nil
 }

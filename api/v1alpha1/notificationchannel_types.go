@@ -171,6 +171,45 @@ type RelaySpec struct {
 	// operator's own (notifications.herald.dev/...) win.
 	// +optional
 	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+
+	// limits cap what callers may hold at each relay of the channel, so that one caller cannot
+	// exhaust a relay or Redis for the others. Beyond them a subscribe call is answered 429 Too
+	// Many Requests with Retry-After. Unset fields keep the relay's defaults.
+	// +optional
+	Limits *RelayLimits `json:"limits,omitempty"`
+}
+
+// RelayLimits cap the streams and replays at one relay. A caller is a service account; the
+// replicas of a Deployment share theirs, so size the per-caller caps for all of them.
+type RelayLimits struct {
+	// maxSubscribers is the most streams (SSE and WebSocket) one relay serves at once, all
+	// callers together. Defaults to 10000.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxSubscribers *int32 `json:"maxSubscribers,omitempty"`
+
+	// maxSubscribersPerCaller is the most streams one caller holds at one relay. A sidecar holds
+	// one per shard for its live streams, plus one per local subscriber that is resuming.
+	// Defaults to 2000.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxSubscribersPerCaller *int32 `json:"maxSubscribersPerCaller,omitempty"`
+
+	// maxReplaysPerCaller is the most streams of one caller that replay stored events at once
+	// (subscribe calls with a cursor, until they are live). Defaults to 32.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	MaxReplaysPerCaller *int32 `json:"maxReplaysPerCaller,omitempty"`
+
+	// replaysPerSecondPerCaller is how many replays one caller may start per second, in bursts
+	// of twice as many: replays read Redis, which every channel shares. Defaults to 20.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	ReplaysPerSecondPerCaller *int32 `json:"replaysPerSecondPerCaller,omitempty"`
 }
 
 // RedisSpec points a channel at a Redis of its own instead of the operator's default.

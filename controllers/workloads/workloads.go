@@ -170,6 +170,19 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		"--redis-addresses=" + strings.Join(p.RedisAddrs, ","),
 		"--redis-username=$(HERALD_REDIS_USERNAME)",
 	}
+	if l := ch.Spec.Relay.Limits; l != nil {
+		for _, f := range []struct {
+			flag string
+			v    *int32
+		}{
+			{"max-subscribers", l.MaxSubscribers}, {"max-subscribers-per-caller", l.MaxSubscribersPerCaller},
+			{"max-replays-per-caller", l.MaxReplaysPerCaller}, {"replay-rate-per-caller", l.ReplaysPerSecondPerCaller},
+		} {
+			if f.v != nil {
+				args = append(args, "--"+f.flag+"="+strconv.Itoa(int(*f.v)))
+			}
+		}
+	}
 	type secretMount struct {
 		volume corev1.Volume
 		dir    string

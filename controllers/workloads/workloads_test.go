@@ -46,6 +46,10 @@ func TestDeployment(t *testing.T) {
 			c.Spec.Relay.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
 			c.Spec.Relay.Affinity = &corev1.Affinity{}
 		}), p: params(), wantImage: "mine:2", wantMem: "1Gi", spread: false},
+		"limits": {ch: channel(func(c *heraldv1.NotificationChannel) {
+			c.Spec.Relay.Limits = &heraldv1.RelayLimits{MaxSubscribersPerCaller: ptr(int32(500)), ReplaysPerSecondPerCaller: ptr(int32(5))}
+		}), p: params(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
+			wantArgs: []string{"--max-subscribers-per-caller=500", "--replay-rate-per-caller=5"}},
 		"tls": {ch: channel(), p: func() Params {
 			p := params()
 			p.RedisTLS = &RedisTLS{RedisTLS: heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true,

@@ -40,6 +40,8 @@ type Config struct {
 	// bad credentials, 403 not permitted, 503 cannot check now) and a reason for the caller.
 	// The shard map, /healthz, /readyz and /metrics stay open.
 	Authorize func(r *http.Request) (caller string, status int, reason string)
+	// Limits cap the streams and replays of the relay and of each caller; zero: none.
+	Limits Limits
 }
 
 // Server is the HTTP API of one shard relay.
@@ -47,6 +49,7 @@ type Server struct {
 	cfg      Config
 	maxBytes int64
 	mux      *http.ServeMux
+	limits   *limiter // nil without limits
 }
 
 // New returns the API server for cfg.
@@ -64,6 +67,9 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, maxBytes: cfg.Map.MaxMessageBytes, mux: http.NewServeMux()}
+	if cfg.Limits != (Limits{}) {
+		s.limits = newLimiter(cfg.Limits)
+	}
 	if s.maxBytes <= 0 {
 		s.maxBytes = DefaultMaxMessageBytes
 	}

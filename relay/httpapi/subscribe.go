@@ -49,6 +49,7 @@ type subscribeRequest struct {
 	key        string     // "" = every key of the shard
 	from       *cursor.ID // resume after this cursor; nil = live from now
 	replayOnly bool       // ?live=false: end the stream once replay is done
+	ticket     *ticket    // what the stream holds of the limits; nil without limits
 	status     int        // non-zero: reject with this status and msg
 	msg        string
 }
@@ -149,6 +150,7 @@ func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out Sink, req su
 // the newest cursor sent and whether live events up to it were already replayed (seam); ok is
 // false when the stream is over (replay failed, or ?live=false and the replay is done).
 func (s *Server) resume(ctx context.Context, out Sink, req subscribeRequest) (last cursor.ID, seam, ok bool) {
+	defer req.ticket.replayDone()
 	if req.from == nil {
 		return last, false, true
 	}
@@ -172,6 +174,7 @@ func (s *Server) resume(ctx context.Context, out Sink, req subscribeRequest) (la
 		seam = true
 	}
 	if req.replayOnly {
+		req.ticket.release() // before the caller can see the end and come back
 		out.Close(EndOfReplay, last.String(), false)
 		return last, false, false
 	}
@@ -244,6 +247,10 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, req)
 		return
 	}
+	var ok bool
+	if req.ticket, ok = s.admitStream(w, r, req); !ok {
+		return
+	}
 	sub := s.subscribe(req) // before replay: nothing published from now on is missed
 	if r.Method == http.MethodGet && !req.replayOnly {
 		if c := hijackSSE(w, sub, s.cfg.WriteTimeout); c != nil {
@@ -271,10 +278,14 @@ func (s *Server) serveHijacked(ctx context.Context, c *sseConn, req subscribeReq
 // subscribe registers with the hub; a replay-only stream gets a subscriber that is never
 // registered, so it does not count as a live stream.
 func (s *Server) subscribe(req subscribeRequest) *hub.Subscriber {
-	if req.replayOnly {
-		return hub.Detached()
+	sub := hub.Detached()
+	if !req.replayOnly {
+		sub = s.cfg.Hub.Subscribe(req.key)
 	}
-	return s.cfg.Hub.Subscribe(req.key)
+	if req.ticket != nil {
+		sub.OnClose(req.ticket.release) // however the stream ends, hijacked ones included
+	}
+	return sub
 }
 
 // ServeSSE answers 200 text/event-stream and runs stream with an SSE sink until it returns.
@@ -348,6 +359,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	req := s.parseSubscribe(r)
 	if req.status != 0 {
 		s.reject(w, req)
+		return
+	}
+	var ok bool
+	if req.ticket, ok = s.admitStream(w, r, req); !ok {
 		return
 	}
 	sub := s.subscribe(req)

@@ -164,6 +164,15 @@ type Subscriber struct {
 	out     Output
 	running bool             // queued for a writer, or held by one (or by out) with a batch
 	spare   []*event.Encoded // the drained batch array, reused by the next batch
+
+	onClose func() // called once, by the first Close
+}
+
+// OnClose sets f to be called once, when the subscriber is closed (by whoever closes it).
+func (s *Subscriber) OnClose(f func()) {
+	s.mu.Lock()
+	s.onClose = f
+	s.mu.Unlock()
 }
 
 // Key is the subscriber's key filter ("" = every key).
@@ -295,7 +304,12 @@ func (h *Hub) registered() []*Subscriber {
 func (s *Subscriber) Close() {
 	s.mu.Lock()
 	schedule := s.err == nil && s.failLocked(ErrClosed)
+	onClose := s.onClose
+	s.onClose = nil
 	s.mu.Unlock()
+	if onClose != nil {
+		defer onClose()
+	}
 	if schedule {
 		s.hub.writers.schedule(s)
 	}

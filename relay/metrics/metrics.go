@@ -18,16 +18,17 @@ const Namespace = "herald_relay"
 
 // Metrics are the counters and histograms the relay updates itself.
 type Metrics struct {
-	Published      prometheus.Counter   // messages accepted by POST (202)
-	PublishErrors  prometheus.Counter   // publishes that failed on the Redis side (5xx)
-	Resubscribes   prometheus.Counter   // upstream subscriptions rebuilt after trouble
-	Backfilled     prometheus.Counter   // entries delivered from the stream by catch-up (XRANGE)
-	Rollbacks      prometheus.Counter   // stream IDs seen going backwards / delivered entries lost by Redis
-	Gaps           prometheus.Counter   // gap events sent to subscribers
-	HandoffDropped prometheus.Counter   // live messages dropped because the processor was behind (repaired by catch-up)
-	Replayed       prometheus.Counter   // entries replayed to resuming subscribers
-	StaleWriter    prometheus.Counter   // live messages dropped because a node other than the subscribed master wrote them
-	Latency        prometheus.Histogram // publish (stream ID time) to hand-off to subscriber queues, seconds
+	Published      prometheus.Counter     // messages accepted by POST (202)
+	PublishErrors  prometheus.Counter     // publishes that failed on the Redis side (5xx)
+	Resubscribes   prometheus.Counter     // upstream subscriptions rebuilt after trouble
+	Backfilled     prometheus.Counter     // entries delivered from the stream by catch-up (XRANGE)
+	Rollbacks      prometheus.Counter     // stream IDs seen going backwards / delivered entries lost by Redis
+	Gaps           prometheus.Counter     // gap events sent to subscribers
+	HandoffDropped prometheus.Counter     // live messages dropped because the processor was behind (repaired by catch-up)
+	Replayed       prometheus.Counter     // entries replayed to resuming subscribers
+	StaleWriter    prometheus.Counter     // live messages dropped because a node other than the subscribed master wrote them
+	Latency        prometheus.Histogram   // publish (stream ID time) to hand-off to subscriber queues, seconds
+	Refused        *prometheus.CounterVec // subscribe calls answered 429, by the limit that refused them
 }
 
 // HubStats is what the hub counts on its own.
@@ -61,7 +62,10 @@ func New(reg prometheus.Registerer, labels prometheus.Labels, hub HubStats) *Met
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
 	}
-	reg.MustRegister(m.Latency)
+	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "refused_total", ConstLabels: labels,
+		Help: "Subscribe calls answered 429 Too Many Requests, by the limit that refused them (subscribers, subscribers_per_caller, replays_per_caller, replay_rate)."},
+		[]string{"limit"})
+	reg.MustRegister(m.Latency, m.Refused)
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "subscribers", ConstLabels: labels,
 			Help: "Connected SSE and WebSocket subscribers."}, func() float64 { return float64(hub.Subscribers()) }),

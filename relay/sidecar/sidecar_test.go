@@ -19,6 +19,7 @@ import (
 
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/internal/relaytest"
 	"github.com/heraldhq/herald/relay/sidecar"
 )
@@ -347,4 +348,41 @@ func TestWholeChannelResumeGetsExactlyTheMissedMessages(t *testing.T) {
 		t.Fatalf("after the 300 missed messages came %d, want the live one", ev.n)
 	}
 	t.Logf("missed per shard: %v", perShard)
+}
+
+// A burst of resuming subscribers meets the relay's replay rate limit (429 with Retry-After):
+// the sidecar waits as told instead of giving up, so every subscriber gets what it missed.
+func TestResumesWaitOutTheRelaysReplayLimit(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1, Modify: func(o *relay.ShardOptions) {
+		o.Limits = httpapi.Limits{ReplayRate: 2} // bursts of 4
+	}}, 1)
+	sc := startSidecar(t, c, "")
+	first := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 10*time.Second, "subscriber registered", func() bool { return sc.metric(t, "herald_relay_sidecar_subscribers") == 1 })
+	if code, p := sc.publish(t, "k", `{"n":-1}`); code != http.StatusAccepted {
+		t.Fatalf("publish: %d %+v", code, p)
+	}
+	cursor := first.Messages(t, 1, 10*time.Second)[0].ID
+	first.Close()
+	for n := range 3 {
+		if code, p := sc.publish(t, "k", fmt.Sprintf(`{"n":%d}`, n)); code != http.StatusAccepted {
+			t.Fatalf("publish: %d %+v", code, p)
+		}
+	}
+	const resuming = 12
+	subs := make([]*relaytest.SSE, resuming)
+	for i := range subs {
+		subs[i] = relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{LastEventID: cursor})
+	}
+	for i, s := range subs {
+		got := s.Messages(t, 3, 30*time.Second)
+		for n, ev := range got {
+			if m := decode(t, ev); m.n != n {
+				t.Fatalf("subscriber %d: message %d is %d, want %d", i, n, m.n, n)
+			}
+		}
+	}
+	if refused := c.Replicas[0][0].Metric(t, "herald_relay_refused_total"); refused == 0 {
+		t.Fatal("the relay never refused a replay: the test did not reach its limit")
+	}
 }

@@ -194,11 +194,34 @@ var errLocalWrite = errors.New("writing to the local subscriber failed")
 // replayAttempts is how many relays a shard replay is tried on.
 const replayAttempts = 5
 
+// maxThrottled bounds the 429 answers a replay waits out (each at most 5 s) before it counts
+// them as failed attempts.
+const maxThrottled = 12
+
+// retryAfter reads a Retry-After of whole seconds, 1 s when there is none, at most limit.
+func retryAfter(h http.Header, limit time.Duration) time.Duration {
+	n, err := strconv.Atoi(h.Get("Retry-After"))
+	if err != nil || n < 1 {
+		n = 1
+	}
+	return min(time.Duration(n)*time.Second, limit)
+}
+
+func wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 // replay sends what shard ls.shards[j] stored after ls.own[j], read from its relays with
 // ?live=false, and returns false if the stream to the subscriber ended.
 func (ls *localSub) replay(ctx context.Context, out httpapi.Sink, j int) bool {
 	s, shard := ls.ch.s, ls.shards[j]
 	var lastErr error
+	throttled := 0
 	for attempt := 0; attempt < replayAttempts; attempt++ {
 		if attempt > 0 {
 			pause(ctx, attempt)
@@ -228,6 +251,12 @@ func (ls *localSub) replay(ctx context.Context, out httpapi.Sink, j int) bool {
 			lastErr = errors.New(base + " answered " + strconv.Itoa(resp.StatusCode) + ": " + clip(b))
 			if resp.StatusCode == http.StatusBadRequest {
 				break // the relay refuses this cursor; another replica would too
+			}
+			if resp.StatusCode == http.StatusTooManyRequests && throttled < maxThrottled {
+				// The relay's replay limits: wait as told, without spending an attempt.
+				throttled++
+				attempt--
+				wait(ctx, retryAfter(resp.Header, 5*time.Second))
 			}
 			continue
 		}
