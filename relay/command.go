@@ -75,6 +75,7 @@ var flagEnv = map[string]string{
 	"channels":                       "HERALD_CHANNELS",
 	"namespace":                      "HERALD_NAMESPACE",
 	"token-file":                     "HERALD_TOKEN_FILE",
+	"token-dir":                      "HERALD_TOKEN_DIR",
 	"endpoints-file":                 "HERALD_ENDPOINTS_FILE",
 }
 
@@ -99,7 +100,7 @@ type config struct {
 	heartbeat, idemWindow, probeInterval, probeTimeout          time.Duration
 	writeTimeout, waitTimeout, shutdownTimeout, writeInterval   time.Duration
 	auth, audience, kubeconfig                                  string // shard role: caller authentication
-	channels, namespace, tokenFile, endpointsFile               string // sidecar role
+	channels, namespace, tokenFile, tokenDir, endpointsFile     string // sidecar role
 	tls, tlsInsecure                                            bool   // Redis TLS
 	tlsServerName, tlsCAFile, tlsCertFile, tlsKeyFile           string
 }
@@ -137,11 +138,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.IntVar(&c.limits.ReplaysPerCaller, "max-replays-per-caller", 32, "shard role: most streams of one caller replaying stored events at once (0: no cap)")
 	fs.Float64Var(&c.limits.ReplayRate, "replay-rate-per-caller", 20, "shard role: replays (subscribe calls with a cursor) one caller may start per second, in bursts of twice as many (0: no cap)")
 	fs.StringVar(&c.auth, "auth", AuthTokenReview, "shard role: caller authentication: tokenreview (bearer token checked with a TokenReview, its service account's namespace with the channel's access list) or none (anyone may call: local tests only)")
-	fs.StringVar(&c.audience, "token-audience", "herald", "shard role: the audience callers' tokens must carry")
+	fs.StringVar(&c.audience, "token-audience", "", "shard role: the audience callers' tokens must carry (default: the channel's own, herald.dev/<namespace>/<channel>)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
 	fs.StringVar(&c.channels, "channels", "", "sidecar role: comma-separated channels the app may use, name (in --namespace) or namespace/name; required")
 	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (default $"+PodNamespaceEnv+" when "+flagEnv["namespace"]+" is unset)")
-	fs.StringVar(&c.tokenFile, "token-file", "", "sidecar role: projected service account token (audience herald) sent to shard relays as a bearer token, re-read when it changes; empty sends none")
+	fs.StringVar(&c.tokenDir, "token-dir", "", "sidecar role: directory of projected service account tokens, one per channel (file <namespace>.<channel>, audience herald.dev/<namespace>/<channel>), sent to that channel's relays as a bearer token and re-read when it changes")
+	fs.StringVar(&c.tokenFile, "token-file", "", "sidecar role: one token sent to the relays of every channel (local runs); --token-dir is what injected sidecars use; neither sends none")
 	fs.StringVar(&c.endpointsFile, "endpoints-file", "", "sidecar role: JSON object of relay Service host -> [host:port of ready replicas], standing in for cluster DNS (local runs); re-read when it changes")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: herald relay --role=shard --shardmap FILE --shard N --redis-addresses HOST:PORT[,...] [flags]\n")
@@ -255,7 +257,11 @@ func (c *config) authorizer(m *shardmap.Map) (func(*http.Request) (string, int, 
 	if err != nil {
 		return nil, fmt.Errorf("--auth=tokenreview needs the Kubernetes API (in-cluster service account or --kubeconfig): %w; --auth=none is for local tests only", err)
 	}
-	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: c.audience})
+	audience := c.audience
+	if audience == "" {
+		audience = shardmap.TokenAudience(m.Namespace, m.Channel)
+	}
+	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: audience})
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +287,7 @@ func (c *config) sidecarOptions() (sidecar.Options, error) {
 		return sidecar.Options{}, fmt.Errorf("--channels: %w", err)
 	}
 	return sidecar.Options{
-		Channels: refs, TokenFile: c.tokenFile, EndpointsFile: c.endpointsFile,
+		Channels: refs, TokenFile: c.tokenFile, TokenDir: c.tokenDir, EndpointsFile: c.endpointsFile,
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout,
 	}, nil
 }

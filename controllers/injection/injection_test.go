@@ -200,12 +200,14 @@ func TestLabelledPodGetsOneRestrictedSidecar(t *testing.T) {
 	}
 	var token *corev1.ServiceAccountTokenProjection
 	for _, v := range p.Spec.Volumes {
-		if v.Name == TokenVolume {
+		if v.Name == TokenVolume && len(v.Projected.Sources) == 1 {
 			token = v.Projected.Sources[0].ServiceAccountToken
 		}
 	}
-	if token == nil || token.Audience != TokenAudience {
-		t.Fatalf("no projected token with audience %q: %+v", TokenAudience, p.Spec.Volumes)
+	// The channel's own audience, at the path the sidecar reads for it.
+	if want := "herald.dev/" + ns + "/orders"; token == nil || token.Audience != want || token.Path != ns+".orders" ||
+		!slices.Contains(sc.Args, "--token-dir="+TokenDir) {
+		t.Fatalf("want one projected token with audience %q at %s.orders, read from --token-dir: %+v %v", want, ns, p.Spec.Volumes, sc.Args)
 	}
 	env := func(c corev1.Container) string {
 		for _, e := range c.Env {
@@ -233,7 +235,7 @@ func TestLabelledPodGetsOneRestrictedSidecar(t *testing.T) {
 	}
 	// Re-invocation on an injected pod changes nothing.
 	before := again.DeepCopy()
-	if Inject(again, "herald:test", []string{"orders"}, sc.Resources) {
+	if Inject(again, ns, "herald:test", []string{"orders"}, sc.Resources) {
 		t.Fatal("Inject on an injected pod must report no change")
 	}
 	if len(again.Spec.InitContainers) != len(before.Spec.InitContainers) || len(again.Spec.Volumes) != len(before.Spec.Volumes) {
@@ -241,7 +243,7 @@ func TestLabelledPodGetsOneRestrictedSidecar(t *testing.T) {
 	}
 	// ... except for a container another webhook added since, which gets HERALD_URL.
 	again.Spec.Containers = append(again.Spec.Containers, corev1.Container{Name: "late", Image: "late:1"})
-	if !Inject(again, "herald:test", []string{"orders"}, sc.Resources) || env(again.Spec.Containers[2]) != URL ||
+	if !Inject(again, ns, "herald:test", []string{"orders"}, sc.Resources) || env(again.Spec.Containers[2]) != URL ||
 		len(sidecars(again)) != 1 {
 		t.Fatal("re-invocation must add HERALD_URL to a new container and nothing else")
 	}

@@ -25,8 +25,7 @@ const Path = "/mutate-v1-pod"
 const (
 	ContainerName = "herald-relay"
 	TokenVolume   = "herald-token"
-	TokenDir      = "/var/run/secrets/herald"
-	TokenAudience = "herald"
+	TokenDir      = "/var/run/secrets/herald" // one token per channel: shardmap.TokenFileName
 	URLEnv        = "HERALD_URL"
 	URL           = "http://127.0.0.1:7070"
 )
@@ -68,7 +67,7 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 	if err != nil {
 		return admission.Denied(err.Error())
 	}
-	if !Inject(&pod, in.Image, channels, resources) {
+	if !Inject(&pod, namespace, in.Image, channels, resources) {
 		return admission.Allowed("sidecar already present").WithWarnings(warnings...)
 	}
 	mutated, err := json.Marshal(&pod)
@@ -78,10 +77,12 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 	return admission.PatchResponseFromRaw(req.Object.Raw, mutated).WithWarnings(warnings...)
 }
 
-// Inject adds the sidecar, and HERALD_URL to every app container that lacks it. It reports
-// whether it changed anything: re-invoked on an injected pod it adds nothing twice, only the
-// variable to containers another webhook added since.
-func Inject(pod *corev1.Pod, image string, channels []string, resources corev1.ResourceRequirements) bool {
+// Inject adds the sidecar, and HERALD_URL to every app container that lacks it. The sidecar
+// gets one projected token per channel, each with that channel's audience
+// (shardmap.TokenAudience): a token one relay receives is good at no other channel's relays.
+// It reports whether it changed anything: re-invoked on an injected pod it adds nothing twice,
+// only the variable to containers another webhook added since.
+func Inject(pod *corev1.Pod, namespace, image string, channels []string, resources corev1.ResourceRequirements) bool {
 	changed := false
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
@@ -96,10 +97,17 @@ func Inject(pod *corev1.Pod, image string, channels []string, resources corev1.R
 	if pod.Spec.ServiceAccountName == "" {
 		pod.Spec.ServiceAccountName = "default" // the projected token below needs one
 	}
+	var tokens []corev1.VolumeProjection
+	for _, c := range channels {
+		ns, name := namespace, c
+		if before, after, ok := strings.Cut(c, "/"); ok {
+			ns, name = before, after
+		}
+		tokens = append(tokens, corev1.VolumeProjection{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+			Audience: shardmap.TokenAudience(ns, name), ExpirationSeconds: ptr(int64(3600)), Path: shardmap.TokenFileName(ns, name)}})
+	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{
-		Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
-			ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: TokenAudience, ExpirationSeconds: ptr(int64(3600)), Path: "token"},
-		}}},
+		Projected: &corev1.ProjectedVolumeSource{Sources: tokens},
 	}})
 	probe := func(path string) *corev1.Probe {
 		// The sidecar listens on loopback only, out of the kubelet's reach: probe from inside.
@@ -116,7 +124,7 @@ func Inject(pod *corev1.Pod, image string, channels []string, resources corev1.R
 		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways), // a native sidecar: starts first, never blocks a Job
 		Args: []string{"relay", "--role=sidecar", "--listen=127.0.0.1:" + fmt.Sprint(shardmap.RelayPort),
 			"--channels=" + strings.Join(channels, ","), "--namespace=$(HERALD_POD_NAMESPACE)",
-			"--token-file=" + TokenDir + "/token"},
+			"--token-dir=" + TokenDir},
 		Env: []corev1.EnvVar{{Name: "HERALD_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
 		Resources:      resources,

@@ -25,7 +25,7 @@ type Checker struct {
 func (c *Checker) Authorize(r *http.Request) (string, int, string) {
 	token, ok := BearerToken(r)
 	if !ok {
-		return "", http.StatusUnauthorized, "no bearer token: call through the Herald sidecar, which sends its pod's service account token (audience herald) as Authorization: Bearer <token>"
+		return "", http.StatusUnauthorized, "no bearer token: call through the Herald sidecar, which sends its pod's service account token for this channel (audience herald.dev/<namespace>/<channel>) as Authorization: Bearer <token>"
 	}
 	id, err := c.Review(r.Context(), token)
 	switch {

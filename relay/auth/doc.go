@@ -1,5 +1,5 @@
 // Package auth authenticates the callers of a shard relay: sidecars presenting a projected
-// ServiceAccount token (audience "herald") as `Authorization: Bearer <token>`.
+// ServiceAccount token for the channel (audience "herald.dev/<namespace>/<channel>") as `Authorization: Bearer <token>`.
 //
 // TokenReviewer asks the API server (TokenReview, with the audience) who a token belongs to and
 // remembers the answer briefly; the namespace comes from the service account username

@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/auth"
 	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/relay/shardmap"
 )
 
 // cfg reaches the envtest API server as its administrator.
@@ -65,18 +66,27 @@ func serviceAccountToken(t *testing.T, cs kubernetes.Interface, ns string, audie
 
 func TestShardRelayAdmitsOnlySidecarsOfPermittedNamespaces(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(cfg)
-	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var reviewer *auth.TokenReviewer
 	r := relaytest.StartRelay(t, relaytest.Options{Modify: func(o *relay.ShardOptions) {
 		o.Map.Access = []string{"partner"}
+		var err error
+		// As `herald relay` does: the channel's own audience.
+		reviewer, err = auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: shardmap.TokenAudience(o.Map.Namespace, o.Map.Channel)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		o.Authorize = (&auth.Checker{Review: reviewer.Review, Allows: o.Map.Allows, Namespace: o.Map.Namespace, Channel: o.Map.Channel}).Authorize
 	}})
-	own := serviceAccountToken(t, cs, r.Map.Namespace, "herald") // relaytest maps live in namespace "test"
-	partner := serviceAccountToken(t, cs, "partner", "herald")
-	outsider := serviceAccountToken(t, cs, "outsider", "herald")
+	audience := shardmap.TokenAudience(r.Map.Namespace, r.Map.Channel)
+	own := serviceAccountToken(t, cs, r.Map.Namespace, audience) // relaytest maps live in namespace "test"
+	partner := serviceAccountToken(t, cs, "partner", audience)
+	outsider := serviceAccountToken(t, cs, "outsider", audience)
 	otherAudience := serviceAccountToken(t, cs, r.Map.Namespace, "not-herald")
+	// A token the same pod holds for another channel (the sidecar gets one per channel): a relay
+	// that receives it must not be able to replay it at this channel's relays. The old shared
+	// audience "herald" is refused too.
+	otherChannel := serviceAccountToken(t, cs, r.Map.Namespace, shardmap.TokenAudience(r.Map.Namespace, "billing"))
+	shared := serviceAccountToken(t, cs, r.Map.Namespace, "herald")
 
 	tests := map[string]struct {
 		header  string // Authorization
@@ -87,6 +97,8 @@ func TestShardRelayAdmitsOnlySidecarsOfPermittedNamespaces(t *testing.T) {
 		"not bearer":                   {header: "Basic dXNlcjpwYXNz", want: http.StatusUnauthorized, mention: "no bearer token"},
 		"garbage":                      {header: "Bearer not-a-token", want: http.StatusUnauthorized, mention: "not valid"},
 		"token for another audience":   {header: "Bearer " + otherAudience, want: http.StatusUnauthorized, mention: "not valid"},
+		"token for another channel":    {header: "Bearer " + otherChannel, want: http.StatusUnauthorized, mention: "not valid"},
+		"token for every relay":        {header: "Bearer " + shared, want: http.StatusUnauthorized, mention: "not valid"},
 		"namespace not permitted":      {header: "Bearer " + outsider, want: http.StatusForbidden, mention: `namespace "outsider" may not use channel`},
 		"channel's own namespace":      {header: "Bearer " + own, want: http.StatusAccepted},
 		"namespace in the access list": {header: "Bearer " + partner, want: http.StatusAccepted},

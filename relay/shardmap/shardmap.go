@@ -178,6 +178,17 @@ func KeyPattern(namespace, channel string) string {
 // ACLUser is the Redis ACL user the relays of a channel connect as.
 func ACLUser(namespace, channel string) string { return "herald." + namespace + "." + channel }
 
+// TokenAudience is the audience of the service account tokens a channel's relays accept: a
+// token a relay receives is good at that channel's relays only, not at every relay in the
+// cluster.
+func TokenAudience(namespace, channel string) string {
+	return "herald.dev/" + namespace + "/" + channel
+}
+
+// TokenFileName is the file, in the injected sidecar's token directory, of the projected token
+// for a channel (names and namespaces hold no dots, so the name is unambiguous).
+func TokenFileName(namespace, channel string) string { return namespace + "." + channel }
+
 // ConfigMapName is the ConfigMap that holds the channel's shard map.
 func ConfigMapName(channel string) string { return channel + "-shardmap" }
 

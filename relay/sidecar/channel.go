@@ -22,10 +22,11 @@ import (
 // opened on the first local subscriber) and the merge of those streams for whole-channel
 // subscribers.
 type channel struct {
-	s    *Sidecar
-	ref  ChannelRef
-	m    atomic.Pointer[shardmap.Map]
-	kick chan struct{} // a call failed or a relay said the map moved on: refresh now
+	s     *Sidecar
+	ref   ChannelRef
+	m     atomic.Pointer[shardmap.Map]
+	kick  chan struct{} // a call failed or a relay said the map moved on: refresh now
+	token *tokenSource  // the bearer token for this channel's relays
 
 	mu        sync.Mutex // guards the discovery status below
 	reachable []bool     // per shard: a relay answered /readyz 200 at the last refresh
@@ -42,7 +43,8 @@ type channel struct {
 }
 
 func newChannel(s *Sidecar, ref ChannelRef) *channel {
-	return &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes)}
+	return &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes),
+		token: &tokenSource{file: watchedFile{path: s.opt.tokenPath(ref)}}}
 }
 
 func (ch *channel) shardMap() *shardmap.Map { return ch.m.Load() }
@@ -135,7 +137,7 @@ func (ch *channel) fetchMap(ctx context.Context) (*shardmap.Map, error) {
 	}
 	var lastErr error
 	for _, base := range rotate(bases) {
-		resp, err := ch.s.get(ctx, base+"/v1/channels/"+ch.ref.Name+"/shards", nil)
+		resp, err := ch.get(ctx, base+"/v1/channels/"+ch.ref.Name+"/shards", nil)
 		if err != nil {
 			lastErr = err
 			continue
@@ -170,7 +172,7 @@ func (ch *channel) shardPosition(ctx context.Context, endpoint string, fresh boo
 	}
 	var lastErr error
 	for _, base := range rotate(bases) {
-		resp, err := ch.s.get(ctx, base+"/readyz", nil)
+		resp, err := ch.get(ctx, base+"/readyz", nil)
 		if err != nil {
 			lastErr = err
 			continue

@@ -101,7 +101,7 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 			next++
 		}
 		base := bases[next%len(bases)]
-		resp, err := s.send(ctx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+r.URL.RawQuery, bytes.NewReader(body), hdr)
+		resp, err := ch.send(ctx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+r.URL.RawQuery, bytes.NewReader(body), hdr)
 		if err != nil {
 			lastErr = err.Error()
 			s.markDown(base)
@@ -120,7 +120,7 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 			pause(ctx, attempt)
 			continue
 		case resp.StatusCode == http.StatusUnauthorized && attempt == 0:
-			_, _ = s.token.get(true) // the kubelet may just have rotated it
+			_, _ = ch.token.get(true) // the kubelet may just have rotated it
 			lastErr = clip(answer)
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -78,7 +79,8 @@ func validName(s string) bool {
 // Options configure a Sidecar. Zero values take the documented defaults.
 type Options struct {
 	Channels        []ChannelRef         // required: the channels the app may use
-	TokenFile       string               // projected service account token (audience herald); "" sends no token
+	TokenDir        string               // projected tokens, one per channel: <TokenDir>/<shardmap.TokenFileName>
+	TokenFile       string               // one token for every channel's relays (local runs); with neither, no token is sent
 	EndpointsFile   string               // shardmap.Endpoints JSON standing in for cluster DNS; "" uses DNS
 	Heartbeat       time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
 	QueueBytes      int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
@@ -96,7 +98,6 @@ type Sidecar struct {
 	log      *slog.Logger
 	client   *http.Client
 	resolver *resolver
-	token    *tokenSource
 	met      *metrics.Sidecar
 	channels map[string]*channel // by name and by namespace/name
 	list     []*channel
@@ -144,7 +145,6 @@ func New(opt Options) (*Sidecar, error) {
 			ResponseHeaderTimeout: 10 * time.Second, DisableCompression: true,
 		}},
 		resolver: &resolver{file: watchedFile{path: opt.EndpointsFile}},
-		token:    &tokenSource{file: watchedFile{path: opt.TokenFile}},
 		channels: map[string]*channel{},
 		mux:      http.NewServeMux(),
 	}
@@ -285,13 +285,23 @@ func (s *Sidecar) shards(w http.ResponseWriter, _ *http.Request, ch *channel) {
 	}
 }
 
-// get sends a GET to a shard relay with the sidecar's credentials.
-func (s *Sidecar) get(ctx context.Context, url string, hdr http.Header) (*http.Response, error) {
-	return s.send(ctx, http.MethodGet, url, nil, hdr)
+// tokenPath is the token file for the relays of ref: its own under TokenDir, else TokenFile.
+func (opt Options) tokenPath(ref ChannelRef) string {
+	if opt.TokenDir != "" {
+		return filepath.Join(opt.TokenDir, shardmap.TokenFileName(ref.Namespace, ref.Name))
+	}
+	return opt.TokenFile
 }
 
-// send makes one call to a relay with the sidecar's bearer token.
-func (s *Sidecar) send(ctx context.Context, method, url string, body io.Reader, hdr http.Header) (*http.Response, error) {
+// get sends a GET to one of the channel's shard relays with the channel's token.
+func (ch *channel) get(ctx context.Context, url string, hdr http.Header) (*http.Response, error) {
+	return ch.send(ctx, http.MethodGet, url, nil, hdr)
+}
+
+// send makes one call to one of the channel's relays with the channel's bearer token, whose
+// audience is that channel: it is good nowhere else.
+func (ch *channel) send(ctx context.Context, method, url string, body io.Reader, hdr http.Header) (*http.Response, error) {
+	s := ch.s
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return nil, err
@@ -299,7 +309,7 @@ func (s *Sidecar) send(ctx context.Context, method, url string, body io.Reader, 
 	for k, vs := range hdr {
 		req.Header[k] = vs
 	}
-	token, err := s.token.get(false)
+	token, err := ch.token.get(false)
 	if err != nil {
 		s.log.Warn("no bearer token for the shard relays", "error", err.Error())
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/sidecar"
 )
 
@@ -384,5 +386,55 @@ func TestResumesWaitOutTheRelaysReplayLimit(t *testing.T) {
 	}
 	if refused := c.Replicas[0][0].Metric(t, "herald_relay_refused_total"); refused == 0 {
 		t.Fatal("the relay never refused a replay: the test did not reach its limit")
+	}
+}
+
+// Each channel's relays get the token projected for that channel (its own audience), read from
+// the token directory: a sidecar with two channels sends each relay only its own.
+func TestEachChannelsRelaysGetTheirOwnToken(t *testing.T) {
+	want := func(o *relay.ShardOptions) {
+		token := "token-for-" + o.Map.Channel
+		o.Authorize = func(r *http.Request) (string, int, string) {
+			if r.Header.Get("Authorization") != "Bearer "+token {
+				return "", http.StatusUnauthorized, "want " + token + ", got " + r.Header.Get("Authorization")
+			}
+			return "app/sidecar", 0, ""
+		}
+	}
+	a := relaytest.StartChannel(t, relaytest.Options{Shards: 1, Modify: want}, 1)
+	b := relaytest.StartChannel(t, relaytest.Options{Shards: 1, Modify: want}, 1)
+	dir := t.TempDir()
+	eps := shardmap.Endpoints{}
+	for _, c := range []*relaytest.Channel{a, b} {
+		maps.Copy(eps, c.Endpoints())
+		file := filepath.Join(dir, shardmap.TokenFileName(c.Map.Namespace, c.Map.Channel))
+		if err := os.WriteFile(file, []byte("token-for-"+c.Map.Channel+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epsFile := filepath.Join(t.TempDir(), "endpoints.json")
+	b2, _ := json.Marshal(eps)
+	if err := os.WriteFile(epsFile, b2, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := sidecar.New(sidecar.Options{
+		Channels:      []sidecar.ChannelRef{{Namespace: a.Map.Namespace, Name: a.Map.Channel}, {Namespace: b.Map.Namespace, Name: b.Map.Channel}},
+		EndpointsFile: epsFile, TokenDir: dir, RefreshInterval: time.Second,
+		Logger: slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sc.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	t.Cleanup(func() { srv.Close(); cancel(); <-done })
+	relaytest.Eventually(t, 20*time.Second, "sidecar ready", func() bool { return sc.Ready() })
+	for _, c := range []*relaytest.Channel{a, b} {
+		ts := &testSidecar{Sidecar: sc, URL: srv.URL, channel: c.Map.Channel}
+		if code, p := ts.publish(t, "k", `{"n":1}`); code != http.StatusAccepted {
+			t.Fatalf("publish to %s: %d %+v", c.Map.Channel, code, p)
+		}
 	}
 }

@@ -240,7 +240,7 @@ func (ls *localSub) replay(ctx context.Context, out httpapi.Sink, j int) bool {
 		if ls.key != "" {
 			u += "&key=" + url.QueryEscape(ls.key)
 		}
-		resp, err := s.get(ctx, u, http.Header{"Last-Event-Id": {ls.own[j].String()}})
+		resp, err := ls.ch.get(ctx, u, http.Header{"Last-Event-Id": {ls.own[j].String()}})
 		if err != nil {
 			lastErr = err
 			continue

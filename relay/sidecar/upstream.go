@@ -89,7 +89,7 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	resp, err := st.ch.s.get(sctx, base+"/v1/channels/"+st.ch.ref.Name+"/events", hdr)
+	resp, err := st.ch.get(sctx, base+"/v1/channels/"+st.ch.ref.Name+"/events", hdr)
 	if err != nil {
 		st.ch.s.markDown(base)
 		return err
@@ -98,7 +98,7 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 		if resp.StatusCode == http.StatusUnauthorized {
-			_, _ = st.ch.s.token.get(true)
+			_, _ = st.ch.token.get(true)
 		}
 		return fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
 	}

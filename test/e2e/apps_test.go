@@ -176,9 +176,9 @@ func startRefusedApp(t *testing.T, ctx context.Context, namespace, name, channel
 	return url
 }
 
-// serviceAccountToken mints a token of namespace/name (created if missing) with the audience
-// the injector gives sidecars, as the kubelet does for a projected volume.
-func serviceAccountToken(t *testing.T, ctx context.Context, namespace, name string) string {
+// serviceAccountToken mints a token of namespace/name (created if missing) for the channel's
+// audience, as the kubelet does for the volume the injector projects.
+func serviceAccountToken(t *testing.T, ctx context.Context, namespace, name string, ch *heraldv1.NotificationChannel) string {
 	t.Helper()
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
 	if err := node.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -186,7 +186,7 @@ func serviceAccountToken(t *testing.T, ctx context.Context, namespace, name stri
 	}
 	hour := int64(3600)
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{injection.TokenAudience}, ExpirationSeconds: &hour}}
+		Audiences: []string{shardmap.TokenAudience(ch.Namespace, ch.Name)}, ExpirationSeconds: &hour}}
 	must(t, node.Client.SubResource("token").Create(ctx, sa, tr))
 	return tr.Status.Token
 }

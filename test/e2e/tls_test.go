@@ -135,7 +135,7 @@ func roundTrip(t *testing.T, ctx context.Context, ch *heraldv1.NotificationChann
 		return len(pods) > 0
 	})
 	base := "http://" + relayAddr(pods[0]) + "/v1/channels/" + ch.Name
-	token := serviceAccountToken(t, ctx, ch.Namespace, "app")
+	token := serviceAccountToken(t, ctx, ch.Namespace, "app", ch)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events?key=k&since=0-0", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
