@@ -74,8 +74,10 @@ func runManager(args []string) error {
 	redisTLS := fs.Bool("redis-tls", false, "connect to the default Redis over TLS")
 	redisCAFile := fs.String("redis-tls-ca-file", "", "PEM CA bundle for the default Redis (default: system roots)")
 	redisServerName := fs.String("redis-tls-server-name", "", "name to check in the default Redis's certificate")
-	redisCertFile := fs.String("redis-tls-cert-file", "", "PEM client certificate for a default Redis that asks for one (tls-auth-clients); copied to each channel's relays, re-read when it changes")
+	redisCertFile := fs.String("redis-tls-cert-file", "", "PEM client certificate the operator presents to a default Redis that asks for one (tls-auth-clients); re-read when it changes, never handed to relays (see --redis-tls-client-ca-file)")
 	redisKeyFile := fs.String("redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
+	redisClientCAFile := fs.String("redis-tls-client-ca-file", "", "PEM CA certificate the default Redis trusts for client certificates: each channel's relays get one of their own, issued from it")
+	redisClientCAKeyFile := fs.String("redis-tls-client-ca-key-file", "", "PEM private key of --redis-tls-client-ca-file")
 	relayImage := fs.String("relay-image", "ghcr.io/heraldhq/herald:v0.1.0", "image of the relay Deployments (spec.relay.image overrides)")
 	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
@@ -114,6 +116,7 @@ func runManager(args []string) error {
 		Addresses: *redisAddrs, Username: *redisUser, PasswordFile: *redisPasswordFile,
 		TLS: *redisTLS, CAFile: *redisCAFile, ServerName: *redisServerName,
 		CertFile: *redisCertFile, KeyFile: *redisKeyFile,
+		ClientCAFile: *redisClientCAFile, ClientCAKeyFile: *redisClientCAKeyFile,
 	}.Load()
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
@@ -47,17 +48,8 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 	switch {
 	case ch.Spec.Redis == nil:
 		p.RedisTLS = r.DefaultRedis.RelayTLS
-		if r.DefaultRedis.ClientCert != (ClientCertFiles{}) {
-			data, err := r.DefaultRedis.ClientCert.Secret()
-			if err != nil {
-				return err
-			}
-			if err := r.ensure(ctx, workloads.RedisClientCertSecret(ch, data)); err != nil {
-				return err
-			}
-			t := *p.RedisTLS
-			t.ClientCertSecretRef = &heraldv1.SecretRef{Name: workloads.RedisClientCertSecretName(ch)}
-			p.RedisTLS = &t
+		if err := r.relayClientCert(ctx, ch, &p); err != nil {
+			return err
 		}
 	case ch.Spec.Redis.TLS != nil:
 		p.RedisTLS = &workloads.RedisTLS{RedisTLS: *ch.Spec.Redis.TLS, SecretCA: o.redisCA}
@@ -223,4 +215,38 @@ func overlay(live, desired client.Object) {
 	case *networkingv1.NetworkPolicy:
 		live.(*networkingv1.NetworkPolicy).Spec = d.Spec
 	}
+}
+
+// relayClientCert gives the channel's relays a client certificate of their own for the default
+// Redis, issued from the operator's client CA and renewed before it expires. Without a client CA
+// the relays present none, and a certificate Secret an earlier version left (a copy of the
+// operator's own key) is removed.
+func (r *NotificationChannelReconciler) relayClientCert(ctx context.Context, ch *heraldv1.NotificationChannel, p *workloads.Params) error {
+	var current corev1.Secret
+	err := r.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: workloads.RedisClientCertSecretName(ch)}, &current)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	exists := err == nil && metav1.IsControlledBy(&current, ch)
+	if r.DefaultRedis.ClientCA == (ClientCA{}) || p.RedisTLS == nil {
+		if exists {
+			return client.IgnoreNotFound(r.Delete(ctx, &current))
+		}
+		return nil
+	}
+	var data map[string][]byte
+	if exists {
+		data = current.Data
+	}
+	data, err = r.DefaultRedis.ClientCA.relayClientCert(data, shardmap.ACLUser(ch.Namespace, ch.Name), r.now())
+	if err != nil {
+		return err
+	}
+	if err := r.ensure(ctx, workloads.RedisClientCertSecret(ch, data)); err != nil {
+		return err
+	}
+	t := *p.RedisTLS
+	t.ClientCertSecretRef = &heraldv1.SecretRef{Name: workloads.RedisClientCertSecretName(ch)}
+	p.RedisTLS = &t
+	return nil
 }

@@ -1,13 +1,10 @@
 package controllers
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
-
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/heraldhq/herald/controllers/redisconf"
 	"github.com/heraldhq/herald/controllers/workloads"
@@ -25,40 +22,24 @@ type DefaultRedisFlags struct {
 	ServerName   string
 	CertFile     string // PEM client certificate, for servers that ask for one; with KeyFile
 	KeyFile      string
+	// ClientCAFile and ClientCAKeyFile: a CA the Redis trusts for client certificates, from
+	// which each channel's relays get one of their own.
+	ClientCAFile, ClientCAKeyFile string
 }
 
 // DefaultRedis is the operator's default Redis as its flags describe it.
 type DefaultRedis struct {
 	Options  redisconf.Options   // how the operator connects
 	RelayTLS *workloads.RedisTLS // how the channels' relays connect; nil: plain TCP
-	// ClientCert is the client certificate the operator presents, copied into each channel's
-	// namespace for its relays (which cannot read the operator's files); zero: none.
-	ClientCert ClientCertFiles
-}
-
-// ClientCertFiles are the PEM files of a client certificate and its key.
-type ClientCertFiles struct{ Cert, Key string }
-
-// Secret reads the files as the data of a kubernetes.io/tls Secret. They are read at every call,
-// so a certificate renewed on disk reaches the relays at the next reconcile.
-func (f ClientCertFiles) Secret() (map[string][]byte, error) {
-	cert, err := os.ReadFile(f.Cert)
-	if err != nil {
-		return nil, fmt.Errorf("--redis-tls-cert-file: %w", err)
-	}
-	key, err := os.ReadFile(f.Key)
-	if err != nil {
-		return nil, fmt.Errorf("--redis-tls-key-file: %w", err)
-	}
-	if _, err := tls.X509KeyPair(cert, key); err != nil {
-		return nil, fmt.Errorf("--redis-tls-cert-file and --redis-tls-key-file: %w", err)
-	}
-	return map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}, nil
+	// ClientCA issues each channel's relays a client certificate of their own, for a Redis
+	// that asks for one; zero: relays present none. The operator's own certificate
+	// (--redis-tls-cert-file) is never handed out.
+	ClientCA ClientCA
 }
 
 // Load reads the password, CA and client certificate files. The relays get the operator's TLS
-// settings, with the CA bundle shipped in each channel's shard map ConfigMap and the client
-// certificate in a Secret of the channel's.
+// settings, with the CA bundle shipped in each channel's shard map ConfigMap and, given a client
+// CA, a client certificate of their own in a Secret of the channel's.
 func (f DefaultRedisFlags) Load() (DefaultRedis, error) {
 	var d DefaultRedis
 	o := &d.Options
@@ -76,7 +57,7 @@ func (f DefaultRedisFlags) Load() (DefaultRedis, error) {
 		o.Password = strings.TrimSpace(string(b))
 	}
 	if !f.TLS {
-		if f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" || f.ServerName != "" {
+		if f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" || f.ServerName != "" || f.ClientCAFile != "" || f.ClientCAKeyFile != "" {
 			return d, errors.New("the --redis-tls-* flags need --redis-tls")
 		}
 		return d, nil
@@ -88,8 +69,14 @@ func (f DefaultRedisFlags) Load() (DefaultRedis, error) {
 	o.TLS = cfg
 	d.RelayTLS = &workloads.RedisTLS{CAPEM: string(ca)}
 	d.RelayTLS.ServerName = f.ServerName
-	if f.CertFile != "" {
-		d.ClientCert = ClientCertFiles{Cert: f.CertFile, Key: f.KeyFile}
+	if (f.ClientCAFile == "") != (f.ClientCAKeyFile == "") {
+		return d, errors.New("--redis-tls-client-ca-file and --redis-tls-client-ca-key-file go together")
+	}
+	if f.ClientCAFile != "" {
+		d.ClientCA = ClientCA{CertFile: f.ClientCAFile, KeyFile: f.ClientCAKeyFile}
+		if _, _, _, err := d.ClientCA.load(); err != nil {
+			return d, err
+		}
 	}
 	return d, nil
 }

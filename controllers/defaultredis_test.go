@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -70,11 +71,74 @@ func TestDefaultRedisFlagsLoad(t *testing.T) {
 	if c, err := d.Options.TLS.GetClientCertificate(nil); err != nil || len(c.Certificate) != 1 {
 		t.Fatalf("the operator presents the client certificate: %v", err)
 	}
-	if data, err := d.ClientCert.Secret(); err != nil || string(data["tls.crt"]) != ca || string(data["tls.key"]) != key {
-		t.Fatalf("the relays' copy of the client certificate: %v", err)
+	if d.ClientCA != (ClientCA{}) {
+		t.Fatal("without a client CA the relays must get no certificate (never the operator's)")
+	}
+	d, err = DefaultRedisFlags{TLS: true, ClientCAFile: write("cca.crt", ca), ClientCAKeyFile: write("cca.key", key)}.Load()
+	if err != nil || d.ClientCA.CertFile == "" {
+		t.Fatalf("a client CA: %+v %v", d, err)
+	}
+	if _, err := (DefaultRedisFlags{TLS: true, ClientCAFile: write("cca2.crt", ca)}).Load(); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Fatalf("a client CA without its key: %v", err)
 	}
 	d, err = DefaultRedisFlags{TLS: true, ServerName: "redis.example"}.Load()
 	if err != nil || d.Options.TLS.ServerName != "redis.example" || d.RelayTLS.ServerName != "redis.example" || d.RelayTLS.CAPEM != "" {
 		t.Fatalf("TLS with the system roots: %+v %v", d, err)
+	}
+}
+
+// The relays' client certificate: issued by the client CA for the channel's user, with a key of
+// its own; kept while good; re-issued near its end, for another name, or after a CA change.
+func TestRelayClientCertificates(t *testing.T) {
+	dir := t.TempDir()
+	issuer := func(name string) ClientCA {
+		ca, key := selfSigned(t)
+		c := ClientCA{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
+		for p, v := range map[string]string{c.CertFile: ca, c.KeyFile: key} {
+			if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return c
+	}
+	ca := issuer("ca")
+	now := time.Now()
+	data, err := ca.relayClientCert(nil, "herald.shop.orders", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(data["tls.crt"], data["tls.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	caCert, _, caPEM, _ := ca.load()
+	opts := x509.VerifyOptions{Roots: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: now}
+	opts.Roots.AddCert(caCert)
+	if _, err := leaf.Verify(opts); err != nil || leaf.Subject.CommonName != "herald.shop.orders" {
+		t.Fatalf("the certificate does not verify as a client certificate of the CA for the channel: %v (%s)", err, leaf.Subject)
+	}
+	if caKey, _ := os.ReadFile(ca.KeyFile); strings.Contains(string(data["tls.key"]), string(caKey)) || !strings.HasSuffix(string(data["tls.crt"]), string(caPEM)) {
+		t.Fatal("the Secret must hold a key of its own and the chain up to the CA")
+	}
+	if again, _ := ca.relayClientCert(data, "herald.shop.orders", now.Add(24*time.Hour)); string(again["tls.key"]) != string(data["tls.key"]) {
+		t.Fatal("a good certificate was re-issued")
+	}
+	for what, renewed := range map[string]func() (map[string][]byte, error){
+		"near its end": func() (map[string][]byte, error) {
+			return ca.relayClientCert(data, "herald.shop.orders", now.Add(61*24*time.Hour))
+		},
+		"another name": func() (map[string][]byte, error) { return ca.relayClientCert(data, "herald.shop.billing", now) },
+		"another CA": func() (map[string][]byte, error) {
+			return issuer("ca2").relayClientCert(data, "herald.shop.orders", now)
+		},
+		"a broken pair": func() (map[string][]byte, error) {
+			return ca.relayClientCert(map[string][]byte{"tls.crt": data["tls.crt"]}, "herald.shop.orders", now)
+		},
+	} {
+		got, err := renewed()
+		if err != nil || string(got["tls.key"]) == string(data["tls.key"]) {
+			t.Errorf("%s: the certificate was not re-issued (%v)", what, err)
+		}
 	}
 }

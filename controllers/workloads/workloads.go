@@ -134,13 +134,14 @@ func Secret(ch *heraldv1.NotificationChannel, password string) *corev1.Secret {
 	}
 }
 
-// RedisClientCertSecretName is the channel's copy of the default Redis's client certificate.
+// RedisClientCertSecretName is the Secret with the client certificate the operator issued the
+// channel's relays for the default Redis.
 func RedisClientCertSecretName(ch *heraldv1.NotificationChannel) string {
 	return ch.Name + "-redis-client-cert"
 }
 
-// RedisClientCertSecret carries the operator's client certificate for the default Redis to the
-// channel's relays (data: tls.crt and tls.key).
+// RedisClientCertSecret carries the relays' own client certificate for the default Redis
+// (data: tls.crt and tls.key).
 func RedisClientCertSecret(ch *heraldv1.NotificationChannel, data map[string][]byte) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: meta(ch, RedisClientCertSecretName(ch), labels(ch, "credentials")),

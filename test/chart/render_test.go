@@ -233,6 +233,10 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 			flags: []string{"--set", "redis.tls.clientSecret.name=redis-client"},
 			want:  "redis.tls.clientSecret.name is set but redis.tls.enabled is false",
 		},
+		"Redis client CA without TLS": {
+			flags: []string{"--set", "redis.tls.clientCASecret.name=redis-client-ca"},
+			want:  "redis.tls.clientCASecret.name is set but redis.tls.enabled is false",
+		},
 		"Redis server name without TLS": {
 			flags: []string{"--set", "redis.tls.serverName=redis.example"},
 			want:  "redis.tls.serverName is set but redis.tls.enabled is false",
@@ -266,6 +270,7 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 		"--set", "redis.tls.caSecret.key=bundle.pem",
 		"--set", "redis.tls.serverName=redis.example",
 		"--set", "redis.tls.clientSecret.name=redis-client",
+		"--set", "redis.tls.clientCASecret.name=redis-client-ca",
 	}
 	tests := map[string]struct {
 		flags []string
@@ -400,6 +405,8 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-ca-file"), "redis-ca", "bundle.pem")
 				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-cert-file"), "redis-client", "tls.crt")
 				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-key-file"), "redis-client", "tls.key")
+				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-client-ca-file"), "redis-client-ca", "tls.crt")
+				wantFileFromSecret(t, spec, argValue(t, c, "--redis-tls-client-ca-key-file"), "redis-client-ca", "tls.key")
 			},
 		},
 		"Redis as the default user": {

@@ -4,7 +4,10 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -58,11 +61,17 @@ func TestRedisOverMutualTLS(t *testing.T) {
 			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}))
 	}
 
-	// The default Redis: the release upgraded to the TLS cluster.
+	// The default Redis: the release upgraded to the TLS cluster. The operator presents its own
+	// client certificate and issues the relays theirs from the cluster's CA.
 	secrets(localcluster.HeraldNamespace)
+	caKey, err := os.ReadFile(filepath.Join(filepath.Dir(tlsRedis.CAFile()), "ca.key"))
+	must(t, err)
+	must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: localcluster.HeraldNamespace, Name: "redis-client-ca"},
+		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: ca, corev1.TLSPrivateKeyKey: caKey}}))
 	must(t, node.InstallHerald(ctx, helmBin, chartDir, imageTag,
 		"redis.addresses={"+strings.Join(tlsRedis.Addrs()[:3], ",")+"}", "redis.tls.enabled=true",
 		"redis.tls.caSecret.name=redis-ca", "redis.tls.clientSecret.name=redis-client",
+		"redis.tls.clientCASecret.name=redis-client-ca",
 		"manager.allowed.redisAddresses={"+localcluster.NodeIP+":*}"))
 	defer func() { must(t, node.InstallHerald(context.Background(), helmBin, chartDir, imageTag)) }()
 	ch := tlsChannel(t, ctx, tlsRedis, "tls-default", "alerts", nil)
@@ -71,12 +80,25 @@ func TestRedisOverMutualTLS(t *testing.T) {
 	if cm.Data[workloads.RedisCAKey] != string(ca) {
 		t.Fatalf("the shard map ConfigMap does not carry the default Redis's CA under %s", workloads.RedisCAKey)
 	}
-	var copied corev1.Secret
-	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: workloads.RedisClientCertSecretName(ch)}, &copied))
-	if string(copied.Data[corev1.TLSCertKey]) != string(cert) {
-		t.Fatal("the channel's Secret does not carry the operator's client certificate")
+	var issued corev1.Secret
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: workloads.RedisClientCertSecretName(ch)}, &issued))
+	block, _ := pem.Decode(issued.Data[corev1.TLSCertKey])
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	must(t, err)
+	if want := shardmap.ACLUser(ch.Namespace, ch.Name); leaf.Subject.CommonName != want {
+		t.Fatalf("the relays' client certificate is for %q, want their own %q", leaf.Subject.CommonName, want)
 	}
-	roundTrip(t, ctx, ch)
+	roundTrip(t, ctx, ch) // Redis (tls-auth-clients yes) accepts the relays' own certificate
+	// No namespace but the operator's holds the operator's key.
+	var all corev1.SecretList
+	must(t, k8s.List(ctx, &all))
+	for _, s := range all.Items {
+		for k, v := range s.Data {
+			if bytes.Contains(v, bytes.TrimSpace(key)) && s.Namespace != localcluster.HeraldNamespace {
+				t.Errorf("Secret %s/%s (key %s) holds the operator's client key", s.Namespace, s.Name, k)
+			}
+		}
+	}
 
 	// A channel that brings its own CA and client certificate.
 	const ns = "tls-own"

@@ -71,6 +71,9 @@ group: cert-manager.io
 {{- if and .Values.redis.tls.clientSecret.name (not .Values.redis.tls.enabled) -}}
 {{- fail "redis.tls.clientSecret.name is set but redis.tls.enabled is false: set redis.tls.enabled=true or drop the client certificate Secret" -}}
 {{- end -}}
+{{- if and .Values.redis.tls.clientCASecret.name (not .Values.redis.tls.enabled) -}}
+{{- fail "redis.tls.clientCASecret.name is set but redis.tls.enabled is false: set redis.tls.enabled=true or drop the client CA Secret" -}}
+{{- end -}}
 {{- if and .Values.redis.tls.serverName (not .Values.redis.tls.enabled) -}}
 {{- fail "redis.tls.serverName is set but redis.tls.enabled is false: set redis.tls.enabled=true or drop the server name" -}}
 {{- end -}}
