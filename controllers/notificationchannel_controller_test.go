@@ -935,3 +935,15 @@ func TestPolicyRefusesWhatIsNotAllowed(t *testing.T) {
 		return nil
 	})
 }
+
+// A memory limit the channel sets below what its largest messages need is kept, and said.
+func TestMemoryBelowMessageSizeIsDegraded(t *testing.T) {
+	key := create(t, channel(newNamespace(t), func(c *heraldv1.NotificationChannel) {
+		c.Spec.MaxMessageBytes = 16 << 20
+		c.Spec.Relay.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}}
+	}))
+	ch := waitFor(t, key, heraldv1.ConditionDegraded, metav1.ConditionTrue, heraldv1.ReasonMemoryBelowMessageSize)
+	if c := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionDegraded); !strings.Contains(c.Message, "128Mi is below the 449Mi") {
+		t.Fatalf("the message should say how much is needed: %q", c.Message)
+	}
+}

@@ -138,6 +138,16 @@ func degraded(ch *heraldv1.NotificationChannel, o *observation) verdict {
 		return verdict{metav1.ConditionTrue, heraldv1.ReasonNodesLagging,
 			fmt.Sprintf("%d Redis nodes lack the ACL user or the publish function: a failover to one of them stops its shard until it has them.", len(o.lagging))}
 	}
+	// The channel's own memory limit leaves too little room for its largest messages.
+	if res := ch.Spec.Relay.Resources; res != nil {
+		if limit, ok := res.Limits[corev1.ResourceMemory]; ok {
+			if floor := workloads.RelayMemoryFloor(ch); limit.Cmp(floor) < 0 {
+				return verdict{metav1.ConditionTrue, heraldv1.ReasonMemoryBelowMessageSize,
+					fmt.Sprintf("spec.relay.resources.limits.memory %s is below the %s that messages of up to %d bytes (spec.maxMessageBytes) need: a few large messages at once can get the relays OOM-killed.",
+						limit.String(), floor.String(), maxMessageBytes(ch))}
+			}
+		}
+	}
 	// Some shard runs with fewer relays than asked for.
 	for i, rs := range o.relays {
 		if rs.ready < workloads.Replicas(ch) {
@@ -191,4 +201,12 @@ func sentence(s string) string {
 		s += "."
 	}
 	return s
+}
+
+// maxMessageBytes is the channel's message size limit, its default included.
+func maxMessageBytes(ch *heraldv1.NotificationChannel) int64 {
+	if ch.Spec.MaxMessageBytes > 0 {
+		return int64(ch.Spec.MaxMessageBytes)
+	}
+	return shardmap.DefaultMaxMessageBytes
 }

@@ -119,10 +119,53 @@ func TestAckReplicatedWaitsForAReplica(t *testing.T) {
 	}
 }
 
+// A subscriber's queue is sized from the channel's maxMessageBytes, not only from --queue-bytes:
+// it holds two of the largest events (text of control characters grows 6 times when encoded),
+// so a healthy subscriber that is still being sent one large message is not closed as slow
+// when the next ones arrive.
+func TestQueuesHoldTwoOfTheLargestMessages(t *testing.T) {
+	const max = 256 << 10
+	r := relaytest.StartRelay(t, relaytest.Options{
+		Modify: func(o *relay.ShardOptions) { o.Map.MaxMessageBytes = max; o.QueueBytes = 1 << 20 },
+		Server: func(s *httptest.Server) {
+			s.Config.ConnState = func(c net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					_ = c.(*net.TCPConn).SetWriteBuffer(8 << 10)
+				}
+			}
+		},
+	})
+	sub := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{NoRead: true, RecvBuffer: 4 << 10})
+	relaytest.Eventually(t, 10*time.Second, "subscriber registered", func() bool { return r.Hub().Subscribers() == 1 })
+	large := strings.Repeat("\x01", max) // 1.5 MiB once escaped as JSON text
+	var ids []string
+	for _, body := range []string{large, large, "small"} {
+		code, p := r.Publish(t, "k", body, "Content-Type", "text/plain")
+		if code != http.StatusAccepted {
+			t.Fatalf("publish: %d %+v", code, p)
+		}
+		ids = append(ids, p.ID)
+	}
+	sub.StartReading()
+	for i, ev := range sub.Messages(t, 3, 30*time.Second) {
+		if ev.ID != ids[i] {
+			t.Fatalf("event %d is %s, want %s", i, ev.ID, ids[i])
+		}
+	}
+	if n := r.Hub().SlowClosed(); n != 0 {
+		t.Fatalf("%d subscribers closed as slow", n)
+	}
+}
+
 func TestSlowSubscriberIsClosedWhileOthersGetEverything(t *testing.T) {
 	const fast, msgs = 100, 400
 	r := relaytest.StartRelay(t, relaytest.Options{
-		Modify: func(o *relay.ShardOptions) { o.QueueBytes = 64 << 10; o.WriteTimeout = 30 * time.Second },
+		// Small messages, so the queue floor (two of the largest events) stays small too.
+		Modify: func(o *relay.ShardOptions) {
+			o.Map.MaxMessageBytes = 4 << 10
+			o.QueueBytes = 64 << 10
+			o.WriteTimeout = 30 * time.Second
+		},
 		// Small kernel buffers, so a consumer that stops reading backs up into its queue quickly.
 		Server: func(s *httptest.Server) {
 			s.Config.ConnState = func(c net.Conn, st http.ConnState) {

@@ -147,7 +147,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.endpointsFile, "endpoints-file", "", "sidecar role: JSON object of relay Service host -> [host:port of ready replicas], standing in for cluster DNS (local runs); re-read when it changes")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: herald relay --role=shard --shardmap FILE --shard N --redis-addresses HOST:PORT[,...] [flags]\n")
-		fmt.Fprintf(stderr, "       herald relay --role=sidecar --channels NAME[,NS/NAME...] --namespace NS --token-file FILE [flags]\n\n")
+		fmt.Fprintf(stderr, "       herald relay --role=sidecar --channels NAME[,NS/NAME...] --namespace NS --token-dir DIR [flags]\n\n")
 		fmt.Fprintf(stderr, "A shard relay serves one shard of a NotificationChannel: publish, SSE and WebSocket subscribe with resume.\n")
 		fmt.Fprintf(stderr, "A sidecar serves the same API to its pod's app on loopback and reaches the channels' shard relays for it.\n\nFlags (each defaults to the environment variable in brackets):\n")
 		fs.VisitAll(func(f *flag.Flag) {

@@ -73,6 +73,8 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 	if opt.QueueBytes <= 0 {
 		opt.QueueBytes = 1 << 20
 	}
+	// Room for two of the largest events the channel's maxMessageBytes allows, whatever the flag.
+	opt.QueueBytes = max(opt.QueueBytes, int(shardmap.QueueBytes(opt.Map.MaxMessageBytes)))
 	if opt.IdempotencyWindow <= 0 {
 		opt.IdempotencyWindow = 5 * time.Minute
 	}

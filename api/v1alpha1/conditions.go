@@ -56,6 +56,10 @@ const (
 	ReasonAsExpected = "AsExpected"
 	// ReasonFewerMastersThanShards: shards share masters because the cluster has too few.
 	ReasonFewerMastersThanShards = "FewerMastersThanShards"
+	// ReasonMemoryBelowMessageSize: spec.relay.resources sets a memory limit below what relays
+	// need for messages of spec.maxMessageBytes (the message says how much). The operator's
+	// default limit grows by itself; a limit the channel sets is kept.
+	ReasonMemoryBelowMessageSize = "MemoryBelowMessageSize"
 	// ReasonReplicasUnavailable: some shard runs with fewer ready relays than requested.
 	ReasonReplicasUnavailable = "ReplicasUnavailable"
 	// ReasonDeleting: the channel is being deleted and its deletionPolicy is being carried out.

@@ -276,6 +276,11 @@ func TestUnlabelledPodIsUntouched(t *testing.T) {
 func TestWarningsAndAnnotations(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
+	// A channel of 16 MiB messages: its sidecar needs room for them.
+	if err := k8s.Create(ctx, &heraldv1.NotificationChannel{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "big"},
+		Spec: heraldv1.NotificationChannelSpec{MaxMessageBytes: 16 << 20, Retention: &heraldv1.Retention{MaxLength: ptr(int64(10))}}}); err != nil {
+		t.Fatal(err)
+	}
 	tests := map[string]struct {
 		pod          *corev1.Pod
 		wantSidecar  bool
@@ -292,6 +297,11 @@ func TestWarningsAndAnnotations(t *testing.T) {
 		"resource override": {pod: pod(ns, labelled, channels("nope"), func(p *corev1.Pod) {
 			p.Annotations[MemoryLimitAnnotation] = "300Mi"
 		}), wantSidecar: true, wantWarning: "does not exist", wantMemLimit: "300Mi"},
+		// 32Mi + 4 x (6 x 16 MiB + 64 KiB), to whole MiB.
+		"a channel of large messages": {pod: pod(ns, labelled, channels("big")), wantSidecar: true, wantMemLimit: "417Mi"},
+		"a limit too small for them": {pod: pod(ns, labelled, channels("big"), func(p *corev1.Pod) {
+			p.Annotations[MemoryLimitAnnotation] = "128Mi"
+		}), wantSidecar: true, wantWarning: "below the 417Mi the sidecar needs", wantMemLimit: "128Mi"},
 		"bad resource annotation": {pod: pod(ns, labelled, channels("orders"), func(p *corev1.Pod) {
 			p.Annotations[CPURequestAnnotation] = "lots"
 		}), wantDenied: CPURequestAnnotation},

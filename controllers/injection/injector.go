@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/controllers/workloads"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
@@ -62,10 +63,19 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 			"pod is labelled %s=true but lists no channels in annotation %s: no Herald sidecar was added",
 			heraldv1.InjectLabel, heraldv1.ChannelsAnnotation))
 	}
-	warnings := in.missingChannels(ctx, namespace, channels)
+	warnings, largest := in.lookUpChannels(ctx, namespace, channels)
 	resources, err := in.resources(pod.Annotations)
 	if err != nil {
 		return admission.Denied(err.Error())
+	}
+	// Room for the largest messages of the channels it can see (those of the pod's namespace).
+	if floor := workloads.SidecarMemoryFloor(largest); resources.Limits.Memory().Cmp(floor) < 0 && !resources.Limits.Memory().IsZero() {
+		if _, set := pod.Annotations[MemoryLimitAnnotation]; set {
+			warnings = append(warnings, fmt.Sprintf("annotation %s is below the %s the sidecar needs for messages of up to %d bytes (the channels' maxMessageBytes): large messages can get it OOM-killed",
+				MemoryLimitAnnotation, floor.String(), largest))
+		} else {
+			resources.Limits[corev1.ResourceMemory] = floor
+		}
 	}
 	if !Inject(&pod, namespace, in.Image, channels, resources) {
 		return admission.Allowed("sidecar already present").WithWarnings(warnings...)
@@ -156,12 +166,11 @@ func channelsOf(annotation string) []string {
 	return out
 }
 
-// missingChannels warns about channels of the pod's own namespace that do not exist: the pod
-// still starts, but its sidecar will not become ready until they do. Channels of other
-// namespaces are not looked up: whoever creates pods here must not learn from the webhook what
-// exists in namespaces they may not read.
-func (in *Injector) missingChannels(ctx context.Context, namespace string, channels []string) []string {
-	var warnings []string
+// lookUpChannels warns about channels of the pod's own namespace that do not exist (the pod
+// still starts, but its sidecar will not become ready until they do) and returns the largest
+// maxMessageBytes of those that do. Channels of other namespaces are not looked up: whoever
+// creates pods here must not learn from the webhook what exists in namespaces they may not read.
+func (in *Injector) lookUpChannels(ctx context.Context, namespace string, channels []string) (warnings []string, largest int64) {
 	for _, c := range channels {
 		ns, name := namespace, c
 		if before, after, ok := strings.Cut(c, "/"); ok {
@@ -170,15 +179,18 @@ func (in *Injector) missingChannels(ctx context.Context, namespace string, chann
 		if ns != namespace {
 			continue
 		}
-		err := in.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &heraldv1.NotificationChannel{})
+		var ch heraldv1.NotificationChannel
+		err := in.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &ch)
 		switch {
+		case err == nil:
+			largest = max(largest, int64(ch.Spec.MaxMessageBytes))
 		case apierrors.IsNotFound(err):
 			warnings = append(warnings, fmt.Sprintf("NotificationChannel %s/%s does not exist: the Herald sidecar will not be ready until it does", ns, name))
 		case err != nil:
 			warnings = append(warnings, fmt.Sprintf("could not check NotificationChannel %s/%s: %v", ns, name, err))
 		}
 	}
-	return warnings
+	return warnings, largest
 }
 
 // resources are the defaults, overridden by the pod's sidecar-* annotations.

@@ -13,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -134,6 +135,31 @@ func Secret(ch *heraldv1.NotificationChannel, password string) *corev1.Secret {
 	}
 }
 
+// Memory a relay and a sidecar need besides room for messages.
+var (
+	relayBaseMemory   = resource.MustParse("64Mi")
+	sidecarBaseMemory = resource.MustParse("32Mi")
+)
+
+// RelayMemoryFloor is the least memory limit a relay of ch needs: its base, and room for a few of
+// the largest messages the channel allows (shardmap.MessageMemory).
+func RelayMemoryFloor(ch *heraldv1.NotificationChannel) resource.Quantity {
+	return memoryFloor(relayBaseMemory, int64(ch.Spec.MaxMessageBytes))
+}
+
+// SidecarMemoryFloor is the least memory limit of a sidecar whose largest channel allows
+// messages of maxMessageBytes.
+func SidecarMemoryFloor(maxMessageBytes int64) resource.Quantity {
+	return memoryFloor(sidecarBaseMemory, maxMessageBytes)
+}
+
+// memoryFloor is base plus shardmap.MessageMemory, rounded up to whole MiB.
+func memoryFloor(base resource.Quantity, maxMessageBytes int64) resource.Quantity {
+	const mi = 1 << 20
+	n := base.Value() + shardmap.MessageMemory(maxMessageBytes)
+	return *resource.NewQuantity((n+mi-1)/mi*mi, resource.BinarySI)
+}
+
 // RedisClientCertSecretName is the Secret with the client certificate the operator issued the
 // channel's relays for the default Redis.
 func RedisClientCertSecretName(ch *heraldv1.NotificationChannel) string {
@@ -159,9 +185,15 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 	if ch.Spec.Relay.Image != "" {
 		image = ch.Spec.Relay.Image
 	}
-	resources := p.RelayResources
+	resources := *p.RelayResources.DeepCopy()
 	if ch.Spec.Relay.Resources != nil {
 		resources = *ch.Spec.Relay.Resources
+	} else if limit, ok := resources.Limits[corev1.ResourceMemory]; ok {
+		// The operator's default limit grows with the channel's message size; a limit the
+		// channel sets is kept (the Degraded condition says when it is too small).
+		if floor := RelayMemoryFloor(ch); limit.Cmp(floor) < 0 {
+			resources.Limits[corev1.ResourceMemory] = floor
+		}
 	}
 	args := []string{
 		"relay", "--role=shard",

@@ -46,6 +46,13 @@ func TestDeployment(t *testing.T) {
 			c.Spec.Relay.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
 			c.Spec.Relay.Affinity = &corev1.Affinity{}
 		}), p: params(), wantImage: "mine:2", wantMem: "1Gi", spread: false},
+		// 64Mi + 4 x (6 x 16 MiB + 64 KiB), to whole MiB; a limit the channel sets is kept.
+		"large messages": {ch: channel(func(c *heraldv1.NotificationChannel) { c.Spec.MaxMessageBytes = 16 << 20 }),
+			p: params(), wantImage: "herald:1", wantMem: "449Mi", spread: true},
+		"large messages, own limit": {ch: channel(func(c *heraldv1.NotificationChannel) {
+			c.Spec.MaxMessageBytes = 16 << 20
+			c.Spec.Relay.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}}
+		}), p: params(), wantImage: "herald:1", wantMem: "128Mi", spread: true},
 		"limits": {ch: channel(func(c *heraldv1.NotificationChannel) {
 			c.Spec.Relay.Limits = &heraldv1.RelayLimits{MaxSubscribersPerCaller: ptr(int32(500)), ReplaysPerSecondPerCaller: ptr(int32(5))}
 		}), p: params(), wantImage: "herald:1", wantMem: "256Mi", spread: true,

@@ -19,7 +19,7 @@ import (
 )
 
 // DefaultMaxMessageBytes applies when the shard map sets no maxMessageBytes.
-const DefaultMaxMessageBytes = 1 << 20
+const DefaultMaxMessageBytes = shardmap.DefaultMaxMessageBytes
 
 // Config wires a Server. Map, Publisher, Subscription, Hub, Encoder, Metrics and Gatherer are required.
 type Config struct {

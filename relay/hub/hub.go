@@ -25,7 +25,7 @@ const shardCount = 64
 type Hub struct {
 	shards     [shardCount]registryShard
 	nextID     atomic.Uint64
-	queueBytes int
+	queueBytes atomic.Int64
 
 	subscribers atomic.Int64  // currently registered
 	delivered   atomic.Uint64 // events enqueued to subscribers, all time
@@ -42,12 +42,24 @@ type registryShard struct {
 
 // New returns a hub whose subscribers may each queue up to queueBytes of encoded events.
 func New(queueBytes int) *Hub {
-	h := &Hub{queueBytes: queueBytes}
+	h := &Hub{}
+	h.queueBytes.Store(int64(queueBytes))
 	for i := range h.shards {
 		h.shards[i].byKey = make(map[string][]*Subscriber)
 	}
 	h.writers.cond.L = &h.writers.mu
 	return h
+}
+
+// AtLeastQueueBytes raises the queue limit of subscribers that register from now on to n, if
+// it is lower (a sidecar learns its channel's message size from the shard map).
+func (h *Hub) AtLeastQueueBytes(n int) {
+	for {
+		cur := h.queueBytes.Load()
+		if int64(n) <= cur || h.queueBytes.CompareAndSwap(cur, int64(n)) {
+			return
+		}
+	}
 }
 
 // Subscribers is the number of registered subscribers.
@@ -66,7 +78,7 @@ func (h *Hub) Subscribe(key string) *Subscriber {
 		hub:   h,
 		id:    h.nextID.Add(1),
 		key:   key,
-		limit: h.queueBytes,
+		limit: int(h.queueBytes.Load()),
 		wake:  make(chan struct{}, 1),
 	}
 	sh := &h.shards[s.id%shardCount]

@@ -178,6 +178,28 @@ func KeyPattern(namespace, channel string) string {
 // ACLUser is the Redis ACL user the relays of a channel connect as.
 func ACLUser(namespace, channel string) string { return "herald." + namespace + "." + channel }
 
+// DefaultMaxMessageBytes applies when the shard map sets no maxMessageBytes.
+const DefaultMaxMessageBytes = 1 << 20
+
+// MaxEventBytes bounds one encoded event (an SSE frame or a WebSocket message) that carries a
+// message of maxMessageBytes: JSON escaping of text data can make it 6 times as large (a control
+// character becomes \u00XX), plus the CloudEvent's attributes.
+func MaxEventBytes(maxMessageBytes int64) int64 {
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxMessageBytes
+	}
+	return 6*maxMessageBytes + 64<<10
+}
+
+// QueueBytes is the least per-subscriber queue a relay or sidecar serving a channel of
+// maxMessageBytes needs: two of its largest events, so that an event arriving while the largest
+// is being written does not close a healthy subscriber as slow.
+func QueueBytes(maxMessageBytes int64) int64 { return 2 * MaxEventBytes(maxMessageBytes) }
+
+// MessageMemory is the memory a relay or sidecar needs for messages of maxMessageBytes on top of
+// its base: a body being read, its encoded event, and two more on their way to subscribers.
+func MessageMemory(maxMessageBytes int64) int64 { return 4 * MaxEventBytes(maxMessageBytes) }
+
 // TokenAudience is the audience of the service account tokens a channel's relays accept: a
 // token a relay receives is good at that channel's relays only, not at every relay in the
 // cluster.

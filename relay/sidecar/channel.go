@@ -49,6 +49,16 @@ func newChannel(s *Sidecar, ref ChannelRef) *channel {
 
 func (ch *channel) shardMap() *shardmap.Map { return ch.m.Load() }
 
+// queueBytes is the subscriber queue limit: --queue-bytes, raised to two of the largest events
+// the channel's shard map allows.
+func (ch *channel) queueBytes() int {
+	n := ch.s.opt.QueueBytes
+	if m := ch.shardMap(); m != nil {
+		n = max(n, int(shardmap.QueueBytes(m.MaxMessageBytes)))
+	}
+	return n
+}
+
 // serviceURL is the channel-wide relay Service the shard map is read from.
 func (ch *channel) serviceURL() string {
 	return "http://" + shardmap.ChannelServiceName(ch.ref.Name) + "." + ch.ref.Namespace + ".svc:" + strconv.Itoa(shardmap.RelayPort)
@@ -115,6 +125,7 @@ func (ch *channel) discover(ctx context.Context) error {
 		return fmt.Errorf("the channel's shard count changed from %d to %d; restart the pod to use the new map", len(old.Shards), len(m.Shards))
 	}
 	ch.m.Store(m)
+	ch.all.AtLeastQueueBytes(ch.queueBytes()) // subscribers register once the map is known
 	reach := make([]bool, len(m.Shards))
 	var firstErr error
 	for i, sh := range m.Shards {
@@ -307,7 +318,7 @@ func (ch *channel) open(ctx context.Context) ([]*shardStream, error) {
 	}
 	streams := make([]*shardStream, len(m.Shards))
 	for i := range streams {
-		streams[i] = &shardStream{ch: ch, index: i, keyed: hub.New(ch.s.opt.QueueBytes), pos: pos[i]}
+		streams[i] = &shardStream{ch: ch, index: i, keyed: hub.New(ch.queueBytes()), pos: pos[i]}
 	}
 	ch.mergeMu.Lock()
 	ch.pos = pos.Clone()

@@ -321,13 +321,7 @@ func (ch *channel) send(ctx context.Context, method, url string, body io.Reader,
 
 // maxLine bounds one SSE line read from a relay: a CloudEvent of maxMessageBytes of data,
 // base64 and JSON escaping included, plus its attributes.
-func maxLine(m *shardmap.Map) int {
-	n := m.MaxMessageBytes
-	if n <= 0 {
-		n = httpapi.DefaultMaxMessageBytes
-	}
-	return int(n)*6 + 64<<10
-}
+func maxLine(m *shardmap.Map) int { return int(shardmap.MaxEventBytes(m.MaxMessageBytes)) }
 
 // readFrames reads SSE frames from a relay's response until it ends, handing each message
 // or gap to deliver; comments go to comment. It returns the error that ended the stream.
