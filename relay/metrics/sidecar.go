@@ -8,6 +8,7 @@ type Sidecar struct {
 	Published      prometheus.Counter // publishes a shard relay accepted
 	PublishRetries prometheus.Counter // publish attempts repeated on another replica (same Idempotency-Key)
 	Replays        prometheus.Counter // shard replays run for local subscribers that resumed with a cursor
+	Gaps           prometheus.Counter // no-replay gaps sent after a Live channel's upstream stream broke
 }
 
 // NewSidecar registers the sidecar's metrics on reg; streams and subscribers are read from the
@@ -23,6 +24,7 @@ func NewSidecar(reg prometheus.Registerer, streams, subscribers func() int) *Sid
 		Published:      counter("published_total", "Publishes a shard relay accepted (HTTP 202)."),
 		PublishRetries: counter("publish_retries_total", "Publish attempts repeated on another replica with the same Idempotency-Key."),
 		Replays:        counter("replays_total", "Shard replays fetched for local subscribers that resumed with a cursor."),
+		Gaps:           counter("gaps_total", "No-replay gaps sent to local subscribers after a Live channel's upstream stream broke and was re-opened (what was published meanwhile is lost)."),
 	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "sidecar", Name: "upstream_streams",

@@ -25,8 +25,9 @@ type channel struct {
 	s     *Sidecar
 	ref   ChannelRef
 	m     atomic.Pointer[shardmap.Map]
-	kick  chan struct{} // a call failed or a relay said the map moved on: refresh now
-	token *tokenSource  // the bearer token for this channel's relays
+	kick  chan struct{}  // a call failed or a relay said the map moved on: refresh now
+	token *tokenSource   // the bearer token for this channel's relays
+	enc   *event.Encoder // the gap events the sidecar makes up itself
 
 	mu        sync.Mutex // guards the discovery status below
 	reachable []bool     // per shard: a relay answered /readyz 200 at the last refresh
@@ -44,7 +45,7 @@ type channel struct {
 
 func newChannel(s *Sidecar, ref ChannelRef) *channel {
 	return &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes),
-		token: &tokenSource{file: watchedFile{path: s.opt.tokenPath(ref)}}}
+		token: &tokenSource{file: watchedFile{path: s.opt.tokenPath(ref)}}, enc: event.NewEncoder(ref.Namespace, ref.Name)}
 }
 
 func (ch *channel) shardMap() *shardmap.Map { return ch.m.Load() }

@@ -438,3 +438,43 @@ func TestEachChannelsRelaysGetTheirOwnToken(t *testing.T) {
 		}
 	}
 }
+
+// On a Live channel nothing can be replayed: when the sidecar's upstream stream breaks and is
+// re-opened on another replica, its local subscribers get a no-replay gap, then live messages
+// again, never a silent hole.
+func TestLiveReconnectSendsANoReplayGap(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1, Delivery: shardmap.DeliveryLive}, 2)
+	sc := startSidecar(t, c, "")
+	sub := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 10*time.Second, "one upstream stream", func() bool { return upstreamsOf(t, c, 0, nil) == 1 })
+	if code, p := sc.publish(t, "k", `{"n":1}`); code != http.StatusAccepted {
+		t.Fatalf("publish: %d %+v", code, p)
+	}
+	sub.Messages(t, 1, 10*time.Second)
+	for _, r := range c.Replicas[0] {
+		if r.Hub().Subscribers() == 1 {
+			r.Kill() // the replica serving the sidecar's stream
+		}
+	}
+	gap, err := sub.Next(20 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Type string `json:"type"`
+		Data struct{ Reason string }
+	}
+	if err := json.Unmarshal([]byte(gap.Data), &g); err != nil || gap.Event != "gap" || g.Data.Reason != "no-replay" {
+		t.Fatalf("after the upstream stream broke: %+v (%v), want a no-replay gap", gap, err)
+	}
+	relaytest.Eventually(t, 10*time.Second, "the stream re-opened", func() bool { return upstreamsOf(t, c, 0, nil) == 1 })
+	if code, p := sc.publish(t, "k", `{"n":2}`); code != http.StatusAccepted {
+		t.Fatalf("publish: %d %+v", code, p)
+	}
+	if m := decode(t, sub.Messages(t, 1, 10*time.Second)[0]); m.n != 2 {
+		t.Fatalf("after the gap came %d, want the live 2", m.n)
+	}
+	if n := sc.metric(t, "herald_relay_sidecar_gaps_total"); n != 1 {
+		t.Fatalf("herald_relay_sidecar_gaps_total %v, want 1", n)
+	}
+}
