@@ -733,16 +733,23 @@ func TestWorkloadFailuresAreReported(t *testing.T) {
 	waitFor(t, key, heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonWorkloadsFailed)
 }
 
-// TestFailoverMovesTheShardNode fails a master over on a cluster of the test's own (the shared one
-// serves other tests) and waits for status.shards[].node to follow.
-func TestFailoverMovesTheShardNode(t *testing.T) {
-	ctx := context.Background()
-	const base = 7451
+// ownCluster starts a Redis Cluster on base..base+5 for one test that breaks nodes (the shared
+// one serves other tests) and stops it after.
+func ownCluster(t *testing.T, base int) *rediscluster.Cluster {
+	t.Helper()
 	cluster, err := rediscluster.Start(base, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cluster.Down() })
+	return cluster
+}
+
+// TestFailoverMovesTheShardNode fails a master over on a cluster of the test's own (the shared one
+// serves other tests) and waits for status.shards[].node to follow.
+func TestFailoverMovesTheShardNode(t *testing.T) {
+	ctx := context.Background()
+	cluster := ownCluster(t, 7451)
 
 	seed := cluster.Addr()
 	key := create(t, channel(newNamespace(t), withRedis(seed)))
@@ -796,12 +803,7 @@ func TestFailoverMovesTheShardNode(t *testing.T) {
 // the user within seconds; restarted (Redis does not save ACL users), it gets it back.
 func TestLaggingNodesAreShownAndCaughtUp(t *testing.T) {
 	ctx := context.Background()
-	const base = 7461
-	cluster, err := rediscluster.Start(base, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cluster.Down() })
+	cluster := ownCluster(t, 7461)
 	admin := redis.NewClient(&redis.Options{Addr: cluster.Addr()})
 	defer admin.Close()
 	shards, err := admin.ClusterShards(ctx).Result()
