@@ -122,12 +122,17 @@ dev-down: ## Stop a running `make dev` and remove whatever a crashed one left (p
 	bin/localup --down
 
 .PHONY: helm-lint
-helm-lint: $(HELM) ## Lint the Helm chart and render it with its default and its optional values.
-	$(HELM) lint --strict charts/herald
-	$(HELM) lint --strict charts/herald --set webhook.certificates.mode=certManager --set metrics.serviceMonitor.enabled=true
-	$(HELM) template herald charts/herald --namespace herald-system --include-crds >/dev/null
-	$(HELM) template herald charts/herald --namespace herald-system \
-		--set webhook.certificates.mode=certManager --set metrics.serviceMonitor.enabled=true >/dev/null
+# The oldest Kubernetes the chart supports (native sidecars) and the newest it is tested on.
+KUBE_VERSIONS ?= 1.29.0 1.37.2
+
+helm-lint: $(HELM) ## Lint the Helm chart and render it with its default and its optional values, at the oldest and newest supported Kubernetes.
+	@for v in $(KUBE_VERSIONS); do \
+		$(HELM) lint --strict charts/herald --kube-version $$v && \
+		$(HELM) lint --strict charts/herald --kube-version $$v --set webhook.certificates.mode=certManager --set metrics.serviceMonitor.enabled=true && \
+		$(HELM) template herald charts/herald --kube-version $$v --namespace herald-system --include-crds >/dev/null && \
+		$(HELM) template herald charts/herald --kube-version $$v --namespace herald-system --set manager.replicas=2 \
+			--set webhook.certificates.mode=certManager --set metrics.serviceMonitor.enabled=true >/dev/null || exit 1; \
+	done
 
 ##@ Tools (installed into bin/ from the Go module proxy)
 

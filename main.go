@@ -81,6 +81,7 @@ func runManager(args []string) error {
 	relayImage := fs.String("relay-image", "ghcr.io/heraldhq/herald:v0.1.0", "image of the relay Deployments (spec.relay.image overrides)")
 	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
+	relayLogLevel := fs.String("relay-log-level", "", "log level of the relays and injected sidecars (debug, info, warn, error) unless spec.relay.logLevel or a pod's notifications.herald.dev/sidecar-log-level sets one; empty: the relay's default, info")
 	relayClusterRole := fs.String("relay-cluster-role", "herald-relay", "ClusterRole (TokenReview create) bound to each channel's relay ServiceAccount so relays can authenticate sidecars; empty: no binding")
 	metricsScrapers := fs.String("relay-metrics-namespace-selector", "", "label selector (e.g. kubernetes.io/metadata.name=monitoring) of the namespaces each channel's NetworkPolicy lets reach the relays' /metrics; empty: none besides the channel's own and spec.access")
 	workers := fs.Int("workers", 4, "channels reconciled at once (each waits mostly on Redis and the API server)")
@@ -153,6 +154,7 @@ func runManager(args []string) error {
 		DefaultRedis:       defaultRedis,
 		RelayImage:         *relayImage,
 		RelayResources:     resources,
+		RelayLogLevel:      *relayLogLevel,
 		RelayClusterRole:   *relayClusterRole,
 		MetricsScrapers:    scrapers,
 		ResyncPeriod:       *resync,
@@ -185,6 +187,7 @@ func runManager(args []string) error {
 			CertDir:          *webhookCertDir,
 			SelfManagedCerts: *webhookCertMode == "selfManaged",
 			Image:            *sidecarImage,
+			LogLevel:         *relayLogLevel,
 		}); err != nil {
 			return err
 		}

@@ -227,6 +227,8 @@ func TestCRDHasPrinterColumnsAndShortName(t *testing.T) {
 		"Ready":    `.status.conditions[?(@.type=="Ready")].status`,
 		"Reason":   `.status.conditions[?(@.type=="Ready")].reason`,
 		"Age":      ".metadata.creationTimestamp",
+		"Endpoint": ".status.endpoint",                               // -o wide
+		"Message":  `.status.conditions[?(@.type=="Ready")].message`, // -o wide
 	}
 	cols := crd.Spec.Versions[0].AdditionalPrinterColumns
 	if len(cols) != len(want) {
@@ -235,6 +237,9 @@ func TestCRDHasPrinterColumnsAndShortName(t *testing.T) {
 	for _, c := range cols {
 		if want[c.Name] != c.JSONPath {
 			t.Errorf("column %s has JSONPath %q, want %q", c.Name, c.JSONPath, want[c.Name])
+		}
+		if wide := c.Name == "Endpoint" || c.Name == "Message"; wide != (c.Priority > 0) {
+			t.Errorf("column %s has priority %d: only Endpoint and Message are for -o wide", c.Name, c.Priority)
 		}
 	}
 	// kubectl explain documents every field: no property of the schema lacks a description.

@@ -14,6 +14,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -44,6 +45,7 @@ type NotificationChannelReconciler struct {
 	DefaultRedis   DefaultRedis                // the operator's Redis, used unless spec.redis is set
 	RelayImage     string                      // relay image unless spec.relay.image is set
 	RelayResources corev1.ResourceRequirements // relay resources unless spec.relay.resources is set
+	RelayLogLevel  string                      // relay log level unless spec.relay.logLevel is set; "" leaves the relay's default
 	// RelayClusterRole grants TokenReview create; each channel's relay ServiceAccount is bound to
 	// it so relays can authenticate sidecars. Empty: no binding is made.
 	RelayClusterRole string
@@ -101,6 +103,15 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 
 	if r.reconciled != nil {
 		defer r.reconciled(req.NamespacedName)
+	}
+	if ch.Annotations[heraldv1.PausedAnnotation] == "true" {
+		// Nothing changes in Redis or Kubernetes; the last status stays, with Paused on top.
+		// Removing the annotation is an edit, which brings the channel back here.
+		status := *ch.Status.DeepCopy()
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: heraldv1.ConditionPaused, Status: metav1.ConditionTrue,
+			Reason: heraldv1.ReasonPausedByAnnotation, ObservedGeneration: ch.Generation,
+			Message: "The operator leaves this channel as it is until the annotation " + heraldv1.PausedAnnotation + " is removed."})
+		return ctrl.Result{RequeueAfter: r.resyncPeriod()}, r.writeStatus(ctx, &ch, status)
 	}
 	// A deadline for the work on Redis and the children: a Redis that accepts connections and
 	// never answers must not hold a worker forever. Status is still written after it.

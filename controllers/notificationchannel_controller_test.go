@@ -949,3 +949,65 @@ func TestMemoryBelowMessageSizeIsDegraded(t *testing.T) {
 		t.Fatalf("the message should say how much is needed: %q", c.Message)
 	}
 }
+
+// A paused channel is left as it is: an edit reaches nothing until the annotation goes, and the
+// Paused condition says so meanwhile.
+func TestPausedChannelsAreLeftAlone(t *testing.T) {
+	ctx := context.Background()
+	key := create(t, channel(newNamespace(t)))
+	waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	deployment := client.ObjectKey{Namespace: key.Namespace, Name: shardmap.ShardDeploymentName(key.Name, 0)}
+	replicas := func() int32 {
+		var d appsv1.Deployment
+		if err := k8s.Get(ctx, deployment, &d); err != nil {
+			t.Fatal(err)
+		}
+		return *d.Spec.Replicas
+	}
+	eventually(t, 15*time.Second, func() error {
+		if n := replicas(); n != 2 {
+			return fmt.Errorf("%d relay replicas, want the default 2", n)
+		}
+		return nil
+	})
+	edit := func(f func(*heraldv1.NotificationChannel)) {
+		var ch heraldv1.NotificationChannel
+		if err := k8s.Get(ctx, key, &ch); err != nil {
+			t.Fatal(err)
+		}
+		orig := ch.DeepCopy()
+		f(&ch)
+		if err := k8s.Patch(ctx, &ch, client.MergeFrom(orig)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(func(c *heraldv1.NotificationChannel) {
+		metav1.SetMetaDataAnnotation(&c.ObjectMeta, heraldv1.PausedAnnotation, "true")
+		c.Spec.Relay.Replicas = ptr(int32(3))
+	})
+	waitFor(t, key, heraldv1.ConditionPaused, metav1.ConditionTrue, heraldv1.ReasonPausedByAnnotation)
+	before := reconciles.get(key)
+	eventually(t, 15*time.Second, func() error { // a resync passes over it, too
+		if reconciles.get(key) < before+1 {
+			return errors.New("no pass over the paused channel yet")
+		}
+		return nil
+	})
+	if n := replicas(); n != 2 {
+		t.Fatalf("a paused channel's relays went to %d replicas", n)
+	}
+	edit(func(c *heraldv1.NotificationChannel) { delete(c.Annotations, heraldv1.PausedAnnotation) })
+	eventually(t, 15*time.Second, func() error {
+		var ch heraldv1.NotificationChannel
+		if err := k8s.Get(ctx, key, &ch); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionPaused); c != nil {
+			return fmt.Errorf("still %s", c.Reason)
+		}
+		if n := replicas(); n != 3 {
+			return fmt.Errorf("%d relay replicas after the pause, want 3", n)
+		}
+		return nil
+	})
+}

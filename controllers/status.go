@@ -28,6 +28,7 @@ func computeStatus(ch *heraldv1.NotificationChannel, o *observation) heraldv1.No
 		Conditions:         append([]metav1.Condition(nil), ch.Status.Conditions...),
 		Shards:             shardStatuses(ch, o),
 	}
+	meta.RemoveStatusCondition(&status.Conditions, heraldv1.ConditionPaused) // reconciling again
 	if o.placed() {
 		status.Endpoint = fmt.Sprintf("http://%s.%s.svc:%d", shardmap.ChannelServiceName(ch.Name), ch.Namespace, shardmap.RelayPort)
 	}

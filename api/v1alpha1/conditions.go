@@ -15,6 +15,9 @@ const (
 	// ConditionDegraded is True when the channel works but with less than it asked for: fewer
 	// masters than shards, Redis nodes that lag, or fewer ready relay replicas than requested.
 	ConditionDegraded = "Degraded"
+	// ConditionPaused is True while the channel carries PausedAnnotation: the operator leaves its
+	// Redis configuration and relays as they are (deletion still proceeds).
+	ConditionPaused = "Paused"
 )
 
 // Condition reasons: CamelCase, one meaning each. Messages carry the details for people.
@@ -52,6 +55,10 @@ const (
 	// flags --allowed-*). The message names the field and the flag. Nothing is changed in Redis
 	// or Kubernetes until the spec or the policy changes.
 	ReasonNotAllowed = "NotAllowed"
+	// ReasonPausedByAnnotation: the channel carries PausedAnnotation="true".
+	ReasonPausedByAnnotation = "PausedByAnnotation"
+	// ReasonNotPaused: the operator reconciles the channel.
+	ReasonNotPaused = "NotPaused"
 	// ReasonAsExpected: nothing is degraded.
 	ReasonAsExpected = "AsExpected"
 	// ReasonFewerMastersThanShards: shards share masters because the cluster has too few.
@@ -76,6 +83,14 @@ const (
 	// SkipCleanupAnnotation, set to "true" on a channel being deleted, releases the finalizer
 	// without touching Redis. It is the escape hatch when Redis is gone for good.
 	SkipCleanupAnnotation = "notifications.herald.dev/skip-cleanup"
+
+	// PausedAnnotation, set to "true" on a channel, stops the operator from changing anything for
+	// it (Redis, relays) until it is removed, e.g. while investigating by hand. Deletion still
+	// proceeds. The Paused condition shows it.
+	PausedAnnotation = "notifications.herald.dev/paused"
+
+	// SidecarLogLevelAnnotation sets the injected sidecar's log level (debug, info, warn, error).
+	SidecarLogLevelAnnotation = "notifications.herald.dev/sidecar-log-level"
 
 	// InjectLabel opts a pod in to sidecar injection.
 	InjectLabel = "notifications.herald.dev/inject"

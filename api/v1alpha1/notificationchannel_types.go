@@ -172,6 +172,12 @@ type RelaySpec struct {
 	// +optional
 	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
 
+	// logLevel of the relays: debug, info, warn or error. Defaults to the operator's
+	// (chart value relay.logLevel).
+	// +kubebuilder:validation:Enum=debug;info;warn;error
+	// +optional
+	LogLevel string `json:"logLevel,omitempty"`
+
 	// limits cap what callers may hold at each relay of the channel, so that one caller cannot
 	// exhaust a relay or Redis for the others. Beyond them a subscribe call is answered 429 Too
 	// Many Requests with Retry-After. Unset fields keep the relay's defaults.
@@ -365,6 +371,8 @@ type ShardStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 type NotificationChannel struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

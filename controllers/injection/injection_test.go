@@ -235,7 +235,7 @@ func TestLabelledPodGetsOneRestrictedSidecar(t *testing.T) {
 	}
 	// Re-invocation on an injected pod changes nothing.
 	before := again.DeepCopy()
-	if Inject(again, ns, "herald:test", []string{"orders"}, sc.Resources) {
+	if Inject(again, Sidecar{Namespace: ns, Image: "herald:test", Channels: []string{"orders"}, Resources: sc.Resources}) {
 		t.Fatal("Inject on an injected pod must report no change")
 	}
 	if len(again.Spec.InitContainers) != len(before.Spec.InitContainers) || len(again.Spec.Volumes) != len(before.Spec.Volumes) {
@@ -243,7 +243,7 @@ func TestLabelledPodGetsOneRestrictedSidecar(t *testing.T) {
 	}
 	// ... except for a container another webhook added since, which gets HERALD_URL.
 	again.Spec.Containers = append(again.Spec.Containers, corev1.Container{Name: "late", Image: "late:1"})
-	if !Inject(again, ns, "herald:test", []string{"orders"}, sc.Resources) || env(again.Spec.Containers[2]) != URL ||
+	if !Inject(again, Sidecar{Namespace: ns, Image: "herald:test", Channels: []string{"orders"}, Resources: sc.Resources}) || env(again.Spec.Containers[2]) != URL ||
 		len(sidecars(again)) != 1 {
 		t.Fatal("re-invocation must add HERALD_URL to a new container and nothing else")
 	}
@@ -287,6 +287,7 @@ func TestWarningsAndAnnotations(t *testing.T) {
 		wantWarning  string // a warning must contain this ("" = no warning)
 		wantDenied   string // the create must fail with this ("" = allowed)
 		wantMemLimit string
+		wantArg      string // the sidecar's args must hold this ("" = no check)
 	}{
 		"missing channel": {pod: pod(ns, labelled, channels("nope")), wantSidecar: true,
 			wantWarning: "NotificationChannel " + ns + "/nope does not exist", wantMemLimit: "128Mi"},
@@ -302,6 +303,12 @@ func TestWarningsAndAnnotations(t *testing.T) {
 		"a limit too small for them": {pod: pod(ns, labelled, channels("big"), func(p *corev1.Pod) {
 			p.Annotations[MemoryLimitAnnotation] = "128Mi"
 		}), wantSidecar: true, wantWarning: "below the 417Mi the sidecar needs", wantMemLimit: "128Mi"},
+		"sidecar log level": {pod: pod(ns, labelled, channels("elsewhere/orders"), func(p *corev1.Pod) {
+			p.Annotations[heraldv1.SidecarLogLevelAnnotation] = "debug"
+		}), wantSidecar: true, wantMemLimit: "128Mi", wantArg: "--log-level=debug"},
+		"bad log level": {pod: pod(ns, labelled, channels("orders"), func(p *corev1.Pod) {
+			p.Annotations[heraldv1.SidecarLogLevelAnnotation] = "chatty"
+		}), wantDenied: heraldv1.SidecarLogLevelAnnotation},
 		"bad resource annotation": {pod: pod(ns, labelled, channels("orders"), func(p *corev1.Pod) {
 			p.Annotations[CPURequestAnnotation] = "lots"
 		}), wantDenied: CPURequestAnnotation},
@@ -332,6 +339,9 @@ func TestWarningsAndAnnotations(t *testing.T) {
 			}
 			if tc.wantSidecar && got[0].Resources.Limits.Memory().String() != tc.wantMemLimit {
 				t.Fatalf("memory limit %s, want %s", got[0].Resources.Limits.Memory(), tc.wantMemLimit)
+			}
+			if tc.wantArg != "" && !slices.Contains(got[0].Args, tc.wantArg) {
+				t.Fatalf("sidecar args %v lack %s", got[0].Args, tc.wantArg)
 			}
 		})
 	}

@@ -41,9 +41,10 @@ const (
 
 // Injector adds the relay sidecar to pods.
 type Injector struct {
-	Client  client.Reader // looks up the channels a pod names, for warnings
-	Decoder admission.Decoder
-	Image   string // the relay image
+	Client   client.Reader // looks up the channels a pod names, for warnings
+	Decoder  admission.Decoder
+	Image    string // the relay image
+	LogLevel string // of the sidecar unless the pod's annotation sets one; "" leaves the relay's
 	// Resources of the sidecar unless the pod's annotations say otherwise.
 	// Defaults to requests 10m CPU / 32Mi memory and a 128Mi memory limit.
 	Resources *corev1.ResourceRequirements
@@ -77,7 +78,14 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 			resources.Limits[corev1.ResourceMemory] = floor
 		}
 	}
-	if !Inject(&pod, namespace, in.Image, channels, resources) {
+	level := pod.Annotations[heraldv1.SidecarLogLevelAnnotation]
+	if level != "" && !slices.Contains([]string{"debug", "info", "warn", "error"}, level) {
+		return admission.Denied(fmt.Sprintf("annotation %s: %q is not a log level: want debug, info, warn or error", heraldv1.SidecarLogLevelAnnotation, level))
+	}
+	if level == "" {
+		level = in.LogLevel
+	}
+	if !Inject(&pod, Sidecar{Namespace: namespace, Image: in.Image, Channels: channels, Resources: resources, LogLevel: level}) {
 		return admission.Allowed("sidecar already present").WithWarnings(warnings...)
 	}
 	mutated, err := json.Marshal(&pod)
@@ -87,12 +95,21 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 	return admission.PatchResponseFromRaw(req.Object.Raw, mutated).WithWarnings(warnings...)
 }
 
+// Sidecar is what Inject adds to a pod.
+type Sidecar struct {
+	Namespace string   // the pod's: channels without a namespace are in it
+	Image     string   // the relay image
+	Channels  []string // "name" or "namespace/name", as the channels annotation lists them
+	Resources corev1.ResourceRequirements
+	LogLevel  string // "" leaves the relay's default
+}
+
 // Inject adds the sidecar, and HERALD_URL to every app container that lacks it. The sidecar
 // gets one projected token per channel, each with that channel's audience
 // (shardmap.TokenAudience): a token one relay receives is good at no other channel's relays.
 // It reports whether it changed anything: re-invoked on an injected pod it adds nothing twice,
 // only the variable to containers another webhook added since.
-func Inject(pod *corev1.Pod, namespace, image string, channels []string, resources corev1.ResourceRequirements) bool {
+func Inject(pod *corev1.Pod, sc Sidecar) bool {
 	changed := false
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
@@ -108,8 +125,8 @@ func Inject(pod *corev1.Pod, namespace, image string, channels []string, resourc
 		pod.Spec.ServiceAccountName = "default" // the projected token below needs one
 	}
 	var tokens []corev1.VolumeProjection
-	for _, c := range channels {
-		ns, name := namespace, c
+	for _, c := range sc.Channels {
+		ns, name := sc.Namespace, c
 		if before, after, ok := strings.Cut(c, "/"); ok {
 			ns, name = before, after
 		}
@@ -128,16 +145,19 @@ func Inject(pod *corev1.Pod, namespace, image string, channels []string, resourc
 	}
 	startup := probe("/healthz")
 	startup.PeriodSeconds, startup.FailureThreshold = 1, 30
+	args := []string{"relay", "--role=sidecar", "--listen=127.0.0.1:" + fmt.Sprint(shardmap.RelayPort),
+		"--channels=" + strings.Join(sc.Channels, ","), "--namespace=$(HERALD_POD_NAMESPACE)", "--token-dir=" + TokenDir}
+	if sc.LogLevel != "" {
+		args = append(args, "--log-level="+sc.LogLevel)
+	}
 	sidecar := corev1.Container{
 		Name:          ContainerName,
-		Image:         image,
+		Image:         sc.Image,
 		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways), // a native sidecar: starts first, never blocks a Job
-		Args: []string{"relay", "--role=sidecar", "--listen=127.0.0.1:" + fmt.Sprint(shardmap.RelayPort),
-			"--channels=" + strings.Join(channels, ","), "--namespace=$(HERALD_POD_NAMESPACE)",
-			"--token-dir=" + TokenDir},
+		Args:          args,
 		Env: []corev1.EnvVar{{Name: "HERALD_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
-		Resources:      resources,
+		Resources:      sc.Resources,
 		StartupProbe:   startup,
 		LivenessProbe:  probe("/healthz"),
 		ReadinessProbe: probe("/readyz"),

@@ -26,6 +26,7 @@ type Options struct {
 	SelfManagedCerts  bool                         // issue and rotate certificates here (else cert-manager or another tool does)
 	Image             string                       // relay image injected as the sidecar
 	Resources         *corev1.ResourceRequirements // sidecar resources (nil: the injector's defaults)
+	LogLevel          string                       // sidecar log level unless the pod's annotation sets one; "" leaves the relay's
 }
 
 // Setup registers the injector with the manager's webhook server. With SelfManagedCerts, the
@@ -67,7 +68,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		close(certsReady)
 	}
 
-	injector := &Injector{Client: mgr.GetAPIReader(), Decoder: admission.NewDecoder(mgr.GetScheme()), Image: o.Image, Resources: o.Resources}
+	injector := &Injector{Client: mgr.GetAPIReader(), Decoder: admission.NewDecoder(mgr.GetScheme()), Image: o.Image, Resources: o.Resources, LogLevel: o.LogLevel}
 	var server webhook.Server
 	registered := make(chan struct{})
 	go func() {

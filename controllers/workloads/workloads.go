@@ -1,6 +1,7 @@
 package workloads
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -52,6 +53,7 @@ type Params struct {
 	Map            *shardmap.Map               // placed shards
 	RelayImage     string                      // default relay image (spec.relay.image overrides)
 	RelayResources corev1.ResourceRequirements // default relay resources (spec.relay.resources overrides)
+	RelayLogLevel  string                      // default relay log level (spec.relay.logLevel overrides); "" leaves the relay's
 	RedisAddrs     []string                    // what relays connect to
 	RedisTLS       *RedisTLS                   // nil for plain TCP
 	Password       string                      // the relays' Redis password; only its hash goes into the pod template
@@ -202,6 +204,9 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		"--listen=:" + strconv.Itoa(shardmap.RelayPort),
 		"--redis-addresses=" + strings.Join(p.RedisAddrs, ","),
 		"--redis-username=$(HERALD_REDIS_USERNAME)",
+	}
+	if level := cmp.Or(ch.Spec.Relay.LogLevel, p.RelayLogLevel); level != "" {
+		args = append(args, "--log-level="+level)
 	}
 	if l := ch.Spec.Relay.Limits; l != nil {
 		for _, f := range []struct {

@@ -57,6 +57,11 @@ func TestDeployment(t *testing.T) {
 			c.Spec.Relay.Limits = &heraldv1.RelayLimits{MaxSubscribersPerCaller: ptr(int32(500)), ReplaysPerSecondPerCaller: ptr(int32(5))}
 		}), p: params(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
 			wantArgs: []string{"--max-subscribers-per-caller=500", "--replay-rate-per-caller=5"}},
+		"log level": {ch: channel(func(c *heraldv1.NotificationChannel) { c.Spec.Relay.LogLevel = "debug" }),
+			p: func() Params { p := params(); p.RelayLogLevel = "warn"; return p }(), wantImage: "herald:1", wantMem: "256Mi", spread: true,
+			wantArgs: []string{"--log-level=debug"}},
+		"operator's log level": {ch: channel(), p: func() Params { p := params(); p.RelayLogLevel = "warn"; return p }(),
+			wantImage: "herald:1", wantMem: "256Mi", spread: true, wantArgs: []string{"--log-level=warn"}},
 		"tls": {ch: channel(), p: func() Params {
 			p := params()
 			p.RedisTLS = &RedisTLS{RedisTLS: heraldv1.RedisTLS{ServerName: "redis.example", InsecureSkipVerify: true,

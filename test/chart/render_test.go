@@ -17,6 +17,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -198,6 +199,18 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 			flags: []string{"--set", "image.tag=sha256:" + strings.Repeat("ab", 32)},
 			want:  "/image/tag'",
 		},
+		"a Kubernetes without native sidecars": {
+			flags: []string{"--kube-version", "1.28.9"},
+			want:  "chart requires kubeVersion: >=1.29.0-0",
+		},
+		"a webhook timeout past the API server's 30 s": {
+			flags: []string{"--set", "webhook.timeoutSeconds=31"},
+			want:  "/webhook/timeoutSeconds'",
+		},
+		"an unknown relay log level": {
+			flags: []string{"--set", "relay.logLevel=chatty"},
+			want:  "/relay/logLevel'",
+		},
 		"a digest that is no sha256": {
 			flags: []string{"--set", "image.digest=latest"},
 			want:  "/image/digest'",
@@ -304,13 +317,44 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				if s := find(t, objs, "Secret", "herald-webhook-certs"); s.Object["data"] != nil {
 					t.Error("selfManaged: the chart's herald-webhook-certs must carry no data, or an upgrade would wipe the manager's certificate")
 				}
-				assertNoKind(t, objs, "ServiceMonitor", "PodMonitor", "Issuer", "Certificate")
+				assertNoKind(t, objs, "ServiceMonitor", "PodMonitor", "Issuer", "Certificate", "PodDisruptionBudget") // one replica: no PDB to block drains
 				mwc := find(t, objs, "MutatingWebhookConfiguration", "herald-sidecar-injector")
 				if _, ok := mwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; ok {
 					t.Error("selfManaged: the injector carries cert-manager.io/inject-ca-from")
 				}
 				if !grants(clusterRoleRules(t, objs), perm{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", "herald-sidecar-injector"}) {
 					t.Error("selfManaged: the manager may not patch the caBundle of herald-sidecar-injector")
+				}
+			},
+		},
+		"the oldest Kubernetes with native sidecars": {
+			flags: []string{"--kube-version", "1.29.0"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) { managerContainer(t, objs) },
+		},
+		"webhook through drains and private clusters": {
+			flags: []string{"--set", "manager.replicas=2", "--set", "webhook.port=10250", "--set", "webhook.timeoutSeconds=5",
+				"--set", "webhook.hostNetwork=true", "--set", "relay.logLevel=debug"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := managerContainer(t, objs)
+				wantArgs(t, c, "--webhook-port=10250", "--relay-log-level=debug")
+				if c.Ports[2].Name != "webhook" || c.Ports[2].ContainerPort != 10250 {
+					t.Errorf("container ports %+v, want webhook on 10250", c.Ports)
+				}
+				spec := managerPodSpec(t, objs)
+				if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+					t.Errorf("hostNetwork %v, dnsPolicy %s; want the node's network with cluster DNS", spec.HostNetwork, spec.DNSPolicy)
+				}
+				if len(spec.TopologySpreadConstraints) != 1 || spec.TopologySpreadConstraints[0].TopologyKey != "kubernetes.io/hostname" {
+					t.Errorf("topology spread %+v, want the replicas spread over nodes", spec.TopologySpreadConstraints)
+				}
+				var pdb policyv1.PodDisruptionBudget
+				convert(t, find(t, objs, "PodDisruptionBudget", "herald-manager"), &pdb)
+				if pdb.Spec.MinAvailable.IntValue() != 1 || pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"] == "" {
+					t.Errorf("PodDisruptionBudget %+v, want minAvailable 1 of the manager pods", pdb.Spec)
+				}
+				timeout := find(t, objs, "MutatingWebhookConfiguration", "herald-sidecar-injector").Object["webhooks"].([]any)[0].(map[string]any)["timeoutSeconds"]
+				if fmt.Sprint(timeout) != "5" {
+					t.Errorf("webhook timeoutSeconds %v, want 5", timeout)
 				}
 			},
 		},

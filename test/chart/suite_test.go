@@ -143,10 +143,13 @@ func run(name string, args ...string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
+// kubeVersion is what offline renders assume: the Kubernetes the tests run (envtest's).
+const kubeVersion = "1.37.2"
+
 // helmTemplate renders the chart with --include-crds into namespace ns, with extra helm flags
 // (e.g. "--set", "k=v"); it returns the objects or helm's error.
 func helmTemplate(ns string, flags ...string) ([]*unstructured.Unstructured, error) {
-	args := append([]string{"template", "herald", chartDir, "--namespace", ns, "--include-crds"}, flags...)
+	args := append([]string{"template", "herald", chartDir, "--namespace", ns, "--include-crds", "--kube-version", kubeVersion}, flags...)
 	out, err := run(helmBin, args...)
 	if err != nil {
 		return nil, err
