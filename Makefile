@@ -30,7 +30,7 @@ help: ## Show the targets.
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the Go markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager crd paths="./api/..." paths="./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
-	cp config/crd/bases/*.yaml charts/herald/crds/
+	hack/chart-crds.sh
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
@@ -50,7 +50,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail if generated files are out of date.
-	@git diff --exit-code -- config/crd config/rbac api charts/herald/crds || \
+	@git diff --exit-code -- config/crd config/rbac api charts/herald/templates/crds.yaml || \
 		{ echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
 
 ##@ Test

@@ -97,6 +97,7 @@ func runManager(args []string) error {
 	webhookCertDir := fs.String("webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook's tls.crt and tls.key")
 	webhookCertMode := fs.String("webhook-cert-mode", "selfManaged", "selfManaged: the manager issues and rotates the webhook certificate; external: cert-manager or another tool writes it to --webhook-cert-dir")
 	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "the manager's namespace (default: $POD_NAMESPACE, else the service account's namespace)")
+	sidecarMetricsPort := fs.Int("sidecar-metrics-port", 7071, "port of the injected sidecars' /metrics on the pod IP (with prometheus.io scrape annotations); 0 keeps metrics on loopback")
 	sidecarImage := fs.String("sidecar-image", "", "image of the injected sidecar (default: --relay-image)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -188,6 +189,7 @@ func runManager(args []string) error {
 			SelfManagedCerts: *webhookCertMode == "selfManaged",
 			Image:            *sidecarImage,
 			LogLevel:         *relayLogLevel,
+			MetricsPort:      int32(*sidecarMetricsPort),
 		}); err != nil {
 			return err
 		}

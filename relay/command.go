@@ -76,6 +76,7 @@ var flagEnv = map[string]string{
 	"namespace":                      "HERALD_NAMESPACE",
 	"token-file":                     "HERALD_TOKEN_FILE",
 	"token-dir":                      "HERALD_TOKEN_DIR",
+	"metrics-listen":                 "HERALD_METRICS_LISTEN",
 	"endpoints-file":                 "HERALD_ENDPOINTS_FILE",
 }
 
@@ -101,6 +102,7 @@ type config struct {
 	writeTimeout, waitTimeout, shutdownTimeout, writeInterval   time.Duration
 	auth, audience, kubeconfig                                  string // shard role: caller authentication
 	channels, namespace, tokenFile, tokenDir, endpointsFile     string // sidecar role
+	metricsListen                                               string // sidecar role
 	tls, tlsInsecure                                            bool   // Redis TLS
 	tlsServerName, tlsCAFile, tlsCertFile, tlsKeyFile           string
 }
@@ -142,6 +144,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
 	fs.StringVar(&c.channels, "channels", "", "sidecar role: comma-separated channels the app may use, name (in --namespace) or namespace/name; required")
 	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (default $"+PodNamespaceEnv+" when "+flagEnv["namespace"]+" is unset)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "sidecar role: also serve /metrics on this address (e.g. :7071), which Prometheus can reach; the API stays on --listen (loopback)")
 	fs.StringVar(&c.tokenDir, "token-dir", "", "sidecar role: directory of projected service account tokens, one per channel (file <namespace>.<channel>, audience herald.dev/<namespace>/<channel>), sent to that channel's relays as a bearer token and re-read when it changes")
 	fs.StringVar(&c.tokenFile, "token-file", "", "sidecar role: one token sent to the relays of every channel (local runs); --token-dir is what injected sidecars use; neither sends none")
 	fs.StringVar(&c.endpointsFile, "endpoints-file", "", "sidecar role: JSON object of relay Service host -> [host:port of ready replicas], standing in for cluster DNS (local runs); re-read when it changes")
@@ -213,8 +216,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		if err != nil {
 			return err
 		}
-		logger.Info("sidecar starting", "listen", c.listen, "channels", c.channels, "namespace", c.namespace)
-		return serve(ctx, sc.Handler(), sc.Run, c.listen, c.shutdownTimeout)
+		run := sc.Run
+		if c.metricsListen != "" {
+			if run, err = withMetricsServer(sc.MetricsHandler(), c.metricsListen, sc.Run); err != nil {
+				return err
+			}
+		}
+		logger.Info("sidecar starting", "listen", c.listen, "metricsListen", c.metricsListen, "channels", c.channels, "namespace", c.namespace)
+		return serve(ctx, sc.Handler(), run, c.listen, c.shutdownTimeout)
 	default:
 		return fmt.Errorf("--role must be %q or %q, not %q", RoleShard, RoleSidecar, c.role)
 	}
@@ -357,6 +366,23 @@ func (c *config) redisTLS() (*tls.Config, error) {
 	cfg, _, err := tlsconfig.Files{CAFile: c.tlsCAFile, ServerName: c.tlsServerName, CertFile: c.tlsCertFile,
 		KeyFile: c.tlsKeyFile, InsecureSkipVerify: c.tlsInsecure}.Config()
 	return cfg, err
+}
+
+// withMetricsServer listens on addr now (so a taken port fails the start) and returns run with
+// an HTTP server of /metrics alongside it, stopped when run's context ends.
+func withMetricsServer(metrics http.Handler, addr string, run func(context.Context) error) (func(context.Context) error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	return func(ctx context.Context) error {
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		return run(ctx)
+	}, nil
 }
 
 // serve runs run (the relay's background work) and an HTTP server for handler on listen until

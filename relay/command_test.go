@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -118,5 +119,45 @@ func TestMainServesAShardFromEnvironment(t *testing.T) {
 	r := relaytest.StartRelay(t, relaytest.Options{Channel: channel}) // reuses the channel only to clean its stream up
 	if n := r.Redis.XLen(context.Background(), m.Shards[0].Stream).Val(); n != 1 {
 		t.Fatalf("stream holds %d entries, want 1", n)
+	}
+}
+
+// A sidecar serves its metrics on --metrics-listen too (Prometheus cannot reach loopback), and
+// only its metrics there: the API stays on --listen.
+func TestSidecarServesMetricsOnTheirOwnListener(t *testing.T) {
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	api, metrics := free(), free()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- relay.Main(ctx, []string{"--role=sidecar", "--channels=orders", "--namespace=shop", "--log-level=error",
+			"--listen", api, "--metrics-listen", metrics})
+	}()
+	var body []byte
+	relaytest.Eventually(t, 10*time.Second, "metrics served", func() bool {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK
+	})
+	if !strings.Contains(string(body), "herald_relay_sidecar_upstream_streams") {
+		t.Fatalf("the metrics listener does not serve the sidecar's metrics:\n%s", body)
+	}
+	if resp, err := http.Get("http://" + metrics + "/v1/channels/orders/shards"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the API must not be served on the metrics listener: %v %v", resp, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Main returned %v", err)
 	}
 }

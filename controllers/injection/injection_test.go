@@ -76,7 +76,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := Setup(mgr, Options{Image: "herald:test", CertDir: wo.LocalServingCertDir}); err != nil {
+	if err := Setup(mgr, Options{Image: "herald:test", CertDir: wo.LocalServingCertDir, MetricsPort: 7071}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -208,6 +208,11 @@ func TestLabelledPodGetsOneRestrictedSidecar(t *testing.T) {
 	if want := "herald.dev/" + ns + "/orders"; token == nil || token.Audience != want || token.Path != ns+".orders" ||
 		!slices.Contains(sc.Args, "--token-dir="+TokenDir) {
 		t.Fatalf("want one projected token with audience %q at %s.orders, read from --token-dir: %+v %v", want, ns, p.Spec.Volumes, sc.Args)
+	}
+	// Metrics on the pod IP, with the scrape annotations; the API stays on loopback.
+	if !slices.Contains(sc.Args, "--metrics-listen=:7071") || len(sc.Ports) != 1 || sc.Ports[0].Name != MetricsPortName ||
+		p.Annotations["prometheus.io/scrape"] != "true" || p.Annotations["prometheus.io/port"] != "7071" {
+		t.Fatalf("the sidecar's metrics are not scrapeable: args %v ports %+v annotations %v", sc.Args, sc.Ports, p.Annotations)
 	}
 	env := func(c corev1.Container) string {
 		for _, e := range c.Env {

@@ -28,7 +28,9 @@ const (
 	TokenVolume   = "herald-token"
 	TokenDir      = "/var/run/secrets/herald" // one token per channel: shardmap.TokenFileName
 	URLEnv        = "HERALD_URL"
-	URL           = "http://127.0.0.1:7070"
+	// MetricsPortName is the sidecar's container port of /metrics (a PodMonitor can select it).
+	MetricsPortName = "herald-metrics"
+	URL             = "http://127.0.0.1:7070"
 )
 
 // Annotations that override the sidecar's resources, e.g. notifications.herald.dev/sidecar-memory-limit: 256Mi.
@@ -41,10 +43,11 @@ const (
 
 // Injector adds the relay sidecar to pods.
 type Injector struct {
-	Client   client.Reader // looks up the channels a pod names, for warnings
-	Decoder  admission.Decoder
-	Image    string // the relay image
-	LogLevel string // of the sidecar unless the pod's annotation sets one; "" leaves the relay's
+	Client      client.Reader // looks up the channels a pod names, for warnings
+	Decoder     admission.Decoder
+	Image       string // the relay image
+	LogLevel    string // of the sidecar unless the pod's annotation sets one; "" leaves the relay's
+	MetricsPort int32  // see Sidecar.MetricsPort
 	// Resources of the sidecar unless the pod's annotations say otherwise.
 	// Defaults to requests 10m CPU / 32Mi memory and a 128Mi memory limit.
 	Resources *corev1.ResourceRequirements
@@ -85,7 +88,7 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 	if level == "" {
 		level = in.LogLevel
 	}
-	if !Inject(&pod, Sidecar{Namespace: namespace, Image: in.Image, Channels: channels, Resources: resources, LogLevel: level}) {
+	if !Inject(&pod, Sidecar{Namespace: namespace, Image: in.Image, Channels: channels, Resources: resources, LogLevel: level, MetricsPort: in.MetricsPort}) {
 		return admission.Allowed("sidecar already present").WithWarnings(warnings...)
 	}
 	mutated, err := json.Marshal(&pod)
@@ -102,6 +105,9 @@ type Sidecar struct {
 	Channels  []string // "name" or "namespace/name", as the channels annotation lists them
 	Resources corev1.ResourceRequirements
 	LogLevel  string // "" leaves the relay's default
+	// MetricsPort serves the sidecar's /metrics on the pod's IP (port herald-metrics), with the
+	// usual prometheus.io annotations unless the pod has its own; 0: loopback only.
+	MetricsPort int32
 }
 
 // Inject adds the sidecar, and HERALD_URL to every app container that lacks it. The sidecar
@@ -150,11 +156,25 @@ func Inject(pod *corev1.Pod, sc Sidecar) bool {
 	if sc.LogLevel != "" {
 		args = append(args, "--log-level="+sc.LogLevel)
 	}
+	var ports []corev1.ContainerPort
+	if sc.MetricsPort != 0 {
+		args = append(args, fmt.Sprintf("--metrics-listen=:%d", sc.MetricsPort))
+		ports = []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: sc.MetricsPort, Protocol: corev1.ProtocolTCP}}
+		if _, own := pod.Annotations["prometheus.io/scrape"]; !own {
+			if pod.Annotations == nil {
+				pod.Annotations = map[string]string{}
+			}
+			pod.Annotations["prometheus.io/scrape"] = "true"
+			pod.Annotations["prometheus.io/port"] = fmt.Sprint(sc.MetricsPort)
+			pod.Annotations["prometheus.io/path"] = "/metrics"
+		}
+	}
 	sidecar := corev1.Container{
 		Name:          ContainerName,
 		Image:         sc.Image,
 		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways), // a native sidecar: starts first, never blocks a Job
 		Args:          args,
+		Ports:         ports,
 		Env: []corev1.EnvVar{{Name: "HERALD_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
 		Resources:      sc.Resources,

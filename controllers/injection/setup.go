@@ -27,6 +27,7 @@ type Options struct {
 	Image             string                       // relay image injected as the sidecar
 	Resources         *corev1.ResourceRequirements // sidecar resources (nil: the injector's defaults)
 	LogLevel          string                       // sidecar log level unless the pod's annotation sets one; "" leaves the relay's
+	MetricsPort       int32                        // the sidecar's /metrics on the pod IP; 0: loopback only
 }
 
 // Setup registers the injector with the manager's webhook server. With SelfManagedCerts, the
@@ -68,7 +69,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		close(certsReady)
 	}
 
-	injector := &Injector{Client: mgr.GetAPIReader(), Decoder: admission.NewDecoder(mgr.GetScheme()), Image: o.Image, Resources: o.Resources, LogLevel: o.LogLevel}
+	injector := &Injector{Client: mgr.GetAPIReader(), Decoder: admission.NewDecoder(mgr.GetScheme()), Image: o.Image, Resources: o.Resources, LogLevel: o.LogLevel, MetricsPort: o.MetricsPort}
 	var server webhook.Server
 	registered := make(chan struct{})
 	go func() {

@@ -163,7 +163,7 @@ func New(opt Options) (*Sidecar, error) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	s.mux.HandleFunc("/readyz", httpapi.Only(http.MethodGet, s.readyz))
-	s.mux.Handle("/metrics", promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{}))
+	s.mux.Handle("/metrics", s.MetricsHandler())
 	s.mux.HandleFunc("/", httpapi.NotFound)
 	return s, nil
 }
@@ -291,6 +291,12 @@ func (opt Options) tokenPath(ref ChannelRef) string {
 		return filepath.Join(opt.TokenDir, shardmap.TokenFileName(ref.Namespace, ref.Name))
 	}
 	return opt.TokenFile
+}
+
+// MetricsHandler serves the sidecar's metrics, for a listener of their own that Prometheus can
+// reach (the API stays on loopback).
+func (s *Sidecar) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.opt.Registry, promhttp.HandlerOpts{})
 }
 
 // get sends a GET to one of the channel's shard relays with the channel's token.

@@ -6,7 +6,7 @@
 // runs `helm install` against the same API server, and checks what a reviewer of an operator's
 // install would check by hand:
 //
-//   - the chart's CRD is a copy of config/crd/bases (the generated one), byte for byte;
+//   - the chart renders the generated CRD (config/crd/bases) from a template, kept on uninstall;
 //   - no Role or ClusterRole grants a wildcard, the manager's ClusterRole covers every rule
 //     generated from the code's +kubebuilder:rbac markers (config/rbac/role.yaml), and grants
 //     nothing beyond those;

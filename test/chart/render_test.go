@@ -1,7 +1,6 @@
 package chart
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -31,39 +30,50 @@ import (
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
-// The chart's CRDs must be the generated ones: `make manifests` writes config/crd/bases, and
-// the chart ships a copy because Helm only installs CRDs from its crds/ directory.
-func TestChartCRDsAreCopiesOfGenerated(t *testing.T) {
+// The chart renders the generated CRD (config/crd/bases, which `make manifests` writes) from a
+// template, so helm upgrade updates it; crds.keep keeps it on uninstall, crds.enabled=false
+// leaves it out.
+func TestChartRendersTheGeneratedCRD(t *testing.T) {
 	generated, _ := filepath.Glob(filepath.Join(root, "config", "crd", "bases", "*.yaml"))
-	shipped, _ := filepath.Glob(filepath.Join(root, chartDir, "crds", "*.yaml"))
 	if len(generated) == 0 {
 		t.Fatal("config/crd/bases holds no CRD: run `make manifests`")
 	}
-	base := func(paths []string) []string {
-		var names []string
-		for _, p := range paths {
-			names = append(names, filepath.Base(p))
-		}
-		return names
-	}
-	if !slices.Equal(base(generated), base(shipped)) {
-		t.Fatalf("charts/herald/crds holds %v, config/crd/bases holds %v: "+
-			"run `cp config/crd/bases/*.yaml charts/herald/crds/` (and delete stale ones)", base(shipped), base(generated))
-	}
-	for _, name := range base(generated) {
-		want, err := os.ReadFile(filepath.Join(root, "config", "crd", "bases", name))
+	objs := mustHelmTemplate(t, "herald-system")
+	for _, f := range generated {
+		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(filepath.Join(root, chartDir, "crds", name))
-		if err != nil {
-			t.Fatal(err)
+		want, err := decodeAll(b)
+		if err != nil || len(want) != 1 {
+			t.Fatalf("%s: %v", f, err)
 		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("charts/herald/crds/%s differs from the generated config/crd/bases/%s: "+
-				"run `cp config/crd/bases/%s charts/herald/crds/`", name, name, name)
+		got := find(t, objs, "CustomResourceDefinition", want[0].GetName())
+		if !reflect.DeepEqual(got.Object["spec"], want[0].Object["spec"]) {
+			t.Errorf("the chart's CRD %s differs from the generated %s: run `make manifests`", got.GetName(), filepath.Base(f))
+		}
+		if got.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("CRD %s: crds.keep (default true) must keep it on uninstall: annotations %v", got.GetName(), got.GetAnnotations())
 		}
 	}
+	if crd := mustHelmTemplate(t, "herald-system", "--set", "crds.keep=false"); len(kinds(crd, "CustomResourceDefinition")) != 1 ||
+		kinds(crd, "CustomResourceDefinition")[0].GetAnnotations()["helm.sh/resource-policy"] != "" {
+		t.Error("crds.keep=false must render the CRD without helm.sh/resource-policy")
+	}
+	if n := len(kinds(mustHelmTemplate(t, "herald-system", "--set", "crds.enabled=false"), "CustomResourceDefinition")); n != 0 {
+		t.Errorf("crds.enabled=false rendered %d CRDs", n)
+	}
+}
+
+// kinds are the objects of one kind.
+func kinds(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // Every value the schema declares has a comment right above it in values.yaml, and values.yaml
