@@ -26,7 +26,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
@@ -64,7 +63,9 @@ func main() {
 // runManager runs the operator until SIGTERM or SIGINT.
 func runManager(args []string) error {
 	fs := flag.NewFlagSet("herald manager", flag.ContinueOnError)
-	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; \"0\" turns it off")
+	metricsAddr := fs.String("metrics-bind-address", ":8443", "address of the Prometheus /metrics endpoint; \"0\" turns it off")
+	metricsSecure := fs.Bool("metrics-secure", true, "serve /metrics over HTTPS to scrapers whose token may GET /metrics (ClusterRole "+controllers.MetricsReaderClusterRole+"); false: plain HTTP to anyone")
+	metricsCertDir := fs.String("metrics-cert-dir", "", "directory of tls.crt and tls.key for --metrics-secure; empty: a self-signed certificate")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", false, "elect a leader so that only one manager replica reconciles")
 	leaderNS := fs.String("leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
@@ -137,7 +138,7 @@ func runManager(args []string) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   controllers.CacheOptions(),
-		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		Metrics:                 controllers.MetricsOptions(*metricsAddr, *metricsSecure, *metricsCertDir),
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "herald-manager.notifications.herald.dev",

@@ -288,8 +288,8 @@ func assertInstalled(t *testing.T, ns string) {
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	if ports["probes"] != 8081 || ports["metrics"] != 8080 || ports["webhook"] != 9443 {
-		t.Errorf("manager ports %v, want probes 8081, metrics 8080, webhook 9443", ports)
+	if ports["probes"] != 8081 || ports["metrics"] != 8443 || ports["webhook"] != 9443 {
+		t.Errorf("manager ports %v, want probes 8081, metrics 8443 (HTTPS), webhook 9443", ports)
 	}
 	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||

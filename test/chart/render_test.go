@@ -302,7 +302,7 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 		"defaults": {
 			check: func(t *testing.T, objs []*unstructured.Unstructured) {
 				c := managerContainer(t, objs)
-				wantArgs(t, c, "--leader-elect", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+				wantArgs(t, c, "--leader-elect", "--metrics-bind-address=:8443", "--metrics-secure=true", "--health-probe-bind-address=:8081",
 					"--resync-period=60s", "--cleanup-timeout=10m", "--webhook-port=9443", "--webhook-cert-mode=selfManaged",
 					"--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
 					"--relay-image=ghcr.io/heraldhq/herald:v0.1.0")
@@ -334,6 +334,16 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				}
 				if !grants(clusterRoleRules(t, objs), perm{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", "herald-sidecar-injector"}) {
 					t.Error("selfManaged: the manager may not patch the caBundle of herald-sidecar-injector")
+				}
+			},
+		},
+		"plain metrics": {
+			flags: []string{"--set", "metrics.secure=false", "--set", "metrics.serviceMonitor.enabled=true"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				wantArgs(t, managerContainer(t, objs), "--metrics-bind-address=:8080", "--metrics-secure=false")
+				eps, _, _ := unstructured.NestedSlice(find(t, objs, "ServiceMonitor", "herald-manager").Object, "spec", "endpoints")
+				if _, https := eps[0].(map[string]any)["scheme"]; https {
+					t.Errorf("plain metrics scraped as %v", eps[0])
 				}
 			},
 		},
@@ -397,6 +407,14 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
 				if len(eps) != 1 || eps[0].(map[string]any)["port"] != "metrics" || svc.Spec.Ports[0].Name != "metrics" {
 					t.Errorf("ServiceMonitor endpoints %v, want port metrics of Service herald-metrics", eps)
+				}
+				if ep := eps[0].(map[string]any); ep["scheme"] != "https" || ep["bearerTokenFile"] == nil || svc.Spec.Ports[0].Port != 8443 {
+					t.Errorf("ServiceMonitor endpoint %v, Service port %d: want HTTPS with Prometheus's token on 8443", ep, svc.Spec.Ports[0].Port)
+				}
+				var reader rbacv1.ClusterRole
+				convert(t, find(t, objs, "ClusterRole", "herald-metrics-reader"), &reader)
+				if len(reader.Rules) != 1 || reader.Rules[0].NonResourceURLs[0] != "/metrics" || reader.Rules[0].Verbs[0] != "get" {
+					t.Errorf("herald-metrics-reader rules %+v, want GET /metrics only", reader.Rules)
 				}
 			},
 		},
