@@ -26,12 +26,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers"
 	"github.com/heraldhq/herald/controllers/injection"
 	"github.com/heraldhq/herald/controllers/redisconf"
+	"github.com/heraldhq/herald/internal/version"
 	"github.com/heraldhq/herald/relay"
 )
 
@@ -106,6 +108,7 @@ func runManager(args []string) error {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrlmetrics.Registry.MustRegister(version.BuildInfo("manager"))
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))

@@ -45,6 +45,7 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 		cancel()
 		if err != nil {
 			waited := r.now().Sub(ch.DeletionTimestamp.Time)
+			reconcileErrors.WithLabelValues(heraldv1.ReasonCleanupFailed).Inc()
 			if waited < r.cleanupTimeout() {
 				r.setDeleting(ctx, ch, heraldv1.ReasonDeleting, fmt.Sprintf("Trying to %s: %v; retrying.", what, err))
 				return ctrl.Result{}, err
@@ -65,6 +66,7 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 		return ctrl.Result{}, fmt.Errorf("releasing finalizer: %w", err)
 	}
 	r.redisUsers.forget(client.ObjectKeyFromObject(ch))
+	forgetConditions(ch.Namespace, ch.Name)
 	log.FromContext(ctx).Info("Released channel", "deletionPolicy", ch.Spec.DeletionPolicy, "skippedCleanup", skip)
 	return ctrl.Result{}, nil
 }

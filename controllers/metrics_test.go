@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,11 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 )
 
 // The manager's metrics are HTTPS, and only a token the API server accepts and allows to GET
@@ -92,4 +97,61 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// herald_channel_condition follows each channel's conditions (and goes with the channel), and
+// reconcile errors are counted by reason.
+func TestChannelConditionsAndErrorsAreMetrics(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	key := create(t, channel(ns))
+	waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	eventually(t, 10*time.Second, func() error {
+		if v := testutil.ToFloat64(channelCondition.WithLabelValues(ns, key.Name, heraldv1.ConditionRedisConfigured, "True")); v != 1 {
+			return fmt.Errorf("herald_channel_condition RedisConfigured=True is %v", v)
+		}
+		if v := testutil.ToFloat64(channelCondition.WithLabelValues(ns, key.Name, heraldv1.ConditionRedisConfigured, "False")); v != 0 {
+			return fmt.Errorf("herald_channel_condition RedisConfigured=False is %v", v)
+		}
+		return nil
+	})
+	before := testutil.ToFloat64(reconcileErrors.WithLabelValues(heraldv1.ReasonRedisUnreachable))
+	broken := create(t, channel(ns, withRedis("127.0.0.1:1")))
+	waitFor(t, broken, heraldv1.ConditionReady, metav1.ConditionFalse, heraldv1.ReasonRedisUnreachable)
+	eventually(t, 10*time.Second, func() error {
+		if after := testutil.ToFloat64(reconcileErrors.WithLabelValues(heraldv1.ReasonRedisUnreachable)); after <= before {
+			return fmt.Errorf("herald_reconcile_errors_total{reason=RedisUnreachable} stayed at %v", after)
+		}
+		return nil
+	})
+	must(t, k8s.Delete(ctx, &heraldv1.NotificationChannel{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Name}}))
+	eventually(t, 20*time.Second, func() error {
+		if left := gatherChannel(t, ns, key.Name); len(left) > 0 {
+			return fmt.Errorf("a deleted channel still has %v", left)
+		}
+		return nil
+	})
+}
+
+// gatherChannel lists the herald_channel_condition series of one channel.
+func gatherChannel(t *testing.T, ns, name string) []string {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	must(t, err)
+	var out []string
+	for _, f := range families {
+		if f.GetName() != "herald_channel_condition" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["namespace"] == ns && labels["channel"] == name {
+				out = append(out, fmt.Sprint(labels))
+			}
+		}
+	}
+	return out
 }

@@ -111,6 +111,7 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: heraldv1.ConditionPaused, Status: metav1.ConditionTrue,
 			Reason: heraldv1.ReasonPausedByAnnotation, ObservedGeneration: ch.Generation,
 			Message: "The operator leaves this channel as it is until the annotation " + heraldv1.PausedAnnotation + " is removed."})
+		recordConditions(&ch, status.Conditions)
 		return ctrl.Result{RequeueAfter: r.resyncPeriod()}, r.writeStatus(ctx, &ch, status)
 	}
 	// A deadline for the work on Redis and the children: a Redis that accepts connections and
@@ -123,13 +124,18 @@ func (r *NotificationChannelReconciler) Reconcile(ctx context.Context, req ctrl.
 			obs.childErr = err
 		}
 	}
-	if err := r.writeStatus(ctx, &ch, computeStatus(&ch, &obs)); err != nil {
+	status := computeStatus(&ch, &obs)
+	recordConditions(&ch, status.Conditions)
+	if err := r.writeStatus(ctx, &ch, status); err != nil {
+		reconcileErrors.WithLabelValues("StatusWriteFailed").Inc()
 		return ctrl.Result{}, err
 	}
 	switch {
 	case obs.childErr != nil:
+		reconcileErrors.WithLabelValues(heraldv1.ReasonWorkloadsFailed).Inc()
 		return ctrl.Result{}, obs.childErr
 	case obs.redisErr != nil && obs.redisReason != heraldv1.ReasonInvalidSpec && obs.redisReason != heraldv1.ReasonNotAllowed:
+		reconcileErrors.WithLabelValues(obs.redisReason).Inc()
 		return ctrl.Result{}, obs.redisErr // transient: back off and retry
 	case lagsReachable(obs.lagging):
 		// Soon, without the growing backoff of an error: a replica in the middle of its sync

@@ -346,14 +346,26 @@ func TestHealthReadinessMetricsAndShardMap(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil || code != 200 || len(m.Shards) != 3 || m.Shards[2].Stream != r.Map.Shards[2].Stream {
 		t.Fatalf("/shards %d %s", code, b)
 	}
+	sub := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
 	r.MustPublish(t, "k", "{}")
+	sub.Messages(t, 1, 10*time.Second)
 	_, b = get("/metrics")
 	for _, name := range []string{"herald_relay_published_total", "herald_relay_delivered_total", "herald_relay_slow_consumers_dropped_total",
 		"herald_relay_subscribers", "herald_relay_resubscribes_total", "herald_relay_backfilled_total", "herald_relay_rollbacks_total",
-		"herald_relay_gaps_total", "herald_relay_publish_to_deliver_seconds_bucket"} {
+		`herald_relay_gaps_total{channel="` + r.Map.Channel + `",reason="rollback",shard="0"} 0`, "herald_relay_publish_to_deliver_seconds_bucket",
+		`herald_relay_streams{channel="` + r.Map.Channel + `",shard="0",transport="sse"} 1`, "herald_relay_published_bytes_total",
+		`herald_relay_http_request_duration_seconds_count{channel="` + r.Map.Channel + `",code="202",method="post",route="publish",shard="0"} 1`,
+		`herald_build_info{goversion="`, `role="shard",version="dev"} 1`} {
 		if !bytes.Contains(b, []byte(name)) {
-			t.Fatalf("/metrics lacks %s", name)
+			t.Fatalf("/metrics lacks %s:\n%s", name, b)
 		}
+	}
+	// The namespace comes from the pod Prometheus scrapes: a constant one would clash with it.
+	if bytes.Contains(b, []byte(`namespace="`)) {
+		t.Fatal("/metrics carries a namespace label")
+	}
+	if got := r.Metric(t, "herald_relay_delivered_bytes_total"); got < 2 {
+		t.Fatalf("herald_relay_delivered_bytes_total %v after one delivery", got)
 	}
 	relaytest.Eventually(t, 5*time.Second, "latency observed", func() bool {
 		return r.Metric(t, "herald_relay_publish_to_deliver_seconds_count") == 1

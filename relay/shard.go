@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/heraldhq/herald/internal/version"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/hub"
@@ -107,8 +108,11 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 	opt.Upstream.Logger = log
 	r := &ShardRelay{opt: opt, cluster: redis.NewClusterClient(&ro), hub: hub.New(opt.QueueBytes), log: log}
 	r.hub.SetWriteInterval(opt.WriteInterval)
-	labels := prometheus.Labels{"namespace": opt.Map.Namespace, "channel": opt.Map.Channel, "shard": strconv.Itoa(opt.Shard)}
+	// No namespace label: Prometheus sets it from the pod, which runs in the channel's namespace
+	// (a constant one would become exported_namespace).
+	labels := prometheus.Labels{"channel": opt.Map.Channel, "shard": strconv.Itoa(opt.Shard)}
 	met := metrics.New(opt.Registry, labels, r.hub)
+	opt.Registry.MustRegister(version.BuildInfo("shard"))
 	enc := event.NewEncoder(opt.Map.Namespace, opt.Map.Channel)
 	r.sub = upstream.NewSubscription(r.cluster, opt.Map, opt.Shard, r.hub, enc, met, opt.Upstream)
 	r.handler = httpapi.New(httpapi.Config{

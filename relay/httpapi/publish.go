@@ -120,6 +120,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	if !res.Duplicate {
 		s.cfg.Metrics.Published.Inc()
+		s.cfg.Metrics.PublishedBytes.Add(float64(len(body)))
 	}
 	resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, Duplicate: res.Duplicate}
 	if waitReplicas > 0 {

@@ -73,15 +73,21 @@ func New(cfg Config) *Server {
 	if s.maxBytes <= 0 {
 		s.maxBytes = DefaultMaxMessageBytes
 	}
-	s.mux.HandleFunc("/v1/channels/{channel}/messages", s.only(http.MethodPost, s.channel(s.authorized(s.publish))))
+	s.mux.HandleFunc("/v1/channels/{channel}/messages", s.timed("publish", s.only(http.MethodPost, s.channel(s.authorized(s.publish)))))
 	s.mux.HandleFunc("/v1/channels/{channel}/events", s.only(http.MethodGet, s.channel(s.authorized(s.serveSSE))))
 	s.mux.HandleFunc("/v1/channels/{channel}/ws", s.only(http.MethodGet, s.channel(s.authorized(s.serveWebSocket))))
-	s.mux.HandleFunc("/v1/channels/{channel}/shards", s.only(http.MethodGet, s.channel(s.shards)))
-	s.mux.HandleFunc("/healthz", s.only(http.MethodGet, s.healthz))
-	s.mux.HandleFunc("/readyz", s.only(http.MethodGet, s.readyz))
+	s.mux.HandleFunc("/v1/channels/{channel}/shards", s.timed("shards", s.only(http.MethodGet, s.channel(s.shards))))
+	s.mux.HandleFunc("/healthz", s.timed("healthz", s.only(http.MethodGet, s.healthz)))
+	s.mux.HandleFunc("/readyz", s.timed("readyz", s.only(http.MethodGet, s.readyz)))
 	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("/", NotFound)
 	return s
+}
+
+// timed records the duration of a route's requests (not of streams, which last as long as the
+// subscriber stays).
+func (s *Server) timed(route string, h http.HandlerFunc) http.HandlerFunc {
+	return promhttp.InstrumentHandlerDuration(s.cfg.Metrics.Requests.MustCurryWith(prometheus.Labels{"route": route}), h)
 }
 
 // ServeHTTP implements http.Handler.

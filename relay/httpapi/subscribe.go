@@ -161,7 +161,7 @@ func (s *Server) resume(ctx context.Context, out Sink, req subscribeRequest) (la
 		return last, false, false
 	}
 	if gap != nil {
-		s.cfg.Metrics.Gaps.Inc()
+		s.cfg.Metrics.Gaps.WithLabelValues(gap.Reason).Inc()
 		if err := out.Write(ctx, []*event.Encoded{s.cfg.Encoder.EncodeGap(*gap)}); err != nil {
 			return last, false, false
 		}
@@ -251,7 +251,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if req.ticket, ok = s.admitStream(w, r, req); !ok {
 		return
 	}
-	sub := s.subscribe(req) // before replay: nothing published from now on is missed
+	sub := s.subscribe(req, "sse") // before replay: nothing published from now on is missed
 	if r.Method == http.MethodGet && !req.replayOnly {
 		if c := hijackSSE(w, sub, s.cfg.WriteTimeout); c != nil {
 			s.serveHijacked(r.Context(), c, req)
@@ -277,14 +277,18 @@ func (s *Server) serveHijacked(ctx context.Context, c *sseConn, req subscribeReq
 
 // subscribe registers with the hub; a replay-only stream gets a subscriber that is never
 // registered, so it does not count as a live stream.
-func (s *Server) subscribe(req subscribeRequest) *hub.Subscriber {
+func (s *Server) subscribe(req subscribeRequest, transport string) *hub.Subscriber {
 	sub := hub.Detached()
 	if !req.replayOnly {
 		sub = s.cfg.Hub.Subscribe(req.key)
 	}
+	// However the stream ends (hijacked ones included), it gives back what it holds.
 	if req.ticket != nil {
-		sub.OnClose(req.ticket.release) // however the stream ends, hijacked ones included
+		sub.OnClose(req.ticket.release)
 	}
+	streams := s.cfg.Metrics.Streams.WithLabelValues(transport)
+	streams.Inc()
+	sub.OnClose(streams.Dec)
 	return sub
 }
 
@@ -365,7 +369,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if req.ticket, ok = s.admitStream(w, r, req); !ok {
 		return
 	}
-	sub := s.subscribe(req)
+	sub := s.subscribe(req, "websocket")
 	defer sub.Close()
 	ServeWebSocket(w, r, s.cfg.WriteTimeout, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
 }

@@ -29,6 +29,7 @@ type Hub struct {
 
 	subscribers atomic.Int64  // currently registered
 	delivered   atomic.Uint64 // events enqueued to subscribers, all time
+	deliveredB  atomic.Uint64 // their bytes
 	slowClosed  atomic.Uint64 // subscribers closed as slow consumers, all time
 
 	writers writers // the goroutines that serve pushed subscribers (push.go)
@@ -67,6 +68,9 @@ func (h *Hub) Subscribers() int64 { return h.subscribers.Load() }
 
 // Delivered is the number of events enqueued to subscribers so far.
 func (h *Hub) Delivered() uint64 { return h.delivered.Load() }
+
+// DeliveredBytes is the size of the events enqueued to subscribers so far, each copy counted.
+func (h *Hub) DeliveredBytes() uint64 { return h.deliveredB.Load() }
 
 // SlowClosed is the number of subscribers closed as slow consumers so far.
 func (h *Hub) SlowClosed() uint64 { return h.slowClosed.Load() }
@@ -154,6 +158,7 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 	}
 	if e.Kind != event.KindHeartbeat {
 		h.delivered.Add(n)
+		h.deliveredB.Add(n * uint64(e.Size()))
 	}
 }
 
@@ -177,13 +182,13 @@ type Subscriber struct {
 	running bool             // queued for a writer, or held by one (or by out) with a batch
 	spare   []*event.Encoded // the drained batch array, reused by the next batch
 
-	onClose func() // called once, by the first Close
+	onClose []func() // called once, by the first Close
 }
 
-// OnClose sets f to be called once, when the subscriber is closed (by whoever closes it).
+// OnClose adds f to what runs once when the subscriber is closed (by whoever closes it).
 func (s *Subscriber) OnClose(f func()) {
 	s.mu.Lock()
-	s.onClose = f
+	s.onClose = append(s.onClose, f)
 	s.mu.Unlock()
 }
 
@@ -319,9 +324,11 @@ func (s *Subscriber) Close() {
 	onClose := s.onClose
 	s.onClose = nil
 	s.mu.Unlock()
-	if onClose != nil {
-		defer onClose()
-	}
+	defer func() {
+		for _, f := range onClose {
+			f()
+		}
+	}()
 	if schedule {
 		s.hub.writers.schedule(s)
 	}

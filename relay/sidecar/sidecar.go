@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/heraldhq/herald/internal/version"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/metrics"
@@ -155,6 +156,7 @@ func New(opt Options) (*Sidecar, error) {
 		s.list = append(s.list, ch)
 	}
 	s.met = metrics.NewSidecar(opt.Registry, s.upstreamStreams, s.localSubscribers)
+	opt.Registry.MustRegister(version.BuildInfo("sidecar"))
 	s.mux.HandleFunc("/v1/channels/{channel}/messages", httpapi.Only(http.MethodPost, s.withChannel(s.publish)))
 	s.mux.HandleFunc("/v1/channels/{channel}/events", httpapi.Only(http.MethodGet, s.withChannel(s.serveSSE)))
 	s.mux.HandleFunc("/v1/channels/{channel}/ws", httpapi.Only(http.MethodGet, s.withChannel(s.serveWebSocket)))

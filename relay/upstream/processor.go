@@ -75,7 +75,7 @@ func (s *Subscription) process(ctx context.Context) {
 // never a silent hole: the cursor stays where delivery was.
 func (s *Subscription) liveGap(why string) {
 	s.hub.Broadcast(s.enc.EncodeGap(event.Gap{Reason: event.GapNoReplay, From: s.last, Resume: s.last, Message: why}))
-	s.met.Gaps.Inc()
+	s.met.Gaps.WithLabelValues(event.GapNoReplay).Inc()
 }
 
 // deliverLive delivers one live message unless catch-up already did. It returns false when the
@@ -204,7 +204,7 @@ func (s *Subscription) reportRollback(info StreamInfo, survivor cursor.ID) {
 		Message: "Redis lost entries after " + survivor.String() + " up to " + s.last.String() +
 			" in a failover; delivery continues after " + survivor.String() + " and later IDs may be lower than ones already delivered",
 	}))
-	s.met.Gaps.Inc()
+	s.met.Gaps.WithLabelValues(event.GapRollback).Inc()
 	s.last = survivor
 	s.ring.reset()
 	s.ring.add(survivor)
