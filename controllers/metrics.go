@@ -24,7 +24,10 @@ var (
 	}, []string{"reason"})
 )
 
-func init() { ctrlmetrics.Registry.MustRegister(channelCondition, reconcileErrors) }
+// Collectors are the manager's own metrics (registered with controller-runtime's registry).
+func Collectors() []prometheus.Collector { return []prometheus.Collector{channelCondition, reconcileErrors} }
+
+func init() { ctrlmetrics.Registry.MustRegister(Collectors()...) }
 
 // recordConditions sets herald_channel_condition for the channel's conditions.
 func recordConditions(ch *heraldv1.NotificationChannel, conditions []metav1.Condition) {
