@@ -96,6 +96,9 @@ bench: build ## Whole-system benchmark beside a raw-Redis baseline: one Markdown
 ##@ Build and run
 
 .PHONY: build
+release: $(HELM) ## Write a release into dist/ (VERSION=x.y.z): binary, image archive, chart, one-file install manifest, SHA256SUMS.
+	VERSION=$(VERSION) HELM=$(HELM) hack/release.sh
+
 build: ## Build bin/herald.
 	CGO_ENABLED=0 go build -trimpath -o bin/herald .
 

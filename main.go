@@ -3,6 +3,7 @@
 //	herald [manager] [flags]   the operator: NotificationChannel controller (the default)
 //	herald relay [flags]       the relay, as a per-shard Deployment or an injected sidecar
 //	herald probe URL           exit 0 when URL answers 2xx (exec probes of the loopback-only sidecar)
+//	herald version             print the version
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	goruntime "runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -49,12 +51,14 @@ func main() {
 		err = runManager(args)
 	case "probe":
 		err = probe(args)
+	case "version":
+		fmt.Printf("herald %s (%s, %s/%s)\n", version.Version, goruntime.Version(), goruntime.GOOS, goruntime.GOARCH)
 	case "relay":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err = relay.Main(ctx, args)
 		stop()
 	default:
-		err = fmt.Errorf("unknown command %q: want \"manager\", \"relay\" or \"probe\"", cmd)
+		err = fmt.Errorf("unknown command %q: want \"manager\", \"relay\", \"probe\" or \"version\"", cmd)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "herald:", err)
@@ -81,7 +85,7 @@ func runManager(args []string) error {
 	redisKeyFile := fs.String("redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
 	redisClientCAFile := fs.String("redis-tls-client-ca-file", "", "PEM CA certificate the default Redis trusts for client certificates: each channel's relays get one of their own, issued from it")
 	redisClientCAKeyFile := fs.String("redis-tls-client-ca-key-file", "", "PEM private key of --redis-tls-client-ca-file")
-	relayImage := fs.String("relay-image", "ghcr.io/heraldhq/herald:v0.1.0", "image of the relay Deployments (spec.relay.image overrides)")
+	relayImage := fs.String("relay-image", version.Image(), "image of the relay Deployments (spec.relay.image overrides)")
 	relayResources := fs.String("relay-resources", `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		"JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
 	relayLogLevel := fs.String("relay-log-level", "", "log level of the relays and injected sidecars (debug, info, warn, error) unless spec.relay.logLevel or a pod's notifications.herald.dev/sidecar-log-level sets one; empty: the relay's default, info")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -14,6 +15,7 @@ func main() {
 	herald := flag.String("herald", "bin/herald", "static herald binary")
 	pause := flag.String("pause", "bin/pause", "static pause binary (hack/pause)")
 	app := flag.String("orders-app", "bin/orders-app", "static orders-app binary (config/samples/orders-app)")
+	only := flag.String("only", "", "comma-separated names of the images to write (default: all)")
 	var extra []string
 	flag.Func("app", "name=binary: one more app image (e.g. a test's), repeatable", func(v string) error {
 		if name, bin, ok := strings.Cut(v, "="); !ok || name == "" || bin == "" {
@@ -36,6 +38,9 @@ func main() {
 		images = append(images, image{name, bin, AppSpec})
 	}
 	for _, im := range images {
+		if *only != "" && !slices.Contains(strings.Split(*only, ","), im.name) {
+			continue
+		}
 		img, err := Image(im.spec, im.bin)
 		if err != nil {
 			fail(fmt.Errorf("%s image: %w", im.name, err))

@@ -12,6 +12,15 @@ import (
 // Version is the release this binary was built from; "dev" for an unstamped build.
 var Version = "dev"
 
+// Image is Herald's image of this version: the relay image the operator deploys and injects
+// unless told otherwise. An unstamped build names the local image (make images).
+func Image() string {
+	if Version == "dev" {
+		return "ghcr.io/heraldhq/herald:dev"
+	}
+	return "ghcr.io/heraldhq/herald:v" + Version
+}
+
 // BuildInfo is herald_build_info{version, goversion, role} = 1, the usual way to see in
 // Prometheus which version runs where.
 func BuildInfo(role string) prometheus.Collector {
