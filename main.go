@@ -105,6 +105,9 @@ func runManager(args []string) error {
 	webhookCertMode := fs.String("webhook-cert-mode", "selfManaged", "selfManaged: the manager issues and rotates the webhook certificate; external: cert-manager or another tool writes it to --webhook-cert-dir")
 	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "the manager's namespace (default: $POD_NAMESPACE, else the service account's namespace)")
 	sidecarMetricsPort := fs.Int("sidecar-metrics-port", 7071, "port of the injected sidecars' /metrics on the pod IP (with prometheus.io scrape annotations); 0 keeps metrics on loopback")
+	pullPolicy := fs.String("relay-image-pull-policy", "", "imagePullPolicy of relays and sidecars (Always, IfNotPresent, Never) unless spec.relay sets one; empty: Kubernetes' default")
+	pullSecrets := fs.String("relay-image-pull-secrets", "", "comma-separated Secrets (in each channel's or pod's namespace) to pull the relay image with, for relays (unless spec.relay sets its own) and sidecars")
+	sidecarResources := fs.String("sidecar-resources", "", "JSON ResourceRequirements of injected sidecars (pod annotations override); empty: 10m CPU / 32Mi requests, 128Mi limit")
 	sidecarImage := fs.String("sidecar-image", "", "image of the injected sidecar (default: --relay-image)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -141,6 +144,22 @@ func runManager(args []string) error {
 	if err := json.Unmarshal([]byte(*relayResources), &resources); err != nil {
 		return fmt.Errorf("--relay-resources: %w", err)
 	}
+	var sidecarRes *corev1.ResourceRequirements
+	if *sidecarResources != "" {
+		sidecarRes = &corev1.ResourceRequirements{}
+		if err := json.Unmarshal([]byte(*sidecarResources), sidecarRes); err != nil {
+			return fmt.Errorf("--sidecar-resources: %w", err)
+		}
+	}
+	switch corev1.PullPolicy(*pullPolicy) {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("--relay-image-pull-policy=%q: want Always, IfNotPresent or Never", *pullPolicy)
+	}
+	var secrets []corev1.LocalObjectReference
+	for _, name := range splitList(*pullSecrets) {
+		secrets = append(secrets, corev1.LocalObjectReference{Name: name})
+	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
@@ -164,6 +183,8 @@ func runManager(args []string) error {
 		RelayImage:         *relayImage,
 		RelayResources:     resources,
 		RelayLogLevel:      *relayLogLevel,
+		RelayPullPolicy:    corev1.PullPolicy(*pullPolicy),
+		RelayPullSecrets:   secrets,
 		RelayClusterRole:   *relayClusterRole,
 		MetricsScrapers:    scrapers,
 		ResyncPeriod:       *resync,
@@ -198,6 +219,9 @@ func runManager(args []string) error {
 			Image:            *sidecarImage,
 			LogLevel:         *relayLogLevel,
 			MetricsPort:      int32(*sidecarMetricsPort),
+			Resources:        sidecarRes,
+			PullPolicy:       corev1.PullPolicy(*pullPolicy),
+			PullSecrets:      secrets,
 		}); err != nil {
 			return err
 		}

@@ -44,7 +44,8 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 			m.Retention.MaxAge = shardmap.Duration{Duration: ret.MaxAge.Duration}
 		}
 	}
-	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RelayLogLevel: r.RelayLogLevel, RedisAddrs: o.redisAddrs, Password: o.password}
+	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RelayLogLevel: r.RelayLogLevel,
+		PullPolicy: r.RelayPullPolicy, PullSecrets: r.RelayPullSecrets, RedisAddrs: o.redisAddrs, Password: o.password}
 	switch {
 	case ch.Spec.Redis == nil:
 		p.RedisTLS = r.DefaultRedis.RelayTLS

@@ -25,7 +25,9 @@ var (
 )
 
 // Collectors are the manager's own metrics (registered with controller-runtime's registry).
-func Collectors() []prometheus.Collector { return []prometheus.Collector{channelCondition, reconcileErrors} }
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{channelCondition, reconcileErrors}
+}
 
 func init() { ctrlmetrics.Registry.MustRegister(Collectors()...) }
 

@@ -46,6 +46,9 @@ type NotificationChannelReconciler struct {
 	RelayImage     string                      // relay image unless spec.relay.image is set
 	RelayResources corev1.ResourceRequirements // relay resources unless spec.relay.resources is set
 	RelayLogLevel  string                      // relay log level unless spec.relay.logLevel is set; "" leaves the relay's default
+	// RelayPullPolicy and RelayPullSecrets apply unless spec.relay sets its own.
+	RelayPullPolicy  corev1.PullPolicy
+	RelayPullSecrets []corev1.LocalObjectReference
 	// RelayClusterRole grants TokenReview create; each channel's relay ServiceAccount is bound to
 	// it so relays can authenticate sidecars. Empty: no binding is made.
 	RelayClusterRole string

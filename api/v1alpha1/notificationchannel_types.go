@@ -143,6 +143,19 @@ type RelaySpec struct {
 	// +optional
 	Image string `json:"image,omitempty"`
 
+	// imagePullPolicy of the relay container. Defaults to the operator's (chart value
+	// relay.image.pullPolicy), else Kubernetes' default.
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// imagePullSecrets name Secrets in the channel's namespace to pull the relay image with.
+	// Defaults to the operator's (chart value relay.imagePullSecrets), which must then exist in
+	// every channel's namespace.
+	// +optional
+	// +listType=atomic
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
 	// nodeSelector for the relay pods.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`

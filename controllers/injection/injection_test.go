@@ -444,3 +444,21 @@ func TestSelfManagedCertificates(t *testing.T) {
 		}
 	}
 }
+
+// The sidecar is pulled as the operator says, with its pull Secrets added to the pod once.
+func TestInjectPullSettings(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}},
+		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "app-regcred"}, {Name: "regcred"}}}}
+	Inject(pod, Sidecar{Namespace: "shop", Image: "herald:test", Channels: []string{"orders"},
+		PullPolicy: corev1.PullAlways, PullSecrets: []corev1.LocalObjectReference{{Name: "regcred"}, {Name: "herald-regcred"}}})
+	if got := pod.Spec.InitContainers[0].ImagePullPolicy; got != corev1.PullAlways {
+		t.Fatalf("sidecar pull policy %q", got)
+	}
+	var names []string
+	for _, s := range pod.Spec.ImagePullSecrets {
+		names = append(names, s.Name)
+	}
+	if !slices.Equal(names, []string{"app-regcred", "regcred", "herald-regcred"}) {
+		t.Fatalf("pod pull secrets %v, want the app's and the operator's, each once", names)
+	}
+}

@@ -48,6 +48,8 @@ type Injector struct {
 	Image       string // the relay image
 	LogLevel    string // of the sidecar unless the pod's annotation sets one; "" leaves the relay's
 	MetricsPort int32  // see Sidecar.MetricsPort
+	PullPolicy  corev1.PullPolicy
+	PullSecrets []corev1.LocalObjectReference
 	// Resources of the sidecar unless the pod's annotations say otherwise.
 	// Defaults to requests 10m CPU / 32Mi memory and a 128Mi memory limit.
 	Resources *corev1.ResourceRequirements
@@ -88,7 +90,8 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 	if level == "" {
 		level = in.LogLevel
 	}
-	if !Inject(&pod, Sidecar{Namespace: namespace, Image: in.Image, Channels: channels, Resources: resources, LogLevel: level, MetricsPort: in.MetricsPort}) {
+	if !Inject(&pod, Sidecar{Namespace: namespace, Image: in.Image, Channels: channels, Resources: resources, LogLevel: level, MetricsPort: in.MetricsPort,
+		PullPolicy: in.PullPolicy, PullSecrets: in.PullSecrets}) {
 		return admission.Allowed("sidecar already present").WithWarnings(warnings...)
 	}
 	mutated, err := json.Marshal(&pod)
@@ -100,11 +103,13 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 
 // Sidecar is what Inject adds to a pod.
 type Sidecar struct {
-	Namespace string   // the pod's: channels without a namespace are in it
-	Image     string   // the relay image
-	Channels  []string // "name" or "namespace/name", as the channels annotation lists them
-	Resources corev1.ResourceRequirements
-	LogLevel  string // "" leaves the relay's default
+	Namespace   string   // the pod's: channels without a namespace are in it
+	Image       string   // the relay image
+	Channels    []string // "name" or "namespace/name", as the channels annotation lists them
+	Resources   corev1.ResourceRequirements
+	LogLevel    string                        // "" leaves the relay's default
+	PullPolicy  corev1.PullPolicy             // of the sidecar container; "": Kubernetes' default
+	PullSecrets []corev1.LocalObjectReference // added to the pod's imagePullSecrets (Secrets of the pod's namespace)
 	// MetricsPort serves the sidecar's /metrics on the pod's IP (port herald-metrics), with the
 	// usual prometheus.io annotations unless the pod has its own; 0: loopback only.
 	MetricsPort int32
@@ -170,11 +175,12 @@ func Inject(pod *corev1.Pod, sc Sidecar) bool {
 		}
 	}
 	sidecar := corev1.Container{
-		Name:          ContainerName,
-		Image:         sc.Image,
-		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways), // a native sidecar: starts first, never blocks a Job
-		Args:          args,
-		Ports:         ports,
+		Name:            ContainerName,
+		Image:           sc.Image,
+		ImagePullPolicy: sc.PullPolicy,
+		RestartPolicy:   ptr(corev1.ContainerRestartPolicyAlways), // a native sidecar: starts first, never blocks a Job
+		Args:            args,
+		Ports:           ports,
 		Env: []corev1.EnvVar{{Name: "HERALD_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
 		Resources:      sc.Resources,
@@ -192,6 +198,11 @@ func Inject(pod *corev1.Pod, sc Sidecar) bool {
 		},
 	}
 	pod.Spec.InitContainers = append([]corev1.Container{sidecar}, pod.Spec.InitContainers...)
+	for _, s := range sc.PullSecrets {
+		if !slices.Contains(pod.Spec.ImagePullSecrets, s) {
+			pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, s)
+		}
+	}
 	return true
 }
 

@@ -18,16 +18,18 @@ import (
 
 // Options configure the webhook.
 type Options struct {
-	Namespace         string                       // the manager's namespace
-	ServiceName       string                       // Service in front of the webhook. Defaults to herald-webhook.
-	SecretName        string                       // Secret holding the serving certificate. Defaults to herald-webhook-certs.
-	ConfigurationName string                       // MutatingWebhookConfiguration to patch. Defaults to herald-sidecar-injector.
-	CertDir           string                       // where the serving certificate is written and read
-	SelfManagedCerts  bool                         // issue and rotate certificates here (else cert-manager or another tool does)
-	Image             string                       // relay image injected as the sidecar
-	Resources         *corev1.ResourceRequirements // sidecar resources (nil: the injector's defaults)
-	LogLevel          string                       // sidecar log level unless the pod's annotation sets one; "" leaves the relay's
-	MetricsPort       int32                        // the sidecar's /metrics on the pod IP; 0: loopback only
+	Namespace         string                        // the manager's namespace
+	ServiceName       string                        // Service in front of the webhook. Defaults to herald-webhook.
+	SecretName        string                        // Secret holding the serving certificate. Defaults to herald-webhook-certs.
+	ConfigurationName string                        // MutatingWebhookConfiguration to patch. Defaults to herald-sidecar-injector.
+	CertDir           string                        // where the serving certificate is written and read
+	SelfManagedCerts  bool                          // issue and rotate certificates here (else cert-manager or another tool does)
+	Image             string                        // relay image injected as the sidecar
+	Resources         *corev1.ResourceRequirements  // sidecar resources (nil: the injector's defaults)
+	LogLevel          string                        // sidecar log level unless the pod's annotation sets one; "" leaves the relay's
+	MetricsPort       int32                         // the sidecar's /metrics on the pod IP; 0: loopback only
+	PullPolicy        corev1.PullPolicy             // of the sidecar container
+	PullSecrets       []corev1.LocalObjectReference // added to opted-in pods (Secrets of their namespace)
 }
 
 // Setup registers the injector with the manager's webhook server. With SelfManagedCerts, the
@@ -69,7 +71,8 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		close(certsReady)
 	}
 
-	injector := &Injector{Client: mgr.GetAPIReader(), Decoder: admission.NewDecoder(mgr.GetScheme()), Image: o.Image, Resources: o.Resources, LogLevel: o.LogLevel, MetricsPort: o.MetricsPort}
+	injector := &Injector{Client: mgr.GetAPIReader(), Decoder: admission.NewDecoder(mgr.GetScheme()), Image: o.Image, Resources: o.Resources, LogLevel: o.LogLevel, MetricsPort: o.MetricsPort,
+		PullPolicy: o.PullPolicy, PullSecrets: o.PullSecrets}
 	var server webhook.Server
 	registered := make(chan struct{})
 	go func() {

@@ -54,9 +54,12 @@ type Params struct {
 	RelayImage     string                      // default relay image (spec.relay.image overrides)
 	RelayResources corev1.ResourceRequirements // default relay resources (spec.relay.resources overrides)
 	RelayLogLevel  string                      // default relay log level (spec.relay.logLevel overrides); "" leaves the relay's
-	RedisAddrs     []string                    // what relays connect to
-	RedisTLS       *RedisTLS                   // nil for plain TCP
-	Password       string                      // the relays' Redis password; only its hash goes into the pod template
+	// PullPolicy and PullSecrets of the relays unless spec.relay sets them.
+	PullPolicy  corev1.PullPolicy
+	PullSecrets []corev1.LocalObjectReference
+	RedisAddrs  []string  // what relays connect to
+	RedisTLS    *RedisTLS // nil for plain TCP
+	Password    string    // the relays' Redis password; only its hash goes into the pod template
 }
 
 // Relays read their password and CA bundle once, at start. Hashes of both on the pod template
@@ -264,6 +267,7 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 	}
 	pod := corev1.PodSpec{
 		// The relay verifies callers' tokens with TokenReview, which needs its own token.
+		ImagePullSecrets:             pullSecrets(ch.Spec.Relay.ImagePullSecrets, p.PullSecrets),
 		ServiceAccountName:           RelayServiceAccountName(ch),
 		AutomountServiceAccountToken: ptr(true),
 		SecurityContext: &corev1.PodSecurityContext{
@@ -272,10 +276,11 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 		Containers: []corev1.Container{{
-			Name:  "relay",
-			Image: image,
-			Args:  args,
-			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: shardmap.RelayPort, Protocol: corev1.ProtocolTCP}},
+			Name:            "relay",
+			Image:           image,
+			ImagePullPolicy: cmp.Or(ch.Spec.Relay.ImagePullPolicy, p.PullPolicy),
+			Args:            args,
+			Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: shardmap.RelayPort, Protocol: corev1.ProtocolTCP}},
 			Env: []corev1.EnvVar{
 				secretEnv("HERALD_REDIS_USERNAME", SecretUsernameKey),
 				secretEnv("HERALD_REDIS_PASSWORD", SecretPasswordKey),
@@ -454,3 +459,11 @@ func NetworkPolicy(ch *heraldv1.NotificationChannel, scrapers *metav1.LabelSelec
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// pullSecrets are the channel's own, else the operator's.
+func pullSecrets(own, operators []corev1.LocalObjectReference) []corev1.LocalObjectReference {
+	if len(own) > 0 {
+		return own
+	}
+	return operators
+}

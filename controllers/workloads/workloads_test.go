@@ -220,3 +220,21 @@ func TestReplicasDefault(t *testing.T) {
 		t.Fatal("spec.relay.replicas is honoured")
 	}
 }
+
+// Relays pull their image as the channel says, else as the operator says.
+func TestPullPolicyAndSecrets(t *testing.T) {
+	p := params()
+	p.PullPolicy, p.PullSecrets = corev1.PullAlways, []corev1.LocalObjectReference{{Name: "operator-regcred"}}
+	d := Deployment(channel(), p, 0)
+	if c := d.Spec.Template.Spec.Containers[0]; c.ImagePullPolicy != corev1.PullAlways || d.Spec.Template.Spec.ImagePullSecrets[0].Name != "operator-regcred" {
+		t.Fatalf("the operator's pull settings: %s %v", c.ImagePullPolicy, d.Spec.Template.Spec.ImagePullSecrets)
+	}
+	d = Deployment(channel(func(c *heraldv1.NotificationChannel) {
+		c.Spec.Relay.ImagePullPolicy = corev1.PullIfNotPresent
+		c.Spec.Relay.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "team-regcred"}}
+	}), p, 0)
+	if c := d.Spec.Template.Spec.Containers[0]; c.ImagePullPolicy != corev1.PullIfNotPresent ||
+		len(d.Spec.Template.Spec.ImagePullSecrets) != 1 || d.Spec.Template.Spec.ImagePullSecrets[0].Name != "team-regcred" {
+		t.Fatalf("the channel's pull settings: %s %v", c.ImagePullPolicy, d.Spec.Template.Spec.ImagePullSecrets)
+	}
+}

@@ -337,6 +337,36 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				}
 			},
 		},
+		"escape hatches": {
+			flags: []string{"--set", "serviceAccount.create=false", "--set", "serviceAccount.name=platform-sa",
+				"--set", "manager.workers=8", "--set", "manager.extraArgs={--resync-period=2m}",
+				"--set", "manager.extraEnv[0].name=GOMEMLIMIT", "--set", "manager.extraEnv[0].value=200MiB",
+				"--set", "relay.image.pullPolicy=Always", "--set", "relay.imagePullSecrets[0].name=regcred",
+				"--set", "sidecar.image.tag=v9", "--set", "sidecar.resources.limits.memory=300Mi"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				c := managerContainer(t, objs)
+				wantArgs(t, c, "--workers=8", "--relay-image-pull-policy=Always", "--relay-image-pull-secrets=regcred",
+					"--sidecar-image=ghcr.io/heraldhq/herald:v9", `--sidecar-resources={"limits":{"memory":"300Mi"}}`)
+				if last := c.Args[len(c.Args)-1]; last != "--resync-period=2m" {
+					t.Errorf("extraArgs must come last (the last of a repeated flag wins): %v", c.Args)
+				}
+				if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" && e.Value == "200MiB" }) {
+					t.Errorf("extraEnv missing: %+v", c.Env)
+				}
+				if sa := managerPodSpec(t, objs).ServiceAccountName; sa != "platform-sa" {
+					t.Errorf("serviceAccountName %q, want platform-sa", sa)
+				}
+				assertNoKind(t, objs, "ServiceAccount")
+				for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+					for _, b := range kinds(objs, kind) {
+						subjects, _, _ := unstructured.NestedSlice(b.Object, "subjects")
+						if s := subjects[0].(map[string]any); s["name"] != "platform-sa" {
+							t.Errorf("%s %s binds %v, want platform-sa", kind, b.GetName(), s["name"])
+						}
+					}
+				}
+			},
+		},
 		"plain metrics": {
 			flags: []string{"--set", "metrics.secure=false", "--set", "metrics.serviceMonitor.enabled=true"},
 			check: func(t *testing.T, objs []*unstructured.Unstructured) {

@@ -45,6 +45,25 @@ manager's digest pins it too while the relay names no repository or tag of its o
 {{- end -}}
 {{- end }}
 
+{{/* herald.sidecarImage is the injected sidecar's image: sidecar.image where set, part by part,
+else the relay image. */}}
+{{- define "herald.sidecarImage" -}}
+{{- with .Values.sidecar.image -}}
+{{- if .digest -}}
+{{- printf "%s@%s" (.repository | default $.Values.relay.image.repository | default $.Values.image.repository) .digest -}}
+{{- else if or .repository .tag -}}
+{{- printf "%s:%s" (.repository | default $.Values.relay.image.repository | default $.Values.image.repository) (.tag | default $.Values.relay.image.tag | default $.Values.image.tag | default (printf "v%s" $.Chart.AppVersion)) -}}
+{{- else -}}
+{{- include "herald.relayImage" $ -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* herald.serviceAccountName is the manager's service account. */}}
+{{- define "herald.serviceAccountName" -}}
+{{- .Values.serviceAccount.name | default "herald-manager" -}}
+{{- end }}
+
 {{/* herald.webhookHost is the in-cluster DNS name of the webhook Service. */}}
 {{- define "herald.webhookHost" -}}
 {{- printf "herald-webhook.%s.svc" .Release.Namespace -}}
