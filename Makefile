@@ -31,6 +31,7 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the Go 
 	$(CONTROLLER_GEN) rbac:roleName=manager crd paths="./api/..." paths="./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	hack/chart-crds.sh
+	go run ./hack/schemadoc
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
@@ -50,7 +51,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail if generated files are out of date.
-	@git diff --exit-code -- config/crd config/rbac api charts/herald/templates/crds.yaml || \
+	@git diff --exit-code -- config/crd config/rbac api charts/herald/templates/crds.yaml charts/herald/values.schema.json || \
 		{ echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
 
 ##@ Test

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"reflect"
@@ -74,6 +75,16 @@ func kinds(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstr
 		}
 	}
 	return out
+}
+
+// The schema's descriptions are the comments of values.yaml (hack/schemadoc writes them), so
+// editors reading the schema and readers of values.yaml see the same words.
+func TestSchemaDescriptionsAreTheValuesComments(t *testing.T) {
+	cmd := exec.Command("go", "run", "./hack/schemadoc", "-check")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
 }
 
 // Every value the schema declares has a comment right above it in values.yaml, and values.yaml
