@@ -10,8 +10,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -27,7 +28,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -35,6 +35,7 @@ import (
 	"github.com/heraldhq/herald/controllers"
 	"github.com/heraldhq/herald/controllers/injection"
 	"github.com/heraldhq/herald/controllers/redisconf"
+	"github.com/heraldhq/herald/internal/cli"
 	"github.com/heraldhq/herald/internal/version"
 	"github.com/heraldhq/herald/relay"
 )
@@ -60,7 +61,7 @@ func main() {
 	default:
 		err = fmt.Errorf("unknown command %q: want \"manager\", \"relay\", \"probe\" or \"version\"", cmd)
 	}
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
+	if err != nil && !cli.IsHelp(err) {
 		fmt.Fprintln(os.Stderr, "herald:", err)
 		os.Exit(1)
 	}
@@ -68,7 +69,11 @@ func main() {
 
 // runManager runs the operator until SIGTERM or SIGINT.
 func runManager(args []string) error {
-	fs := flag.NewFlagSet("herald manager", flag.ContinueOnError)
+	fs := cli.New("manager", os.Stderr,
+		"Usage: herald [manager] [flags]",
+		"",
+		"The operator: reconciles NotificationChannels into Redis Cluster configuration and relay",
+		"Deployments, and serves the webhook that injects the relay sidecar into opted-in pods.")
 	metricsAddr := fs.String("metrics-bind-address", ":8443", "address of the Prometheus /metrics endpoint; \"0\" turns it off")
 	metricsSecure := fs.Bool("metrics-secure", true, "serve /metrics over HTTPS to scrapers whose token may GET /metrics (ClusterRole "+controllers.MetricsReaderClusterRole+"); false: plain HTTP to anyone")
 	metricsCertDir := fs.String("metrics-cert-dir", "", "directory of tls.crt and tls.key for --metrics-secure; empty: a self-signed certificate")
@@ -109,12 +114,16 @@ func runManager(args []string) error {
 	pullSecrets := fs.String("relay-image-pull-secrets", "", "comma-separated Secrets (in each channel's or pod's namespace) to pull the relay image with, for relays (unless spec.relay sets its own) and sidecars")
 	sidecarResources := fs.String("sidecar-resources", "", "JSON ResourceRequirements of injected sidecars (pod annotations override); empty: 10m CPU / 32Mi requests, 128Mi limit")
 	sidecarImage := fs.String("sidecar-image", "", "image of the injected sidecar (default: --relay-image)")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args, os.Getenv); err != nil {
 		return err
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	logger, err := fs.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	// One JSON logger for Herald's code and controller-runtime's.
+	slog.SetDefault(logger)
+	ctrl.SetLogger(logr.FromSlogHandler(logger.Handler()))
 	ctrlmetrics.Registry.MustRegister(version.BuildInfo("manager"))
 
 	scheme := runtime.NewScheme()

@@ -5,10 +5,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/heraldhq/herald/internal/cli"
 	"github.com/heraldhq/herald/internal/tlsconfig"
 	"github.com/heraldhq/herald/relay/auth"
 	"github.com/heraldhq/herald/relay/httpapi"
@@ -40,46 +39,6 @@ const (
 	AuthNone        = "none"        // everyone may call: local tests only
 )
 
-// flagEnv maps each flag to the environment variable that sets its default.
-var flagEnv = map[string]string{
-	"role":                           "HERALD_RELAY_ROLE",
-	"shardmap":                       "HERALD_SHARDMAP",
-	"shard":                          "HERALD_SHARD",
-	"listen":                         "HERALD_LISTEN",
-	"redis-addresses":                "HERALD_REDIS_ADDRESSES",
-	"redis-username":                 "HERALD_REDIS_USERNAME",
-	"redis-password-file":            "HERALD_REDIS_PASSWORD_FILE",
-	"redis-tls":                      "HERALD_REDIS_TLS",
-	"redis-tls-ca-file":              "HERALD_REDIS_TLS_CA_FILE",
-	"redis-tls-server-name":          "HERALD_REDIS_TLS_SERVER_NAME",
-	"redis-tls-insecure-skip-verify": "HERALD_REDIS_TLS_INSECURE_SKIP_VERIFY",
-	"redis-tls-cert-file":            "HERALD_REDIS_TLS_CERT_FILE",
-	"redis-tls-key-file":             "HERALD_REDIS_TLS_KEY_FILE",
-	"heartbeat":                      "HERALD_HEARTBEAT",
-	"queue-bytes":                    "HERALD_QUEUE_BYTES",
-	"idempotency-window":             "HERALD_IDEMPOTENCY_WINDOW",
-	"probe-interval":                 "HERALD_PROBE_INTERVAL",
-	"probe-timeout":                  "HERALD_PROBE_TIMEOUT",
-	"write-timeout":                  "HERALD_WRITE_TIMEOUT",
-	"write-interval":                 "HERALD_WRITE_INTERVAL",
-	"replica-wait-timeout":           "HERALD_REPLICA_WAIT_TIMEOUT",
-	"shutdown-timeout":               "HERALD_SHUTDOWN_TIMEOUT",
-	"log-level":                      "HERALD_LOG_LEVEL",
-	"max-subscribers":                "HERALD_MAX_SUBSCRIBERS",
-	"max-subscribers-per-caller":     "HERALD_MAX_SUBSCRIBERS_PER_CALLER",
-	"max-replays-per-caller":         "HERALD_MAX_REPLAYS_PER_CALLER",
-	"replay-rate-per-caller":         "HERALD_REPLAY_RATE_PER_CALLER",
-	"auth":                           "HERALD_AUTH",
-	"token-audience":                 "HERALD_TOKEN_AUDIENCE",
-	"kubeconfig":                     "HERALD_KUBECONFIG",
-	"channels":                       "HERALD_CHANNELS",
-	"namespace":                      "HERALD_NAMESPACE",
-	"token-file":                     "HERALD_TOKEN_FILE",
-	"token-dir":                      "HERALD_TOKEN_DIR",
-	"metrics-listen":                 "HERALD_METRICS_LISTEN",
-	"endpoints-file":                 "HERALD_ENDPOINTS_FILE",
-}
-
 // PodNamespaceEnv is read for --namespace when HERALD_NAMESPACE is not set (the downward API's
 // usual name).
 const PodNamespaceEnv = "POD_NAMESPACE"
@@ -95,22 +54,27 @@ func Main(ctx context.Context, args []string) error {
 }
 
 type config struct {
-	role, shardMapFile, listen, addrs, user, passFile, logLevel string
-	shard, queueBytes                                           int
-	limits                                                      httpapi.Limits // shard role
-	heartbeat, idemWindow, probeInterval, probeTimeout          time.Duration
-	writeTimeout, waitTimeout, shutdownTimeout, writeInterval   time.Duration
-	auth, audience, kubeconfig                                  string // shard role: caller authentication
-	channels, namespace, tokenFile, tokenDir, endpointsFile     string // sidecar role
-	metricsListen                                               string // sidecar role
-	tls, tlsInsecure                                            bool   // Redis TLS
-	tlsServerName, tlsCAFile, tlsCertFile, tlsKeyFile           string
+	role, shardMapFile, listen, addrs, user, passFile         string
+	shard, queueBytes                                         int
+	limits                                                    httpapi.Limits // shard role
+	heartbeat, idemWindow, probeInterval, probeTimeout        time.Duration
+	writeTimeout, waitTimeout, shutdownTimeout, writeInterval time.Duration
+	auth, audience, kubeconfig                                string // shard role: caller authentication
+	channels, namespace, tokenFile, tokenDir, endpointsFile   string // sidecar role
+	metricsListen                                             string // sidecar role
+	tls, tlsInsecure                                          bool   // Redis TLS
+	tlsServerName, tlsCAFile, tlsCertFile, tlsKeyFile         string
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
 	var c config
-	fs := flag.NewFlagSet("herald relay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.New("relay", stderr,
+		"Usage: herald relay --role=shard --shardmap FILE --shard N --redis-addresses HOST:PORT[,...] [flags]",
+		"       herald relay --role=sidecar --channels NAME[,NS/NAME...] --namespace NS --token-dir DIR [flags]",
+		"",
+		"A shard relay serves one shard of a NotificationChannel: publish, SSE and WebSocket subscribe with resume.",
+		"A sidecar serves the same API to its pod's app on loopback and reaches the channels' shard relays for it.")
+	fs.Footer("The Redis password is read from --redis-password-file, else from " + PasswordEnv + ".")
 	fs.StringVar(&c.role, "role", RoleShard, "relay role: shard (serves one shard of a channel) or sidecar (next to an app, on loopback: routes to the shard relays of --channels)")
 	fs.StringVar(&c.shardMapFile, "shardmap", "", "path of the channel's shard map (JSON, the shardmap.json key of the channel's ConfigMap); required")
 	fs.IntVar(&c.shard, "shard", -1, "index of the shard this relay serves; required")
@@ -134,7 +98,6 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.DurationVar(&c.writeInterval, "write-interval", 10*time.Millisecond, "shard role: least time between two rounds of writes to live SSE subscribers; under load each gets one write per interval with all its events (0: write as soon as possible)")
 	fs.DurationVar(&c.waitTimeout, "replica-wait-timeout", time.Second, "bound of WAIT for publishes with ?ack=replicated")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to in-flight requests on shutdown")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.IntVar(&c.limits.Subscribers, "max-subscribers", 10000, "shard role: most streams (SSE and WebSocket) the relay serves at once; beyond it subscribe calls get 429 (0: no cap)")
 	fs.IntVar(&c.limits.SubscribersPerCaller, "max-subscribers-per-caller", 2000, "shard role: most streams one caller (service account) holds at the relay (0: no cap)")
 	fs.IntVar(&c.limits.ReplaysPerCaller, "max-replays-per-caller", 32, "shard role: most streams of one caller replaying stored events at once (0: no cap)")
@@ -143,46 +106,24 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.audience, "token-audience", "", "shard role: the audience callers' tokens must carry (default: the channel's own, herald.dev/<namespace>/<channel>)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
 	fs.StringVar(&c.channels, "channels", "", "sidecar role: comma-separated channels the app may use, name (in --namespace) or namespace/name; required")
-	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (default $"+PodNamespaceEnv+" when "+flagEnv["namespace"]+" is unset)")
+	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (default $"+PodNamespaceEnv+" when "+cli.EnvName("namespace")+" is unset)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "sidecar role: also serve /metrics on this address (e.g. :7071), which Prometheus can reach; the API stays on --listen (loopback)")
 	fs.StringVar(&c.tokenDir, "token-dir", "", "sidecar role: directory of projected service account tokens, one per channel (file <namespace>.<channel>, audience herald.dev/<namespace>/<channel>), sent to that channel's relays as a bearer token and re-read when it changes")
 	fs.StringVar(&c.tokenFile, "token-file", "", "sidecar role: one token sent to the relays of every channel (local runs); --token-dir is what injected sidecars use; neither sends none")
 	fs.StringVar(&c.endpointsFile, "endpoints-file", "", "sidecar role: JSON object of relay Service host -> [host:port of ready replicas], standing in for cluster DNS (local runs); re-read when it changes")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herald relay --role=shard --shardmap FILE --shard N --redis-addresses HOST:PORT[,...] [flags]\n")
-		fmt.Fprintf(stderr, "       herald relay --role=sidecar --channels NAME[,NS/NAME...] --namespace NS --token-dir DIR [flags]\n\n")
-		fmt.Fprintf(stderr, "A shard relay serves one shard of a NotificationChannel: publish, SSE and WebSocket subscribe with resume.\n")
-		fmt.Fprintf(stderr, "A sidecar serves the same API to its pod's app on loopback and reaches the channels' shard relays for it.\n\nFlags (each defaults to the environment variable in brackets):\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(stderr, "  --%s (default %q) [%s]\n    \t%s\n", f.Name, f.DefValue, flagEnv[f.Name], f.Usage)
-		})
-		fmt.Fprintf(stderr, "\nThe Redis password is read from --redis-password-file, else from %s.\n", PasswordEnv)
-	}
-	// Environment first, so flags given on the command line win.
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(flagEnv[f.Name]); v != "" && envErr == nil {
-			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("environment variable %s=%q: %w", flagEnv[f.Name], v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	if c.namespace == "" {
-		c.namespace = getenv(PodNamespaceEnv)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	if err := fs.Parse(args, getenv); err != nil {
+		if cli.IsHelp(err) {
 			return nil
 		}
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	if c.namespace == "" {
+		c.namespace = getenv(PodNamespaceEnv)
 	}
-	logger, err := c.logger(stderr)
+	if err := c.check(); err != nil {
+		return err
+	}
+	logger, err := fs.Logger(stderr)
 	if err != nil {
 		return err
 	}
@@ -229,20 +170,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}
 }
 
-func (c *config) logger(stderr io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
+// check refuses settings no role can run with.
+func (c *config) check() error {
 	for name, d := range map[string]time.Duration{"heartbeat": c.heartbeat, "write-timeout": c.writeTimeout} {
 		if d <= 0 {
-			return nil, fmt.Errorf("--%s must be positive", name)
+			return fmt.Errorf("--%s must be positive", name)
 		}
 	}
 	if c.writeInterval < 0 {
-		return nil, errors.New("--write-interval must not be negative")
+		return errors.New("--write-interval must not be negative")
 	}
-	return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})), nil
+	return nil
 }
 
 // authorizer builds the caller check of --auth for the channel of m.

@@ -51,7 +51,7 @@ func TestMainRejectsBadInvocations(t *testing.T) {
 		"client cert without key":       {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-cert-file", bad}, "go together"},
 		"client cert not PEM":           {[]string{"--shardmap", good, "--shard=0", "--redis-addresses=127.0.0.1:1", "--auth=none", "--redis-tls", "--redis-tls-cert-file", bad, "--redis-tls-key-file", bad}, "Redis client certificate"},
 		"stray argument":                {[]string{"extra"}, "unexpected arguments"},
-		"unknown flag":                  {[]string{"--nope"}, "flag provided but not defined"},
+		"unknown flag":                  {[]string{"--nope"}, "unknown flag: --nope"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -85,7 +85,7 @@ func (ch *channel) refreshSoon() {
 // discoverLoop keeps the shard map and the shards' reachability fresh: quickly until the map
 // is known, then every RefreshInterval or when kicked.
 func (ch *channel) discoverLoop(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	retry := retryBackoff(100 * time.Millisecond)
 	for {
 		err := ch.discover(ctx)
 		ch.mu.Lock()
@@ -100,9 +100,9 @@ func (ch *channel) discoverLoop(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				ch.s.log.Warn("channel discovery failed", "channel", ch.ref.String(), "error", err.Error())
 			}
-			wait, backoff = backoff, min(backoff*2, 2*time.Second)
+			wait = retry.Step()
 		} else {
-			backoff = 100 * time.Millisecond
+			retry = retryBackoff(100 * time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():

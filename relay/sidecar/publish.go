@@ -8,9 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/httpapi"
@@ -170,8 +173,14 @@ func (s *Sidecar) preferLive(bases []string) []string {
 func pause(ctx context.Context, attempt int) {
 	select {
 	case <-ctx.Done():
-	case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+	case <-time.After(wait.Jitter(time.Duration(attempt+1)*100*time.Millisecond, 0.2)):
 	}
+}
+
+// retryBackoff doubles from first to 2 s, jittered so that the sidecars of many pods do not
+// retry in step.
+func retryBackoff(first time.Duration) wait.Backoff {
+	return wait.Backoff{Duration: first, Factor: 2, Jitter: 0.2, Cap: 2 * time.Second, Steps: math.MaxInt32}
 }
 
 func newIdempotencyKey() string {

@@ -207,7 +207,7 @@ func retryAfter(h http.Header, limit time.Duration) time.Duration {
 	return min(time.Duration(n)*time.Second, limit)
 }
 
-func wait(ctx context.Context, d time.Duration) {
+func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -256,7 +256,7 @@ func (ls *localSub) replay(ctx context.Context, out httpapi.Sink, j int) bool {
 				// The relay's replay limits: wait as told, without spending an attempt.
 				throttled++
 				attempt--
-				wait(ctx, retryAfter(resp.Header, 5*time.Second))
+				sleep(ctx, retryAfter(resp.Header, 5*time.Second))
 			}
 			continue
 		}

@@ -45,7 +45,7 @@ var errIdle = errors.New("no event or heartbeat within the idle timeout")
 // with its cursor, and skips what it already has (the seam), so nothing is lost or repeated.
 func (st *shardStream) run(ctx context.Context) {
 	log := st.ch.s.log.With("channel", st.ch.ref.String(), "shard", st.index)
-	next, backoff, failures := 0, 50*time.Millisecond, 0
+	next, retry, failures := 0, retryBackoff(50*time.Millisecond), 0
 	for ctx.Err() == nil {
 		err := st.session(ctx, &next, failures > 0)
 		st.connected.Store(false)
@@ -63,9 +63,8 @@ func (st *shardStream) run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(retry.Step()):
 			}
-			backoff = min(backoff*2, 2*time.Second)
 		}
 		if failures%4 == 0 {
 			st.ch.refreshSoon()

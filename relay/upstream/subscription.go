@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
@@ -181,7 +184,7 @@ func (s *Subscription) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); s.process(ctx) }()
 	defer func() { <-done }()
-	backoff := 50 * time.Millisecond
+	retry := resubscribeBackoff()
 	for {
 		began := time.Now()
 		err := s.runSession(ctx)
@@ -195,14 +198,13 @@ func (s *Subscription) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		s.log.Warn("shard subscription lost; refreshing topology, resubscribing and catching up", "reason", err.Error())
 		if time.Since(began) > 10*time.Second {
-			backoff = 50 * time.Millisecond
+			retry = resubscribeBackoff() // it was healthy a while: start over quickly
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(retry.Step()):
 		}
-		backoff = min(backoff*2, time.Second)
 	}
 }
 
@@ -366,4 +368,10 @@ func (s *Subscription) probe(ctx context.Context) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// resubscribeBackoff spaces the attempts to rebuild a lost subscription: 50 ms doubling to 1 s,
+// jittered so that the relays of a cluster do not retry in step after a failover.
+func resubscribeBackoff() wait.Backoff {
+	return wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.2, Cap: time.Second, Steps: math.MaxInt32}
 }
