@@ -246,7 +246,7 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 		},
 		"unknown log level": {
 			flags: []string{"--set", "manager.logLevel=verbose"},
-			want:  "/manager/logLevel': value must be one of 'debug', 'info', 'error'",
+			want:  "/manager/logLevel': value must be one of 'debug', 'info', 'warn', 'error'",
 		},
 		"issuer of an unknown kind": {
 			flags: []string{"--set", "webhook.certificates.mode=certManager",
