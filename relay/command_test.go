@@ -161,3 +161,37 @@ func TestSidecarServesMetricsOnTheirOwnListener(t *testing.T) {
 		t.Fatalf("Main returned %v", err)
 	}
 }
+
+// Kubernetes sets <SERVICE>_PORT, <SERVICE>_SERVICE_HOST and <SERVICE>_SERVICE_PORT for each
+// Service of a pod's namespace; an app's Service named herald-<x> gives HERALD_<X>_PORT. No relay
+// flag may end so, or an injected sidecar (whose pod's service links are the app's) would take
+// its value from a Service.
+func TestNoFlagLooksLikeAServiceLink(t *testing.T) {
+	r, w, _ := os.Pipe()
+	stderr := os.Stderr
+	os.Stderr = w
+	err := relay.Main(context.Background(), []string{"--help"})
+	os.Stderr = stderr
+	w.Close()
+	out, _ := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		name, ok := strings.CutPrefix(line, "  --")
+		if !ok {
+			continue
+		}
+		name, _, _ = strings.Cut(name, " ")
+		flags++
+		for _, suffix := range []string{"-port", "-service-host", "-service-port", "-addr", "-proto"} {
+			if strings.HasSuffix(name, suffix) {
+				t.Errorf("--%s would be set by a Service's %s variable", name, strings.ToUpper(strings.ReplaceAll(suffix, "-", "_")))
+			}
+		}
+	}
+	if flags < 20 {
+		t.Fatalf("--help listed %d flags:\n%s", flags, out)
+	}
+}

@@ -269,6 +269,7 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		// The relay verifies callers' tokens with TokenReview, which needs its own token.
 		ImagePullSecrets:             pullSecrets(ch.Spec.Relay.ImagePullSecrets, p.PullSecrets),
 		ServiceAccountName:           RelayServiceAccountName(ch),
+		EnableServiceLinks:           ptr(false), // Services' HERALD_*_PORT variables would set flags
 		AutomountServiceAccountToken: ptr(true),
 		SecurityContext: &corev1.PodSecurityContext{
 			RunAsNonRoot:   ptr(true),

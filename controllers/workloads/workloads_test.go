@@ -93,6 +93,9 @@ func TestDeployment(t *testing.T) {
 			if got := len(d.Spec.Template.Spec.TopologySpreadConstraints) > 0; got != tc.spread {
 				t.Errorf("topology spread %v, want %v (an explicit affinity replaces it)", got, tc.spread)
 			}
+			if l := d.Spec.Template.Spec.EnableServiceLinks; l == nil || *l {
+				t.Error("relay pods must not get Services' HERALD_*_PORT variables (they would set flags)")
+			}
 			if d.Spec.Selector.MatchLabels[LabelShard] != "1" || d.Spec.Template.Labels[LabelShard] != "1" {
 				t.Error("the selector must pick this shard's pods only")
 			}

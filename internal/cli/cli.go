@@ -2,6 +2,10 @@
 // which may also be set by the environment variable HERALD_<NAME> (upper case, dashes as
 // underscores; a flag on the command line wins), one --log-level and one JSON logger (slog),
 // and a --help that lists every flag with its variable and default.
+//
+// Kubernetes gives every pod variables for the Services of its namespace (HERALD_WEBHOOK_PORT
+// for herald-webhook): the pods Herald runs itself set enableServiceLinks: false. The injected
+// sidecar's flags end in no _PORT or _SERVICE_HOST, so an app's Services cannot set them.
 package cli
 
 import (

@@ -339,6 +339,9 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 					t.Error("selfManaged: the chart's herald-webhook-certs must carry no data, or an upgrade would wipe the manager's certificate")
 				}
 				assertNoKind(t, objs, "ServiceMonitor", "PodMonitor", "Issuer", "Certificate", "PodDisruptionBudget") // one replica: no PDB to block drains
+				if l := managerPodSpec(t, objs).EnableServiceLinks; l == nil || *l {
+					t.Error("the manager must not get HERALD_WEBHOOK_PORT=tcp://... from the Service herald-webhook: enableServiceLinks: false")
+				}
 				mwc := find(t, objs, "MutatingWebhookConfiguration", "herald-sidecar-injector")
 				if _, ok := mwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; ok {
 					t.Error("selfManaged: the injector carries cert-manager.io/inject-ca-from")
