@@ -292,12 +292,20 @@ func TestErrorsAreJSONWithAReason(t *testing.T) {
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
 			var body struct {
+				Type     string `json:"type"`
+				Title    string `json:"title"`
+				Status   int    `json:"status"`
+				Detail   string `json:"detail"`
 				Error    string `json:"error"`
 				Shard    *int   `json:"shard"`
 				Endpoint string `json:"endpoint"`
 			}
-			if err := json.Unmarshal(b, &body); err != nil || resp.Header.Get("Content-Type") != "application/json" {
-				t.Fatalf("%d %q is not a JSON error", resp.StatusCode, b)
+			if err := json.Unmarshal(b, &body); err != nil || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("%d %q is not an RFC 9457 problem", resp.StatusCode, b)
+			}
+			if body.Type != httpapi.ProblemType(resp.StatusCode) || !strings.HasPrefix(body.Type, httpapi.ProblemBase) ||
+				body.Status != resp.StatusCode || body.Title != http.StatusText(resp.StatusCode) || body.Detail != body.Error {
+				t.Fatalf("problem members wrong: %s", b)
 			}
 			if resp.StatusCode != tc.want || !strings.Contains(body.Error, tc.mention) {
 				t.Fatalf("got %d %q, want %d mentioning %q", resp.StatusCode, body.Error, tc.want, tc.mention)
@@ -504,7 +512,8 @@ func TestCallersAreCappedWith429(t *testing.T) {
 	refused := func(who, query, limit string) {
 		t.Helper()
 		resp, body := get(who, query)
-		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || body["limit"] != limit {
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || body["limit"] != limit ||
+			body["type"] != httpapi.ProblemBase+"limit-reached" || body["retryAfter"] == nil {
 			t.Fatalf("%s %s: %d Retry-After %q %v; want 429 with Retry-After, limit %s", who, query, resp.StatusCode,
 				resp.Header.Get("Retry-After"), body, limit)
 		}

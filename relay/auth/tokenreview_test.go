@@ -134,7 +134,7 @@ func TestShardRelayAdmitsOnlySidecarsOfPermittedNamespaces(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Fatalf("GET %s without a token: %d %s, want %d", path, resp.StatusCode, b, want)
 		}
-		if want == http.StatusUnauthorized && (!strings.HasPrefix(string(b), `{"error":`) || resp.Header.Get("WWW-Authenticate") == "") {
+		if want == http.StatusUnauthorized && (!strings.HasPrefix(string(b), `{"type":"https://herald.dev/problems/unauthenticated"`) || resp.Header.Get("WWW-Authenticate") == "") {
 			t.Fatalf("GET %s: a 401 needs a JSON body and WWW-Authenticate, got %q %v", path, b, resp.Header)
 		}
 	}

@@ -131,12 +131,7 @@ func (s *Server) admitStream(w http.ResponseWriter, r *http.Request, req subscri
 	}
 	s.cfg.Metrics.Refused.WithLabelValues(reason).Inc()
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
-	WriteJSON(w, http.StatusTooManyRequests, map[string]any{
-		"error":      refusalMessage(reason, s.cfg.Limits),
-		"limit":      reason,
-		"retryAfter": retry,
-		"caller":     callerOf(r),
-	})
+	WriteProblem(w, http.StatusTooManyRequests, refusalMessage(reason, s.cfg.Limits), map[string]any{"limit": reason, "caller": callerOf(r)})
 	return nil, false
 }
 

@@ -184,22 +184,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // misdirected answers 421 for a key of another shard, naming the right one.
 func (s *Server) misdirected(w http.ResponseWriter, key string, shard int) {
-	WriteJSON(w, http.StatusMisdirectedRequest, map[string]any{
-		"error": "key " + strconv.Quote(key) + " belongs to shard " + strconv.Itoa(shard) + " but this relay serves shard " +
-			strconv.Itoa(s.cfg.Shard) + "; send it to that shard's relay (or to the sidecar, which routes by key)",
-		"shard":    shard,
-		"endpoint": s.cfg.Map.Shards[shard].Endpoint,
-	})
+	WriteProblem(w, http.StatusMisdirectedRequest, "key "+strconv.Quote(key)+" belongs to shard "+strconv.Itoa(shard)+
+		" but this relay serves shard "+strconv.Itoa(s.cfg.Shard)+"; send it to that shard's relay (or to the sidecar, which routes by key)",
+		map[string]any{"shard": shard, "endpoint": s.cfg.Map.Shards[shard].Endpoint})
 }
 
-type errorBody struct {
-	Error string `json:"error"`
-}
-
-// WriteError answers code with the API's error body, {"error": msg}.
-func WriteError(w http.ResponseWriter, code int, msg string) {
-	WriteJSON(w, code, errorBody{Error: msg})
-}
+// WriteError answers code with the API's error body: RFC 9457 problem details (WriteProblem).
+func WriteError(w http.ResponseWriter, code int, msg string) { WriteProblem(w, code, msg, nil) }
 
 // WriteJSON answers code with v as JSON (and a newline).
 func WriteJSON(w http.ResponseWriter, code int, v any) {
