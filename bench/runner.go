@@ -139,7 +139,10 @@ func (r *Runner) startRelay(ctx context.Context, name, bin string, port int, env
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	args := append([]string{"relay", "--role=shard", "--shardmap=" + r.mapFile, "--shard=0",
 		"--listen=" + addr, "--redis-addresses=" + r.cluster.Addr(), "--auth=none", "--log-level=warn",
-		"--queue-bytes=4194304"}, r.cfg.RelayArgs...)
+		"--queue-bytes=4194304",
+		// The bench measures capacity with one anonymous caller: no per-relay or per-caller caps.
+		"--max-subscribers=0", "--max-subscribers-per-caller=0", "--max-replays-per-caller=0", "--replay-rate-per-caller=0"},
+		r.cfg.RelayArgs...)
 	p, err := StartProc(name, bin, args, env, filepath.Join(r.cfg.WorkDir, name+".log"), "http://"+addr)
 	if err != nil {
 		return nil, err
