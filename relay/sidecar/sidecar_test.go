@@ -451,11 +451,13 @@ func TestLiveReconnectSendsANoReplayGap(t *testing.T) {
 		t.Fatalf("publish: %d %+v", code, p)
 	}
 	sub.Messages(t, 1, 10*time.Second)
+	var victim *relaytest.Relay // the replica serving the sidecar's stream; the other takes over
 	for _, r := range c.Replicas[0] {
 		if r.Hub().Subscribers() == 1 {
-			r.Kill() // the replica serving the sidecar's stream
+			victim = r
 		}
 	}
+	victim.Kill()
 	gap, err := sub.Next(20 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +469,7 @@ func TestLiveReconnectSendsANoReplayGap(t *testing.T) {
 	if err := json.Unmarshal([]byte(gap.Data), &g); err != nil || gap.Event != "gap" || g.Data.Reason != "no-replay" {
 		t.Fatalf("after the upstream stream broke: %+v (%v), want a no-replay gap", gap, err)
 	}
-	relaytest.Eventually(t, 10*time.Second, "the stream re-opened", func() bool { return upstreamsOf(t, c, 0, nil) == 1 })
+	relaytest.Eventually(t, 10*time.Second, "the stream re-opened", func() bool { return upstreamsOf(t, c, 0, victim) == 1 })
 	if code, p := sc.publish(t, "k", `{"n":2}`); code != http.StatusAccepted {
 		t.Fatalf("publish: %d %+v", code, p)
 	}
