@@ -49,7 +49,7 @@ func TestPublishReachesSSEAndWebSocketSubscribers(t *testing.T) {
 		}
 		for i, ce := range got {
 			w := want[i]
-			if ce.ID != w.id || ce.Subject != w.key || string(ce.Data) != w.body || ce.SpecVersion != "1.0" ||
+			if ce.Cursor != w.id || ce.ID != "0:"+w.id || ce.Subject != w.key || string(ce.Data) != w.body || ce.SpecVersion != "1.0" ||
 				ce.Source != "/namespaces/test/notificationchannels/"+r.Map.Channel || ce.Type != "dev.herald.message" ||
 				ce.DataContentType != "application/json" || ce.Time == "" {
 				t.Fatalf("%s: event %d = %+v, want id %s subject %s data %s", name, i, ce, w.id, w.key, w.body)
@@ -60,8 +60,8 @@ func TestPublishReachesSSEAndWebSocketSubscribers(t *testing.T) {
 		var out []relaytest.CloudEvent
 		for _, ev := range s.Messages(t, n, 10*time.Second) {
 			ce := ev.CloudEvent(t)
-			if ev.ID != ce.ID {
-				t.Fatalf("SSE id %q differs from the CloudEvent id %q", ev.ID, ce.ID)
+			if ev.ID != ce.Cursor {
+				t.Fatalf("SSE id %q differs from the CloudEvent's heraldcursor %q", ev.ID, ce.Cursor)
 			}
 			out = append(out, ce)
 		}
@@ -92,8 +92,8 @@ func TestPublishReachesSSEAndWebSocketSubscribers(t *testing.T) {
 
 	// Nothing else arrives on the filtered stream: the next thing it gets is the next user-a message.
 	id := r.MustPublish(t, "user-a", `{"n":99}`)
-	if got := sseEvents(onlyA, 1); got[0].ID != id {
-		t.Fatalf("filtered stream got %s, want %s", got[0].ID, id)
+	if got := sseEvents(onlyA, 1); got[0].Cursor != id {
+		t.Fatalf("filtered stream got %s, want %s", got[0].Cursor, id)
 	}
 	if r.Metric(t, "herald_relay_published_total") != 5 {
 		t.Fatalf("published_total = %v, want 5", r.Metric(t, "herald_relay_published_total"))
@@ -163,8 +163,8 @@ func TestResumeWithLastEventIDReplaysExactlyTheMissedMessagesThenLive(t *testing
 		}
 		var ce relaytest.CloudEvent
 		_ = json.Unmarshal(b, &ce)
-		if ce.ID != want {
-			t.Fatalf("WebSocket resume got %s, want %s", ce.ID, want)
+		if ce.Cursor != want {
+			t.Fatalf("WebSocket resume got %s, want %s", ce.Cursor, want)
 		}
 	}
 }

@@ -113,7 +113,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 	labels := prometheus.Labels{"channel": opt.Map.Channel, "shard": strconv.Itoa(opt.Shard)}
 	met := metrics.New(opt.Registry, labels, r.hub)
 	opt.Registry.MustRegister(version.BuildInfo("shard"))
-	enc := event.NewEncoder(opt.Map.Namespace, opt.Map.Channel)
+	enc := event.NewEncoder(opt.Map.Namespace, opt.Map.Channel, opt.Shard)
 	r.sub = upstream.NewSubscription(r.cluster, opt.Map, opt.Shard, r.hub, enc, met, opt.Upstream)
 	r.handler = httpapi.New(httpapi.Config{
 		Map: opt.Map, Shard: opt.Shard,

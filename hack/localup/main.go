@@ -169,7 +169,7 @@ Try it in another terminal (%[6]s is forwarded to the sidecar of the orders-app 
   # follow the whole channel: every key, its 3 shards merged (Server-Sent Events; Ctrl-C stops)
   curl -N %[1]s/events
 
-  # publish; the answer is 202 {"id": <cursor>, "shard": <n>}
+  # publish; the answer is 202 {"id": <cursor>, "shard": <n>, "eventId": <CloudEvents id>}
   curl -X POST -H 'Content-Type: application/json' --data '{"order": 1, "status": "paid"}' '%[1]s/messages?key=%[2]s'
 
   # follow one key (the same stream over WebSocket: %[4]s/ws?key=%[2]s)

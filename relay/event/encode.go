@@ -57,18 +57,27 @@ type Gap struct {
 	Message string    // a sentence for people
 }
 
-// Encoder encodes messages of one channel.
+// Encoder encodes the events of one shard of a channel.
 type Encoder struct {
 	source []byte // JSON-quoted CloudEvents source
+	shard  []byte // "<shard>:", the prefix of the ids the relay assigns
 	now    func() time.Time
 }
 
-// NewEncoder returns the encoder of channel name in namespace ns.
-func NewEncoder(ns, name string) *Encoder {
+// NewEncoder returns the encoder of shard of channel name in namespace ns.
+func NewEncoder(ns, name string, shard int) *Encoder {
 	return &Encoder{
 		source: appendJSONString(nil, "/namespaces/"+ns+"/notificationchannels/"+name),
+		shard:  []byte(itoa(shard) + ":"),
 		now:    time.Now,
 	}
+}
+
+// ForShard returns an encoder of the same channel for another shard.
+func (e *Encoder) ForShard(shard int) *Encoder {
+	c := *e
+	c.shard = []byte(itoa(shard) + ":")
+	return &c
 }
 
 const (
@@ -77,33 +86,62 @@ const (
 	sseGap        = "\nevent: gap\ndata: "
 	sseTerminator = "\n\n"
 	timeLayout    = "2006-01-02T15:04:05.000Z07:00"
+	// jsonCursorPrefix starts every CloudEvent the Encoder writes; the cursor follows it, at a
+	// fixed place so that a sidecar can rewrite it without parsing the event.
+	jsonCursorPrefix = `{"specversion":"1.0","` + CursorAttr + `":"`
 )
 
-// Encode builds the SSE frame and CloudEvent of m in one allocation. The event time is the
-// millisecond part of the stream ID: the time the master accepted the message.
+// Encode builds the SSE frame and CloudEvent of m in one allocation.
+//
+// The CloudEvent is the producer's where it set id, source or time; otherwise id is
+// "<shard>:<stream ID>" (stream IDs are unique per shard only, and CloudEvents asks source + id to
+// be unique), source is the channel and time the millisecond part of the stream ID: when the
+// master accepted the message. The id is the same on every stream that carries the event, so
+// consumers can deduplicate by it; the cursor a subscriber resumes from is the SSE id and the
+// heraldcursor extension, which a sidecar's merged stream rewrites (WithID).
 func (e *Encoder) Encode(m Message) *Encoded {
-	n := len(ssePrefix) + 2*cursor.MaxLen + len(sseMessage) + len(sseTerminator) + 160 +
-		len(e.source) + 2*len(m.Key) + 2*len(m.Type) + 2*len(m.ContentType) + dataBound(len(m.Data))
+	a := parseStored(m.Attrs)
+	n := len(ssePrefix) + 3*cursor.MaxLen + len(sseMessage) + len(sseTerminator) + 190 + len(e.shard) +
+		len(e.source) + 2*len(m.Key) + 2*len(m.Type) + 2*len(m.ContentType) + len(m.Attrs) + dataBound(len(m.Data))
 	b := make([]byte, 0, n)
 	b = append(b, ssePrefix...)
 	b = m.ID.AppendTo(b)
 	b = append(b, sseMessage...)
 	start := len(b)
-	b = append(b, `{"specversion":"1.0","id":"`...)
+	b = append(b, jsonCursorPrefix...)
 	b = m.ID.AppendTo(b)
-	b = append(b, `","source":`...)
-	b = append(b, e.source...)
+	b = append(b, `","id":`...)
+	if a.id != nil {
+		b = append(b, a.id...)
+	} else {
+		b = append(b, '"')
+		b = append(b, e.shard...)
+		b = m.ID.AppendTo(b)
+		b = append(b, '"')
+	}
+	b = append(b, `,"source":`...)
+	if a.source != nil {
+		b = append(b, a.source...)
+	} else {
+		b = append(b, e.source...)
+	}
 	b = append(b, `,"type":`...)
 	b = appendJSONString(b, m.Type)
 	b = append(b, `,"subject":`...)
 	b = appendJSONString(b, m.Key)
-	b = append(b, `,"time":"`...)
-	b = time.UnixMilli(int64(m.ID.Ms)).UTC().AppendFormat(b, timeLayout)
-	b = append(b, '"')
+	b = append(b, `,"time":`...)
+	if a.time != nil {
+		b = append(b, a.time...)
+	} else {
+		b = append(b, '"')
+		b = time.UnixMilli(int64(m.ID.Ms)).UTC().AppendFormat(b, timeLayout)
+		b = append(b, '"')
+	}
 	if m.ContentType != "" {
 		b = append(b, `,"datacontenttype":`...)
 		b = appendJSONString(b, m.ContentType)
 	}
+	b = append(b, a.rest...)
 	b = appendData(b, m.ContentType, m.Data)
 	b = append(b, '}')
 	end := len(b)
@@ -111,15 +149,19 @@ func (e *Encoder) Encode(m Message) *Encoded {
 	return &Encoded{ID: m.ID, Key: m.Key, Kind: KindMessage, SSE: b, JSON: b[start:end:end]}
 }
 
-// EncodeGap builds a gap event. Its id is g.Resume, so a client that reconnects with it does
-// not get the same gap again unless more was lost.
+// EncodeGap builds a gap event. Its cursor is g.Resume, so a client that reconnects with it
+// does not get the same gap again unless more was lost; its id is "<shard>:gap:<resume>".
 func (e *Encoder) EncodeGap(g Gap) *Encoded {
-	b := make([]byte, 0, 256+len(e.source)+2*len(g.Message))
+	b := make([]byte, 0, 320+len(e.shard)+len(e.source)+2*len(g.Message))
 	b = append(b, ssePrefix...)
 	b = g.Resume.AppendTo(b)
 	b = append(b, sseGap...)
 	start := len(b)
-	b = append(b, `{"specversion":"1.0","id":"`...)
+	b = append(b, jsonCursorPrefix...)
+	b = g.Resume.AppendTo(b)
+	b = append(b, `","id":"`...)
+	b = append(b, e.shard...)
+	b = append(b, "gap:"...)
 	b = g.Resume.AppendTo(b)
 	b = append(b, `","source":`...)
 	b = append(b, e.source...)

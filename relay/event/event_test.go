@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -15,6 +16,7 @@ import (
 // cloudEvent is the decoded form of an Encoded.JSON, for assertions.
 type cloudEvent struct {
 	SpecVersion     string          `json:"specversion"`
+	Cursor          string          `json:"heraldcursor"`
 	ID              string          `json:"id"`
 	Source          string          `json:"source"`
 	Type            string          `json:"type"`
@@ -26,7 +28,7 @@ type cloudEvent struct {
 }
 
 func TestEncode(t *testing.T) {
-	enc := NewEncoder("team-a", "orders")
+	enc := NewEncoder("team-a", "orders", 2)
 	base := Message{ID: cursor.ID{Ms: 1712345678901, Seq: 3}, Key: "order-42", Type: "com.example.created"}
 	tests := map[string]struct {
 		ct, data   string
@@ -61,7 +63,7 @@ func TestEncode(t *testing.T) {
 			if err := json.Unmarshal(e.JSON, &ce); err != nil {
 				t.Fatalf("event is not JSON: %v\n%s", err, e.JSON)
 			}
-			if ce.SpecVersion != "1.0" || ce.ID != "1712345678901-3" || ce.Source != "/namespaces/team-a/notificationchannels/orders" ||
+			if ce.SpecVersion != "1.0" || ce.Cursor != "1712345678901-3" || ce.ID != "2:1712345678901-3" || ce.Source != "/namespaces/team-a/notificationchannels/orders" ||
 				ce.Subject != "order-42" || ce.Type != "com.example.created" || ce.Time != "2024-04-05T19:34:38.901Z" || ce.DataContentType != tc.ct {
 				t.Fatalf("wrong attributes: %+v", ce)
 			}
@@ -72,8 +74,48 @@ func TestEncode(t *testing.T) {
 	}
 }
 
+func TestEncodeKeepsTheProducersAttributes(t *testing.T) {
+	h := http.Header{}
+	h.Set("Content-Type", "text/plain")
+	h.Set("Ce-Id", "evt-1")
+	h.Set("Ce-Source", "/apps/shop")
+	h.Set("Ce-Time", "2026-01-02T03:04:05.123456Z")
+	h.Set("Ce-Dataschema", "https://example.com/s.json")
+	h.Set("Ce-Partitionkey", "tenant%2F7") // percent-encoded, as the HTTP binding asks
+	h.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	h.Set("Tracestate", "vendor=x")
+	p, err := ParsePublish(h, []byte("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Message{ID: cursor.ID{Ms: 1712345678901, Seq: 3}, Key: "k", Type: DefaultType, ContentType: p.ContentType, Attrs: p.Attrs.String(), Data: string(p.Data)}
+	e := NewEncoder("ns", "c", 1).Encode(m)
+	var got map[string]any
+	if err := json.Unmarshal(e.JSON, &got); err != nil {
+		t.Fatalf("%v: %s", err, e.JSON)
+	}
+	want := map[string]any{
+		"specversion": "1.0", "heraldcursor": "1712345678901-3", "id": "evt-1", "source": "/apps/shop", "type": DefaultType, "subject": "k",
+		"time": "2026-01-02T03:04:05.123456Z", "datacontenttype": "text/plain", "dataschema": "https://example.com/s.json",
+		"partitionkey": "tenant/7", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "vendor=x", "data": "hi",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("event %s, want %v", e.JSON, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("%s = %v, want %v (event %s)", k, got[k], v, e.JSON)
+		}
+	}
+	// The event's own trace context wins over the request's.
+	h.Set("Ce-Traceparent", "00-11111111111111111111111111111111-2222222222222222-00")
+	if p, err = ParsePublish(h, []byte("hi")); err != nil || p.Attrs.StringValue("traceparent") != "00-11111111111111111111111111111111-2222222222222222-00" {
+		t.Fatalf("traceparent %q, %v", p.Attrs.StringValue("traceparent"), err)
+	}
+}
+
 func TestEncodeGap(t *testing.T) {
-	e := NewEncoder("ns", "c").EncodeGap(Gap{Reason: GapTrimmed, From: cursor.ID{Ms: 5}, Resume: cursor.ID{Ms: 9, Seq: 1}, Message: "older than retention"})
+	e := NewEncoder("ns", "c", 0).EncodeGap(Gap{Reason: GapTrimmed, From: cursor.ID{Ms: 5}, Resume: cursor.ID{Ms: 9, Seq: 1}, Message: "older than retention"})
 	if !bytes.HasPrefix(e.SSE, []byte("id: 9-1\nevent: gap\ndata: {")) || e.Kind != KindGap {
 		t.Fatalf("gap frame %q", e.SSE)
 	}
@@ -90,12 +132,12 @@ func TestEncodeGap(t *testing.T) {
 }
 
 func TestLiveRoundTrip(t *testing.T) {
-	m := Message{ID: cursor.ID{Ms: 1, Seq: 2}, Writer: "3fbdfa83e7ec", Key: "k", Type: "t", ContentType: "text/plain", Data: "a\nb\n\nc"}
+	m := Message{ID: cursor.ID{Ms: 1, Seq: 2}, Writer: "3fbdfa83e7ec", Key: "k", Type: "t", ContentType: "text/plain", Attrs: `{"id":"x"}`, Data: "a\nb\n\nc"}
 	got, err := DecodeLive(string(AppendLive(nil, m)))
 	if err != nil || got != m {
 		t.Fatalf("DecodeLive = %+v, %v; want %+v", got, err, m)
 	}
-	for _, bad := range []string{"", "1-0\nw\nk\nt", "x-0\nw\nk\nt\nc\nd", "\x00probe 1"} {
+	for _, bad := range []string{"", "1-0\nw\nk\nt", "1-0\nw\nk\nt\nc", "x-0\nw\nk\nt\nc\n\nd", "\x00probe 1"} {
 		if _, err := DecodeLive(bad); err == nil {
 			t.Fatalf("DecodeLive(%q) accepted a malformed payload", bad)
 		}
@@ -105,7 +147,9 @@ func TestLiveRoundTrip(t *testing.T) {
 func TestParsePublish(t *testing.T) {
 	tests := map[string]struct {
 		ct, ceType, body string
+		header           map[string]string // more request headers
 		want             Publish
+		wantAttrs        string // Attrs.String()
 		wantErr          string // substring; "415" means errors.Is(ErrUnsupportedMediaType)
 	}{
 		"binary json":          {ct: "application/json", body: "{ \"a\": 1 }", want: Publish{Type: DefaultType, ContentType: "application/json", Data: []byte(`{"a":1}`)}},
@@ -125,10 +169,40 @@ func TestParsePublish(t *testing.T) {
 		"structured version":   {ct: "application/cloudevents+json", body: `{"specversion":"0.3"}`, wantErr: "specversion"},
 		"structured text data": {ct: "application/cloudevents+json", body: `{"datacontenttype":"text/plain","data":5}`, wantErr: "JSON string"},
 		"structured bad b64":   {ct: "application/cloudevents+json", body: `{"data_base64":"***"}`, wantErr: "not base64"},
+		"structured attrs": {ct: "application/cloudevents+json", body: `{"specversion":"1.0","id":"a1","source":"/s","time":"2026-01-02T03:04:05Z","type":"t","subject":"k","seq":7,"ok":true,"traceparent":"x","data":1}`,
+			want: Publish{Subject: "k", Type: "t", ContentType: "application/json", Data: []byte("1")}, wantAttrs: `{"id":"a1","ok":true,"seq":7,"source":"/s","time":"2026-01-02T03:04:05Z","traceparent":"x"}`},
+		"structured null attr":  {ct: "application/cloudevents+json", body: `{"id":null,"x":null}`, want: Publish{Type: DefaultType}},
+		"structured object ext": {ct: "application/cloudevents+json", body: `{"ext":{"a":1}}`, wantErr: "string, number or boolean"},
+		"structured bad name":   {ct: "application/cloudevents+json", body: `{"Bad-Name":"x"}`, wantErr: "lower-case letters and digits"},
+		"structured cursor":     {ct: "application/cloudevents+json", body: `{"heraldcursor":"1-0"}`, wantErr: "set by Herald"},
+		"structured id number":  {ct: "application/cloudevents+json", body: `{"id":5}`, wantErr: "id must be a string"},
+		"structured bad time":   {ct: "application/cloudevents+json", body: `{"time":"yesterday"}`, wantErr: "RFC 3339"},
+		"structured type num":   {ct: "application/cloudevents+json", body: `{"type":5}`, wantErr: "type must be a string"},
+		"binary attrs": {ct: "text/plain", body: "x", header: map[string]string{"Ce-Subject": "k2", "Ce-Id": "b1", "Ce-Source": "urn:x", "Ce-Myext": "v%C3%A4"},
+			want: Publish{Subject: "k2", Type: DefaultType, ContentType: "text/plain", Data: []byte("x")}, wantAttrs: `{"id":"b1","myext":"vä","source":"urn:x"}`},
+		"binary bad subject":     {ct: "text/plain", body: "x", header: map[string]string{"Ce-Subject": "a\tb"}, wantErr: "Ce-Subject header"},
+		"binary specversion":     {ct: "text/plain", body: "x", header: map[string]string{"Ce-Specversion": "0.3"}, wantErr: "Ce-Specversion"},
+		"binary empty id":        {ct: "text/plain", body: "x", header: map[string]string{"Ce-Id": ""}, wantErr: "id is empty"},
+		"binary dataschema":      {ct: "text/plain", body: "x", header: map[string]string{"Ce-Dataschema": "relative"}, wantErr: "absolute URI"},
+		"binary datacontenttype": {ct: "text/plain", body: "x", header: map[string]string{"Ce-Datacontenttype": "text/plain"}, wantErr: "Content-Type header"},
+		"trace context": {ct: "text/plain", body: "x", header: map[string]string{"Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "Tracestate": "a=1"},
+			want: Publish{Type: DefaultType, ContentType: "text/plain", Data: []byte("x")}, wantAttrs: `{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"a=1"}`},
+		"bad trace context ignored": {ct: "text/plain", body: "x", header: map[string]string{"Traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "Tracestate": "a=1"},
+			want: Publish{Type: DefaultType, ContentType: "text/plain", Data: []byte("x")}},
+		"too many attrs": {ct: "application/cloudevents+json", body: `{` + manyAttrs(MaxAttrs+1) + `}`, wantErr: "at most"},
+		"attrs too big":  {ct: "application/cloudevents+json", body: `{` + bigAttrs() + `}`, wantErr: "are stored with a message"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := ParsePublish(tc.ct, tc.ceType, []byte(tc.body))
+			h := http.Header{}
+			h.Set("Content-Type", tc.ct)
+			if tc.ceType != "" {
+				h.Set("Ce-Type", tc.ceType)
+			}
+			for k, v := range tc.header {
+				h.Set(k, v)
+			}
+			got, err := ParsePublish(h, []byte(tc.body))
 			if tc.wantErr != "" {
 				if err == nil {
 					t.Fatalf("ParsePublish accepted it: %+v", got)
@@ -148,8 +222,27 @@ func TestParsePublish(t *testing.T) {
 			if got.Subject != tc.want.Subject || got.Type != tc.want.Type || got.ContentType != tc.want.ContentType || !bytes.Equal(got.Data, tc.want.Data) {
 				t.Fatalf("got %+v (%q), want %+v (%q)", got, got.Data, tc.want, tc.want.Data)
 			}
+			if a := got.Attrs.String(); a != tc.wantAttrs {
+				t.Fatalf("attributes %s, want %s", a, tc.wantAttrs)
+			}
 		})
 	}
+}
+
+func manyAttrs(n int) string {
+	var parts []string
+	for i := range n {
+		parts = append(parts, `"x`+itoa(i)+`":"v"`)
+	}
+	return strings.Join(parts, ",")
+}
+
+func bigAttrs() string {
+	var parts []string
+	for i := range 5 {
+		parts = append(parts, `"x`+itoa(i)+`":"`+strings.Repeat("v", MaxAttrValueBytes-2)+`"`)
+	}
+	return strings.Join(parts, ",")
 }
 
 func TestValidateField(t *testing.T) {
@@ -181,14 +274,21 @@ func TestValidateField(t *testing.T) {
 // ParsePublish accepts must encode to an SSE frame of exactly one data line whose CloudEvent is
 // JSON and carries the same data back.
 func FuzzPublishBody(f *testing.F) {
-	f.Add("application/json", "", []byte(`{"a":1}`))
-	f.Add("text/plain", "com.x", []byte("hello\nworld"))
-	f.Add("application/cloudevents+json", "", []byte(`{"type":"t","data":{"b":[1]}}`))
-	f.Add("application/cloudevents+json", "", []byte(`{"data_base64":"/wA="}`))
-	f.Add("application/octet-stream", "", []byte{0xff, 0xfe, '\n', '\r'})
-	enc := NewEncoder("ns", "ch")
-	f.Fuzz(func(t *testing.T, ct, ceType string, body []byte) {
-		p, err := ParsePublish(ct, ceType, body)
+	f.Add("application/json", "", "", "", []byte(`{"a":1}`))
+	f.Add("text/plain", "com.x", "Ce-Id", "x%0Ay", []byte("hello\nworld"))
+	f.Add("text/plain", "", "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", []byte("t"))
+	f.Add("application/cloudevents+json", "", "", "", []byte(`{"type":"t","data":{"b":[1]}}`))
+	f.Add("application/cloudevents+json", "", "", "", []byte(`{"id":"a\n\u2028","source":"/s","ext":1.5e3,"b":false,"data_base64":"/wA="}`))
+	f.Add("application/octet-stream", "", "Ce-Ext", "\xff", []byte{0xff, 0xfe, '\n', '\r'})
+	enc := NewEncoder("ns", "ch", 0)
+	f.Fuzz(func(t *testing.T, ct, ceType, header, value string, body []byte) {
+		h := http.Header{}
+		h.Set("Content-Type", ct)
+		h.Set("Ce-Type", ceType)
+		if header != "" {
+			h[header] = []string{value}
+		}
+		p, err := ParsePublish(h, body)
 		if err != nil {
 			return
 		}
@@ -196,7 +296,7 @@ func FuzzPublishBody(f *testing.F) {
 		if p.Subject != "" {
 			key = p.Subject
 		}
-		m := Message{ID: cursor.ID{Ms: 1, Seq: 1}, Key: key, Type: p.Type, ContentType: p.ContentType, Data: string(p.Data)}
+		m := Message{ID: cursor.ID{Ms: 1, Seq: 1}, Key: key, Type: p.Type, ContentType: p.ContentType, Attrs: p.Attrs.String(), Data: string(p.Data)}
 		// The live payload must survive the channel.
 		back, err := DecodeLive(string(AppendLive(nil, m)))
 		if err != nil || back != m {
@@ -209,6 +309,19 @@ func FuzzPublishBody(f *testing.F) {
 		var ce cloudEvent
 		if err := json.Unmarshal(e.JSON, &ce); err != nil {
 			t.Fatalf("not JSON: %v: %s", err, e.JSON)
+		}
+		// Every attribute the producer set comes back, and nothing else is added.
+		var all map[string]json.RawMessage
+		if err := json.Unmarshal(e.JSON, &all); err != nil {
+			t.Fatal(err)
+		}
+		for name, v := range p.Attrs {
+			if got := all[name]; !bytes.Equal(got, v) {
+				t.Fatalf("attribute %s = %s, want %s (event %s)", name, got, v, e.JSON)
+			}
+		}
+		if ce.Cursor != "1-1" {
+			t.Fatalf("heraldcursor %q", ce.Cursor)
 		}
 		var data []byte
 		switch {
@@ -230,7 +343,8 @@ func FuzzPublishBody(f *testing.F) {
 }
 
 func FuzzDecodeLive(f *testing.F) {
-	f.Add("1-0\nabc\nk\nt\ntext/plain\ndata")
+	f.Add("1-0\nabc\nk\nt\ntext/plain\n\ndata")
+	f.Add("1-0\nabc\nk\nt\ntext/plain\n{\"id\":\"x\"}\nda\nta")
 	f.Add("\x00probe 7")
 	f.Fuzz(func(t *testing.T, payload string) {
 		m, err := DecodeLive(payload)
@@ -244,7 +358,7 @@ func FuzzDecodeLive(f *testing.F) {
 }
 
 func BenchmarkEncode(b *testing.B) {
-	enc := NewEncoder("team-a", "orders")
+	enc := NewEncoder("team-a", "orders", 0)
 	m := Message{ID: cursor.ID{Ms: 1712345678901, Seq: 3}, Key: "order-42", Type: "com.example.created",
 		ContentType: "application/json", Data: `{"order":42,"items":[{"sku":"a-1","qty":2}],"note":"` + strings.Repeat("x", 180) + `"}`}
 	b.ReportAllocs()

@@ -15,6 +15,7 @@ type Message struct {
 	Key         string    // the publisher's key: picks the shard, becomes the CloudEvents subject
 	Type        string    // CloudEvents type
 	ContentType string    // CloudEvents datacontenttype of Data
+	Attrs       string    // the producer's other CloudEvents attributes as stored (Attrs.String), "" if none
 	Data        string    // payload bytes (a string so Redis replies are used without copying)
 }
 
@@ -23,6 +24,7 @@ const (
 	FieldKey         = "k"
 	FieldType        = "t"
 	FieldContentType = "c"
+	FieldAttrs       = "a" // only when the producer set attributes
 	FieldData        = "d"
 )
 
@@ -37,7 +39,7 @@ const (
 const DefaultType = "dev.herald.message"
 
 // ErrBadLiveMessage means a live-channel payload was not written by a relay's publish script.
-var ErrBadLiveMessage = errors.New("live message is not <id>\\n<writer>\\n<key>\\n<type>\\n<content type>\\n<data>")
+var ErrBadLiveMessage = errors.New("live message is not <id>\\n<writer>\\n<key>\\n<type>\\n<content type>\\n<attributes>\\n<data>")
 
 // AppendLive appends the live-channel payload of m. The publish script builds the same bytes in
 // Lua (id .. "\n" .. writer .. "\n" .. key ...); this Go twin exists for tests and documentation.
@@ -52,14 +54,17 @@ func AppendLive(b []byte, m Message) []byte {
 	b = append(b, '\n')
 	b = append(b, m.ContentType...)
 	b = append(b, '\n')
+	b = append(b, m.Attrs...)
+	b = append(b, '\n')
 	return append(b, m.Data...)
 }
 
 // DecodeLive parses a live-channel payload without copying: the fields of the result are
 // substrings of payload. Writer, key, type and content type never contain '\n' (ValidateField
-// refuses them at publish), so the first five newlines are separators and the data is the rest.
+// refuses them at publish) and the attributes are compact JSON, so the first six newlines are
+// separators and the data is the rest.
 func DecodeLive(payload string) (Message, error) {
-	var parts [5]string
+	var parts [6]string
 	rest := payload
 	for i := range parts {
 		nl := strings.IndexByte(rest, '\n')
@@ -72,7 +77,7 @@ func DecodeLive(payload string) (Message, error) {
 	if err != nil {
 		return Message{}, ErrBadLiveMessage
 	}
-	return Message{ID: id, Writer: parts[1], Key: parts[2], Type: parts[3], ContentType: parts[4], Data: rest}, nil
+	return Message{ID: id, Writer: parts[1], Key: parts[2], Type: parts[3], ContentType: parts[4], Attrs: parts[5], Data: rest}, nil
 }
 
 // FromStreamFields builds a Message from an XRANGE entry's fields; unknown fields are ignored
@@ -82,6 +87,7 @@ func FromStreamFields(id cursor.ID, fields map[string]any) Message {
 	m.Key, _ = fields[FieldKey].(string)
 	m.Type, _ = fields[FieldType].(string)
 	m.ContentType, _ = fields[FieldContentType].(string)
+	m.Attrs, _ = fields[FieldAttrs].(string)
 	m.Data, _ = fields[FieldData].(string)
 	return m
 }

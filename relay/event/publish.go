@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"net/http"
 )
 
 // ErrUnsupportedMediaType marks publish input whose Content-Type the relay cannot take (HTTP 415).
@@ -17,23 +18,28 @@ const StructuredMediaType = "application/cloudevents+json"
 
 // Publish is what a publisher asked to send, before Redis gives it an ID.
 type Publish struct {
-	Subject     string // CloudEvents subject from a structured body ("" if absent)
+	Subject     string // CloudEvents subject: Ce-Subject, or subject in a structured body ("" if absent)
 	Type        string // CloudEvents type (DefaultType if the publisher named none)
 	ContentType string // datacontenttype of Data ("" if unknown)
 	Data        []byte // payload; JSON payloads are compacted to one line
+	Attrs       Attrs  // the producer's other attributes: id, source, time, dataschema, extensions
 }
 
 // ParsePublish reads a publish request in either CloudEvents HTTP mode:
 //
-//   - binary: the body is the data, contentType (the Content-Type header) its datacontenttype and
-//     ceType (the Ce-Type header, optional) its type;
-//   - structured: contentType is application/cloudevents+json and the body is a CloudEvent whose
-//     type, datacontenttype, subject and data or data_base64 are used (id, source and time are the
-//     relay's to assign and are ignored).
+//   - binary: the body is the data, the Content-Type header its datacontenttype, and the ce-*
+//     headers its attributes (Ce-Type, optional, its type; Ce-Subject its subject; Ce-Id,
+//     Ce-Source, Ce-Time, Ce-Dataschema and every extension are kept);
+//   - structured: Content-Type is application/cloudevents+json and the body is a CloudEvent; its
+//     type, datacontenttype, subject, data or data_base64 and every other attribute are used.
 //
-// A JSON content type requires a valid JSON body. Errors wrap ErrUnsupportedMediaType (415) or
-// are plain bad-request errors (400); each says what is wrong.
-func ParsePublish(contentType, ceType string, body []byte) (Publish, error) {
+// In both modes the W3C traceparent and tracestate headers become the CloudEvents distributed
+// tracing extension when the event carries none. Attributes the producer leaves out (id,
+// source, time) are the relay's to assign. A JSON content type requires a valid JSON body.
+// Errors wrap ErrUnsupportedMediaType (415) or are plain bad-request errors (400); each says
+// what is wrong.
+func ParsePublish(h http.Header, body []byte) (Publish, error) {
+	contentType := h.Get("Content-Type")
 	if contentType == "" {
 		return Publish{}, fmt.Errorf("%w: a Content-Type header is required (the data's media type, or %s)", ErrUnsupportedMediaType, StructuredMediaType)
 	}
@@ -41,19 +47,44 @@ func ParsePublish(contentType, ceType string, body []byte) (Publish, error) {
 	if err != nil || len(contentType) > MaxContentTypeBytes || ValidateField("Content-Type", contentType, MaxContentTypeBytes) != nil {
 		return Publish{}, fmt.Errorf("%w: Content-Type %q is not a valid media type", ErrUnsupportedMediaType, clip(contentType))
 	}
-	if mt == StructuredMediaType {
-		return parseStructured(body)
+	var p Publish
+	switch mt {
+	case StructuredMediaType:
+		p, err = parseStructured(body)
+	case "application/cloudevents-batch+json":
+		err = fmt.Errorf("%w: batched CloudEvents are not supported; publish one event per request", ErrUnsupportedMediaType)
+	default:
+		p, err = parseBinary(h, contentType, mt, body)
 	}
-	if mt == "application/cloudevents-batch+json" {
-		return Publish{}, fmt.Errorf("%w: batched CloudEvents are not supported; publish one event per request", ErrUnsupportedMediaType)
+	if err != nil {
+		return Publish{}, err
 	}
-	p := Publish{Type: ceType, ContentType: contentType, Data: body}
+	p.Attrs.fromTraceContext(h)
+	if len(p.Attrs) == 0 {
+		p.Attrs = nil
+	} else if n := len(p.Attrs.String()); n > MaxAttrsBytes {
+		return Publish{}, fmt.Errorf("the attributes take %d bytes; at most %d are stored with a message", n, MaxAttrsBytes)
+	}
+	return p, nil
+}
+
+func parseBinary(h http.Header, contentType, mt string, body []byte) (Publish, error) {
+	p := Publish{Type: h.Get("Ce-Type"), Subject: h.Get("Ce-Subject"), ContentType: contentType, Data: body, Attrs: Attrs{}}
 	if p.Type == "" {
 		p.Type = DefaultType
 	} else if err := ValidateField("Ce-Type header", p.Type, MaxTypeBytes); err != nil {
 		return Publish{}, err
 	}
+	if p.Subject != "" {
+		if err := ValidateField("Ce-Subject header", p.Subject, MaxKeyBytes); err != nil {
+			return Publish{}, err
+		}
+	}
+	if err := p.Attrs.fromHeaders(h); err != nil {
+		return Publish{}, err
+	}
 	if IsJSONMediaType(contentType) {
+		var err error
 		if p.Data, err = compactJSON(body); err != nil {
 			return Publish{}, fmt.Errorf("body is not valid JSON but Content-Type is %s: %v", mt, err)
 		}
@@ -61,18 +92,8 @@ func ParsePublish(contentType, ceType string, body []byte) (Publish, error) {
 	return p, nil
 }
 
-// structured is the part of a structured-mode CloudEvent the relay reads.
-type structured struct {
-	SpecVersion     string          `json:"specversion"`
-	Type            *string         `json:"type"`
-	DataContentType *string         `json:"datacontenttype"`
-	Subject         *string         `json:"subject"`
-	Data            json.RawMessage `json:"data"`
-	DataBase64      *string         `json:"data_base64"`
-}
-
 func parseStructured(body []byte) (Publish, error) {
-	var ce structured
+	var ce map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&ce); err != nil {
 		return Publish{}, fmt.Errorf("body is not a CloudEvent in JSON: %v", err)
@@ -80,35 +101,70 @@ func parseStructured(body []byte) (Publish, error) {
 	if dec.More() {
 		return Publish{}, errors.New("body holds more than one JSON value")
 	}
-	if ce.SpecVersion != "" && ce.SpecVersion != "1.0" {
-		return Publish{}, fmt.Errorf("specversion %q is not supported (only 1.0)", clip(ce.SpecVersion))
+	if ce == nil {
+		return Publish{}, errors.New("body is not a CloudEvent in JSON: null")
 	}
-	var p Publish
-	p.Type = DefaultType
-	if ce.Type != nil {
-		if err := ValidateField("type", *ce.Type, MaxTypeBytes); err != nil {
+	str := func(name string) (*string, error) {
+		raw, ok := ce[name]
+		if !ok || bytes.Equal(raw, []byte("null")) {
+			return nil, nil
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("%s must be a string", name)
+		}
+		return &s, nil
+	}
+	p := Publish{Type: DefaultType, Attrs: Attrs{}}
+	if v, err := str("specversion"); err != nil {
+		return Publish{}, err
+	} else if v != nil && *v != "1.0" {
+		return Publish{}, fmt.Errorf("specversion %q is not supported (only 1.0)", clip(*v))
+	}
+	if v, err := str("type"); err != nil {
+		return Publish{}, err
+	} else if v != nil {
+		if err := ValidateField("type", *v, MaxTypeBytes); err != nil {
 			return Publish{}, err
 		}
-		p.Type = *ce.Type
+		p.Type = *v
 	}
-	if ce.Subject != nil {
-		if err := ValidateField("subject", *ce.Subject, MaxKeyBytes); err != nil {
+	if v, err := str("subject"); err != nil {
+		return Publish{}, err
+	} else if v != nil {
+		if err := ValidateField("subject", *v, MaxKeyBytes); err != nil {
 			return Publish{}, err
 		}
-		p.Subject = *ce.Subject
+		p.Subject = *v
 	}
-	if ce.DataContentType != nil {
-		if _, _, err := mime.ParseMediaType(*ce.DataContentType); err != nil || ValidateField("datacontenttype", *ce.DataContentType, MaxContentTypeBytes) != nil {
-			return Publish{}, fmt.Errorf("datacontenttype %q is not a valid media type", clip(*ce.DataContentType))
+	if v, err := str("datacontenttype"); err != nil {
+		return Publish{}, err
+	} else if v != nil {
+		if _, _, err := mime.ParseMediaType(*v); err != nil || ValidateField("datacontenttype", *v, MaxContentTypeBytes) != nil {
+			return Publish{}, fmt.Errorf("datacontenttype %q is not a valid media type", clip(*v))
 		}
-		p.ContentType = *ce.DataContentType
+		p.ContentType = *v
 	}
-	hasData := len(ce.Data) > 0 && !bytes.Equal(ce.Data, []byte("null"))
+	dataB64, err := str("data_base64")
+	if err != nil {
+		return Publish{}, err
+	}
+	data := ce["data"]
+	for name, raw := range ce {
+		switch name {
+		case "specversion", "type", "subject", "datacontenttype", "data", "data_base64":
+			continue
+		}
+		if err := p.Attrs.set(name, raw); err != nil {
+			return Publish{}, err
+		}
+	}
+	hasData := len(data) > 0 && !bytes.Equal(data, []byte("null"))
 	switch {
-	case hasData && ce.DataBase64 != nil:
+	case hasData && dataB64 != nil:
 		return Publish{}, errors.New("a CloudEvent carries data or data_base64, not both")
-	case ce.DataBase64 != nil:
-		d, err := base64.StdEncoding.DecodeString(*ce.DataBase64)
+	case dataB64 != nil:
+		d, err := base64.StdEncoding.DecodeString(*dataB64)
 		if err != nil {
 			return Publish{}, fmt.Errorf("data_base64 is not base64: %v", err)
 		}
@@ -122,14 +178,14 @@ func parseStructured(body []byte) (Publish, error) {
 			p.ContentType = "application/json"
 		}
 		if IsJSONMediaType(p.ContentType) {
-			d, err := compactJSON(ce.Data)
+			d, err := compactJSON(data)
 			if err != nil {
 				return Publish{}, err
 			}
 			p.Data = d
 		} else {
 			var s string
-			if err := json.Unmarshal(ce.Data, &s); err != nil {
+			if err := json.Unmarshal(data, &s); err != nil {
 				return Publish{}, fmt.Errorf("data must be a JSON string when datacontenttype %q is not JSON", clip(p.ContentType))
 			}
 			p.Data = []byte(s)

@@ -108,9 +108,6 @@ func (s *SSEReader) line() ([]byte, error) {
 // ErrNotRelayFrame means a frame is not a message or gap event as a relay encodes it.
 var ErrNotRelayFrame = errors.New("SSE frame is not a relay's message or gap event")
 
-// jsonIDPrefix starts every CloudEvent the Encoder writes; the id follows it.
-const jsonIDPrefix = `{"specversion":"1.0","id":"`
-
 // FromFrame rebuilds the Encoded of a message or gap frame that a relay sent, byte for byte
 // (its SSE is what the relay wrote), so a sidecar can hand it on unchanged. Key is taken from
 // the CloudEvent's subject.
@@ -124,7 +121,7 @@ func FromFrame(f Frame) (*Encoded, error) {
 		return nil, ErrNotRelayFrame
 	}
 	id, err := cursor.Parse(f.ID)
-	if err != nil || !bytes.HasPrefix(f.Data, []byte(jsonIDPrefix)) || bytes.ContainsAny(f.Data, "\r\n") {
+	if err != nil || !bytes.HasPrefix(f.Data, []byte(jsonCursorPrefix+f.ID+`"`)) || bytes.ContainsAny(f.Data, "\r\n") {
 		return nil, ErrNotRelayFrame
 	}
 	var ce struct {
@@ -146,9 +143,10 @@ func FromFrame(f Frame) (*Encoded, error) {
 	return &Encoded{ID: id, Key: ce.Subject, Kind: kind, SSE: b, JSON: b[start:end:end]}, nil
 }
 
-// WithID returns a copy of a message or gap event whose SSE id and CloudEvents id are id (a
-// composite cursor, for a sidecar's merged stream); everything else is unchanged. It returns
-// nil for other frames (heartbeats) or bytes the Encoder did not write.
+// WithID returns a copy of a message or gap event whose cursor (SSE id and heraldcursor) is id
+// (a composite cursor, for a sidecar's merged stream); everything else, the CloudEvents id
+// included, is unchanged. It returns nil for other frames (heartbeats) or bytes the Encoder did
+// not write.
 func WithID(e *Encoded, id []byte) *Encoded {
 	head := sseMessage
 	switch e.Kind {
@@ -158,21 +156,21 @@ func WithID(e *Encoded, id []byte) *Encoded {
 	default:
 		return nil
 	}
-	if !bytes.HasPrefix(e.JSON, []byte(jsonIDPrefix)) {
+	if !bytes.HasPrefix(e.JSON, []byte(jsonCursorPrefix)) {
 		return nil
 	}
-	rest := e.JSON[len(jsonIDPrefix):]
+	rest := e.JSON[len(jsonCursorPrefix):]
 	q := bytes.IndexByte(rest, '"')
 	if q < 0 {
 		return nil
 	}
 	rest = rest[q:]
-	b := make([]byte, 0, len(ssePrefix)+len(id)+len(head)+len(jsonIDPrefix)+len(id)+len(rest)+len(sseTerminator))
+	b := make([]byte, 0, len(ssePrefix)+len(id)+len(head)+len(jsonCursorPrefix)+len(id)+len(rest)+len(sseTerminator))
 	b = append(b, ssePrefix...)
 	b = append(b, id...)
 	b = append(b, head...)
 	start := len(b)
-	b = append(b, jsonIDPrefix...)
+	b = append(b, jsonCursorPrefix...)
 	b = append(b, id...)
 	b = append(b, rest...)
 	end := len(b)

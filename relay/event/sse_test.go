@@ -12,7 +12,7 @@ import (
 )
 
 func TestSSEReaderRebuildsTheRelaysFramesByteForByte(t *testing.T) {
-	enc := NewEncoder("team-a", "orders")
+	enc := NewEncoder("team-a", "orders", 0)
 	msg := enc.Encode(Message{ID: cursor.ID{Ms: 17, Seq: 2}, Key: "order-1", Type: "t", ContentType: "application/json", Data: `{"a":1}`})
 	gap := enc.EncodeGap(Gap{Reason: GapTrimmed, From: cursor.ID{Ms: 1}, Resume: cursor.ID{Ms: 9}, Message: "m"})
 	var stream bytes.Buffer
@@ -56,8 +56,8 @@ func TestSSEReaderRebuildsTheRelaysFramesByteForByte(t *testing.T) {
 	}
 }
 
-func TestWithIDChangesOnlyTheIDs(t *testing.T) {
-	enc := NewEncoder("team-a", "orders")
+func TestWithIDChangesOnlyTheCursor(t *testing.T) {
+	enc := NewEncoder("team-a", "orders", 0)
 	for _, e := range []*Encoded{
 		enc.Encode(Message{ID: cursor.ID{Ms: 17, Seq: 2}, Key: "k", Type: "t", ContentType: "text/plain", Data: "hello \"id\""}),
 		enc.EncodeGap(Gap{Reason: GapRollback, From: cursor.ID{Ms: 1}, Resume: cursor.ID{Ms: 9}, Message: "m"}),
@@ -78,15 +78,15 @@ func TestWithIDChangesOnlyTheIDs(t *testing.T) {
 		if err := json.Unmarshal(got.JSON, &after); err != nil {
 			t.Fatal(err)
 		}
-		if after["id"] != "17-2.5-0.0-0" {
-			t.Fatalf("CloudEvent id = %v", after["id"])
+		if after[CursorAttr] != "17-2.5-0.0-0" || after["id"] != before["id"] {
+			t.Fatalf("cursor %v, id %v (was %v): the cursor changes, the CloudEvent id does not", after[CursorAttr], after["id"], before["id"])
 		}
-		delete(before, "id")
-		delete(after, "id")
+		delete(before, CursorAttr)
+		delete(after, CursorAttr)
 		b1, _ := json.Marshal(before)
 		b2, _ := json.Marshal(after)
 		if !bytes.Equal(b1, b2) || got.Shard != 2 || got.Key != e.Key || got.ID != e.ID || got.Kind != e.Kind {
-			t.Fatalf("WithID changed more than the id: %s vs %s", b1, b2)
+			t.Fatalf("WithID changed more than the cursor: %s vs %s", b1, b2)
 		}
 	}
 	if WithID(Heartbeat, []byte("1-0")) != nil {
@@ -95,7 +95,7 @@ func TestWithIDChangesOnlyTheIDs(t *testing.T) {
 }
 
 func FuzzSSEReader(f *testing.F) {
-	enc := NewEncoder("ns", "c")
+	enc := NewEncoder("ns", "c", 0)
 	f.Add(enc.Encode(Message{ID: cursor.ID{Ms: 1}, Key: "k", Type: "t", ContentType: "application/json", Data: `{}`}).SSE)
 	f.Add([]byte(": heartbeat\n\nid: 1-0\nevent: gap\ndata: {\"specversion\":\"1.0\",\"id\":\"1-0\"}\n\n"))
 	f.Add([]byte("id\nevent\ndata\n\n\r\n:\n"))

@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -19,8 +21,9 @@ const RetryKeyHeader = "Herald-Retry-Key"
 const MaxIdempotencyKeyBytes = 128
 
 type publishResponse struct {
-	ID         string `json:"id"`                   // the message's cursor
+	ID         string `json:"id"`                   // the message's cursor (its stream ID on the shard)
 	Shard      int    `json:"shard"`                // the shard it went to
+	EventID    string `json:"eventId"`              // the CloudEvents id subscribers get: the producer's, or "<shard>:<id>"
 	Duplicate  bool   `json:"duplicate,omitempty"`  // an Idempotency-Key retry: nothing new was stored
 	Replicated *bool  `json:"replicated,omitempty"` // with ?ack=replicated: did a replica confirm it in time
 	Replicas   *int   `json:"replicas,omitempty"`   // with ?ack=replicated: how many replicas confirmed
@@ -71,7 +74,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
-	in, err := event.ParsePublish(ct, r.Header.Get("Ce-Type"), body)
+	in, err := event.ParsePublish(r.Header, body)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, event.ErrUnsupportedMediaType) {
@@ -86,7 +89,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case key == "" && in.Subject == "":
-		WriteError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or subject in a structured CloudEvent)")
+		WriteError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or the CloudEvent subject: Ce-Subject, or subject in a structured CloudEvent)")
 		return
 	case key == "":
 		key = in.Subject
@@ -98,13 +101,26 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.misdirected(w, key, shard)
 		return
 	}
+	producerID := in.Attrs.StringValue("id")
+	retryKey := r.Header.Get(RetryKeyHeader) == "1"
+	fromEventID := false
+	if producerID != "" && (idem == "" || retryKey) {
+		// The event's own id (with its source) identifies it: a producer that sends it again is
+		// retrying, as CloudEvents says. It wins over a key the sidecar made up for its retries.
+		idem, retryKey, fromEventID = EventIdempotencyKey(in.Attrs.StringValue("source"), producerID), false, true
+	}
 	res, err := s.cfg.Publisher.Publish(r.Context(), upstream.PublishRequest{
-		Key: key, Type: in.Type, ContentType: in.ContentType, Data: in.Data,
-		IdempotencyKey: idem, Caller: callerOf(r), RetryKey: r.Header.Get(RetryKeyHeader) == "1", WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
+		Key: key, Type: in.Type, ContentType: in.ContentType, Attrs: in.Attrs.String(), Data: in.Data,
+		IdempotencyKey: idem, Caller: callerOf(r), RetryKey: retryKey, WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
 	})
 	if errors.Is(err, upstream.ErrIdempotencyConflict) {
+		if fromEventID {
+			WriteError(w, http.StatusConflict, "CloudEvent id "+strconv.Quote(clip(producerID))+" was used for another message (stored as "+res.ID.String()+
+				"); an event sent again must be the same event, a new event needs a new id")
+			return
+		}
 		WriteError(w, http.StatusConflict, "Idempotency-Key "+strconv.Quote(idem)+" was used for another message (stored as "+res.ID.String()+
-			"); a retry must send the same key, type, content type and data, a new message needs a new key")
+			"); a retry must send the same key, type, content type, attributes and data, a new message needs a new key")
 		return
 	}
 	if err != nil {
@@ -122,11 +138,21 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Metrics.Published.Inc()
 		s.cfg.Metrics.PublishedBytes.Add(float64(len(body)))
 	}
-	resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, Duplicate: res.Duplicate}
+	resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, EventID: producerID, Duplicate: res.Duplicate}
+	if resp.EventID == "" {
+		resp.EventID = strconv.Itoa(s.cfg.Shard) + ":" + resp.ID
+	}
 	if waitReplicas > 0 {
 		resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
 	}
 	WriteJSON(w, http.StatusAccepted, resp)
+}
+
+// EventIdempotencyKey is the Idempotency-Key a publish without one gets from its CloudEvent's
+// source and id: a digest, so any id fits the header's rules.
+func EventIdempotencyKey(source, id string) string {
+	sum := sha256.Sum256([]byte(source + "\x00" + id))
+	return "ce-" + hex.EncodeToString(sum[:16])
 }
 
 func isStructured(ct string) bool {

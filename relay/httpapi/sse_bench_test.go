@@ -22,7 +22,7 @@ import (
 
 // benchEvent is a 256-byte JSON message encoded as a relay encodes it (about 600 bytes of SSE).
 func benchEvent(seq uint64) *event.Encoded {
-	enc := event.NewEncoder("bench", "bench")
+	enc := event.NewEncoder("bench", "bench", 0)
 	return enc.Encode(event.Message{ID: cursor.ID{Ms: 1712345678901, Seq: seq}, Key: "k", Type: event.DefaultType,
 		ContentType: "application/json", Data: `{"pad":"` + strings.Repeat("x", 246) + `"}`})
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/heraldhq/herald/relay/event"
 )
 
-var enc = event.NewEncoder("ns", "ch")
+var enc = event.NewEncoder("ns", "ch", 0)
 
 func msg(seq uint64, key string) *event.Encoded {
 	return enc.Encode(event.Message{ID: cursor.ID{Ms: 1, Seq: seq}, Key: key, Type: "t", ContentType: "text/plain", Data: "hello"})

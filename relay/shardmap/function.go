@@ -20,13 +20,14 @@ import (
 // whose clock runs ahead cannot trim fresh entries),
 // 5 idempotency window in seconds, 6 key, 7 type, 8 content type, 9 data, 10 ID for Live,
 // 11 a hash of the message, stored with its ID under the idempotency key: a retry with the same
-// key and another message is a conflict ({id, 2}), not a duplicate ({id, 1}).
+// key and another message is a conflict ({id, 2}), not a duplicate ({id, 1}), 12 the producer's
+// CloudEvents attributes (event.Attrs.String(); "" = none, and then no field is stored).
 //
 // TIME, like the commands above, must be in the caller's ACL (RelayCommands).
 //
 // XADD first, SPUBLISH second: functions do not roll back, and "stored but not announced" is
 // repaired by catch-up while the reverse would announce what was never stored. The payload is
-// "<id>\n<writer>\n<key>\n<type>\n<content type>\n<data>" (event.DecodeLive), where writer is
+// "<id>\n<writer>\n<key>\n<type>\n<content type>\n<attributes>\n<data>" (event.DecodeLive), where writer is
 // the first 12 characters of the node ID that ran the function: a master that was paused, lost
 // its slot and wakes up still runs queued calls and its SPUBLISH reaches the new master over
 // the cluster bus; the subscription drops messages not written by the node it subscribed on,
@@ -76,6 +77,7 @@ const publishBody = `  local idem = keys[2]
   end
   if durable then
     local f = {'k', args[6], 't', args[7], 'c', args[8], 'd', args[9]}
+    if args[12] ~= '' then f[9] = 'a'; f[10] = args[12] end
     if args[3] ~= '0' then
       id = redis.call('XADD', keys[1], 'MAXLEN', '~', args[3], '*', unpack(f))
     elseif minid ~= '0' then
@@ -88,6 +90,6 @@ const publishBody = `  local idem = keys[2]
   if idem then redis.call('SET', idem, id .. ' ' .. args[11], 'EX', args[5]) end
   if durable and args[3] ~= '0' and minid ~= '0' then redis.call('XTRIM', keys[1], 'MINID', '~', minid) end
   local writer = string.sub(redis.call('CLUSTER', 'MYID'), 1, 12)
-  redis.call('SPUBLISH', args[1], id .. '\n' .. writer .. '\n' .. args[6] .. '\n' .. args[7] .. '\n' .. args[8] .. '\n' .. args[9])
+  redis.call('SPUBLISH', args[1], id .. '\n' .. writer .. '\n' .. args[6] .. '\n' .. args[7] .. '\n' .. args[8] .. '\n' .. args[12] .. '\n' .. args[9])
   return {id, 0}
 `

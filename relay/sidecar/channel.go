@@ -45,7 +45,7 @@ type channel struct {
 
 func newChannel(s *Sidecar, ref ChannelRef) *channel {
 	return &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes),
-		token: &tokenSource{file: watchedFile{path: s.opt.tokenPath(ref)}}, enc: event.NewEncoder(ref.Namespace, ref.Name)}
+		token: &tokenSource{file: watchedFile{path: s.opt.tokenPath(ref)}}, enc: event.NewEncoder(ref.Namespace, ref.Name, 0)}
 }
 
 func (ch *channel) shardMap() *shardmap.Map { return ch.m.Load() }

@@ -48,15 +48,20 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 		return
 	}
 	key := r.URL.Query().Get("key")
-	if key == "" && len(ct) >= len(event.StructuredMediaType) && ct[:len(event.StructuredMediaType)] == event.StructuredMediaType {
+	subject, eventID := r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Id")
+	if len(ct) >= len(event.StructuredMediaType) && ct[:len(event.StructuredMediaType)] == event.StructuredMediaType {
 		var ce struct {
 			Subject string `json:"subject"`
+			ID      string `json:"id"`
 		}
 		_ = json.Unmarshal(body, &ce) // a bad envelope gets the relay's 400
-		key = ce.Subject
+		subject, eventID = ce.Subject, ce.ID
 	}
 	if key == "" {
-		httpapi.WriteError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or subject in a structured CloudEvent)")
+		key = subject
+	}
+	if key == "" {
+		httpapi.WriteError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or the CloudEvent subject: Ce-Subject, or subject in a structured CloudEvent)")
 		return
 	}
 	if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
@@ -64,21 +69,25 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 		return
 	}
 	hdr := http.Header{}
-	for _, h := range []string{"Content-Type", "Ce-Type"} {
-		if v := r.Header.Values(h); len(v) > 0 {
+	for h, v := range r.Header {
+		if forwarded(h) {
 			hdr[h] = v
 		}
 	}
+	// Retries must not store the message twice: the app's Idempotency-Key, else the event's own
+	// id (the relay derives a key from it), else one of the sidecar's own.
 	idem, own := r.Header.Get("Idempotency-Key"), false
-	if idem == "" && len(r.Header.Values("Idempotency-Key")) == 0 {
+	if idem == "" && len(r.Header.Values("Idempotency-Key")) == 0 && eventID == "" {
 		idem, own = newIdempotencyKey(), true
 	}
-	hdr.Set("Idempotency-Key", idem)
+	if idem != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
+		hdr.Set("Idempotency-Key", idem)
+		// The app learns the key its message went with, so it can retry with it.
+		w.Header().Set("Idempotency-Key", idem)
+	}
 	if own {
 		hdr.Set(httpapi.RetryKeyHeader, "1")
 	}
-	// The app learns the key its message went with, so it can retry with it.
-	w.Header().Set("Idempotency-Key", idem)
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.PublishTimeout)
 	defer cancel()
@@ -181,6 +190,16 @@ func pause(ctx context.Context, attempt int) {
 // retry in step.
 func retryBackoff(first time.Duration) wait.Backoff {
 	return wait.Backoff{Duration: first, Factor: 2, Jitter: 0.2, Cap: 2 * time.Second, Steps: math.MaxInt32}
+}
+
+// forwarded reports whether a request header of the app goes on to the relay: the media type,
+// the CloudEvents binary mode attributes and the W3C trace context.
+func forwarded(h string) bool {
+	switch h {
+	case "Content-Type", "Traceparent", "Tracestate":
+		return true
+	}
+	return len(h) > 3 && h[:3] == "Ce-"
 }
 
 func newIdempotencyKey() string {

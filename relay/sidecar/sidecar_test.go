@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,14 +116,22 @@ type received struct {
 
 func decode(t testing.TB, ev relaytest.Event) received {
 	var ce struct {
+		Cursor  string `json:"heraldcursor"`
 		ID      string `json:"id"`
 		Subject string `json:"subject"`
 		Data    struct {
 			N int `json:"n"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal([]byte(ev.Data), &ce); err != nil || ce.ID != ev.ID {
-		t.Errorf("event %+v: %v (CloudEvent id %q)", ev, err, ce.ID)
+	if err := json.Unmarshal([]byte(ev.Data), &ce); err != nil || ce.Cursor != ev.ID {
+		t.Errorf("event %+v: %v (heraldcursor %q)", ev, err, ce.Cursor)
+	}
+	// The CloudEvent id is the event's own, "<shard>:<stream ID>", whatever stream carries it:
+	// on a merged stream it is that shard's part of the composite cursor.
+	shard, id, _ := strings.Cut(ce.ID, ":")
+	parts := strings.Split(ev.ID, ".")
+	if i, err := strconv.Atoi(shard); err != nil || (len(parts) > 1 && (i >= len(parts) || parts[i] != id)) || (len(parts) == 1 && ev.ID != id) {
+		t.Errorf("event %s has CloudEvent id %q, not its shard's stream ID", ev.ID, ce.ID)
 	}
 	return received{id: ev.ID, subject: ce.Subject, n: ce.Data.N}
 }

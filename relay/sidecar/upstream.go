@@ -108,7 +108,7 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	if !durable && fresh {
 		// A Live channel keeps nothing to resume from: what was published while this stream
 		// was down is lost, and local subscribers are told so, never left with a silent hole.
-		st.ch.deliver(st.index, st.ch.enc.EncodeGap(event.Gap{Reason: event.GapNoReplay, From: st.pos, Resume: st.pos,
+		st.ch.deliver(st.index, st.ch.enc.ForShard(st.index).EncodeGap(event.Gap{Reason: event.GapNoReplay, From: st.pos, Resume: st.pos,
 			Message: "the sidecar's stream from the shard relay broke and was re-opened; messages published meanwhile on this Live channel are lost"}))
 		st.ch.s.met.Gaps.Inc()
 	}

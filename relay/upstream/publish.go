@@ -24,6 +24,7 @@ type PublishRequest struct {
 	Key            string // message key (already checked to belong to this shard)
 	Type           string // CloudEvents type
 	ContentType    string // datacontenttype
+	Attrs          string // the producer's other CloudEvents attributes (event.Attrs.String())
 	Data           []byte
 	IdempotencyKey string        // optional: a retry with the same key (from the same caller, with the same message) returns the first ID
 	Caller         string        // who publishes ("<namespace>/<service account>"; "" unauthenticated): scopes IdempotencyKey
@@ -103,7 +104,7 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	if ttl < 1 {
 		ttl = 1
 	}
-	args := []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID, messageHash(req)}
+	args := []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID, messageHash(req), req.Attrs}
 
 	var res PublishResult
 	var reply any
@@ -180,11 +181,15 @@ func idempotencyScope(caller string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// messageHash identifies a message's content (key, type, content type, data) for the
+// messageHash identifies a message's content (key, type, content type, attributes, data) for the
 // idempotency check: a retry must send the same message.
 func messageHash(req PublishRequest) string {
 	h := sha256.New()
-	for _, part := range [][]byte{[]byte(req.Key), []byte(req.Type), []byte(req.ContentType), req.Data} {
+	parts := [][]byte{[]byte(req.Key), []byte(req.Type), []byte(req.ContentType), req.Data}
+	if req.Attrs != "" { // absent, the hash is what it was before attributes were stored
+		parts = append(parts, []byte(req.Attrs))
+	}
+	for _, part := range parts {
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
 		h.Write(n[:])

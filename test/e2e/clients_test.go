@@ -261,7 +261,8 @@ func (s *subscriber) markConnected() {
 
 // cloudEvent is what the test reads of an event.
 type cloudEvent struct {
-	ID      string `json:"id"`
+	Cursor  string `json:"heraldcursor"` // what the subscriber resumes from
+	ID      string `json:"id"`           // the event's own: "<shard>:<stream ID>" on every stream
 	Type    string `json:"type"`
 	Subject string `json:"subject"`
 	Data    struct {
@@ -276,9 +277,9 @@ const gapType = "dev.herald.gap"
 // the cursor (per key) or the shard's part of the composite cursor (whole channel). A gap
 // belongs to the shards whose part of the composite moved (or to the key's shard).
 func (s *subscriber) record(ce cloudEvent, isGap bool, last *string) error {
-	parts := strings.Split(ce.ID, ".")
+	parts := strings.Split(ce.Cursor, ".")
 	if len(parts) != 1 && len(parts) != len(s.m.Shards) {
-		return fmt.Errorf("event id %q is neither a stream ID nor a composite of %d", ce.ID, len(s.m.Shards))
+		return fmt.Errorf("event cursor %q is neither a stream ID nor a composite of %d", ce.Cursor, len(s.m.Shards))
 	}
 	var shards []int
 	switch {
@@ -307,20 +308,23 @@ func (s *subscriber) record(ce cloudEvent, isGap bool, last *string) error {
 		}
 		id, err := parseStreamID(raw)
 		if err != nil {
-			return fmt.Errorf("event id: %w", err)
+			return fmt.Errorf("event cursor: %w", err)
 		}
-		r := received{id: id, raw: raw, key: ce.Subject, at: now, isGap: isGap, event: ce.ID}
+		if !isGap && ce.ID != strconv.Itoa(shard)+":"+raw {
+			return fmt.Errorf("event at cursor %s has CloudEvent id %q, want %d:%s on every stream", ce.Cursor, ce.ID, shard, raw)
+		}
+		r := received{id: id, raw: raw, key: ce.Subject, at: now, isGap: isGap, event: ce.Cursor}
 		if isGap {
 			r.gap = ce.Data.Reason
 		} else {
 			if ce.Data.Seq == nil {
-				return fmt.Errorf("message %s has no seq", ce.ID)
+				return fmt.Errorf("message %s has no seq", ce.Cursor)
 			}
 			r.seq = *ce.Data.Seq
 		}
 		s.got[shard] = append(s.got[shard], r)
 	}
-	*last = ce.ID
+	*last = ce.Cursor
 	return nil
 }
 

@@ -223,6 +223,7 @@ func (r *Relay) ChannelURL(path string) string {
 type PublishResponse struct {
 	ID         string `json:"id"`
 	Shard      int    `json:"shard"`
+	EventID    string `json:"eventId"`
 	Duplicate  bool   `json:"duplicate"`
 	Replicated *bool  `json:"replicated"`
 	Replicas   *int   `json:"replicas"`

@@ -33,6 +33,7 @@ func (e Event) CloudEvent(t testing.TB) CloudEvent {
 // CloudEvent is the JSON a subscriber receives.
 type CloudEvent struct {
 	SpecVersion     string          `json:"specversion"`
+	Cursor          string          `json:"heraldcursor"` // what a subscriber resumes from
 	ID              string          `json:"id"`
 	Source          string          `json:"source"`
 	Type            string          `json:"type"`
