@@ -489,3 +489,51 @@ func TestLiveReconnectSendsANoReplayGap(t *testing.T) {
 		t.Fatalf("herald_relay_sidecar_gaps_total %v, want 1", n)
 	}
 }
+
+// TestCloudEventAttributesPassThroughTheSidecar: an app publishing in binary mode through the
+// sidecar (Ce-Subject as the key, its own Ce-Id, an extension, a W3C traceparent) gets them all
+// back on the sidecar's merged stream; sending the same event again stores nothing, although the
+// sidecar retries on its own, because the event's id is what deduplicates it.
+func TestCloudEventAttributesPassThroughTheSidecar(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 2}, 1)
+	sc := startSidecar(t, c, "")
+	s := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 10*time.Second, "subscriber registered", func() bool { return sc.metric(t, "herald_relay_sidecar_subscribers") == 1 })
+
+	send := func(data string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, sc.channelURL("/messages"), strings.NewReader(data))
+		req.Header.Set("Content-Type", "text/plain")
+		req.Header.Set("Ce-Subject", "user-7")
+		req.Header.Set("Ce-Id", "evt-42")
+		req.Header.Set("Ce-Source", "/apps/billing")
+		req.Header.Set("Ce-Tenant", "acme")
+		req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := send("hello"); code != http.StatusAccepted || !strings.Contains(body, `"eventId":"evt-42"`) {
+		t.Fatalf("publish: %d %s", code, body)
+	}
+	ev := s.Messages(t, 1, 10*time.Second)[0]
+	var ce map[string]any
+	if err := json.Unmarshal([]byte(ev.Data), &ce); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{"id": "evt-42", "source": "/apps/billing", "subject": "user-7", "tenant": "acme", "heraldcursor": ev.ID,
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "data": "hello"} {
+		if ce[k] != want {
+			t.Fatalf("%s = %v, want %v (event %s)", k, ce[k], want, ev.Data)
+		}
+	}
+	if code, body := send("hello"); code != http.StatusAccepted || !strings.Contains(body, `"duplicate":true`) {
+		t.Fatalf("the same event again: %d %s, want a duplicate", code, body)
+	}
+	if code, body := send("changed"); code != http.StatusConflict || !strings.Contains(body, "evt-42") {
+		t.Fatalf("another event with the same id: %d %s, want 409", code, body)
+	}
+}
