@@ -60,6 +60,7 @@ type config struct {
 	heartbeat, idemWindow, probeInterval, probeTimeout        time.Duration
 	writeTimeout, waitTimeout, shutdownTimeout, writeInterval time.Duration
 	auth, audience, kubeconfig                                string // shard role: caller authentication
+	corsOrigins, wsOrigins                                    string // web pages of other origins
 	channels, namespace, tokenFile, tokenDir, endpointsFile   string // sidecar role
 	metricsListen                                             string // sidecar role
 	tls, tlsInsecure                                          bool   // Redis TLS
@@ -102,6 +103,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.IntVar(&c.limits.SubscribersPerCaller, "max-subscribers-per-caller", 2000, "shard role: most streams one caller (service account) holds at the relay (0: no cap)")
 	fs.IntVar(&c.limits.ReplaysPerCaller, "max-replays-per-caller", 32, "shard role: most streams of one caller replaying stored events at once (0: no cap)")
 	fs.Float64Var(&c.limits.ReplayRate, "replay-rate-per-caller", 20, "shard role: replays (subscribe calls with a cursor) one caller may start per second, in bursts of twice as many (0: no cap)")
+	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", "comma-separated origins whose web pages may publish and subscribe (CORS), e.g. https://app.example.com or https://*.example.com; * is any (their hosts may open WebSockets too)")
+	fs.StringVar(&c.wsOrigins, "ws-origin-patterns", "", "comma-separated Origin hosts a WebSocket is accepted from besides the request's own Host (path.Match patterns, e.g. app.example.com or *.example.com): needed behind a reverse proxy that rewrites Host")
 	fs.StringVar(&c.auth, "auth", AuthTokenReview, "shard role: caller authentication: tokenreview (bearer token checked with a TokenReview, its service account's namespace with the channel's access list) or none (anyone may call: local tests only)")
 	fs.StringVar(&c.audience, "token-audience", "", "shard role: the audience callers' tokens must carry (default: the channel's own, herald.dev/<namespace>/<channel>)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
@@ -235,8 +238,23 @@ func (c *config) sidecarOptions() (sidecar.Options, error) {
 	}
 	return sidecar.Options{
 		Channels: refs, TokenFile: c.tokenFile, TokenDir: c.tokenDir, EndpointsFile: c.endpointsFile,
-		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout,
+		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout, Browser: c.browser(),
 	}, nil
+}
+
+// browser is what the --cors-allowed-origins and --ws-origin-patterns flags allow.
+func (c *config) browser() httpapi.Browser {
+	return httpapi.Browser{CORSOrigins: splitList(c.corsOrigins), WSOriginPatterns: splitList(c.wsOrigins)}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) {
@@ -291,7 +309,7 @@ func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) 
 		Redis:     redis.ClusterOptions{Addrs: addrs, Username: c.user, Password: password, TLSConfig: tlsConfig},
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, IdempotencyWindow: c.idemWindow,
 		WriteTimeout: c.writeTimeout, WaitTimeout: c.waitTimeout, WriteInterval: c.writeInterval,
-		Limits:   c.limits,
+		Limits: c.limits, Browser: c.browser(),
 		Upstream: upstream.Options{ProbeInterval: c.probeInterval, ProbeTimeout: c.probeTimeout},
 	}, nil
 }

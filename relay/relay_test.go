@@ -86,6 +86,9 @@ func TestPublishReachesSSEAndWebSocketSubscribers(t *testing.T) {
 		return out
 	}
 	check("SSE, no key", sseEvents(all, 4), wantAll)
+	if retry, _ := all.Retry.Load().(string); retry != "2000" {
+		t.Fatalf("the SSE stream opened with retry %q, want 2000 (ms): an EventSource reconnects after it", retry)
+	}
 	check("SSE, key=user-a", sseEvents(onlyA, 2), wantA)
 	check("WebSocket, no key", wsEvents(ws, 4), wantAll)
 	check("WebSocket, key=user-a", wsEvents(wsA, 2), wantA)

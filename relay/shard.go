@@ -36,6 +36,7 @@ type ShardOptions struct {
 	UpstreamLostAfter time.Duration        // how long the Redis subscription may be down before live subscribers are sent to another replica. Defaults to 5s.
 	Upstream          upstream.Options     // probe interval/timeout and other upstream knobs
 	Limits            httpapi.Limits       // caps on streams and replays, per relay and per caller; zero: none
+	Browser           httpapi.Browser      // web pages of other origins: CORS and WebSocket origins
 	Logger            *slog.Logger         // defaults to slog.Default()
 	Registry          *prometheus.Registry // defaults to a new registry with Go and process collectors
 	// Authorize checks callers of publish and subscribe (see httpapi.Config.Authorize); nil
@@ -120,7 +121,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 		Publisher:    upstream.NewPublisher(r.cluster, opt.Map, opt.Shard, opt.IdempotencyWindow),
 		Subscription: r.sub, Hub: r.hub, Encoder: enc, Metrics: met, Gatherer: opt.Registry,
 		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, Logger: log, Authorize: opt.Authorize,
-		Limits: opt.Limits,
+		Limits: opt.Limits, Browser: opt.Browser,
 	})
 	return r, nil
 }

@@ -24,6 +24,6 @@
 //
 // A live SSE stream of a shard relay is taken over from net/http after its replay and written
 // by the hub's writers with non-blocking writes (ssepush.go), so an idle one holds no handler
-// goroutine and no net/http buffers. ServeSSE, ServeWebSocket and the Sink they hand out are
+// goroutine and no net/http buffers. Streams.SSE, Streams.WebSocket and the Sink they hand out are
 // shared with the sidecar, so both roles frame, batch and close streams identically.
 package httpapi

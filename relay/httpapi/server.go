@@ -42,6 +42,8 @@ type Config struct {
 	Authorize func(r *http.Request) (caller string, status int, reason string)
 	// Limits cap the streams and replays of the relay and of each caller; zero: none.
 	Limits Limits
+	// Browser allows web pages of other origins (CORS, WebSocket origins).
+	Browser Browser
 }
 
 // Server is the HTTP API of one shard relay.
@@ -49,6 +51,8 @@ type Server struct {
 	cfg      Config
 	maxBytes int64
 	mux      *http.ServeMux
+	handler  http.Handler // mux behind the CORS handler
+	streams  Streams
 	limits   *limiter // nil without limits
 }
 
@@ -66,7 +70,9 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, maxBytes: cfg.Map.MaxMessageBytes, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, maxBytes: cfg.Map.MaxMessageBytes, mux: http.NewServeMux(),
+		streams: Streams{WriteTimeout: cfg.WriteTimeout, Browser: cfg.Browser}}
+	s.handler = cfg.Browser.Handler(s.mux)
 	if cfg.Limits != (Limits{}) {
 		s.limits = newLimiter(cfg.Limits)
 	}
@@ -91,7 +97,7 @@ func (s *Server) timed(route string, h http.HandlerFunc) http.HandlerFunc {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // only answers 405 with an Allow header and a JSON body to any other method (HEAD rides on GET).
 func (s *Server) only(method string, h http.HandlerFunc) http.HandlerFunc { return Only(method, h) }

@@ -40,7 +40,7 @@ func sseServer(b *testing.B, h *hub.Hub, pushed bool) *httptest.Server {
 			return
 		}
 		defer sub.Close()
-		httpapi.ServeSSE(w, r, 10*time.Second, func(ctx context.Context, out httpapi.Sink) {
+		httpapi.Streams{WriteTimeout: 10 * time.Second}.SSE(w, r, func(ctx context.Context, out httpapi.Sink) {
 			var batch []*event.Encoded
 			for {
 				var err error

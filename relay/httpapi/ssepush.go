@@ -21,7 +21,8 @@ import (
 // A peer whose socket buffer is full gets a goroutine of its own until it has taken the batch,
 // under the write timeout; one that stays behind is closed as a slow consumer by the hub.
 
-// sseHeader starts every hijacked stream. The body ends when the connection does.
+// sseHeader starts every hijacked stream (streamHeader adds CORS headers and the opening retry
+// field). The body ends when the connection does.
 const sseHeader = "HTTP/1.1 200 OK\r\n" +
 	"Content-Type: text/event-stream\r\n" +
 	"Cache-Control: no-cache\r\n" +
@@ -61,7 +62,7 @@ func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration
 	// The request was read whole (a GET has no body), so what net/http's reader may still
 	// buffer is nothing a subscriber needs.
 	_ = conn.SetDeadline(time.Time{})
-	if _, err := c.blockingWrite([]byte(sseHeader)); err != nil {
+	if _, err := c.blockingWrite(streamHeader(w)); err != nil {
 		c.close()
 		return nil
 	}

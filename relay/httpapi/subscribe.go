@@ -259,7 +259,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer sub.Close() // HEAD, replay only, or a connection that cannot be taken over (HTTP/2)
-	ServeSSE(w, r, s.cfg.WriteTimeout, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
+	s.streams.SSE(w, r, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
 }
 
 // serveHijacked replays on the handler's goroutine, then hands the live stream to the hub's
@@ -292,8 +292,8 @@ func (s *Server) subscribe(req subscribeRequest, transport string) *hub.Subscrib
 	return sub
 }
 
-// ServeSSE answers 200 text/event-stream and runs stream with an SSE sink until it returns.
-func ServeSSE(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration, stream func(ctx context.Context, out Sink)) {
+// SSE answers 200 text/event-stream and runs stream with an SSE sink until it returns.
+func (st Streams) SSE(w http.ResponseWriter, r *http.Request, stream func(ctx context.Context, out Sink)) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -304,7 +304,10 @@ func ServeSSE(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration
 	// connection after it (HTTP/2 ignores the header). See docs/performance.md.
 	h.Set("Transfer-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
-	out := &sseSink{w: w, rc: http.NewResponseController(w), timeout: writeTimeout}
+	out := &sseSink{w: w, rc: http.NewResponseController(w), timeout: st.WriteTimeout}
+	if _, err := w.Write([]byte(SSERetry)); err != nil {
+		return
+	}
 	if err := out.rc.Flush(); err != nil {
 		return
 	}
@@ -371,20 +374,25 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	sub := s.subscribe(req, "websocket")
 	defer sub.Close()
-	ServeWebSocket(w, r, s.cfg.WriteTimeout, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
+	s.streams.WebSocket(w, r, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
 }
 
-// ServeWebSocket accepts the WebSocket and runs stream with a sink that sends one text frame
-// per event; when stream returns without closing, the socket is closed as "going away".
-func ServeWebSocket(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration, stream func(ctx context.Context, out Sink)) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+// WebSocket accepts the WebSocket and runs stream with a sink that sends one text frame per
+// event; when stream returns without closing, the socket is closed as "going away". A client
+// that offers the cloudevents.json subprotocol gets it (the frames are CloudEvents in JSON).
+func (st Streams) WebSocket(w http.ResponseWriter, r *http.Request, stream func(ctx context.Context, out Sink)) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		CompressionMode: websocket.CompressionDisabled,
+		Subprotocols:    []string{CloudEventsSubprotocol},
+		OriginPatterns:  st.Browser.wsOrigins(),
+	})
 	if err != nil {
 		return // Accept has answered the request
 	}
 	defer c.CloseNow()
 	// Subscribers send nothing; CloseRead answers pings and ends ctx when the peer closes.
 	ctx := c.CloseRead(r.Context())
-	out := &wsSink{c: c, timeout: writeTimeout}
+	out := &wsSink{c: c, timeout: st.WriteTimeout}
 	stream(ctx, out)
 	if !out.closed {
 		_ = c.Close(websocket.StatusGoingAway, "relay closing the stream")

@@ -218,6 +218,16 @@ func (ch *channel) ready() bool {
 	return st.Ready
 }
 
+// canServe reports why a subscriber cannot be served yet (nil when it can): the shard map is not
+// known, or a shard has no ready relay to open its stream from.
+func (ch *channel) canServe(ctx context.Context) error {
+	if ch.shardMap() == nil {
+		return errors.New("the shard map of channel " + ch.ref.String() + " is not known yet (" + ch.lastError() + ")")
+	}
+	_, err := ch.open(ctx)
+	return err
+}
+
 type channelStatus struct {
 	Channel  string        `json:"channel"`
 	Ready    bool          `json:"ready"`

@@ -86,6 +86,7 @@ type Options struct {
 	Heartbeat       time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
 	QueueBytes      int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
 	WriteTimeout    time.Duration        // bound of one batch write to a local subscriber. Defaults to 10s.
+	Browser         httpapi.Browser      // web pages of other origins: CORS and WebSocket origins
 	RefreshInterval time.Duration        // shard map and reachability refresh. Defaults to 10s.
 	PublishTimeout  time.Duration        // bound of one publish, retries included. Defaults to 10s.
 	IdleTimeout     time.Duration        // an upstream stream silent this long is re-opened. Defaults to 45s (relays send heartbeats every 15s).
@@ -171,7 +172,7 @@ func New(opt Options) (*Sidecar, error) {
 }
 
 // Handler serves HTTP API v1 to the app.
-func (s *Sidecar) Handler() http.Handler { return s.mux }
+func (s *Sidecar) Handler() http.Handler { return s.opt.Browser.Handler(s.mux) }
 
 // Run discovers the channels' shard maps and keeps them fresh, runs the upstream streams local
 // subscribers need and the heartbeats, until ctx ends.

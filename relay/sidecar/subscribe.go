@@ -17,12 +17,24 @@ import (
 	"github.com/heraldhq/herald/relay/hub"
 )
 
+// serveSSE serves an SSE stream. One that arrives before the channel can be served (its shard
+// map unknown, no ready relay for a shard yet: the sidecar is warming up) is answered 200 at
+// once and held until it can, because an EventSource never retries an answer that is not 200.
 func (s *Sidecar) serveSSE(w http.ResponseWriter, r *http.Request, ch *channel) {
-	s.subscribe(w, r, ch, httpapi.ServeSSE)
+	if r.Method == http.MethodGet {
+		if w = httpapi.WaitSSE(r.Context(), w, ch.canServe); w == nil {
+			return
+		}
+	}
+	s.subscribe(w, r, ch, s.streams().SSE)
 }
 
 func (s *Sidecar) serveWebSocket(w http.ResponseWriter, r *http.Request, ch *channel) {
-	s.subscribe(w, r, ch, httpapi.ServeWebSocket)
+	s.subscribe(w, r, ch, s.streams().WebSocket)
+}
+
+func (s *Sidecar) streams() httpapi.Streams {
+	return httpapi.Streams{WriteTimeout: s.opt.WriteTimeout, Browser: s.opt.Browser}
 }
 
 // localSub is one local subscriber's view: which shards it reads and where it is on each.
@@ -37,8 +49,8 @@ type localSub struct {
 	idBuf     []byte
 }
 
-// transport is httpapi.ServeSSE or httpapi.ServeWebSocket.
-type transport func(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration, stream func(ctx context.Context, out httpapi.Sink))
+// transport is httpapi.Streams.SSE or httpapi.Streams.WebSocket.
+type transport func(w http.ResponseWriter, r *http.Request, stream func(ctx context.Context, out httpapi.Sink))
 
 // subscribe validates the request like a shard relay does, registers the subscriber before any
 // replay (so nothing published meanwhile is missed) and pumps events to it.
@@ -112,7 +124,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		}
 	}
 	defer sub.Close()
-	serve(w, r, s.opt.WriteTimeout, func(ctx context.Context, out httpapi.Sink) { ls.pump(ctx, sub, out, raw != "", replayOnly) })
+	serve(w, r, func(ctx context.Context, out httpapi.Sink) { ls.pump(ctx, sub, out, raw != "", replayOnly) })
 }
 
 // pump sends replay (when resuming) and then live events, with the subscriber's own cursors

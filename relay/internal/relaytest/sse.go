@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 type Event struct {
 	ID, Event, Data string
 	Comment         string
+	Retry           string // the retry field (the reconnection delay a stream opens with)
 }
 
 // CloudEvent decodes Data.
@@ -46,8 +48,9 @@ type CloudEvent struct {
 // SSE is an open event stream.
 type SSE struct {
 	Resp   *http.Response
-	Events chan Event // closed at EOF
-	Err    error      // why the stream ended (after Events is closed)
+	Events chan Event   // closed at EOF
+	Err    error        // why the stream ended (after Events is closed)
+	Retry  atomic.Value // the last retry field received (a string)
 	cancel context.CancelFunc
 }
 
@@ -144,6 +147,9 @@ func (s *SSE) read(body io.Reader) {
 				ev.ID = value
 			case "event":
 				ev.Event = value
+			case "retry":
+				ev.Retry = value
+				s.Retry.Store(value)
 			case "data":
 				if ev.Data != "" {
 					ev.Data += "\n"
@@ -167,8 +173,8 @@ func (s *SSE) Next(within time.Duration) (Event, error) {
 			if !ok {
 				return Event{}, io.EOF
 			}
-			if ev.Comment == "heartbeat" && ev.Event == "" && ev.Data == "" {
-				continue
+			if (ev.Comment == "heartbeat" || ev.Comment == "" && ev.Retry != "") && ev.Event == "" && ev.Data == "" {
+				continue // a heartbeat, or the retry field a stream opens with
 			}
 			return ev, nil
 		case <-timer.C:

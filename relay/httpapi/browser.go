@@ -1,0 +1,169 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/rs/cors"
+)
+
+// SSERetry opens every SSE stream: the reconnection delay (milliseconds) an EventSource waits
+// after the stream breaks before it reconnects with Last-Event-ID.
+const SSERetry = "retry: 2000\n\n"
+
+// CloudEventsSubprotocol is the WebSocket subprotocol of CloudEvents in JSON (the CloudEvents
+// WebSocket binding): each text frame is one structured CloudEvent, as Herald sends anyway.
+const CloudEventsSubprotocol = "cloudevents.json"
+
+// Browser is what web pages need from a relay or a sidecar.
+type Browser struct {
+	// CORSOrigins may call publish and open streams from a page (CORS), e.g.
+	// "https://app.example.com" or "https://*.example.com"; "*" is any origin. None: no CORS
+	// headers, so browsers keep pages of other origins out.
+	CORSOrigins []string
+	// WSOriginPatterns are the Origin hosts a WebSocket is accepted from besides the request's
+	// own Host (path.Match patterns, e.g. "app.example.com" or "*.example.com"): needed behind a
+	// reverse proxy that rewrites Host. The hosts of CORSOrigins are accepted too.
+	WSOriginPatterns []string
+}
+
+// Handler answers CORS preflights and adds CORS headers for the allowed origins; without any it
+// returns h unchanged.
+func (b Browser) Handler(h http.Handler) http.Handler {
+	if len(b.CORSOrigins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: b.CORSOrigins,
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
+		// Content-Type, Idempotency-Key, Last-Event-ID, Authorization, the ce-* attributes and
+		// the trace context: a CloudEvents producer sends headers nobody can list in advance.
+		AllowedHeaders: []string{"*"},
+		ExposedHeaders: []string{"Idempotency-Key", "Retry-After", "WWW-Authenticate"},
+		MaxAge:         600,
+	}).Handler(h)
+}
+
+// wsOrigins is the Origin host patterns a WebSocket is accepted from.
+func (b Browser) wsOrigins() []string {
+	out := append([]string(nil), b.WSOriginPatterns...)
+	for _, o := range b.CORSOrigins {
+		if o == "*" {
+			return []string{"*"}
+		}
+		if u, err := url.Parse(o); err == nil && u.Host != "" {
+			out = append(out, u.Host)
+		}
+	}
+	return out
+}
+
+// Streams serves subscriber streams: SSE or WebSocket, with the settings both need.
+type Streams struct {
+	WriteTimeout time.Duration // bound of one batch write
+	Browser      Browser
+}
+
+// corsHeaders are the response headers a hijacked stream copies from what the CORS handler set.
+var corsHeaders = []string{"Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Vary"}
+
+// streamHeader is the response header of a hijacked SSE stream, with any CORS headers already
+// set on w, and the stream's opening retry field.
+func streamHeader(w http.ResponseWriter) []byte {
+	h := w.Header()
+	if h.Get("Access-Control-Allow-Origin") == "" {
+		return []byte(sseHeader + SSERetry)
+	}
+	var b bytes.Buffer
+	b.WriteString(sseHeader[:len(sseHeader)-2])
+	for _, name := range corsHeaders {
+		for _, v := range h.Values(name) {
+			b.WriteString(name + ": " + v + "\r\n")
+		}
+	}
+	b.WriteString("\r\n" + SSERetry)
+	return b.Bytes()
+}
+
+// HoldSSE answers an SSE request 200 at once, for a stream that cannot start yet: an
+// EventSource gives up on any other answer, while a held stream starts when ready and, if it
+// must end instead, ends with a comment and is retried after the retry delay. It returns the
+// writer to serve the stream with: its WriteHeader does nothing (the header is sent), and an
+// error written through it becomes an SSE comment.
+func HoldSSE(w http.ResponseWriter) http.ResponseWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("Transfer-Encoding", "identity")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(SSERetry))
+	_ = http.NewResponseController(w).Flush()
+	return &heldSSE{ResponseWriter: w}
+}
+
+// Comment writes an SSE comment (a line that EventSource ignores) and flushes it.
+func Comment(w http.ResponseWriter, text string) error {
+	if _, err := w.Write([]byte(": " + oneLine(text) + "\n\n")); err != nil {
+		return err
+	}
+	return http.NewResponseController(w).Flush()
+}
+
+type heldSSE struct {
+	http.ResponseWriter
+	failed bool // an error status was written: the body becomes a comment
+}
+
+func (h *heldSSE) WriteHeader(code int) { h.failed = code != http.StatusOK }
+
+func (h *heldSSE) Write(b []byte) (int, error) {
+	if !h.failed {
+		return h.ResponseWriter.Write(b)
+	}
+	if err := Comment(h.ResponseWriter, "error: "+string(b)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (h *heldSSE) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// oneLine keeps text on one SSE line.
+func oneLine(s string) string {
+	return string(bytes.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, bytes.TrimSpace([]byte(s))))
+}
+
+// WaitSSE holds an SSE stream (HoldSSE) until ready reports nil: it tries every second and
+// tells the subscriber why it waits in a comment. It returns the writer to serve the stream
+// with, or nil when the subscriber left first.
+func WaitSSE(ctx context.Context, w http.ResponseWriter, ready func(context.Context) error) http.ResponseWriter {
+	err := ready(ctx)
+	if err == nil {
+		return w
+	}
+	w = HoldSSE(w)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if Comment(w, "waiting: "+err.Error()) != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err = ready(ctx); err == nil {
+			return w
+		}
+	}
+}
