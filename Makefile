@@ -69,7 +69,8 @@ redis-down: ## Stop the local Redis Cluster.
 	REDIS_CLUSTER_BASE_PORT=$(REDIS_CLUSTER_BASE_PORT) hack/redis-cluster.sh down
 
 .PHONY: test
-test: ## Run every test against real parts (envtest, Redis Cluster) and the fuzz targets briefly.
+test: ## Run every test against real parts (envtest, Redis Cluster, a headless browser) and the fuzz targets briefly.
+	@hack/test-deps.sh
 	@assets=$$(hack/setup-envtest.sh); \
 	REDIS_CLUSTER_BASE_PORT=$(REDIS_CLUSTER_BASE_PORT) hack/redis-cluster.sh up; \
 	trap 'REDIS_CLUSTER_BASE_PORT=$(REDIS_CLUSTER_BASE_PORT) hack/redis-cluster.sh down' EXIT; \

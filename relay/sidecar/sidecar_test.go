@@ -537,3 +537,66 @@ func TestCloudEventAttributesPassThroughTheSidecar(t *testing.T) {
 		t.Fatalf("another event with the same id: %d %s, want 409", code, body)
 	}
 }
+
+// TestEventSourceIsHeldWhileTheSidecarWarmsUp: an SSE subscriber that arrives before the sidecar
+// knows where the channel's relays are gets 200 at once (an EventSource gives up on a 503),
+// is told why it waits, and gets its events once the relays are found. A WebSocket still gets
+// 503 with Retry-After (its clients reconnect on any failure).
+func TestEventSourceIsHeldWhileTheSidecarWarmsUp(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 2}, 1)
+	eps := filepath.Join(t.TempDir(), "endpoints.json")
+	if err := os.WriteFile(eps, []byte("{}"), 0o600); err != nil { // no relay is known yet
+		t.Fatal(err)
+	}
+	sc, err := sidecar.New(sidecar.Options{
+		Channels:      []sidecar.ChannelRef{{Namespace: c.Map.Namespace, Name: c.Map.Channel}},
+		EndpointsFile: eps, Heartbeat: time.Second, RefreshInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sc.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); cancel(); <-done })
+	ts := &testSidecar{Sidecar: sc, URL: srv.URL, channel: c.Map.Channel, endpoints: eps}
+
+	resp, err := http.Get(ts.channelURL("/ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a WebSocket before the sidecar is ready: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	s := relaytest.OpenSSE(t, ts.channelURL("/events"), relaytest.SSEOptions{}) // fails the test unless 200
+	waiting, err := s.Next(5 * time.Second)
+	if err != nil || !strings.HasPrefix(waiting.Comment, "waiting: ") {
+		t.Fatalf("a held stream first says why it waits: %+v, %v", waiting, err)
+	}
+	if sc.Ready() {
+		t.Fatal("the sidecar is ready without relays")
+	}
+	c.WriteEndpoints(t, eps)
+	// A stream without a cursor starts when it is subscribed, as always.
+	relaytest.Eventually(t, 20*time.Second, "held stream subscribed", func() bool { return ts.metric(t, "herald_relay_sidecar_subscribers") == 1 })
+	code, p := ts.publish(t, "k1", `{"n":1}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("publish: %d %+v", code, p)
+	}
+	for {
+		ev, err := s.Next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("the held stream got nothing: %v", err)
+		}
+		if strings.HasPrefix(ev.Comment, "waiting: ") {
+			continue
+		}
+		if ev.Event != "message" || decode(t, ev).subject != "k1" {
+			t.Fatalf("the held stream got %+v, want the message", ev)
+		}
+		break
+	}
+}
