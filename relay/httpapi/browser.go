@@ -5,6 +5,9 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"path"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rs/cors"
@@ -47,18 +50,72 @@ func (b Browser) Handler(h http.Handler) http.Handler {
 	}).Handler(h)
 }
 
-// wsOrigins is the Origin host patterns a WebSocket is accepted from.
+// wsOrigins is the Origin patterns a WebSocket is accepted from: hosts, and the CORS origins as
+// scheme://host patterns.
 func (b Browser) wsOrigins() []string {
 	out := append([]string(nil), b.WSOriginPatterns...)
 	for _, o := range b.CORSOrigins {
 		if o == "*" {
 			return []string{"*"}
 		}
-		if u, err := url.Parse(o); err == nil && u.Host != "" {
-			out = append(out, u.Host)
-		}
+		out = append(out, o)
 	}
 	return out
+}
+
+// refuseWebSocket answers, as a problem, a request the WebSocket library would refuse in plain
+// text (refuseOrigin, refuseNotUpgrade). It reports whether it did.
+func (b Browser) refuseWebSocket(w http.ResponseWriter, r *http.Request) bool {
+	return b.refuseOrigin(w, r) || refuseNotUpgrade(w, r)
+}
+
+// refuseNotUpgrade answers 426 to a request that is not a WebSocket upgrade.
+func refuseNotUpgrade(w http.ResponseWriter, r *http.Request) bool {
+	if headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket") {
+		return false
+	}
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", "websocket")
+	WriteError(w, http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a WebSocket upgrade request (the same stream as Server-Sent Events is at .../events)")
+	return true
+}
+
+// refuseOrigin answers 403 to a WebSocket whose Origin is another host that no pattern allows:
+// a page of another site must not act with the caller's credentials.
+func (b Browser) refuseOrigin(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	if err == nil && strings.EqualFold(u.Host, r.Host) {
+		return false
+	}
+	if err == nil && u.Host != "" {
+		for _, p := range b.wsOrigins() {
+			target := u.Host
+			if strings.Contains(p, "://") {
+				target = u.Scheme + "://" + u.Host
+			}
+			if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+				return false
+			}
+		}
+	}
+	WriteError(w, http.StatusForbidden, "WebSocket from Origin "+strconv.Quote(clip(origin))+" refused: it is not this host ("+
+		strconv.Quote(clip(r.Host))+") and --ws-origin-patterns / --cors-allowed-origins do not allow it")
+	return true
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Streams serves subscriber streams: SSE or WebSocket, with the settings both need.

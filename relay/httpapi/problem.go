@@ -22,6 +22,7 @@ var problemTypes = map[int]string{
 	http.StatusRequestEntityTooLarge: "message-too-large",
 	http.StatusUnsupportedMediaType:  "unsupported-media-type",
 	http.StatusMisdirectedRequest:    "wrong-shard",
+	http.StatusUpgradeRequired:       "upgrade-required",
 	http.StatusTooManyRequests:       "limit-reached",
 	http.StatusInternalServerError:   "internal-error",
 	http.StatusServiceUnavailable:    "unavailable",

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/heraldhq/herald/api"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/metrics"
@@ -86,6 +87,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("/healthz", s.timed("healthz", s.only(http.MethodGet, s.healthz)))
 	s.mux.HandleFunc("/readyz", s.timed("readyz", s.only(http.MethodGet, s.readyz)))
 	s.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	ServeSpecs(s.mux)
 	s.mux.HandleFunc("/", NotFound)
 	return s
 }
@@ -193,6 +195,16 @@ func (s *Server) misdirected(w http.ResponseWriter, key string, shard int) {
 	WriteProblem(w, http.StatusMisdirectedRequest, "key "+strconv.Quote(key)+" belongs to shard "+strconv.Itoa(shard)+
 		" but this relay serves shard "+strconv.Itoa(s.cfg.Shard)+"; send it to that shard's relay (or to the sidecar, which routes by key)",
 		map[string]any{"shard": shard, "endpoint": s.cfg.Map.Shards[shard].Endpoint})
+}
+
+// ServeSpecs serves the API's documents on mux: /v1/openapi.yaml and /v1/asyncapi.yaml.
+func ServeSpecs(mux *http.ServeMux) {
+	for path, doc := range map[string][]byte{"/v1/openapi.yaml": api.OpenAPI, "/v1/asyncapi.yaml": api.AsyncAPI} {
+		mux.HandleFunc(path, Only(http.MethodGet, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/yaml")
+			_, _ = w.Write(doc)
+		}))
+	}
 }
 
 // WriteError answers code with the API's error body: RFC 9457 problem details (WriteProblem).

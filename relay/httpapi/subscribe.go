@@ -363,9 +363,15 @@ func (o *sseSink) Close(reason, _ string, _ bool) {
 // --- WebSocket ---
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if s.streams.Browser.refuseOrigin(w, r) {
+		return
+	}
 	req := s.parseSubscribe(r)
 	if req.status != 0 {
 		s.reject(w, req)
+		return
+	}
+	if refuseNotUpgrade(w, r) { // before it counts against any limit
 		return
 	}
 	var ok bool
@@ -381,6 +387,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 // event; when stream returns without closing, the socket is closed as "going away". A client
 // that offers the cloudevents.json subprotocol gets it (the frames are CloudEvents in JSON).
 func (st Streams) WebSocket(w http.ResponseWriter, r *http.Request, stream func(ctx context.Context, out Sink)) {
+	if st.Browser.refuseWebSocket(w, r) {
+		return
+	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		CompressionMode: websocket.CompressionDisabled,
 		Subprotocols:    []string{CloudEventsSubprotocol},

@@ -167,6 +167,7 @@ func New(opt Options) (*Sidecar, error) {
 	}))
 	s.mux.HandleFunc("/readyz", httpapi.Only(http.MethodGet, s.readyz))
 	s.mux.Handle("/metrics", s.MetricsHandler())
+	httpapi.ServeSpecs(s.mux)
 	s.mux.HandleFunc("/", httpapi.NotFound)
 	return s, nil
 }

@@ -600,3 +600,50 @@ func TestEventSourceIsHeldWhileTheSidecarWarmsUp(t *testing.T) {
 		break
 	}
 }
+
+// TestSidecarAnswersMatchTheAPIDocuments: the sidecar serves the same API as a relay, so its
+// answers and the events of its merged stream (composite cursors) fit the same documents.
+func TestSidecarAnswersMatchTheAPIDocuments(t *testing.T) {
+	spec := relaytest.LoadSpec(t)
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 3}, 1)
+	sc := startSidecar(t, c, "")
+	s := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 10*time.Second, "subscriber registered", func() bool { return sc.metric(t, "herald_relay_sidecar_subscribers") == 1 })
+	call := func(method, template, path, contentType, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, sc.URL+path, strings.NewReader(body))
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		spec.CheckResponse(t, method, template, resp, b)
+		return resp.StatusCode
+	}
+	ch := "/v1/channels/" + c.Map.Channel
+	for _, tc := range []struct {
+		method, template, path, ct, body string
+		want                             int
+	}{
+		{"POST", "/v1/channels/{channel}/messages", ch + "/messages?key=a", "application/json", `{"n":1}`, 202},
+		{"POST", "/v1/channels/{channel}/messages", ch + "/messages?key=b", "application/json", `{"n":2}`, 202},
+		{"POST", "/v1/channels/{channel}/messages", ch + "/messages", "application/json", `{}`, 400},
+		{"GET", "/v1/channels/{channel}/events", ch + "/events?since=1-0", "", "", 400}, // not a 3-shard composite
+		{"GET", "/v1/channels/{channel}/shards", ch + "/shards", "", "", 200},
+		{"GET", "/v1/channels/{channel}/shards", "/v1/channels/nope/shards", "", "", 404},
+		{"GET", "/readyz", "/readyz", "", "", 200},
+		{"GET", "/healthz", "/healthz", "", "", 200},
+		{"GET", "/v1/asyncapi.yaml", "/v1/asyncapi.yaml", "", "", 200},
+	} {
+		if code := call(tc.method, tc.template, tc.path, tc.ct, tc.body); code != tc.want {
+			t.Fatalf("%s %s: %d, want %d", tc.method, tc.path, code, tc.want)
+		}
+	}
+	for _, ev := range s.Messages(t, 2, 10*time.Second) {
+		spec.CheckEvent(t, []byte(ev.Data), false)
+	}
+}
