@@ -17,7 +17,7 @@ import (
 
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
-	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/upstream"
 )

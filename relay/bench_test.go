@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/relay"
-	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/internal/relaytest"
 )
 
 // BenchmarkSSEFanOut publishes 256-byte messages through a real shard relay (HTTP -> Redis

@@ -16,7 +16,7 @@ import (
 
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
-	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/internal/relaytest"
 )
 
 // TestBrowserStreamsResumeWithoutLoss runs testdata/browser.html in a real browser (headless

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/relay"
-	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
-	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/internal/relaytest"
 )
 
 // TestAnswersMatchTheAPIDocuments calls a live relay the ways a client can, well and badly, and

@@ -19,7 +19,7 @@ import (
 
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/auth"
-	"github.com/heraldhq/herald/relay/internal/relaytest"
+	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
