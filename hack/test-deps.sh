@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the tests drive besides Go and Redis and the machine
-# lacks: a real browser (chromium, headless) and the runtimes of the client examples (nodejs,
+# lacks: a real browser (chromium, headless) and what the client examples need (nodejs and tsc,
 # python3). Installs nothing when all are there.
 set -euo pipefail
 missing=()
-for need in chromium:chromium node:nodejs python3:python3; do
+for need in chromium:chromium node:nodejs tsc:node-typescript python3:python3; do
 	command -v "${need%%:*}" >/dev/null || missing+=("${need#*:}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -1,0 +1,103 @@
+package relaytest
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Pages serves a directory of web pages on loopback and runs them in headless Chromium. A page
+// reports by POSTing JSON: /report/done (its result), /report/error (a failure), and
+// /report/cut (the test's OnCut runs and the answer comes when it is done).
+type Pages struct {
+	URL     string            // the pages' origin, http://127.0.0.1:<port>
+	OnCut   func()            // what /report/cut does (e.g. cut the connections of a Proxy)
+	Files   map[string][]byte // more files to serve, by path (e.g. "/herald.js")
+	reports chan report
+}
+
+type report struct {
+	failed bool
+	body   []byte
+}
+
+// ServePages serves dir until the test ends.
+func ServePages(t testing.TB, dir string) *Pages {
+	t.Helper()
+	p := &Pages{reports: make(chan report, 1), Files: map[string][]byte{}}
+	files := http.FileServer(http.Dir(dir))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if b, ok := p.Files[r.URL.Path]; ok {
+			w.Header().Set("Content-Type", "text/javascript")
+			_, _ = w.Write(b)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("POST /report/{what}", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch r.PathValue("what") {
+		case "cut":
+			if p.OnCut != nil {
+				p.OnCut()
+			}
+		default:
+			select {
+			case p.reports <- report{failed: r.PathValue("what") != "done", body: b}:
+			default:
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+// Run opens path (with its query) in headless Chromium and returns what the page reported to
+// /report/done; a report to /report/error, or none within the timeout, fails the test.
+func (p *Pages) Run(t testing.TB, path string, within time.Duration) []byte {
+	t.Helper()
+	browser := Browser(t)
+	var out bytes.Buffer
+	cmd := exec.Command(browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+		"--no-first-run", "--no-default-browser-check", "--user-data-dir="+t.TempDir(), p.URL+path)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helper processes end with it
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	}()
+	select {
+	case r := <-p.reports:
+		if r.failed {
+			t.Fatalf("the page failed: %s\nbrowser output:\n%s", r.body, out.String())
+		}
+		return r.body
+	case <-time.After(within):
+		t.Fatalf("the page reported nothing in %v; browser output:\n%s", within, out.String())
+	}
+	return nil
+}
+
+// Browser returns the headless browser tests drive: Debian's chromium package.
+func Browser(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no chromium on PATH: the browser tests need a real browser (apt-get install chromium; hack/test-deps.sh does)")
+	return ""
+}
