@@ -92,6 +92,11 @@ const (
 	// SidecarLogLevelAnnotation sets the injected sidecar's log level (debug, info, warn, error).
 	SidecarLogLevelAnnotation = "notifications.herald.dev/sidecar-log-level"
 
+	// SidecarWSOriginPatternsAnnotation lists, comma-separated, the Origin hosts the injected
+	// sidecar accepts WebSockets from besides its own Host (--ws-origin-patterns): needed when a
+	// reverse proxy in the pod forwards pages' WebSockets to it under another Host.
+	SidecarWSOriginPatternsAnnotation = "notifications.herald.dev/sidecar-ws-origin-patterns"
+
 	// InjectLabel opts a pod in to sidecar injection.
 	InjectLabel = "notifications.herald.dev/inject"
 

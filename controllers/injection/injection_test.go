@@ -311,6 +311,12 @@ func TestWarningsAndAnnotations(t *testing.T) {
 		"sidecar log level": {pod: pod(ns, labelled, channels("elsewhere/orders"), func(p *corev1.Pod) {
 			p.Annotations[heraldv1.SidecarLogLevelAnnotation] = "debug"
 		}), wantSidecar: true, wantMemLimit: "128Mi", wantArg: "--log-level=debug"},
+		"websocket origins": {pod: pod(ns, labelled, channels("elsewhere/orders"), func(p *corev1.Pod) {
+			p.Annotations[heraldv1.SidecarWSOriginPatternsAnnotation] = "app.example.com,*.example.org"
+		}), wantSidecar: true, wantMemLimit: "128Mi", wantArg: "--ws-origin-patterns=app.example.com,*.example.org"},
+		"bad websocket origin": {pod: pod(ns, labelled, channels("orders"), func(p *corev1.Pod) {
+			p.Annotations[heraldv1.SidecarWSOriginPatternsAnnotation] = "app.[example.com"
+		}), wantDenied: heraldv1.SidecarWSOriginPatternsAnnotation},
 		"bad log level": {pod: pod(ns, labelled, channels("orders"), func(p *corev1.Pod) {
 			p.Annotations[heraldv1.SidecarLogLevelAnnotation] = "chatty"
 		}), wantDenied: heraldv1.SidecarLogLevelAnnotation},

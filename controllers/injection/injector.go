@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 
@@ -90,7 +91,13 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 	if level == "" {
 		level = in.LogLevel
 	}
-	if !Inject(&pod, Sidecar{Namespace: namespace, Image: in.Image, Channels: channels, Resources: resources, LogLevel: level, MetricsPort: in.MetricsPort,
+	origins := pod.Annotations[heraldv1.SidecarWSOriginPatternsAnnotation]
+	for _, p := range strings.Split(origins, ",") {
+		if _, err := path.Match(strings.TrimSpace(p), ""); err != nil {
+			return admission.Denied(fmt.Sprintf("annotation %s: %q is not a host pattern (path.Match): %v", heraldv1.SidecarWSOriginPatternsAnnotation, p, err))
+		}
+	}
+	if !Inject(&pod, Sidecar{Namespace: namespace, Image: in.Image, Channels: channels, Resources: resources, LogLevel: level, WSOriginPatterns: origins, MetricsPort: in.MetricsPort,
 		PullPolicy: in.PullPolicy, PullSecrets: in.PullSecrets}) {
 		return admission.Allowed("sidecar already present").WithWarnings(warnings...)
 	}
@@ -103,13 +110,15 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 
 // Sidecar is what Inject adds to a pod.
 type Sidecar struct {
-	Namespace   string   // the pod's: channels without a namespace are in it
-	Image       string   // the relay image
-	Channels    []string // "name" or "namespace/name", as the channels annotation lists them
-	Resources   corev1.ResourceRequirements
-	LogLevel    string                        // "" leaves the relay's default
-	PullPolicy  corev1.PullPolicy             // of the sidecar container; "": Kubernetes' default
-	PullSecrets []corev1.LocalObjectReference // added to the pod's imagePullSecrets (Secrets of the pod's namespace)
+	Namespace string   // the pod's: channels without a namespace are in it
+	Image     string   // the relay image
+	Channels  []string // "name" or "namespace/name", as the channels annotation lists them
+	Resources corev1.ResourceRequirements
+	LogLevel  string // "" leaves the relay's default
+	// WSOriginPatterns: comma-separated Origin hosts the sidecar accepts WebSockets from ("": its own Host only)
+	WSOriginPatterns string
+	PullPolicy       corev1.PullPolicy             // of the sidecar container; "": Kubernetes' default
+	PullSecrets      []corev1.LocalObjectReference // added to the pod's imagePullSecrets (Secrets of the pod's namespace)
 	// MetricsPort serves the sidecar's /metrics on the pod's IP (port herald-metrics), with the
 	// usual prometheus.io annotations unless the pod has its own; 0: loopback only.
 	MetricsPort int32
@@ -160,6 +169,9 @@ func Inject(pod *corev1.Pod, sc Sidecar) bool {
 		"--channels=" + strings.Join(sc.Channels, ","), "--namespace=$(HERALD_POD_NAMESPACE)", "--token-dir=" + TokenDir}
 	if sc.LogLevel != "" {
 		args = append(args, "--log-level="+sc.LogLevel)
+	}
+	if sc.WSOriginPatterns != "" {
+		args = append(args, "--ws-origin-patterns="+sc.WSOriginPatterns)
 	}
 	var ports []corev1.ContainerPort
 	if sc.MetricsPort != 0 {
