@@ -151,14 +151,7 @@ func streamHeader(w http.ResponseWriter) []byte {
 // writer to serve the stream with: its WriteHeader does nothing (the header is sent), and an
 // error written through it becomes an SSE comment.
 func HoldSSE(w http.ResponseWriter) http.ResponseWriter {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	h.Set("Transfer-Encoding", "identity")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(SSERetry))
-	_ = http.NewResponseController(w).Flush()
+	_ = startSSE(w) // a failed write shows in the next one
 	return &heldSSE{ResponseWriter: w}
 }
 

@@ -294,6 +294,15 @@ func (s *Server) subscribe(req subscribeRequest, transport string) *hub.Subscrib
 
 // SSE answers 200 text/event-stream and runs stream with an SSE sink until it returns.
 func (st Streams) SSE(w http.ResponseWriter, r *http.Request, stream func(ctx context.Context, out Sink)) {
+	out := &sseSink{w: w, rc: http.NewResponseController(w), timeout: st.WriteTimeout}
+	if startSSE(w) != nil {
+		return
+	}
+	stream(r.Context(), out)
+}
+
+// startSSE answers 200 text/event-stream, opens the stream with its retry field and flushes.
+func startSSE(w http.ResponseWriter) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -304,14 +313,10 @@ func (st Streams) SSE(w http.ResponseWriter, r *http.Request, stream func(ctx co
 	// connection after it (HTTP/2 ignores the header). See docs/performance.md.
 	h.Set("Transfer-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
-	out := &sseSink{w: w, rc: http.NewResponseController(w), timeout: st.WriteTimeout}
 	if _, err := w.Write([]byte(SSERetry)); err != nil {
-		return
+		return err
 	}
-	if err := out.rc.Flush(); err != nil {
-		return
-	}
-	stream(r.Context(), out)
+	return http.NewResponseController(w).Flush()
 }
 
 type sseSink struct {
