@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,7 @@ type Runner struct {
 	m        *shardmap.Map
 	mapFile  string
 	relay    *Proc
+	eager    *Proc // a shard relay with --write-interval=0, for (h)
 	sidecar  *Proc
 	seq      uint64
 	rep      Report
@@ -83,7 +85,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		run    func(context.Context) error
 	}{
 		{"a", r.scenarioFanout}, {"b", r.scenarioSaturation}, {"c", r.scenarioTwoTier},
-		{"d", r.scenarioIdle}, {"f", r.scenarioPublish}, {"e", r.scenarioFailover},
+		{"d", r.scenarioIdle}, {"f", r.scenarioPublish}, {"h", r.scenarioLowRate}, {"e", r.scenarioFailover},
 	}
 	for _, s := range steps {
 		if cfg.Only != "" && !strings.Contains(cfg.Only, s.letter) {
@@ -135,14 +137,14 @@ func (r *Runner) setUp(ctx context.Context) error {
 
 func (r *Runner) pprofAddr() string { return "127.0.0.1:" + strconv.Itoa(r.cfg.PortBase+90) }
 
-func (r *Runner) startRelay(ctx context.Context, name, bin string, port int, env []string) (*Proc, error) {
+func (r *Runner) startRelay(ctx context.Context, name, bin string, port int, env []string, extra ...string) (*Proc, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	args := append([]string{"relay", "--role=shard", "--shardmap=" + r.mapFile, "--shard=0",
 		"--listen=" + addr, "--redis-addresses=" + r.cluster.Addr(), "--auth=none", "--log-level=warn",
 		"--queue-bytes=4194304",
 		// The bench measures capacity with one anonymous caller: no per-relay or per-caller caps.
 		"--max-subscribers=0", "--max-subscribers-per-caller=0", "--max-replays-per-caller=0", "--replay-rate-per-caller=0"},
-		r.cfg.RelayArgs...)
+		slices.Concat(r.cfg.RelayArgs, extra)...)
 	p, err := StartProc(name, bin, args, env, filepath.Join(r.cfg.WorkDir, name+".log"), "http://"+addr)
 	if err != nil {
 		return nil, err
@@ -237,6 +239,7 @@ func (r *Runner) nextBase(reserve uint64) uint64 {
 
 const (
 	pathHerald  = "herald"
+	pathEager   = "herald, --write-interval=0"
 	pathSidecar = "sidecar"
 	pathRaw     = "raw redis"
 )
@@ -265,6 +268,9 @@ func (r *Runner) fanout(ctx context.Context, path string, n int, rate float64, d
 	case pathHerald:
 		set, err = OpenSSE(r.relay.URL+"/v1/channels/"+channel+"/events", n, 64, base)
 		send, server = HTTPSender(r.relay.URL+"/v1/channels/"+channel+"/messages?key=k", 0), []int{r.relay.PID()}
+	case pathEager:
+		set, err = OpenSSE(r.eager.URL+"/v1/channels/"+channel+"/events", n, 64, base)
+		send, server = HTTPSender(r.eager.URL+"/v1/channels/"+channel+"/messages?key=k", 0), []int{r.eager.PID()}
 	case pathSidecar:
 		set, err = OpenSSE(r.sidecar.URL+"/v1/channels/"+channel+"/events", n, 64, base)
 		send, server = HTTPSender(r.sidecar.URL+"/v1/channels/"+channel+"/messages?key=k", 0), []int{r.sidecar.PID(), r.relay.PID()}
@@ -364,6 +370,33 @@ func (r *Runner) scenarioFanout(ctx context.Context) error {
 		}
 		r.cfg.Logf("(a) %d subscribers at %.0f/s: herald %.0f/s p99 %.1f ms, raw %.0f/s p99 %.1f ms", c.Subs, c.Rate, h.row.Achieved, h.row.P99, raw.row.Achieved, raw.row.P99)
 	}
+	return r.fanoutPinned(ctx, r.cfg.Fanout[0])
+}
+
+// fanoutPinned repeats the full-size (a) case with the servers and the clients on cores of
+// their own: its latency is then the relay's, not queueing behind the load generator.
+func (r *Runner) fanoutPinned(ctx context.Context, c Case) (err error) {
+	p := pinned()
+	if err := r.pin(p); err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := r.pin(Pinning{}); err == nil {
+			err = uerr
+		}
+	}()
+	h, err := r.fanout(ctx, pathHerald, c.Subs, c.Rate, r.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	raw, err := r.fanout(ctx, pathRaw, c.Subs, c.Rate, r.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	h.row.Note = strings.TrimSuffix(p.String()+"; "+h.row.Note, "; ")
+	raw.row.Note = strings.TrimSuffix(p.String()+"; "+raw.row.Note, "; ")
+	r.addPair("(a) fan-out", h.row, raw.row)
+	r.cfg.Logf("(a) %d subscribers at %.0f/s, %s: herald p99 %.1f ms, raw p99 %.1f ms", c.Subs, c.Rate, p, h.row.P99, raw.row.P99)
 	return nil
 }
 
@@ -395,6 +428,24 @@ func (r *Runner) profile(d time.Duration) error {
 
 // (b) saturation: raise the rate until loss or p99 > 100 ms.
 func (r *Runner) scenarioSaturation(ctx context.Context) error {
+	for _, p := range []Pinning{{}, pinned()} {
+		if err := r.pin(p); err != nil {
+			return err
+		}
+		err := r.saturation(ctx, p)
+		if uerr := r.pin(Pinning{}); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// saturation raises the rate step by step until a step fails, on each path, and reports the
+// last passing step: the knee.
+func (r *Runner) saturation(ctx context.Context, pin Pinning) error {
 	n := r.cfg.Fanout[0].Subs
 	rates := []float64{25, 50, 100, 150, 225, 340, 500, 750, 1000, 1500, 2250, 3400}
 	dur := r.cfg.Duration / 2
@@ -406,7 +457,7 @@ func (r *Runner) scenarioSaturation(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			r.cfg.Logf("(b) %s %d subscribers at %.0f/s: %.0f deliveries/s, p99 %.1f ms, lost %d, slow %d", path, n, rate, m.row.Achieved, m.row.P99, m.row.Lost, m.row.Slow)
+			r.cfg.Logf("(b) %s %d subscribers at %.0f/s%s: %.0f deliveries/s, p99 %.1f ms, lost %d, slow %d", path, n, rate, strings.TrimPrefix(" ("+pin.String()+")", " ()"), m.row.Achieved, m.row.P99, m.row.Lost, m.row.Slow)
 			if m.row.Lost > 0 || m.row.Slow > 0 || m.row.P99 > 100 || m.acked < int(rate*dur.Seconds()*0.99) {
 				why = fmt.Sprintf("at %.0f msgs/s: p99 %.0f ms, lost %d, slow-closed %d, %d of %d published", rate, m.row.P99, m.row.Lost, m.row.Slow, m.acked, int(rate*dur.Seconds()))
 				break
@@ -419,6 +470,9 @@ func (r *Runner) scenarioSaturation(ctx context.Context) error {
 			row.Note = "knee (last passing step); next " + why
 		}
 		row.Scenario = "(b) saturation"
+		if pin.String() != "" {
+			row.Note = pin.String() + "; " + row.Note
+		}
 		if path == pathRaw {
 			row.Ratio = 1
 			if h := r.rep.Rows[len(r.rep.Rows)-1]; h.PerCore > 0 && row.PerCore > 0 {
@@ -427,6 +481,40 @@ func (r *Runner) scenarioSaturation(ctx context.Context) error {
 		}
 		r.rep.Rows = append(r.rep.Rows, row)
 	}
+	return nil
+}
+
+// scenarioLowRate (h): a modest stream, where coalescing writes saves nothing. The shard relay
+// as configured is measured beside one that never coalesces (--write-interval=0) and raw
+// Redis: its latency should be the eager relay's, not up to a write interval more.
+func (r *Runner) scenarioLowRate(ctx context.Context) error {
+	if r.eager == nil {
+		var err error
+		if r.eager, err = r.startRelay(ctx, "relay-eager", r.cfg.HeraldBin, r.cfg.PortBase+1, nil, "--write-interval=0"); err != nil {
+			return err
+		}
+	}
+	const subs, rate = 100, 100
+	h, err := r.fanout(ctx, pathHerald, subs, rate, r.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	eager, err := r.fanout(ctx, pathEager, subs, rate, r.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	raw, err := r.fanout(ctx, pathRaw, subs, rate, r.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	h.row.Note = fmt.Sprintf("p99 %+.1f ms vs --write-interval=0 (the next row)", h.row.P99-eager.row.P99)
+	r.addPair("(h) low rate", h.row, raw.row)
+	eager.row.Scenario = "(h) low rate"
+	if raw.row.PerCore > 0 {
+		eager.row.Ratio = eager.row.PerCore / raw.row.PerCore
+	}
+	r.rep.Rows = append(r.rep.Rows[:len(r.rep.Rows)-1], eager.row, r.rep.Rows[len(r.rep.Rows)-1])
+	r.cfg.Logf("(h) %d subscribers at %d/s: p99 %.1f ms, --write-interval=0 %.1f ms, raw %.1f ms", subs, rate, h.row.P99, eager.row.P99, raw.row.P99)
 	return nil
 }
 

@@ -87,16 +87,22 @@ type writers struct {
 	idle    int // writers waiting on cond
 	count   int
 
-	interval  time.Duration // least time between the starts of two write rounds (0: none)
-	lastRound time.Time
+	interval  time.Duration // least time between the starts of two write rounds under load (0: none)
+	lastRound time.Time     // when the last share of the ready list was taken
+	lastShare time.Duration // how long the last share took to write
 }
 
+// Coalescing starts when writes back up: a ready list longer than coalesceReady, or a share
+// that took longer than a quarter of the interval to write. Below that every event goes out at
+// once, so a modest stream is not delayed by up to the interval for no gain.
+const coalesceReady = 256
+
 // SetWriteInterval sets the least time between the starts of two write rounds of pushed
-// subscribers. A round writes each ready connection once, with everything queued for it. While
-// events arrive less often than d, each goes out at once; under load a connection gets one
-// write per d carrying all its events, instead of one write (and one wakeup of its reader)
-// each: fewer system calls on both ends for at most d of added latency. 0: a round starts as
-// soon as a writer is free.
+// subscribers under load. A round writes each ready connection once, with everything queued
+// for it. While the writers keep up (short rounds, few connections ready) each event goes out
+// at once; once they back up, a connection gets one write per d carrying all its events,
+// instead of one write (and one wakeup of its reader) each: fewer system calls on both ends
+// for at most d of added latency. 0: a round starts as soon as a writer is free.
 func (h *Hub) SetWriteInterval(d time.Duration) {
 	h.writers.mu.Lock()
 	h.writers.interval = max(d, 0)
@@ -143,9 +149,10 @@ func (w *writers) run() {
 			w.cond.Wait()
 			w.idle--
 		}
-		if wait := w.interval - time.Since(w.lastRound); wait > 0 && !w.stopped {
-			// A round ran moments ago: let events pile up, so each connection gets one write
-			// carrying all of them instead of one write each.
+		backedUp := len(w.ready) > coalesceReady || w.lastShare > w.interval/4
+		if wait := w.interval - time.Since(w.lastRound); wait > 0 && backedUp && !w.stopped {
+			// The writers are busy and a round ran moments ago: let events pile up, so each
+			// connection gets one write carrying all of them instead of one write each.
 			w.mu.Unlock()
 			time.Sleep(wait)
 			w.mu.Lock()
@@ -165,9 +172,14 @@ func (w *writers) run() {
 			w.cond.Signal()
 		}
 		w.mu.Unlock()
+		start := time.Now()
 		for _, s := range mine {
 			s.serve()
 		}
+		took := time.Since(start)
+		w.mu.Lock()
+		w.lastShare = took
+		w.mu.Unlock()
 		clear(mine)
 	}
 }

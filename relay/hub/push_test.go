@@ -245,29 +245,63 @@ func TestPushedBroadcastAllocatesNothingPerSubscriber(t *testing.T) {
 	}
 }
 
-func TestWriteIntervalCoalescesABurstIntoOneWrite(t *testing.T) {
+func TestWriteIntervalCoalescesOnlyWhenWritersBackUp(t *testing.T) {
 	const interval = 300 * time.Millisecond
 	h := New(1 << 30)
 	defer h.Close()
 	h.SetWriteInterval(interval)
-	r := newRecorder(h, "", false)
+
+	// A few subscribers and short rounds: every event goes out at once, a burst included.
+	few := []*recorder{newRecorder(h, "", false), newRecorder(h, "", false)}
 	start := time.Now()
-	h.Broadcast(msg(1, "k")) // the first round starts at once
-	waitFor(t, "the first event", func() bool { return len(r.got()) == 1 })
-	if d := time.Since(start); d >= interval {
-		t.Fatalf("the first event took %v: an idle stream must not wait for the interval", d)
+	for i := 1; i <= 10; i++ {
+		h.Broadcast(msg(uint64(i), "k"))
+		waitFor(t, "the event", func() bool { return len(few[0].got()) == i && len(few[1].got()) == i })
 	}
-	for i := 2; i <= 10; i++ { // a burst within one interval
+	if d := time.Since(start); d >= interval {
+		t.Fatalf("10 events to 2 subscribers took %v: writers that keep up must not wait for the %v interval", d, interval)
+	}
+
+	// More ready connections than coalesceReady: the first round starts at once, a burst right
+	// after it waits for the interval and goes out as one write per connection.
+	h = New(1 << 30)
+	defer h.Close()
+	h.SetWriteInterval(interval)
+	many := make([]*recorder, coalesceReady+44)
+	for i := range many {
+		many[i] = newRecorder(h, "", false)
+	}
+	start = time.Now()
+	h.Broadcast(msg(11, "k"))
+	waitFor(t, "the first round", func() bool {
+		for _, r := range many {
+			if len(r.got()) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	first := time.Since(start)
+	for i := 12; i <= 20; i++ {
 		h.Broadcast(msg(uint64(i), "k"))
 	}
-	waitFor(t, "the burst", func() bool { return len(r.got()) == 10 })
-	if d := time.Since(start); d < interval {
-		t.Fatalf("the second round came %v after the first, before the %v interval", d, interval)
+	waitFor(t, "the burst", func() bool {
+		for _, r := range many {
+			if len(r.got()) != 10 {
+				return false
+			}
+		}
+		return true
+	})
+	if d := time.Since(start); first >= interval || d < interval {
+		t.Fatalf("first round after %v, the burst after %v: want the first at once and the burst after the %v interval", first, d, interval)
 	}
-	r.mu.Lock()
-	batches := r.batches
-	r.mu.Unlock()
-	if !inOrder(r.got(), 10) || batches != 2 {
-		t.Fatalf("got %v in %d batches, want 1..10 in 2", r.got(), batches)
+	for _, r := range many {
+		r.mu.Lock()
+		batches := r.batches
+		r.mu.Unlock()
+		if batches != 2 {
+			t.Fatalf("a subscriber got %d batches, want 2 (one round, then the coalesced burst)", batches)
+		}
 	}
 }

@@ -42,7 +42,7 @@ func main() {
 	flag.DurationVar(&cfg.Duration, "duration", 8*time.Second, "publishing time of one fan-out measurement ((b) and (f) steps take half)")
 	flag.IntVar(&cfg.IdleSubs, "idle-subscribers", 5000, "idle subscribers in (d)")
 	flag.IntVar(&cfg.FailoverSub, "failover-subscribers", 100, "subscribers per path in (e)")
-	flag.StringVar(&cfg.Only, "only", "", "run only these scenarios, e.g. \"ae\" (default all: abcdef)")
+	flag.StringVar(&cfg.Only, "only", "", "run only these scenarios, e.g. \"ae\" (default all: abcdefh)")
 	flag.StringVar(&out, "json", "bin/bench/results.json", "where to write the figures as JSON")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the shard relay during the first (a) measurement (runs the relay from -pprof-relay)")
 	flag.StringVar(&cfg.PprofBin, "pprof-relay", "bin/herald-relay-pprof", "go build -o bin/herald-relay-pprof ./bench/cmd/herald-relay-pprof: the relay with a pprof listener")
