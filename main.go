@@ -3,6 +3,7 @@
 //	herald [manager] [flags]   the operator: NotificationChannel controller (the default)
 //	herald relay [flags]       the relay, as a per-shard Deployment or an injected sidecar
 //	herald probe URL           exit 0 when URL answers 2xx (exec probes of the loopback-only sidecar)
+//	herald plan [flags]        what a load needs: shards, relay pods, Redis masters (docs/capacity.md)
 //	herald version             print the version
 package main
 
@@ -32,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
+	"github.com/heraldhq/herald/capacity"
 	"github.com/heraldhq/herald/controllers"
 	"github.com/heraldhq/herald/controllers/injection"
 	"github.com/heraldhq/herald/controllers/redisconf"
@@ -52,6 +54,8 @@ func main() {
 		err = runManager(args)
 	case "probe":
 		err = probe(args)
+	case "plan":
+		err = capacity.Main(args, os.Stdout, os.Stderr, os.Getenv)
 	case "version":
 		fmt.Printf("herald %s (%s, %s/%s)\n", version.Version, goruntime.Version(), goruntime.GOOS, goruntime.GOARCH)
 	case "relay":
@@ -59,7 +63,7 @@ func main() {
 		err = relay.Main(ctx, args)
 		stop()
 	default:
-		err = fmt.Errorf("unknown command %q: want \"manager\", \"relay\", \"probe\" or \"version\"", cmd)
+		err = fmt.Errorf("unknown command %q: want \"manager\", \"relay\", \"probe\", \"plan\" or \"version\"", cmd)
 	}
 	if err != nil && !cli.IsHelp(err) {
 		fmt.Fprintln(os.Stderr, "herald:", err)

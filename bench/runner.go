@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/heraldhq/herald/capacity"
 	"github.com/heraldhq/herald/internal/rediscluster"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/upstream"
@@ -358,6 +359,7 @@ func (r *Runner) scenarioFanout(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		h.row.Note = strings.TrimPrefix(h.row.Note+"; "+modelNote(h.row, c), "; ")
 		if c.Scaled {
 			h.row.Note = strings.TrimPrefix(h.row.Note+"; scaled down (the first row is the full size)", "; ")
 			raw.row.Note = strings.TrimPrefix(raw.row.Note+"; scaled down", "; ")
@@ -371,6 +373,15 @@ func (r *Runner) scenarioFanout(ctx context.Context) error {
 		r.cfg.Logf("(a) %d subscribers at %.0f/s: herald %.0f/s p99 %.1f ms, raw %.0f/s p99 %.1f ms", c.Subs, c.Rate, h.row.Achieved, h.row.P99, raw.row.Achieved, raw.row.P99)
 	}
 	return r.fanoutPinned(ctx, r.cfg.Fanout[0])
+}
+
+// modelNote compares the relay CPU of a row with capacity.Reference's model of it
+// (docs/capacity.md): the check of the model at each (a) size.
+func modelNote(row Row, c Case) string {
+	f := capacity.Reference
+	model := f.RelayCPU(row.Achieved, f.Writes(c.Subs, row.Achieved/float64(c.Subs)), c.Rate)
+	measured := row.CPUPerM * row.Achieved / 1e6
+	return fmt.Sprintf("capacity model %.2f relay cores, measured %.2f", model, measured)
 }
 
 // fanoutPinned repeats the full-size (a) case with the servers and the clients on cores of
