@@ -38,7 +38,8 @@ type Config struct {
 	IdleSubs    int           // scenario (d)
 	FailoverSub int           // scenario (e) subscribers per path
 	Only        string        // comma-separated scenario letters; "" = all
-	CPUProfile  string        // write a CPU profile of the relay during (a); needs PprofBin
+	CPUProfile  string        // write a CPU profile of the relay during ProfileOf; needs PprofBin
+	ProfileOf   string        // the scenario profiled: "a" (its first measurement) or "f" (ack=leader)
 	PprofBin    string        // bench/cmd/herald-relay-pprof binary
 	RelayArgs   []string      // more flags for the shard relays (e.g. --write-interval=0)
 	Logf        func(format string, args ...any)
@@ -342,7 +343,7 @@ func (s *SubSet) waitPrimed(d time.Duration) bool {
 func (r *Runner) scenarioFanout(ctx context.Context) error {
 	for i, c := range r.cfg.Fanout {
 		var prof chan error
-		if i == 0 && r.cfg.CPUProfile != "" {
+		if i == 0 && r.cfg.CPUProfile != "" && r.cfg.ProfileOf != "f" {
 			prof = make(chan error, 1)
 			go func() { prof <- r.profile(r.cfg.Duration) }()
 		}
@@ -648,9 +649,19 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 			default:
 				send, server = DirectSender(r.pub, 0), []int{masterPID}
 			}
+			var prof chan error
+			if path == pathHerald && ack == "leader" && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == "f" {
+				prof = make(chan error, 1)
+				go func() { prof <- r.profile(dur) }()
+			}
 			cpu0, redis0, self0 := CPUOf(server...), CPUOf(masterPID), CPUOf(os.Getpid())
 			t0 := time.Now()
 			n, lat, next := ClosedLoop(ctx, send, r.nextBase(0), dur, workers)
+			if prof != nil {
+				if err := <-prof; err != nil {
+					r.cfg.Logf("CPU profile: %v", err)
+				}
+			}
 			r.seq = next
 			wall := time.Since(t0)
 			cpu, redisCPU, self := CPUOf(server...)-cpu0, CPUOf(masterPID)-redis0, CPUOf(os.Getpid())-self0

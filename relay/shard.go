@@ -53,6 +53,8 @@ type ShardRelay struct {
 	handler http.Handler
 	log     *slog.Logger
 	closeMu sync.Once
+	// stopPipeline ends the publisher's auto-pipelining (upstream.Publisher.AutoPipeline).
+	stopPipeline context.CancelFunc
 }
 
 // NewShardRelay validates opt and wires the relay; Run starts it.
@@ -116,9 +118,13 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 	opt.Registry.MustRegister(version.BuildInfo("shard"))
 	enc := event.NewEncoder(opt.Map.Namespace, opt.Map.Channel, opt.Shard)
 	r.sub = upstream.NewSubscription(r.cluster, opt.Map, opt.Shard, r.hub, enc, met, opt.Upstream)
+	pub := upstream.NewPublisher(r.cluster, opt.Map, opt.Shard, opt.IdempotencyWindow)
+	var pipeCtx context.Context
+	pipeCtx, r.stopPipeline = context.WithCancel(context.Background())
+	pub.AutoPipeline(pipeCtx)
 	r.handler = httpapi.New(httpapi.Config{
 		Map: opt.Map, Shard: opt.Shard,
-		Publisher:    upstream.NewPublisher(r.cluster, opt.Map, opt.Shard, opt.IdempotencyWindow),
+		Publisher:    pub,
 		Subscription: r.sub, Hub: r.hub, Encoder: enc, Metrics: met, Gatherer: opt.Registry,
 		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, Logger: log, Authorize: opt.Authorize,
 		Limits: opt.Limits, Browser: opt.Browser,
@@ -190,6 +196,9 @@ func (r *ShardRelay) sendAwayWhileUnready(ctx context.Context) {
 // Close releases the Redis connections. Run calls it on return.
 func (r *ShardRelay) Close() error {
 	var err error
-	r.closeMu.Do(func() { err = r.cluster.Close() })
+	r.closeMu.Do(func() {
+		r.stopPipeline()
+		err = r.cluster.Close()
+	})
 	return err
 }

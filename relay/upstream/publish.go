@@ -51,6 +51,7 @@ type Publisher struct {
 	liveSeq   atomic.Uint64
 	routeKey  string
 	retention shardmap.Retention
+	pipe      *pipeline // nil: every publish is its own round trip (see AutoPipeline)
 }
 
 // RetryKeyWindow bounds how long a key the sidecar made up for its own retries is remembered:
@@ -112,6 +113,8 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	if req.WaitReplicas > 0 {
 		reply, res.Replicas, err = p.publishAndWait(ctx, keys, args, req.WaitReplicas, req.WaitTimeout)
 		res.Replicated = err == nil && res.Replicas >= req.WaitReplicas
+	} else if p.pipe != nil {
+		reply, err = p.pipe.call(ctx, keys, args)
 	} else {
 		reply, err = p.fcall(ctx, p.cluster, keys, args)
 	}
