@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/relay"
 )
 
 // BenchmarkSSEFanOut publishes 256-byte messages through a real shard relay (HTTP -> Redis

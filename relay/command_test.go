@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 

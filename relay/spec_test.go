@@ -11,9 +11,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
-	"github.com/heraldhq/herald/internal/relaytest"
 )
 
 // TestAnswersMatchTheAPIDocuments calls a live relay the ways a client can, well and badly, and

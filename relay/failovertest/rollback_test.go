@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/cursor"
-	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/upstream"
 )

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/httpapi"
-	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/sidecar"
 )
