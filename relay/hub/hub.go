@@ -136,6 +136,8 @@ func removeAt(list []*Subscriber, i int) []*Subscriber {
 // key (gaps, heartbeats), otherwise the unfiltered ones and those of e.Key. It never blocks on a
 // subscriber and allocates nothing per subscriber.
 func (h *Hub) Broadcast(e *event.Encoded) {
+	h.writers.hold()
+	defer h.writers.release()
 	var n uint64
 	for i := range h.shards {
 		sh := &h.shards[i]

@@ -87,6 +87,8 @@ type writers struct {
 	idle    int // writers waiting on cond
 	count   int
 
+	broadcasting int // broadcasts under way: they wake the writers once, when done (see hold)
+
 	interval  time.Duration // least time between the starts of two write rounds under load (0: none)
 	lastRound time.Time     // when the last share of the ready list was taken
 	lastShare time.Duration // how long the last share took to write
@@ -120,6 +122,16 @@ func (w *writers) schedule(s *Subscriber) {
 		go s.serve()
 		return
 	}
+	w.startLocked()
+	w.ready = append(w.ready, s)
+	if w.idle > 0 && w.broadcasting == 0 {
+		w.cond.Signal()
+	}
+	w.mu.Unlock()
+}
+
+// startLocked starts the writers on first use.
+func (w *writers) startLocked() {
 	if !w.started {
 		w.started = true
 		w.count = runtime.GOMAXPROCS(0)
@@ -127,9 +139,22 @@ func (w *writers) schedule(s *Subscriber) {
 			go w.run()
 		}
 	}
-	w.ready = append(w.ready, s)
-	if w.idle > 0 {
-		w.cond.Signal()
+}
+
+// hold keeps a broadcast's schedules from waking the writers one connection at a time;
+// release wakes them once for all it readied. A writer then sees the whole broadcast, and
+// judges by all of it whether the writers are backed up.
+func (w *writers) hold() {
+	w.mu.Lock()
+	w.broadcasting++
+	w.mu.Unlock()
+}
+
+func (w *writers) release() {
+	w.mu.Lock()
+	w.broadcasting--
+	if w.broadcasting == 0 && len(w.ready) > 0 && w.idle > 0 {
+		w.cond.Broadcast()
 	}
 	w.mu.Unlock()
 }
