@@ -69,9 +69,9 @@ type Plan struct {
 	RelayCores   float64 // relay CPU, all pods together
 	RedisCores   float64 // Redis masters' CPU for the publishes
 	Shards       int
-	Replicas     int     // relay pods per shard
-	RelayPods    int     // Shards × Replicas
-	RedisMasters int     //
+	Replicas     int // relay pods per shard
+	RelayPods    int // Shards × Replicas
+	RedisMasters int
 	PodCores     float64 // CPU request of one relay pod
 	PodMemory    float64 // bytes: memory request of one relay pod
 }

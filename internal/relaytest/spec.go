@@ -3,9 +3,11 @@ package relaytest
 import (
 	"bytes"
 	"context"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,7 +113,7 @@ func (s *Spec) CheckResponse(t testing.TB, method, path string, resp *http.Respo
 	if _, ok := content[media]; !ok {
 		media = "*/*"
 		if _, ok := content[media]; !ok {
-			t.Fatalf("%s %s answered %s as %s; openapi.yaml lists %v", method, path, status, mt, keys(content))
+			t.Fatalf("%s %s answered %s as %s; openapi.yaml lists %v", method, path, status, mt, slices.Sorted(maps.Keys(content)))
 		}
 	}
 	if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
@@ -157,12 +159,4 @@ func lookup(v any, pointer string) any {
 		v = m[strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")]
 	}
 	return v
-}
-
-func keys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

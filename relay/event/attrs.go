@@ -30,17 +30,11 @@ const CursorAttr = "heraldcursor"
 // boolean), already checked.
 type Attrs map[string]json.RawMessage
 
-// reserved are the names Herald sets itself or reads elsewhere.
-var reserved = map[string]string{
-	"specversion":     "",
-	"type":            "",
-	"subject":         "",
-	"datacontenttype": "",
-	"data":            "",
-	CursorAttr:        CursorAttr + " is set by Herald on delivery",
-}
+// reserved are the names a message's stored attributes never hold: Herald writes them itself
+// (from the message's own fields, or the cursor on delivery).
+var reserved = map[string]bool{"specversion": true, "type": true, "subject": true, "datacontenttype": true, "data": true, CursorAttr: true}
 
-// Set checks and records one attribute given as a string (a ce- header, or a JSON string).
+// setString checks and records one attribute given as a string (a ce- header, a trace header).
 func (a Attrs) setString(name, value string) error {
 	raw := appendJSONString(nil, value)
 	return a.set(name, raw)
@@ -51,8 +45,8 @@ func (a Attrs) set(name string, raw json.RawMessage) error {
 	if err := validAttrName(name); err != nil {
 		return err
 	}
-	if why, ok := reserved[name]; ok && why != "" {
-		return errors.New(why)
+	if name == CursorAttr {
+		return errors.New(CursorAttr + " is set by Herald on delivery")
 	}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
@@ -264,7 +258,7 @@ func parseStored(s string) storedAttrs {
 		if validAttrName(n) != nil || len(raw) == 0 || raw[0] == '{' || raw[0] == '[' || raw[0] == 'n' {
 			continue
 		}
-		if _, ok := reserved[n]; ok {
+		if reserved[n] {
 			continue
 		}
 		if bytes.ContainsAny(raw, "\r\n") {

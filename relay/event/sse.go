@@ -121,7 +121,7 @@ func FromFrame(f Frame) (*Encoded, error) {
 		return nil, ErrNotRelayFrame
 	}
 	id, err := cursor.Parse(f.ID)
-	if err != nil || !bytes.HasPrefix(f.Data, []byte(jsonCursorPrefix+f.ID+`"`)) || bytes.ContainsAny(f.Data, "\r\n") {
+	if err != nil || !hasCursor(f.Data, f.ID) || bytes.ContainsAny(f.Data, "\r\n") {
 		return nil, ErrNotRelayFrame
 	}
 	var ce struct {
@@ -141,6 +141,13 @@ func FromFrame(f Frame) (*Encoded, error) {
 	end := len(b)
 	b = append(b, sseTerminator...)
 	return &Encoded{ID: id, Key: ce.Subject, Kind: kind, SSE: b, JSON: b[start:end:end]}, nil
+}
+
+// hasCursor reports whether a CloudEvent the Encoder wrote carries cursor as its heraldcursor
+// (without building the expected prefix: this runs for every frame a sidecar reads).
+func hasCursor(ce []byte, cursor string) bool {
+	rest, ok := bytes.CutPrefix(ce, []byte(jsonCursorPrefix))
+	return ok && len(rest) > len(cursor) && string(rest[:len(cursor)]) == cursor && rest[len(cursor)] == '"'
 }
 
 // WithID returns a copy of a message or gap event whose cursor (SSE id and heraldcursor) is id

@@ -107,7 +107,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	if producerID != "" && (idem == "" || retryKey) {
 		// The event's own id (with its source) identifies it: a producer that sends it again is
 		// retrying, as CloudEvents says. It wins over a key the sidecar made up for its retries.
-		idem, retryKey, fromEventID = EventIdempotencyKey(in.Attrs.StringValue("source"), producerID), false, true
+		idem, retryKey, fromEventID = eventIdempotencyKey(in.Attrs.StringValue("source"), producerID), false, true
 	}
 	res, err := s.cfg.Publisher.Publish(r.Context(), upstream.PublishRequest{
 		Key: key, Type: in.Type, ContentType: in.ContentType, Attrs: in.Attrs.String(), Data: in.Data,
@@ -148,9 +148,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusAccepted, resp)
 }
 
-// EventIdempotencyKey is the Idempotency-Key a publish without one gets from its CloudEvent's
+// eventIdempotencyKey is the Idempotency-Key a publish without one gets from its CloudEvent's
 // source and id: a digest, so any id fits the header's rules.
-func EventIdempotencyKey(source, id string) string {
+func eventIdempotencyKey(source, id string) string {
 	sum := sha256.Sum256([]byte(source + "\x00" + id))
 	return "ce-" + hex.EncodeToString(sum[:16])
 }

@@ -40,12 +40,24 @@ func startSidecar(t *testing.T, c *relaytest.Channel, tokenFile string) *testSid
 	t.Helper()
 	eps := filepath.Join(t.TempDir(), "endpoints.json")
 	c.WriteEndpoints(t, eps)
-	sc, err := sidecar.New(sidecar.Options{
+	sc, url := runSidecar(t, sidecar.Options{
 		Channels:      []sidecar.ChannelRef{{Namespace: c.Map.Namespace, Name: c.Map.Channel}},
 		EndpointsFile: eps, TokenFile: tokenFile,
 		Heartbeat: time.Second, RefreshInterval: time.Second,
-		Logger: slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
+	ts := &testSidecar{Sidecar: sc, URL: url, channel: c.Map.Channel, endpoints: eps}
+	relaytest.Eventually(t, 20*time.Second, "sidecar ready", func() bool { return sc.Ready() })
+	return ts
+}
+
+// runSidecar serves and runs a sidecar until the test ends (logging warnings to the test log
+// unless opt has a logger) and returns it with its URL; it does not wait for it to be ready.
+func runSidecar(t *testing.T, opt sidecar.Options) (*sidecar.Sidecar, string) {
+	t.Helper()
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	sc, err := sidecar.New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,9 +66,7 @@ func startSidecar(t *testing.T, c *relaytest.Channel, tokenFile string) *testSid
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { defer close(done); _ = sc.Run(ctx) }()
 	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); cancel(); <-done })
-	ts := &testSidecar{Sidecar: sc, URL: srv.URL, channel: c.Map.Channel, endpoints: eps}
-	relaytest.Eventually(t, 20*time.Second, "sidecar ready", func() bool { return sc.Ready() })
-	return ts
+	return sc, srv.URL
 }
 
 func (s *testSidecar) channelURL(path string) string {
@@ -426,22 +436,13 @@ func TestEachChannelsRelaysGetTheirOwnToken(t *testing.T) {
 	if err := os.WriteFile(epsFile, b2, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sc, err := sidecar.New(sidecar.Options{
+	sc, url := runSidecar(t, sidecar.Options{
 		Channels:      []sidecar.ChannelRef{{Namespace: a.Map.Namespace, Name: a.Map.Channel}, {Namespace: b.Map.Namespace, Name: b.Map.Channel}},
 		EndpointsFile: epsFile, TokenDir: dir, RefreshInterval: time.Second,
-		Logger: slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sc.Handler())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Run(ctx) }()
-	t.Cleanup(func() { srv.Close(); cancel(); <-done })
 	relaytest.Eventually(t, 20*time.Second, "sidecar ready", func() bool { return sc.Ready() })
 	for _, c := range []*relaytest.Channel{a, b} {
-		ts := &testSidecar{Sidecar: sc, URL: srv.URL, channel: c.Map.Channel}
+		ts := &testSidecar{Sidecar: sc, URL: url, channel: c.Map.Channel}
 		if code, p := ts.publish(t, "k", `{"n":1}`); code != http.StatusAccepted {
 			t.Fatalf("publish to %s: %d %+v", c.Map.Channel, code, p)
 		}
@@ -548,20 +549,12 @@ func TestEventSourceIsHeldWhileTheSidecarWarmsUp(t *testing.T) {
 	if err := os.WriteFile(eps, []byte("{}"), 0o600); err != nil { // no relay is known yet
 		t.Fatal(err)
 	}
-	sc, err := sidecar.New(sidecar.Options{
+	sc, url := runSidecar(t, sidecar.Options{
 		Channels:      []sidecar.ChannelRef{{Namespace: c.Map.Namespace, Name: c.Map.Channel}},
 		EndpointsFile: eps, Heartbeat: time.Second, RefreshInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelError})),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sc.Handler())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sc.Run(ctx) }()
-	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); cancel(); <-done })
-	ts := &testSidecar{Sidecar: sc, URL: srv.URL, channel: c.Map.Channel, endpoints: eps}
+	ts := &testSidecar{Sidecar: sc, URL: url, channel: c.Map.Channel, endpoints: eps}
 
 	resp, err := http.Get(ts.channelURL("/ws"))
 	if err != nil {
