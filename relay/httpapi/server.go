@@ -55,6 +55,7 @@ type Server struct {
 	handler  http.Handler // mux behind the CORS handler
 	streams  Streams
 	limits   *limiter // nil without limits
+	interest interestStreams
 }
 
 // New returns the API server for cfg.
@@ -82,6 +83,7 @@ func New(cfg Config) *Server {
 	}
 	s.mux.HandleFunc("/v1/channels/{channel}/messages", s.timed("publish", s.only(http.MethodPost, s.channel(s.authorized(s.publish)))))
 	s.mux.HandleFunc("/v1/channels/{channel}/events", s.only(http.MethodGet, s.channel(s.authorized(s.serveSSE))))
+	s.mux.HandleFunc("/v1/channels/{channel}/streams/{stream}", s.timed("interest", s.only(http.MethodPost, s.channel(s.authorized(s.adjust)))))
 	s.mux.HandleFunc("/v1/channels/{channel}/ws", s.only(http.MethodGet, s.channel(s.authorized(s.serveWebSocket))))
 	s.mux.HandleFunc("/v1/channels/{channel}/shards", s.timed("shards", s.only(http.MethodGet, s.channel(s.shards))))
 	s.mux.HandleFunc("/healthz", s.timed("healthz", s.only(http.MethodGet, s.healthz)))

@@ -46,11 +46,13 @@ func UpstreamLostReason(last string) string {
 
 // subscribeRequest is what a subscribe call asked for.
 type subscribeRequest struct {
-	key        string     // "" = every key of the shard
-	from       *cursor.ID // resume after this cursor; nil = live from now
-	replayOnly bool       // ?live=false: end the stream once replay is done
-	ticket     *ticket    // what the stream holds of the limits; nil without limits
-	status     int        // non-zero: reject with this status and msg
+	key        string        // "" = every key of the shard
+	interest   *hub.Interest // ?interest=: an adjustable stream (interest.go); key is unused
+	from       *cursor.ID    // resume after this cursor; nil = live from now
+	replayOnly bool          // ?live=false: end the stream once replay is done
+	ticket     *ticket       // what the stream holds of the limits; nil without limits
+	caller     string        // who asked (Config.Authorize)
+	status     int           // non-zero: reject with this status and msg
 	msg        string
 }
 
@@ -71,12 +73,15 @@ func ParseLive(q url.Values) (replayOnly bool, err error) {
 func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
 	q := r.URL.Query()
 	var req subscribeRequest
-	if req.key = q.Get("key"); req.key != "" || q.Has("key") {
-		if err := event.ValidateField("key", req.key, event.MaxKeyBytes); err != nil {
-			return subscribeRequest{status: http.StatusBadRequest, msg: "query parameter key: " + err.Error()}
+	if q.Has("interest") {
+		in, bad := s.parseInterest(q)
+		if bad.status != 0 {
+			return bad
 		}
-		if shard := s.cfg.Map.ShardFor(req.key); shard != s.cfg.Shard {
-			return subscribeRequest{status: http.StatusMisdirectedRequest, key: req.key, msg: strconv.Itoa(shard)}
+		req.interest = in
+	} else if req.key = q.Get("key"); req.key != "" || q.Has("key") {
+		if bad := s.checkKey("query parameter key", req.key); bad.status != 0 {
+			return bad
 		}
 	}
 	raw, what := ResumeCursor(r)
@@ -94,7 +99,21 @@ func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
 	if req.replayOnly && req.from == nil {
 		return subscribeRequest{status: http.StatusBadRequest, msg: "live=false replays what is stored after a cursor: give one with Last-Event-ID or ?since="}
 	}
+	if req.replayOnly && req.interest != nil {
+		return subscribeRequest{status: http.StatusBadRequest, msg: "an interest stream is live: it cannot be replay-only (live=false)"}
+	}
 	return req
+}
+
+// checkKey refuses a key that is invalid (400) or belongs to another shard (421).
+func (s *Server) checkKey(what, key string) subscribeRequest {
+	if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
+		return subscribeRequest{status: http.StatusBadRequest, msg: what + ": " + err.Error()}
+	}
+	if shard := s.cfg.Map.ShardFor(key); shard != s.cfg.Shard {
+		return subscribeRequest{status: http.StatusMisdirectedRequest, key: key, msg: strconv.Itoa(shard)}
+	}
+	return subscribeRequest{}
 }
 
 // ResumeCursor returns the cursor a subscriber resumes from (Last-Event-ID, else ?since=) and
@@ -119,7 +138,7 @@ func (s *Server) reject(w http.ResponseWriter, req subscribeRequest) {
 // then live events from the hub without the IDs replay already sent.
 func (s *Server) pump(ctx context.Context, sub *hub.Subscriber, out Sink, req subscribeRequest) {
 	last, seam, ok := s.resume(ctx, out, req)
-	if !ok {
+	if !ok || !s.announce(ctx, out, sub, req, last) {
 		return
 	}
 	var batch []*event.Encoded
@@ -168,7 +187,7 @@ func (s *Server) resume(ctx context.Context, out Sink, req subscribeRequest) (la
 		last = gap.Resume
 	}
 	if s.cfg.Subscription.Durable() {
-		if last, ok = s.replay(ctx, out, req.key, start); !ok {
+		if last, ok = s.replay(ctx, out, req.matcher(), start); !ok {
 			return last, false, false
 		}
 		seam = true
@@ -200,7 +219,7 @@ func skipReplayed(batch []*event.Encoded, last *cursor.ID, seam *bool) []*event.
 		}
 	}
 	for i := len(kept) - 1; i >= 0; i-- {
-		if kept[i].Kind != event.KindHeartbeat {
+		if k := kept[i].Kind; k == event.KindMessage || k == event.KindGap {
 			*last = kept[i].ID
 			break
 		}
@@ -208,8 +227,24 @@ func skipReplayed(batch []*event.Encoded, last *cursor.ID, seam *bool) []*event.
 	return kept
 }
 
-// replay sends the stream entries after start (matching key) and returns the last ID read.
-func (s *Server) replay(ctx context.Context, out Sink, key string, start cursor.ID) (cursor.ID, bool) {
+// matcher says which keys the request's replay sends: its key, its interest at the start, or
+// every key.
+func (req subscribeRequest) matcher() func(key string) bool {
+	switch {
+	case req.interest != nil && !req.interest.All:
+		set := make(map[string]bool, len(req.interest.Keys))
+		for _, k := range req.interest.Keys {
+			set[k] = true
+		}
+		return func(key string) bool { return set[key] }
+	case req.interest == nil && req.key != "":
+		return func(key string) bool { return key == req.key }
+	}
+	return func(string) bool { return true }
+}
+
+// replay sends the stream entries after start (those match takes) and returns the last ID read.
+func (s *Server) replay(ctx context.Context, out Sink, match func(key string) bool, start cursor.ID) (cursor.ID, bool) {
 	after := start
 	var batch []*event.Encoded
 	for {
@@ -220,7 +255,7 @@ func (s *Server) replay(ctx context.Context, out Sink, key string, start cursor.
 		}
 		batch = batch[:0]
 		for _, m := range msgs {
-			if key == "" || m.Key == key {
+			if match(m.Key) {
 				batch = append(batch, s.cfg.Encoder.Encode(m))
 			}
 		}
@@ -243,6 +278,7 @@ func (s *Server) replay(ctx context.Context, out Sink, key string, start cursor.
 
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	req := s.parseSubscribe(r)
+	req.caller = callerOf(r)
 	if req.status != 0 {
 		s.reject(w, req)
 		return
@@ -267,7 +303,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 // buffers (see ssepush.go).
 func (s *Server) serveHijacked(ctx context.Context, c *sseConn, req subscribeRequest) {
 	last, seam, ok := s.resume(ctx, c, req)
-	if !ok {
+	if !ok || !s.announce(ctx, c, c.sub, req, last) {
 		c.close()
 		return
 	}
@@ -279,7 +315,10 @@ func (s *Server) serveHijacked(ctx context.Context, c *sseConn, req subscribeReq
 // registered, so it does not count as a live stream.
 func (s *Server) subscribe(req subscribeRequest, transport string) *hub.Subscriber {
 	sub := hub.Detached()
-	if !req.replayOnly {
+	switch {
+	case req.interest != nil:
+		sub = s.cfg.Hub.SubscribeInterest(*req.interest)
+	case !req.replayOnly:
 		sub = s.cfg.Hub.Subscribe(req.key)
 	}
 	// However the stream ends (hijacked ones included), it gives back what it holds.
@@ -372,6 +411,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := s.parseSubscribe(r)
+	if req.status == 0 && req.interest != nil {
+		req = subscribeRequest{status: http.StatusBadRequest, msg: "query parameter interest: interest streams are SSE only (GET .../events)"}
+	}
 	if req.status != 0 {
 		s.reject(w, req)
 		return
@@ -424,11 +466,14 @@ func (o *wsSink) Write(ctx context.Context, batch []*event.Encoded) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	for _, e := range batch {
-		if e.Kind == event.KindHeartbeat {
+		switch e.Kind {
+		case event.KindHeartbeat:
 			if err := o.c.Ping(ctx); err != nil {
 				return err
 			}
 			continue
+		case event.KindNotice:
+			continue // SSE comments for interest streams, which are SSE only
 		}
 		if err := o.c.Write(ctx, websocket.MessageText, e.JSON); err != nil {
 			return err

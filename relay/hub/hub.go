@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
 )
 
@@ -33,12 +34,20 @@ type Hub struct {
 	slowClosed  atomic.Uint64 // subscribers closed as slow consumers, all time
 
 	writers writers // the goroutines that serve pushed subscribers (push.go)
+
+	// order serializes broadcasts with interest changes (interest.go), so a change falls
+	// between two events: last is the cursor of the newest event broadcast.
+	order sync.Mutex
+	last  cursor.ID
 }
 
 type registryShard struct {
 	mu    sync.RWMutex
 	all   []*Subscriber            // subscribers without a key filter
 	byKey map[string][]*Subscriber // subscribers of one key
+	// Adjustable subscribers that follow a set of keys (interest.go): on the list of each key,
+	// and here, so that an event for every key (a gap, a heartbeat) reaches them once.
+	sets map[*Subscriber]struct{}
 }
 
 // New returns a hub whose subscribers may each queue up to queueBytes of encoded events.
@@ -47,6 +56,7 @@ func New(queueBytes int) *Hub {
 	h.queueBytes.Store(int64(queueBytes))
 	for i := range h.shards {
 		h.shards[i].byKey = make(map[string][]*Subscriber)
+		h.shards[i].sets = make(map[*Subscriber]struct{})
 	}
 	h.writers.cond.L = &h.writers.mu
 	return h
@@ -78,55 +88,98 @@ func (h *Hub) SlowClosed() uint64 { return h.slowClosed.Load() }
 // Subscribe registers a subscriber for key ("" = every key). It receives every event broadcast
 // after Subscribe returns. The caller must Close it.
 func (h *Hub) Subscribe(key string) *Subscriber {
-	s := &Subscriber{
-		hub:   h,
-		id:    h.nextID.Add(1),
-		key:   key,
-		limit: int(h.queueBytes.Load()),
-		wake:  make(chan struct{}, 1),
-	}
-	sh := &h.shards[s.id%shardCount]
+	s := h.newSubscriber()
+	s.key = key
+	sh := h.registryOf(s)
 	sh.mu.Lock()
-	if key == "" {
-		s.pos = len(sh.all)
-		sh.all = append(sh.all, s)
-	} else {
-		list := sh.byKey[key]
-		s.pos = len(list)
-		sh.byKey[key] = append(list, s)
-	}
+	sh.add(s, key)
+	s.registered = true
 	sh.mu.Unlock()
 	h.subscribers.Add(1)
 	return s
 }
 
-func (h *Hub) unregister(s *Subscriber) {
-	sh := &h.shards[s.id%shardCount]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if s.pos < 0 {
+func (h *Hub) newSubscriber() *Subscriber {
+	return &Subscriber{hub: h, id: h.nextID.Add(1), limit: int(h.queueBytes.Load()), wake: make(chan struct{}, 1)}
+}
+
+func (h *Hub) registryOf(s *Subscriber) *registryShard { return &h.shards[s.id%shardCount] }
+
+// add appends s to the list of key ("" = the list of every key) and records where it is.
+func (sh *registryShard) add(s *Subscriber, key string) {
+	if key == "" {
+		s.pos = len(sh.all)
+		sh.all = append(sh.all, s)
 		return
 	}
-	if s.key == "" {
-		sh.all = removeAt(sh.all, s.pos)
-	} else {
-		list := removeAt(sh.byKey[s.key], s.pos)
-		if len(list) == 0 {
-			delete(sh.byKey, s.key)
-		} else {
-			sh.byKey[s.key] = list
-		}
+	list := sh.byKey[key]
+	s.setPos(key, len(list))
+	sh.byKey[key] = append(list, s)
+}
+
+// remove takes s off the list of key, swapping the last entry into its place.
+func (sh *registryShard) remove(s *Subscriber, key string) {
+	if key == "" {
+		sh.all = removeAt(sh.all, s.pos, "")
+		return
 	}
-	s.pos = -1
+	list := removeAt(sh.byKey[key], s.posOf(key), key)
+	if len(list) == 0 {
+		delete(sh.byKey, key)
+	} else {
+		sh.byKey[key] = list
+	}
+}
+
+// posOf is where s is in the list of key: an adjustable subscriber is on several lists.
+func (s *Subscriber) posOf(key string) int {
+	if s.keys != nil && key != "" {
+		return s.keys[key]
+	}
+	return s.pos
+}
+
+func (s *Subscriber) setPos(key string, i int) {
+	if s.keys != nil && key != "" {
+		s.keys[key] = i
+		return
+	}
+	s.pos = i
+}
+
+func (h *Hub) unregister(s *Subscriber) {
+	sh := h.registryOf(s)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !s.registered {
+		return
+	}
+	s.forEachList(func(key string) { sh.remove(s, key) })
+	delete(sh.sets, s)
+	s.registered = false
 	h.subscribers.Add(-1)
 }
 
-// removeAt swap-removes list[i] and fixes the moved subscriber's position.
-func removeAt(list []*Subscriber, i int) []*Subscriber {
+// forEachList calls f with every list s is on: "" for the list of every key.
+func (s *Subscriber) forEachList(f func(key string)) {
+	switch {
+	case s.keys == nil:
+		f(s.key)
+	case s.all:
+		f("")
+	default:
+		for k := range s.keys {
+			f(k)
+		}
+	}
+}
+
+// removeAt swap-removes list[i] (a list of key) and fixes the moved subscriber's position.
+func removeAt(list []*Subscriber, i int, key string) []*Subscriber {
 	last := len(list) - 1
 	if i != last {
 		list[i] = list[last]
-		list[i].pos = i
+		list[i].setPos(key, i)
 	}
 	list[last] = nil
 	return list[:last]
@@ -136,6 +189,11 @@ func removeAt(list []*Subscriber, i int) []*Subscriber {
 // key (gaps, heartbeats), otherwise the unfiltered ones and those of e.Key. It never blocks on a
 // subscriber and allocates nothing per subscriber.
 func (h *Hub) Broadcast(e *event.Encoded) {
+	h.order.Lock()
+	defer h.order.Unlock()
+	if e.Kind != event.KindHeartbeat {
+		h.last = e.ID
+	}
 	h.writers.hold()
 	defer h.writers.release()
 	var n uint64
@@ -152,8 +210,13 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 		} else {
 			for _, list := range sh.byKey {
 				for _, s := range list {
-					n += s.enqueue(e)
+					if s.keys == nil {
+						n += s.enqueue(e)
+					}
 				}
+			}
+			for s := range sh.sets {
+				n += s.enqueue(e)
 			}
 		}
 		sh.mu.RUnlock()
@@ -168,9 +231,14 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 type Subscriber struct {
 	hub   *Hub
 	id    uint64
-	key   string
 	limit int
-	pos   int // index in its registry list; -1 once unregistered (guarded by the shard lock)
+
+	// Where the subscriber is in the registry, guarded by its registry shard's lock.
+	key        string         // the key it follows ("" = every key), unless keys is set
+	pos        int            // its index in the list of key (or of every key)
+	registered bool           // false once unregistered, or for a detached subscriber
+	keys       map[string]int // an adjustable subscriber's keys, each with its index in that key's list
+	all        bool           // an adjustable subscriber that follows every key: it is on that list alone
 
 	mu     sync.Mutex
 	queue  []*event.Encoded // pending events, oldest first
@@ -193,9 +261,6 @@ func (s *Subscriber) OnClose(f func()) {
 	s.onClose = append(s.onClose, f)
 	s.mu.Unlock()
 }
-
-// Key is the subscriber's key filter ("" = every key).
-func (s *Subscriber) Key() string { return s.key }
 
 // enqueue appends e unless that would pass the byte limit, in which case the subscriber is
 // closed as slow (once). An empty queue takes any one event, however large: a message bigger
@@ -311,7 +376,14 @@ func (h *Hub) registered() []*Subscriber {
 		sh.mu.RLock()
 		subs = append(subs, sh.all...)
 		for _, list := range sh.byKey {
-			subs = append(subs, list...)
+			for _, s := range list {
+				if s.keys == nil {
+					subs = append(subs, s)
+				}
+			}
+		}
+		for s := range sh.sets {
+			subs = append(subs, s)
 		}
 		sh.mu.RUnlock()
 	}
@@ -342,5 +414,5 @@ func (s *Subscriber) Close() {
 // Detached returns a subscriber that belongs to no hub and never receives anything: for a
 // stream that only replays history (it must not count as a live subscriber). Close it as usual.
 func Detached() *Subscriber {
-	return &Subscriber{pos: -1, wake: make(chan struct{}, 1)}
+	return &Subscriber{wake: make(chan struct{}, 1)}
 }

@@ -20,20 +20,21 @@ const Namespace = "herald_relay"
 
 // Metrics are the counters and histograms the relay updates itself.
 type Metrics struct {
-	Published      prometheus.Counter       // messages accepted by POST (202)
-	PublishErrors  prometheus.Counter       // publishes that failed on the Redis side (5xx)
-	Resubscribes   prometheus.Counter       // upstream subscriptions rebuilt after trouble
-	Backfilled     prometheus.Counter       // entries delivered from the stream by catch-up (XRANGE)
-	Rollbacks      prometheus.Counter       // stream IDs seen going backwards / delivered entries lost by Redis
-	Gaps           *prometheus.CounterVec   // gap events sent to subscribers, by reason
-	HandoffDropped prometheus.Counter       // live messages dropped because the processor was behind (repaired by catch-up)
-	Replayed       prometheus.Counter       // entries replayed to resuming subscribers
-	StaleWriter    prometheus.Counter       // live messages dropped because a node other than the subscribed master wrote them
-	Latency        prometheus.Histogram     // publish (stream ID time) to hand-off to subscriber queues, seconds
-	Refused        *prometheus.CounterVec   // subscribe calls answered 429, by the limit that refused them
-	PublishedBytes prometheus.Counter       // message bodies accepted, bytes
-	Streams        *prometheus.GaugeVec     // open subscriber streams by transport (sse, websocket)
-	Requests       *prometheus.HistogramVec // request durations of the non-streaming routes, by route, method and code
+	Published       prometheus.Counter       // messages accepted by POST (202)
+	PublishErrors   prometheus.Counter       // publishes that failed on the Redis side (5xx)
+	Resubscribes    prometheus.Counter       // upstream subscriptions rebuilt after trouble
+	Backfilled      prometheus.Counter       // entries delivered from the stream by catch-up (XRANGE)
+	Rollbacks       prometheus.Counter       // stream IDs seen going backwards / delivered entries lost by Redis
+	Gaps            *prometheus.CounterVec   // gap events sent to subscribers, by reason
+	HandoffDropped  prometheus.Counter       // live messages dropped because the processor was behind (repaired by catch-up)
+	Replayed        prometheus.Counter       // entries replayed to resuming subscribers
+	InterestChanges prometheus.Counter       // changes applied to interest streams (sidecars' upstreams)
+	StaleWriter     prometheus.Counter       // live messages dropped because a node other than the subscribed master wrote them
+	Latency         prometheus.Histogram     // publish (stream ID time) to hand-off to subscriber queues, seconds
+	Refused         *prometheus.CounterVec   // subscribe calls answered 429, by the limit that refused them
+	PublishedBytes  prometheus.Counter       // message bodies accepted, bytes
+	Streams         *prometheus.GaugeVec     // open subscriber streams by transport (sse, websocket)
+	Requests        *prometheus.HistogramVec // request durations of the non-streaming routes, by route, method and code
 }
 
 // HubStats is what the hub counts on its own.
@@ -66,9 +67,10 @@ func New(reg prometheus.Registerer, labels prometheus.Labels, hub HubStats) *Met
 		Requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "http_request_duration_seconds", ConstLabels: labels,
 			Help:    "Duration of the requests that are not streams (publish, shards, health), by route, method and status code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route", "method", "code"}),
-		HandoffDropped: counter("handoff_overflows_total", "Live messages not handed to the processor because it was behind; each triggers catch-up from the stream."),
-		Replayed:       counter("replayed_total", "Stream entries replayed to subscribers that resumed with a cursor."),
-		StaleWriter:    counter("stale_master_messages_total", "Live messages written by a node other than the master the relay subscribed on (a stale master after a failover); not delivered, the stream decides."),
+		HandoffDropped:  counter("handoff_overflows_total", "Live messages not handed to the processor because it was behind; each triggers catch-up from the stream."),
+		Replayed:        counter("replayed_total", "Stream entries replayed to subscribers that resumed with a cursor."),
+		InterestChanges: counter("interest_changes_total", "Changes applied to the keys an interest stream (a sidecar's upstream) follows."),
+		StaleWriter:     counter("stale_master_messages_total", "Live messages written by a node other than the master the relay subscribed on (a stale master after a failover); not delivered, the stream decides."),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "publish_to_deliver_seconds", ConstLabels: labels,
 			Help:    "Time from the message's stream ID (the master's clock at XADD) to its hand-off to every subscriber queue.",

@@ -329,15 +329,16 @@ func (ch *channel) open(ctx context.Context) ([]*shardStream, error) {
 	}
 	streams := make([]*shardStream, len(m.Shards))
 	for i := range streams {
-		streams[i] = &shardStream{ch: ch, index: i, keyed: hub.New(ch.queueBytes()), pos: pos[i]}
+		streams[i] = &shardStream{ch: ch, index: i, keyed: hub.New(ch.queueBytes()), interest: newInterest(), pos: pos[i]}
 	}
 	ch.mergeMu.Lock()
 	ch.pos = pos.Clone()
 	ch.mergeMu.Unlock()
 	ch.streams = streams
 	for _, st := range streams {
-		ch.running.Add(1)
+		ch.running.Add(2)
 		go func() { defer ch.running.Done(); st.run(runCtx) }()
+		go func() { defer ch.running.Done(); st.adjust(runCtx) }()
 	}
 	return streams, nil
 }
@@ -359,6 +360,16 @@ func (ch *channel) deliver(i int, e *event.Encoded) {
 		}
 	}
 	ch.all.Broadcast(merged)
+}
+
+// advance moves shard i's part of the merged cursor to at, if it is later: an interest change
+// took effect there, so nothing up to at is still to come on that shard.
+func (ch *channel) advance(i int, at cursor.ID) {
+	ch.mergeMu.Lock()
+	defer ch.mergeMu.Unlock()
+	if ch.pos[i].Less(at) {
+		ch.pos[i] = at
+	}
 }
 
 // subscribeAll registers a whole-channel subscriber and returns the merged stream's cursor at

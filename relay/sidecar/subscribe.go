@@ -105,6 +105,17 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
 		return
 	}
+	if !replayOnly {
+		// Register only once the upstream streams follow what this subscriber needs, so it gets
+		// every event published from then on.
+		release, err := ls.follow(r.Context(), streams)
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
+			return
+		}
+		defer release()
+	}
 	var sub *hub.Subscriber
 	switch {
 	case replayOnly:
@@ -125,6 +136,35 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 	}
 	defer sub.Close()
 	serve(w, r, func(ctx context.Context, out httpapi.Sink) { ls.pump(ctx, sub, out, raw != "", replayOnly) })
+}
+
+// followTimeout bounds how long a subscriber waits for the upstream streams to follow its key.
+const followTimeout = 10 * time.Second
+
+// follow asks the upstream streams of ls's shards to follow its key (every key for a
+// whole-channel subscriber) and waits until they do; release gives the interest back.
+func (ls *localSub) follow(ctx context.Context, streams []*shardStream) (release func(), err error) {
+	var held []*shardStream
+	release = func() {
+		for _, st := range held {
+			st.interest.drop(ls.key)
+		}
+	}
+	versions := make([]uint64, len(ls.shards))
+	for j, shard := range ls.shards {
+		st := streams[shard]
+		versions[j] = st.interest.want(ls.key)
+		held = append(held, st)
+	}
+	ctx, cancel := context.WithTimeout(ctx, followTimeout)
+	defer cancel()
+	for j, st := range held {
+		if err := st.interest.await(ctx, versions[j]); err != nil {
+			release()
+			return nil, errors.New("the sidecar's stream from shard " + strconv.Itoa(st.index) + " does not follow this subscription yet (" + err.Error() + ")")
+		}
+	}
+	return release, nil
 }
 
 // pump sends replay (when resuming) and then live events, with the subscriber's own cursors

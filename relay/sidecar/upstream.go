@@ -21,7 +21,8 @@ import (
 type shardStream struct {
 	ch        *channel
 	index     int
-	keyed     *hub.Hub // keyed local subscribers of this shard
+	keyed     *hub.Hub  // keyed local subscribers of this shard
+	interest  *interest // what they need of the upstream stream (interest.go)
 	connected atomic.Bool
 
 	pos cursor.ID // owned by run: the last event received
@@ -36,6 +37,19 @@ func (st *shardStream) snapshot() (replica, position string, reconnects uint64) 
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.replica, st.shown.String(), st.reconnects
+}
+
+// advance moves the stream's position to at, if it is later, without an event (an interest
+// change took effect there).
+func (st *shardStream) advance(at cursor.ID) {
+	if !st.pos.Less(at) {
+		return
+	}
+	st.pos = at
+	st.ch.advance(st.index, at)
+	st.mu.Lock()
+	st.shown = at
+	st.mu.Unlock()
 }
 
 // errIdle ends a stream that sent nothing, not even a heartbeat, for IdleTimeout.
@@ -88,7 +102,9 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	resp, err := st.ch.get(sctx, base+"/v1/channels/"+st.ch.ref.Name+"/events", hdr)
+	open := st.interest.query()
+	defer st.interest.closed()
+	resp, err := st.ch.get(sctx, base+"/v1/channels/"+st.ch.ref.Name+"/events?"+open.values().Encode(), hdr)
 	if err != nil {
 		st.ch.s.markDown(base)
 		return err
@@ -130,6 +146,16 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 		return nil
 	}, func(comment string) error {
 		idle.Reset(st.ch.s.opt.IdleTimeout)
+		if seq, at, ok := parseInterestComment(comment); ok {
+			// Everything up to at that the old interest took has come: the stream is at at.
+			st.advance(at)
+			st.interest.shown(seq)
+			return nil
+		}
+		if id, ok := strings.CutPrefix(comment, "stream "); ok {
+			st.interest.opened(id, base, open, cancel)
+			return nil
+		}
 		if strings.HasPrefix(comment, "closed:") {
 			return errors.New("the relay closed the stream: " + comment)
 		}

@@ -1,0 +1,156 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/hub"
+)
+
+// An interest stream (GET .../events?interest=keys&key=a&key=b, or ?interest=all) is an SSE
+// stream whose keys change while it stays connected: a sidecar's one upstream per shard follows
+// exactly the keys its local subscribers follow. Once live, the stream announces itself with
+// the comment ": stream <id>"; POST .../streams/<id> then adds or removes keys, or switches to
+// every key and back, and the change shows in the stream as ": interest <seq> <cursor>": every
+// event up to cursor was sent by the old interest, every one after it by the new one. The stream
+// stays exact across changes and reconnects: a client that resumes after the last cursor it
+// read (an event's id or an interest comment's cursor) with its current interest misses nothing
+// and gets nothing twice.
+
+// MaxInterestKeys bounds the keys one interest stream follows.
+const MaxInterestKeys = 100_000
+
+// interestStream is an announced interest stream, found by the id it announced.
+type interestStream struct {
+	sub    *hub.Subscriber
+	caller string    // who opened it: only they may change it
+	floor  cursor.ID // where its replay ended: changes take effect no earlier
+	mu     sync.Mutex
+}
+
+// interestStreams holds the announced interest streams of one relay, by id.
+type interestStreams struct{ m sync.Map }
+
+// parseInterest reads ?interest=all|keys and the keys (?key= repeated).
+func (s *Server) parseInterest(q url.Values) (*hub.Interest, subscribeRequest) {
+	in := &hub.Interest{}
+	switch v := q.Get("interest"); v {
+	case "all":
+		in.All = true
+	case "keys":
+	default:
+		return nil, subscribeRequest{status: http.StatusBadRequest, msg: "query parameter interest must be \"all\" (every key of the shard) or \"keys\" (the keys given with key=), not " + strconv.Quote(clip(v))}
+	}
+	if len(q["key"]) > MaxInterestKeys {
+		return nil, subscribeRequest{status: http.StatusBadRequest, msg: "an interest stream follows at most " + strconv.Itoa(MaxInterestKeys) + " keys"}
+	}
+	for _, k := range q["key"] {
+		if bad := s.checkKey("query parameter key", k); bad.status != 0 {
+			return nil, bad
+		}
+		in.Keys = append(in.Keys, k)
+	}
+	return in, subscribeRequest{}
+}
+
+// announce tells an interest stream's client, once it is live, the id its changes are posted
+// to; other streams go on as they are. It returns false when the stream failed.
+func (s *Server) announce(ctx context.Context, out Sink, sub *hub.Subscriber, req subscribeRequest, last cursor.ID) bool {
+	if req.interest == nil {
+		return true
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	s.interest.m.Store(id, &interestStream{sub: sub, caller: req.caller, floor: last})
+	sub.OnClose(func() { s.interest.m.Delete(id) })
+	return out.Write(ctx, []*event.Encoded{{Kind: event.KindNotice, SSE: []byte(": stream " + id + "\n\n")}}) == nil
+}
+
+// interestChange is the body of POST .../streams/{stream}.
+type interestChange struct {
+	Seq    uint64   `json:"seq"`    // echoed in the stream's interest comment
+	All    *bool    `json:"all"`    // true: every key of the shard; false: the key set
+	Add    []string `json:"add"`    // keys to follow
+	Remove []string `json:"remove"` // keys to stop following
+}
+
+// maxInterestBody bounds a change's body: room for MaxInterestKeys keys of typical length.
+const maxInterestBody = 8 << 20
+
+// adjust applies a change to an announced interest stream and answers where it took effect.
+func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
+	v, ok := s.interest.m.Load(r.PathValue("stream"))
+	st, _ := v.(*interestStream)
+	if !ok || st.caller != callerOf(r) {
+		WriteError(w, http.StatusNotFound, "no interest stream "+strconv.Quote(clip(r.PathValue("stream")))+" is open at this relay (it ended, or another caller opened it); open a new one")
+		return
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "" && mt != "application/json" {
+		WriteError(w, http.StatusUnsupportedMediaType, "a change is application/json, not "+strconv.Quote(clip(r.Header.Get("Content-Type"))))
+		return
+	}
+	var c interestChange
+	if err := decodeStrict(http.MaxBytesReader(w, r.Body, maxInterestBody), &c); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			WriteError(w, http.StatusRequestEntityTooLarge, "a change is at most "+strconv.Itoa(maxInterestBody)+" bytes; send it in parts")
+			return
+		}
+		WriteError(w, http.StatusBadRequest, "the body is not a change ({\"seq\":1,\"all\":false,\"add\":[...],\"remove\":[...]}): "+err.Error())
+		return
+	}
+	for _, k := range c.Add {
+		if bad := s.checkKey("add", k); bad.status != 0 {
+			s.reject(w, bad)
+			return
+		}
+	}
+	for _, k := range c.Remove {
+		if err := event.ValidateField("remove", k, event.MaxKeyBytes); err != nil {
+			WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	st.mu.Lock() // one change at a time per stream: the key limit is checked against the result
+	defer st.mu.Unlock()
+	if _, n := st.sub.Follows(); n+len(c.Add) > MaxInterestKeys {
+		WriteError(w, http.StatusBadRequest, "an interest stream follows at most "+strconv.Itoa(MaxInterestKeys)+" keys; this one follows "+strconv.Itoa(n))
+		return
+	}
+	seq := strconv.FormatUint(c.Seq, 10)
+	at, ok := st.sub.Adjust(hub.Change{All: c.All, Add: c.Add, Remove: c.Remove}, st.floor, func(at cursor.ID) *event.Encoded {
+		return &event.Encoded{Kind: event.KindNotice, SSE: []byte(": interest " + seq + " " + at.String() + "\n\n")}
+	})
+	if !ok {
+		WriteError(w, http.StatusNotFound, "the interest stream ended; open a new one")
+		return
+	}
+	s.cfg.Metrics.InterestChanges.Inc()
+	all, n := st.sub.Follows()
+	WriteJSON(w, http.StatusOK, map[string]any{"seq": c.Seq, "at": at.String(), "all": all, "keys": n})
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown fields and trailing data.
+func decodeStrict(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}

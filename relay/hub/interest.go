@@ -1,0 +1,139 @@
+package hub
+
+import (
+	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/event"
+)
+
+// Interest is what an adjustable subscriber follows: every key, or a set of keys (possibly
+// none, in which case it receives only gaps and heartbeats).
+type Interest struct {
+	All  bool
+	Keys []string
+}
+
+// Change adjusts an Interest: All, when set, switches between every key and the key set; Add
+// and Remove edit the key set (kept while All is on, and used again once it is off).
+type Change struct {
+	All         *bool
+	Add, Remove []string
+}
+
+// SubscribeInterest registers an adjustable subscriber (a sidecar's upstream): one stream that
+// follows in, changed later with Adjust without a new connection. Its routing costs what any
+// keyed subscriber's does: an event goes through the list of its key only, whatever the number
+// of adjustable subscribers.
+func (h *Hub) SubscribeInterest(in Interest) *Subscriber {
+	s := h.newSubscriber()
+	s.keys = make(map[string]int, len(in.Keys))
+	s.all = in.All
+	sh := h.registryOf(s)
+	sh.mu.Lock()
+	for _, k := range in.Keys {
+		if _, dup := s.keys[k]; !dup {
+			s.keys[k] = -1
+			if !s.all {
+				sh.add(s, k)
+			}
+		}
+	}
+	if s.all {
+		sh.add(s, "")
+	} else {
+		sh.sets[s] = struct{}{}
+	}
+	s.registered = true
+	sh.mu.Unlock()
+	h.subscribers.Add(1)
+	return s
+}
+
+// Adjust applies c between two broadcasts and queues, in order with the subscriber's events,
+// notice(at): every event up to at was routed by the old interest, every event after it by
+// the new one. at is the cursor of the newest event broadcast before the change, or floor if
+// that is later (a relay's stream that replayed past the live position). It returns at, and
+// false if the subscriber is not adjustable or no longer registered.
+func (s *Subscriber) Adjust(c Change, floor cursor.ID, notice func(at cursor.ID) *event.Encoded) (cursor.ID, bool) {
+	h := s.hub
+	if h == nil || s.keys == nil {
+		return cursor.ID{}, false
+	}
+	h.order.Lock()
+	defer h.order.Unlock()
+	sh := h.registryOf(s)
+	sh.mu.Lock()
+	if !s.registered {
+		sh.mu.Unlock()
+		return cursor.ID{}, false
+	}
+	if c.All != nil && *c.All != s.all {
+		// Move between the list of every key and the lists of each key.
+		s.forEachList(func(key string) { sh.remove(s, key) })
+		s.all = *c.All
+		if s.all {
+			delete(sh.sets, s)
+			sh.add(s, "")
+		} else {
+			for k := range s.keys {
+				sh.add(s, k)
+			}
+			sh.sets[s] = struct{}{}
+		}
+	}
+	for _, k := range c.Remove {
+		if _, ok := s.keys[k]; ok {
+			if !s.all {
+				sh.remove(s, k)
+			}
+			delete(s.keys, k)
+		}
+	}
+	for _, k := range c.Add {
+		if _, ok := s.keys[k]; !ok {
+			s.keys[k] = -1
+			if !s.all {
+				sh.add(s, k)
+			}
+		}
+	}
+	sh.mu.Unlock()
+	at := h.last
+	if at.Less(floor) {
+		at = floor
+	}
+	s.enqueueNotice(notice(at))
+	return at, true
+}
+
+// Follows reports what an adjustable subscriber follows now (for status pages and tests).
+func (s *Subscriber) Follows() (all bool, keys int) {
+	if s.hub == nil {
+		return false, 0
+	}
+	sh := s.hub.registryOf(s)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return s.all, len(s.keys)
+}
+
+// enqueueNotice queues a notice whatever the byte limit: it is small, and losing it would make
+// the stream's positions inexact.
+func (s *Subscriber) enqueueNotice(e *event.Encoded) {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.queue = append(s.queue, e)
+	s.queued += e.Size()
+	schedule := s.claimLocked()
+	s.mu.Unlock()
+	if schedule {
+		s.hub.writers.schedule(s)
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}

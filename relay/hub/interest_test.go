@@ -1,0 +1,134 @@
+package hub
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/event"
+)
+
+// describe renders a batch as "<seq><key>" for messages, "gap" and the notices' text.
+func describe(batch []*event.Encoded) string {
+	var parts []string
+	for _, e := range batch {
+		switch e.Kind {
+		case event.KindNotice:
+			parts = append(parts, strings.TrimSpace(string(e.SSE)))
+		case event.KindGap:
+			parts = append(parts, "gap")
+		case event.KindHeartbeat:
+			parts = append(parts, "hb")
+		default:
+			parts = append(parts, fmt.Sprintf("%d%s", e.ID.Seq, e.Key))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func notice(at cursor.ID) *event.Encoded {
+	return &event.Encoded{Kind: event.KindNotice, SSE: []byte(": at " + at.String() + "\n\n")}
+}
+
+func TestInterestFollowsItsKeysAndChangesBetweenEvents(t *testing.T) {
+	h := New(1 << 20)
+	s := h.SubscribeInterest(Interest{Keys: []string{"a", "b", "a"}})
+	defer s.Close()
+	other := h.Subscribe("a") // a plain keyed subscriber shares the key's list
+	defer other.Close()
+
+	h.Broadcast(msg(1, "a"))
+	h.Broadcast(msg(2, "c"))
+	h.Broadcast(msg(3, "b"))
+	h.Broadcast(enc.EncodeGap(event.Gap{Reason: event.GapRollback})) // once, though on two lists
+	h.Broadcast(event.Heartbeat)
+	if got, want := describe(next(t, s)), "1a 3b gap hb"; got != want {
+		t.Fatalf("before any change got %q, want %q", got, want)
+	}
+	// The gap's id (zero) is the newest cursor broadcast; a floor after it wins.
+	if at, ok := s.Adjust(Change{Add: []string{"c"}, Remove: []string{"a"}}, cursor.ID{Ms: 1, Seq: 3}, notice); !ok || at != (cursor.ID{Ms: 1, Seq: 3}) {
+		t.Fatalf("Adjust = %v, %v; want 1-3 (the floor), true", at, ok)
+	}
+	h.Broadcast(msg(4, "a"))
+	h.Broadcast(msg(5, "c"))
+	h.Broadcast(msg(6, "d"))
+	if got, want := describe(next(t, s)), ": at 1-3 5c"; got != want {
+		t.Fatalf("after removing a and adding c got %q, want %q", got, want)
+	}
+	if got, want := describe(next(t, other)), "1a gap hb 4a"; got != want {
+		t.Fatalf("the plain subscriber of a got %q, want %q", got, want)
+	}
+
+	on, off := true, false
+	if at, _ := s.Adjust(Change{All: &on}, cursor.ID{}, notice); at != (cursor.ID{Ms: 1, Seq: 6}) {
+		t.Fatalf("switching to every key took effect at %v, want 1-6 (the newest broadcast)", at)
+	}
+	h.Broadcast(msg(7, "x"))
+	h.Broadcast(msg(8, "c"))
+	h.Broadcast(enc.EncodeGap(event.Gap{Reason: event.GapRollback, Resume: cursor.ID{Ms: 1, Seq: 8}}))
+	if got, want := describe(next(t, s)), ": at 1-6 7x 8c gap"; got != want {
+		t.Fatalf("following every key got %q, want %q (each once)", got, want)
+	}
+	s.Adjust(Change{All: &off, Add: []string{"y"}}, cursor.ID{}, notice)
+	h.Broadcast(msg(9, "x"))
+	h.Broadcast(msg(10, "y"))
+	h.Broadcast(msg(11, "b"))
+	if got, want := describe(next(t, s)), ": at 1-8 10y 11b"; got != want {
+		t.Fatalf("back to the key set (b, c, y) got %q, want %q", got, want)
+	}
+	if all, n := s.Follows(); all || n != 3 {
+		t.Fatalf("Follows = %v, %d; want false, 3", all, n)
+	}
+
+	// Closing takes it off every list; the plain subscriber keeps its place.
+	s.Close()
+	if _, ok := s.Adjust(Change{Add: []string{"z"}}, cursor.ID{}, notice); ok {
+		t.Fatal("Adjust of a closed subscriber reported success")
+	}
+	h.Broadcast(msg(12, "b"))
+	h.Broadcast(msg(13, "a"))
+	if got := h.Subscribers(); got != 1 {
+		t.Fatalf("%d subscribers registered after Close, want 1", got)
+	}
+	if got, want := describe(next(t, other)), "gap 13a"; got != want {
+		t.Fatalf("the plain subscriber got %q after the other left, want %q", got, want)
+	}
+	if n := len(h.registered()); n != 1 {
+		t.Fatalf("registry walk finds %d subscribers, want 1", n)
+	}
+}
+
+func TestInterestWithNoKeysGetsOnlyGapsAndHeartbeats(t *testing.T) {
+	h := New(1 << 20)
+	s := h.SubscribeInterest(Interest{})
+	defer s.Close()
+	h.Broadcast(msg(1, "a"))
+	h.Broadcast(event.Heartbeat)
+	if got, want := describe(next(t, s)), "hb"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if n := h.Disconnect(ErrUpstreamLost); n != 1 {
+		t.Fatalf("Disconnect ended %d subscribers, want 1", n)
+	}
+}
+
+// Interest routing costs a key's list per event, whatever the number of adjustable
+// subscribers following other keys.
+func BenchmarkBroadcastToInterestStreams(b *testing.B) {
+	h := New(1 << 30)
+	const streams, keys = 500, 10_000
+	for i := range streams {
+		s := h.SubscribeInterest(Interest{Keys: []string{fmt.Sprint("k", i)}})
+		defer s.Close()
+	}
+	events := make([]*event.Encoded, keys)
+	for i := range events {
+		events[i] = msg(uint64(i), fmt.Sprint("k", i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		h.Broadcast(events[i%keys])
+	}
+}

@@ -1,0 +1,321 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/relay/cursor"
+)
+
+// A sidecar's upstream stream of a shard follows only what its local subscribers need: the
+// keys of its keyed subscribers, or every key while a whole-channel subscriber exists. It is an
+// interest stream of the shard relay (see the relay's httpapi/interest.go): changes are posted
+// while it stays connected, and each shows in the stream as a comment with the cursor from
+// which it holds. A local subscriber registers only once the upstream follows what it needs, so
+// it gets every event published after it subscribed; a reconnect carries the whole interest and
+// resumes after the last cursor read, so a change neither loses nor repeats anything.
+
+// interest is what one shardStream's local subscribers need, and what its relay was told.
+type interest struct {
+	mu      sync.Mutex
+	keys    map[string]int // local keyed subscribers per key
+	whole   int            // local whole-channel subscribers: every key is needed
+	version uint64         // bumped whenever what is needed changes
+
+	stream  string          // the relay's id of the connected upstream stream ("" while none)
+	base    string          // the relay it is connected to
+	sentAll bool            // what that relay follows for us
+	sent    map[string]bool //
+	posted  uint64          // the newest version posted to the stream (or opened with)
+	applied uint64          // the newest version the stream showed in effect
+	changed chan struct{}   // closed (and replaced) when applied moves
+	cancel  context.CancelCauseFunc
+	kick    chan struct{} // the adjuster has work
+}
+
+func newInterest() *interest {
+	return &interest{keys: map[string]int{}, sent: map[string]bool{}, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// errInterest ends an upstream stream whose interest could not be changed: the next one
+// carries the whole interest from the start.
+var errInterest = errors.New("changing the upstream stream's keys failed")
+
+// want records that a local subscriber needs key ("" = every key) and returns the version to
+// wait for; drop undoes it.
+func (in *interest) want(key string) uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if key == "" {
+		in.whole++
+		if in.whole == 1 {
+			in.bumpLocked()
+		}
+	} else {
+		in.keys[key]++
+		if in.keys[key] == 1 && in.whole == 0 {
+			in.bumpLocked()
+		}
+	}
+	return in.version
+}
+
+func (in *interest) drop(key string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if key == "" {
+		in.whole--
+		if in.whole == 0 {
+			in.bumpLocked()
+		}
+		return
+	}
+	if in.keys[key]--; in.keys[key] == 0 {
+		delete(in.keys, key)
+		if in.whole == 0 {
+			in.bumpLocked()
+		}
+	}
+}
+
+func (in *interest) bumpLocked() {
+	in.version++
+	select {
+	case in.kick <- struct{}{}:
+	default:
+	}
+}
+
+// await returns once the upstream follows what version asked for.
+func (in *interest) await(ctx context.Context, version uint64) error {
+	for {
+		in.mu.Lock()
+		if in.applied >= version {
+			in.mu.Unlock()
+			return nil
+		}
+		ch := in.changed
+		in.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (in *interest) setAppliedLocked(v uint64) {
+	if v > in.applied {
+		in.applied = v
+		close(in.changed)
+		in.changed = make(chan struct{})
+	}
+}
+
+// opening is what a stream is opened with: the interest as of version.
+type opening struct {
+	all     bool
+	keys    []string
+	version uint64
+}
+
+// query is the interest a stream opens with.
+func (in *interest) query() opening {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	o := opening{all: in.whole > 0, version: in.version}
+	if !o.all {
+		for k := range in.keys {
+			o.keys = append(o.keys, k)
+		}
+	}
+	return o
+}
+
+// values are the query parameters of an opening.
+func (o opening) values() url.Values {
+	if o.all {
+		return url.Values{"interest": {"all"}}
+	}
+	return url.Values{"interest": {"keys"}, "key": o.keys}
+}
+
+// opened records that the stream at base announced itself as id, following o (it was opened
+// with it): subscribers waiting for o's version go on, and later changes are posted.
+func (in *interest) opened(id, base string, o opening, cancel context.CancelCauseFunc) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.stream, in.base, in.cancel, in.posted = id, base, cancel, o.version
+	in.sentAll = o.all
+	clear(in.sent)
+	for _, k := range o.keys {
+		in.sent[k] = true
+	}
+	in.setAppliedLocked(o.version)
+	if in.version > o.version {
+		select {
+		case in.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// closed forgets the stream (it failed): changes wait for the next one.
+func (in *interest) closed() {
+	in.mu.Lock()
+	in.stream, in.cancel = "", nil
+	in.mu.Unlock()
+}
+
+// shown records an interest comment of the stream: the change posted as seq is in effect.
+func (in *interest) shown(seq uint64) {
+	in.mu.Lock()
+	in.setAppliedLocked(seq)
+	in.mu.Unlock()
+}
+
+// change is the body of an interest change (the relay's httpapi.interestChange).
+type change struct {
+	Seq    uint64   `json:"seq"`
+	All    *bool    `json:"all,omitempty"`
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// next is the change that brings the relay to what is needed, the stream to post it to, and
+// false when there is nothing to do.
+func (in *interest) next() (c change, stream, base string, ok bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.stream == "" || in.posted >= in.version {
+		return change{}, "", "", false
+	}
+	c.Seq = in.version
+	all := in.whole > 0
+	if all != in.sentAll {
+		c.All = &all
+	}
+	if !all {
+		for k := range in.keys {
+			if !in.sent[k] {
+				c.Add = append(c.Add, k)
+			}
+		}
+		for k := range in.sent {
+			if in.keys[k] == 0 {
+				c.Remove = append(c.Remove, k)
+			}
+		}
+		slices.Sort(c.Add)
+		slices.Sort(c.Remove)
+	}
+	return c, in.stream, in.base, true
+}
+
+// posted records that stream took c (unless another stream replaced it meanwhile).
+func (in *interest) tookChange(stream string, c change) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.stream != stream {
+		return
+	}
+	in.posted = max(in.posted, c.Seq)
+	if c.All != nil {
+		in.sentAll = *c.All
+	}
+	for _, k := range c.Add {
+		in.sent[k] = true
+	}
+	for _, k := range c.Remove {
+		delete(in.sent, k)
+	}
+}
+
+// failed ends stream, if it is still the connected one, so the next carries the whole interest.
+func (in *interest) failed(stream string, err error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.stream == stream && in.cancel != nil {
+		in.cancel(fmt.Errorf("%w: %v", errInterest, err))
+	}
+}
+
+// adjust posts the changes of a shard's upstream interest as they come, one at a time.
+func (st *shardStream) adjust(ctx context.Context) {
+	in := st.interest
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-in.kick:
+		}
+		for {
+			c, stream, base, ok := in.next()
+			if !ok {
+				break
+			}
+			if err := st.post(ctx, base, stream, c); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				st.ch.s.log.Warn("changing the upstream stream's keys failed; re-opening it", "channel", st.ch.ref.String(), "shard", st.index, "error", err.Error())
+				in.failed(stream, err)
+				break
+			}
+			in.tookChange(stream, c)
+		}
+	}
+}
+
+// post sends one change to the relay the stream is connected to.
+func (st *shardStream) post(ctx context.Context, base, stream string, c change) error {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := st.ch.send(ctx, http.MethodPost, base+"/v1/channels/"+st.ch.ref.Name+"/streams/"+stream, bytes.NewReader(body),
+		http.Header{"Content-Type": {"application/json"}})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	return nil
+}
+
+// parseInterestComment reads "interest <seq> <cursor>"; ok is false for any other comment.
+func parseInterestComment(comment string) (seq uint64, at cursor.ID, ok bool) {
+	rest, found := strings.CutPrefix(comment, "interest ")
+	if !found {
+		return 0, cursor.ID{}, false
+	}
+	s, c, found := strings.Cut(rest, " ")
+	if !found {
+		return 0, cursor.ID{}, false
+	}
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, cursor.ID{}, false
+	}
+	if at, err = cursor.Parse(c); err != nil {
+		return 0, cursor.ID{}, false
+	}
+	return seq, at, true
+}
