@@ -91,6 +91,8 @@ func TestAnswersMatchTheAPIDocuments(t *testing.T) {
 		{"stream of other shard", "GET", events, ch + "/events?key=" + otherShardKey, good, "", 421},
 		{"replay without cursor", "GET", events, ch + "/events?live=false", good, "", 400},
 		{"plain GET of ws", "GET", ws, ch + "/ws", good, "", 426},
+		{"bad interest", "GET", events, ch + "/events?interest=most", good, "", 400},
+		{"change of no stream", "POST", "/v1/channels/{channel}/streams/{stream}", ch + "/streams/nope", with("Content-Type", "application/json"), `{"seq":1}`, 404},
 		{"shard map", "GET", "/v1/channels/{channel}/shards", ch + "/shards", nil, "", 200},
 		{"healthz", "GET", "/healthz", "/healthz", nil, "", 200},
 		{"readyz", "GET", "/readyz", "/readyz", nil, "", 200},
@@ -139,4 +141,33 @@ func TestAnswersMatchTheAPIDocuments(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec.CheckEvent(t, frame, false)
+
+	// An interest stream, and changes to it (the caller's two streams end first).
+	sse.Close()
+	conn.CloseNow()
+	var interest *relaytest.SSE
+	relaytest.Eventually(t, 10*time.Second, "room for another stream", func() bool {
+		code, _ := call("GET", events, ch+"/events?live=false&since=0-0", good, "")
+		return code == http.StatusOK
+	})
+	interest = relaytest.OpenSSE(t, r.URL+ch+"/events?interest=keys&key="+k1, relaytest.SSEOptions{Header: http.Header{"Authorization": {"Bearer good"}}})
+	hello, err := interest.Next(10 * time.Second)
+	id, ok := strings.CutPrefix(hello.Comment, "stream ")
+	if err != nil || !ok {
+		t.Fatalf("the interest stream opens with %+v, %v", hello, err)
+	}
+	change := "/v1/channels/{channel}/streams/{stream}"
+	for _, c := range []struct {
+		name, contentType, body string
+		want                    int
+	}{
+		{"change", "application/json", `{"seq":1,"all":true,"add":["` + k1 + `"]}`, 200},
+		{"change of another shard's key", "application/json", `{"seq":2,"add":["` + otherShardKey + `"]}`, 421},
+		{"change not in JSON", "text/plain", `x`, 415},
+		{"malformed change", "application/json", `{"seq":-1}`, 400},
+	} {
+		if code, _ := call("POST", change, ch+"/streams/"+id, with("Content-Type", c.contentType), c.body); code != c.want {
+			t.Fatalf("%s: %d, want %d", c.name, code, c.want)
+		}
+	}
 }

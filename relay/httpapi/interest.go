@@ -101,25 +101,19 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusUnsupportedMediaType, "a change is application/json, not "+strconv.Quote(clip(r.Header.Get("Content-Type"))))
 		return
 	}
-	var c interestChange
-	if err := decodeStrict(http.MaxBytesReader(w, r.Body, maxInterestBody), &c); err != nil {
+	c, err := decodeChange(http.MaxBytesReader(w, r.Body, maxInterestBody))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			WriteError(w, http.StatusRequestEntityTooLarge, "a change is at most "+strconv.Itoa(maxInterestBody)+" bytes; send it in parts")
 			return
 		}
-		WriteError(w, http.StatusBadRequest, "the body is not a change ({\"seq\":1,\"all\":false,\"add\":[...],\"remove\":[...]}): "+err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	for _, k := range c.Add {
 		if bad := s.checkKey("add", k); bad.status != 0 {
 			s.reject(w, bad)
-			return
-		}
-	}
-	for _, k := range c.Remove {
-		if err := event.ValidateField("remove", k, event.MaxKeyBytes); err != nil {
-			WriteError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 	}
@@ -140,6 +134,22 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 	s.cfg.Metrics.InterestChanges.Inc()
 	all, n := st.sub.Follows()
 	WriteJSON(w, http.StatusOK, map[string]any{"seq": c.Seq, "at": at.String(), "all": all, "keys": n})
+}
+
+// decodeChange reads a change's body: one JSON object with known fields and valid keys.
+func decodeChange(r io.Reader) (interestChange, error) {
+	var c interestChange
+	if err := decodeStrict(r, &c); err != nil {
+		return c, errors.New("the body is not a change ({\"seq\":1,\"all\":false,\"add\":[...],\"remove\":[...]}): " + err.Error())
+	}
+	for _, keys := range [][]string{c.Add, c.Remove} {
+		for _, k := range keys {
+			if err := event.ValidateField("key", k, event.MaxKeyBytes); err != nil {
+				return c, errors.New("a key of the change: " + err.Error())
+			}
+		}
+	}
+	return c, nil
 }
 
 // decodeStrict decodes one JSON value into v, refusing unknown fields and trailing data.

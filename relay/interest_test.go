@@ -1,0 +1,152 @@
+package relay_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/internal/relaytest"
+)
+
+// nextFrame returns the next frame that is not a heartbeat: an event or a comment.
+func nextFrame(t *testing.T, s *relaytest.SSE) relaytest.Event {
+	t.Helper()
+	ev, err := s.Next(10 * time.Second)
+	if err != nil {
+		t.Fatalf("next frame: %v", err)
+	}
+	return ev
+}
+
+// keyOf returns a key of shard i of r's channel, made from prefix.
+func keyOf(r *relaytest.Relay, prefix string, i int) string {
+	for n := 0; ; n++ {
+		if k := fmt.Sprint(prefix, n); r.Map.ShardFor(k) == i {
+			return k
+		}
+	}
+}
+
+func postChange(t *testing.T, url, body, contentType string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, contentType, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("POST %s answered %d with %q", url, resp.StatusCode, b)
+	}
+	return resp.StatusCode, v
+}
+
+// An interest stream follows the keys it is given, changes them while connected, says in the
+// stream where each change took effect, and resumes exactly from any cursor it showed.
+func TestInterestStreamChangesItsKeysWhileConnected(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{Shards: 2})
+	a, b, c := keyOf(r, "a", 0), keyOf(r, "b", 0), keyOf(r, "c", 0)
+	elsewhere := keyOf(r, "x", 1)
+
+	s := relaytest.OpenSSE(t, r.ChannelURL("/events?interest=keys&key="+a), relaytest.SSEOptions{})
+	hello := nextFrame(t, s)
+	id, ok := strings.CutPrefix(hello.Comment, "stream ")
+	if !ok || len(id) != 32 {
+		t.Fatalf("an interest stream opens with %+v, want the comment \"stream <id>\"", hello)
+	}
+	streamURL := r.ChannelURL("/streams/" + id)
+	message := func(key string) relaytest.Event {
+		t.Helper()
+		ev := nextFrame(t, s)
+		if ev.Event != "message" || ev.CloudEvent(t).Subject != key {
+			t.Fatalf("got %+v, want a message of key %s", ev, key)
+		}
+		return ev
+	}
+
+	r.MustPublish(t, b, `{"n":1}`)
+	r.MustPublish(t, a, `{"n":2}`)
+	message(a) // b is not followed
+
+	code, v := postChange(t, streamURL, `{"seq":1,"add":["`+b+`"],"remove":["`+a+`"]}`, "application/json")
+	if code != http.StatusOK || v["seq"] != 1.0 || v["keys"] != 1.0 || v["all"] != false {
+		t.Fatalf("change answered %d %v", code, v)
+	}
+	if ev := nextFrame(t, s); ev.Comment != "interest 1 "+v["at"].(string) {
+		t.Fatalf("after the change the stream shows %+v, want the comment \"interest 1 %s\"", ev, v["at"])
+	}
+	r.MustPublish(t, a, `{"n":3}`)
+	r.MustPublish(t, b, `{"n":4}`)
+	atB := message(b).ID
+
+	code, v = postChange(t, streamURL, `{"seq":2,"all":true}`, "application/json")
+	if code != http.StatusOK || v["all"] != true || v["at"] != atB {
+		t.Fatalf("switching to every key answered %d %v, want it in effect after %s", code, v, atB)
+	}
+	if ev := nextFrame(t, s); ev.Comment != "interest 2 "+atB {
+		t.Fatalf("got %+v, want the comment \"interest 2 %s\"", ev, atB)
+	}
+	r.MustPublish(t, c, `{"n":5}`)
+	r.MustPublish(t, a, `{"n":6}`)
+	message(c)
+	last := message(a).ID
+
+	// Bad changes are refused with a reason; the stream goes on.
+	for _, tc := range []struct {
+		url, body, contentType string
+		code                   int
+		says                   string
+	}{
+		{r.ChannelURL("/streams/0123"), `{"seq":3}`, "application/json", http.StatusNotFound, "no interest stream"},
+		{streamURL, `{"seq":3,"add":"a"}`, "application/json", http.StatusBadRequest, "not a change"},
+		{streamURL, `{"seq":3,"keys":["a"]}`, "application/json", http.StatusBadRequest, "unknown field"},
+		{streamURL, `{"seq":3}{}`, "application/json", http.StatusBadRequest, "trailing"},
+		{streamURL, `{"seq":3,"add":[""]}`, "application/json", http.StatusBadRequest, "empty"},
+		{streamURL, `{"seq":3}`, "text/plain", http.StatusUnsupportedMediaType, "application/json"},
+		{streamURL, `{"seq":3,"add":["` + elsewhere + `"]}`, "application/json", http.StatusMisdirectedRequest, "belongs to shard 1"},
+	} {
+		if code, v := postChange(t, tc.url, tc.body, tc.contentType); code != tc.code || !strings.Contains(fmt.Sprint(v["detail"]), tc.says) {
+			t.Errorf("POST %s: answered %d %v, want %d saying %q", tc.body, code, v, tc.code, tc.says)
+		}
+	}
+	for _, tc := range []struct{ query, says string }{
+		{"?interest=some", "query parameter interest must be"},
+		{"?interest=keys&key=" + elsewhere, "belongs to shard 1"},
+		{"?interest=keys&live=false&since=0-0", "cannot be replay-only"},
+	} {
+		resp, err := http.Get(r.ChannelURL("/events" + tc.query))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || !strings.Contains(string(body), tc.says) {
+			t.Errorf("GET %s answered %d %s, want a 4xx saying %q", tc.query, resp.StatusCode, body, tc.says)
+		}
+	}
+
+	if got := r.Metric(t, "herald_relay_interest_changes_total"); got != 2 {
+		t.Fatalf("herald_relay_interest_changes_total = %v, want 2 (refused changes do not count)", got)
+	}
+
+	// A new stream resuming after the last cursor with the current interest gets exactly what
+	// came since; the old stream's id is gone with it.
+	s.Close()
+	relaytest.Eventually(t, 5*time.Second, "the old stream to end", func() bool {
+		code, _ := postChange(t, streamURL, `{"seq":9}`, "application/json")
+		return code == http.StatusNotFound
+	})
+	r.MustPublish(t, b, `{"n":7}`)
+	s = relaytest.OpenSSE(t, r.ChannelURL("/events?interest=keys&key="+b), relaytest.SSEOptions{LastEventID: last})
+	if ev := nextFrame(t, s); ev.Event != "message" || ev.CloudEvent(t).Subject != b || !strings.Contains(ev.Data, `"n":7`) {
+		t.Fatalf("the resumed stream starts with %+v, want message 7", ev)
+	}
+	if ev := nextFrame(t, s); !strings.HasPrefix(ev.Comment, "stream ") {
+		t.Fatalf("after its replay the resumed stream shows %+v, want its announcement", ev)
+	}
+}

@@ -1,0 +1,184 @@
+package sidecar_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/internal/relaytest"
+)
+
+// deliveredBy sums the events the relays of every shard queued to their subscribers.
+func deliveredBy(c *relaytest.Channel) uint64 {
+	var n uint64
+	for _, replicas := range c.Replicas {
+		for _, r := range replicas {
+			n += r.Hub().Delivered()
+		}
+	}
+	return n
+}
+
+// The relays send a sidecar only what its local subscribers follow: the keys of keyed ones,
+// every key only while a whole-channel subscriber is connected.
+func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 2}, 1)
+	sc := startSidecar(t, c, "")
+	publishAll := func(n int) map[string]int {
+		perKey := map[string]int{}
+		for i := range n {
+			key := fmt.Sprint("user-", i%25)
+			if code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, i)); code != http.StatusAccepted {
+				t.Fatalf("publish: %d %+v", code, p)
+			}
+			perKey[key]++
+		}
+		return perKey
+	}
+
+	a := relaytest.OpenSSE(t, sc.channelURL("/events?key=user-3"), relaytest.SSEOptions{})
+	b := relaytest.OpenSSE(t, sc.channelURL("/events?key=user-17"), relaytest.SSEOptions{})
+	before := deliveredBy(c)
+	perKey := publishAll(200)
+	a.Messages(t, perKey["user-3"], 10*time.Second)
+	b.Messages(t, perKey["user-17"], 10*time.Second)
+	if got, want := deliveredBy(c)-before, uint64(perKey["user-3"]+perKey["user-17"]); got != want {
+		t.Fatalf("the relays sent the sidecar %d events for 2 keyed subscribers, want %d (their keys' messages only)", got, want)
+	}
+
+	whole := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
+	before = deliveredBy(c)
+	publishAll(100)
+	whole.Messages(t, 100, 10*time.Second)
+	if got := deliveredBy(c) - before; got != 100 {
+		t.Fatalf("with a whole-channel subscriber the relays sent %d events for 100 messages, want 100 (each once)", got)
+	}
+	whole.Close()
+	b.Close()
+	relaytest.Eventually(t, 10*time.Second, "the sidecar to follow user-3 alone again", func() bool {
+		before := deliveredBy(c)
+		n := publishAll(25)["user-3"]
+		a.Messages(t, n, 10*time.Second)
+		return deliveredBy(c)-before == uint64(n)
+	})
+}
+
+// Local subscribers come and go on random keys, whole-channel ones among them, while messages
+// are published and the relay serving each upstream is killed: every subscriber gets, per key,
+// an unbroken run of that key's messages in order, starting no later than the first message
+// published after it subscribed.
+func TestInterestChangesLoseAndRepeatNothing(t *testing.T) {
+	const shards, keys, subscribers, rounds = 2, 12, 6, 8
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: shards}, 2)
+	sc := startSidecar(t, c, "")
+
+	type pub struct {
+		n     int
+		start time.Time
+	}
+	var mu sync.Mutex
+	published := map[string][]pub{} // per key, in order
+	stop := make(chan struct{})
+	var publishers sync.WaitGroup
+	var total atomic.Int64
+	for range 2 {
+		publishers.Add(1)
+		go func() {
+			defer publishers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprint("k", rand.IntN(keys))
+				// Per key one publisher at a time, so its sequence is its publish order.
+				mu.Lock()
+				n := len(published[key])
+				published[key] = append(published[key], pub{n: n, start: time.Now()})
+				code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, n))
+				mu.Unlock()
+				if code != http.StatusAccepted {
+					t.Errorf("publish: %d %+v", code, p)
+					return
+				}
+				total.Add(1)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+
+	var subs sync.WaitGroup
+	var opened atomic.Int64
+	for si := range subscribers {
+		subs.Add(1)
+		go func() {
+			defer subs.Done()
+			for round := range rounds {
+				key := fmt.Sprint("k", rand.IntN(keys))
+				path := "/events?key=" + key
+				if round%4 == si%4 {
+					key, path = "", "/events"
+				}
+				s := relaytest.OpenSSE(t, sc.channelURL(path), relaytest.SSEOptions{})
+				since := time.Now()
+				opened.Add(1)
+				next := map[string]int{} // per key, the message expected next
+				for range 15 {
+					ev, err := s.Next(20 * time.Second)
+					if err != nil || ev.Event != "message" {
+						t.Errorf("subscriber %d round %d (%q): %+v %v", si, round, key, ev, err)
+						return
+					}
+					got := decode(t, ev)
+					if key != "" && got.subject != key {
+						t.Errorf("subscriber of %s got a message of %s", key, got.subject)
+						return
+					}
+					want, seen := next[got.subject]
+					if !seen {
+						// The first message of a key may be older than the subscription, but
+						// none published after it subscribed may be skipped.
+						mu.Lock()
+						for _, p := range published[got.subject][:got.n] {
+							if p.start.After(since) {
+								t.Errorf("subscriber %d round %d (%q): first message of %s is %d, but %d was published after it subscribed", si, round, key, got.subject, got.n, p.n)
+							}
+						}
+						mu.Unlock()
+					} else if got.n != want {
+						t.Errorf("subscriber %d round %d (%q): after message %d of %s came %d (lost or repeated)", si, round, key, want-1, got.subject, got.n)
+						return
+					}
+					next[got.subject] = got.n + 1
+				}
+				s.Close()
+			}
+		}()
+	}
+	// Kill the relay serving each shard's upstream while the subscribers churn.
+	for i := range shards {
+		relaytest.Eventually(t, 20*time.Second, "subscribers to churn", func() bool { return opened.Load() >= int64(2*subscribers*(i+1)) })
+		relaytest.Eventually(t, 20*time.Second, "an upstream stream on shard "+fmt.Sprint(i), func() bool { return upstreamsOf(t, c, i, nil) == 1 })
+		for _, r := range c.Replicas[i] {
+			if r.Hub().Subscribers() == 1 {
+				r.Kill()
+				break
+			}
+		}
+	}
+	subs.Wait()
+	close(stop)
+	publishers.Wait()
+	if t.Failed() {
+		return
+	}
+	if got := sc.metric(t, "herald_relay_sidecar_upstream_reconnects_total"); got < shards {
+		t.Fatalf("%v upstream reconnects after killing a relay of each shard, want at least %d", got, shards)
+	}
+	t.Logf("%d messages published", total.Load())
+}
