@@ -39,7 +39,7 @@ type Config struct {
 	FailoverSub int           // scenario (e) subscribers per path
 	Only        string        // comma-separated scenario letters; "" = all
 	CPUProfile  string        // write a CPU profile of the relay during ProfileOf; needs PprofBin
-	ProfileOf   string        // the scenario profiled: "a" (its first measurement) or "f" (ack=leader)
+	ProfileOf   string        // the scenario profiled: "a" (its first measurement), "f" (ack=leader) or "g" (reading from Redis with no subscriber)
 	PprofBin    string        // bench/cmd/herald-relay-pprof binary
 	RelayArgs   []string      // more flags for the shard relays (e.g. --write-interval=0)
 	Logf        func(format string, args ...any)
@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		run    func(context.Context) error
 	}{
 		{"a", r.scenarioFanout}, {"b", r.scenarioSaturation}, {"c", r.scenarioTwoTier},
-		{"d", r.scenarioIdle}, {"f", r.scenarioPublish}, {"h", r.scenarioLowRate}, {"e", r.scenarioFailover},
+		{"d", r.scenarioIdle}, {"f", r.scenarioPublish}, {"g", r.scenarioInterest}, {"h", r.scenarioLowRate}, {"e", r.scenarioFailover},
 	}
 	for _, s := range steps {
 		if cfg.Only != "" && !strings.Contains(cfg.Only, s.letter) {
@@ -343,7 +343,7 @@ func (s *SubSet) waitPrimed(d time.Duration) bool {
 func (r *Runner) scenarioFanout(ctx context.Context) error {
 	for i, c := range r.cfg.Fanout {
 		var prof chan error
-		if i == 0 && r.cfg.CPUProfile != "" && r.cfg.ProfileOf != "f" {
+		if i == 0 && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == "a" {
 			prof = make(chan error, 1)
 			go func() { prof <- r.profile(r.cfg.Duration) }()
 		}

@@ -31,7 +31,10 @@ type Sub struct {
 	primed     atomic.Bool // received anything at all
 	lastMs     uint64
 	lastSeq    uint64
-	firstAfter int64 // Unix ns of the first delivery of a message sent after set.KillAt
+	firstAfter int64        // Unix ns of the first delivery of a message sent after set.KillAt
+	index      int          // which subscriber of the set it is (the order they were asked for)
+	read       atomic.Int64 // bytes read from the connection
+	msgBytes   atomic.Int64 // bytes of the frames of distinct messages of the set's range
 	done       chan struct{}
 	err        error
 }
@@ -40,6 +43,9 @@ type Sub struct {
 type SubSet struct {
 	Base   uint64       // first sequence number this set counts; older ones are ignored
 	KillAt atomic.Int64 // Unix ns of a disruption (failover), 0 = none
+	// Wants says which messages subscriber i is owed (nil: all of them): a keyed subscriber
+	// is owed its key's.
+	Wants  func(i int, seq uint64) bool
 	Subs   []*Sub
 	cancel context.CancelFunc
 	ctx    context.Context
@@ -52,8 +58,8 @@ func newSubSet(base uint64) *SubSet {
 	return &SubSet{Base: base, ctx: ctx, cancel: cancel}
 }
 
-func (s *SubSet) add(c io.Closer) *Sub {
-	sub := &Sub{set: s, done: make(chan struct{})}
+func (s *SubSet) add(c io.Closer, index int) *Sub {
+	sub := &Sub{set: s, index: index, done: make(chan struct{})}
 	s.mu.Lock()
 	s.Subs = append(s.Subs, sub)
 	if c != nil {
@@ -63,17 +69,18 @@ func (s *SubSet) add(c io.Closer) *Sub {
 	return sub
 }
 
-// deliver records one message: stream ID (ms, seq) and payload stamp.
-func (s *Sub) deliver(ms, idSeq, seq uint64, ts int64, now time.Time) {
+// deliver records one message: stream ID (ms, seq) and payload stamp. It reports whether the
+// message counts: of the set's range, and new.
+func (s *Sub) deliver(ms, idSeq, seq uint64, ts int64, now time.Time) bool {
 	if !s.primed.Load() {
 		s.primed.Store(true)
 	}
 	if seq < s.set.Base {
-		return // an earlier phase's message
+		return false // an earlier phase's message
 	}
 	if s.seen.Set(seq - s.set.Base) {
 		s.dup++
-		return
+		return false
 	}
 	if ms < s.lastMs || (ms == s.lastMs && idSeq <= s.lastSeq) {
 		s.ooo++
@@ -85,6 +92,7 @@ func (s *Sub) deliver(ms, idSeq, seq uint64, ts int64, now time.Time) {
 		s.firstAfter = nowNs
 	}
 	s.delivered.Add(1)
+	return true
 }
 
 // Delivered is the number of distinct messages delivered to all subscribers so far.
@@ -94,6 +102,15 @@ func (s *SubSet) Delivered() int64 {
 		n += sub.delivered.Load()
 	}
 	return n
+}
+
+// Bytes are the bytes the subscribers read, and those of the distinct messages they were sent.
+func (s *SubSet) Bytes() (read, messages int64) {
+	for _, sub := range s.Subs {
+		read += sub.read.Load()
+		messages += sub.msgBytes.Load()
+	}
+	return read, messages
 }
 
 // WaitDelivered waits until every subscriber has want messages (or within passes).
@@ -166,7 +183,7 @@ func (s *SubSet) Collect(acked []uint64) Result {
 		}
 		r.Lat.Add(&sub.hist)
 		for _, q := range acked {
-			if q >= s.Base && !sub.seen.Has(q-s.Base) {
+			if q >= s.Base && !sub.seen.Has(q-s.Base) && (s.Wants == nil || s.Wants(sub.index, q)) {
 				r.Lost++
 			}
 		}
@@ -206,9 +223,17 @@ var sseTransport = &http.Transport{
 // OpenSSE connects n SSE subscribers to url (at most par connecting at once) and starts their
 // readers.
 func OpenSSE(url string, n, par int, base uint64) (*SubSet, error) {
+	return OpenSSEEach(func(int) string { return url }, n, par, base)
+}
+
+// OpenSSEEach is OpenSSE with subscriber i connecting to url(i).
+func OpenSSEEach(urlOf func(i int) string, n, par int, base uint64) (*SubSet, error) {
 	set := newSubSet(base)
 	client := &http.Client{Transport: sseTransport}
+	var next atomic.Int64
 	err := parallel(n, par, func() error {
+		i := int(next.Add(1) - 1)
+		url := urlOf(i)
 		req, _ := http.NewRequestWithContext(set.ctx, http.MethodGet, url, nil)
 		resp, err := client.Do(req)
 		if err != nil {
@@ -219,7 +244,7 @@ func OpenSSE(url string, n, par int, base uint64) (*SubSet, error) {
 			resp.Body.Close()
 			return fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, b)
 		}
-		sub := set.add(resp.Body)
+		sub := set.add(resp.Body, i)
 		go sub.readSSE(resp.Body)
 		return nil
 	})
@@ -255,13 +280,14 @@ func (s *Sub) readSSE(body io.Reader) {
 		}
 		n, err := body.Read(buf[end:])
 		end += n
+		s.read.Add(int64(n))
 		now := time.Now()
 		for {
 			i := bytes.Index(buf[start:end], frameEnd)
 			if i < 0 {
 				break
 			}
-			s.frame(buf[start:start+i+1], now)
+			s.frame(buf[start:start+i+1], i+len(frameEnd), now)
 			start += i + len(frameEnd)
 		}
 		if err != nil {
@@ -274,7 +300,7 @@ func (s *Sub) readSSE(body io.Reader) {
 var frameEnd = []byte("\n\n")
 
 // frame handles one SSE frame (its lines, each ending in a newline).
-func (s *Sub) frame(f []byte, now time.Time) {
+func (s *Sub) frame(f []byte, size int, now time.Time) {
 	var ms, idSeq, seq uint64
 	var ts int64
 	var haveID, haveStamp bool
@@ -294,8 +320,8 @@ func (s *Sub) frame(f []byte, now time.Time) {
 			s.slow.Store(true)
 		}
 	}
-	if haveID && haveStamp {
-		s.deliver(ms, idSeq, seq, ts, now)
+	if haveID && haveStamp && s.deliver(ms, idSeq, seq, ts, now) {
+		s.msgBytes.Add(int64(size))
 	}
 }
 
@@ -311,7 +337,7 @@ func OpenRaw(cluster *redis.ClusterClient, channel string, n, par int, base uint
 			ps.Close()
 			return err
 		}
-		sub := set.add(ps)
+		sub := set.add(ps, 0)
 		go sub.readRaw(set.ctx, ps)
 		return nil
 	})
@@ -357,7 +383,7 @@ func OpenIdleWS(url string, n, par int) (*SubSet, error) {
 		if err != nil {
 			return err
 		}
-		sub := set.add(wsCloser{c})
+		sub := set.add(wsCloser{c}, 0)
 		rctx := c.CloseRead(set.ctx)
 		go func() { <-rctx.Done(); close(sub.done) }()
 		return nil
