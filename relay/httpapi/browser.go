@@ -124,19 +124,20 @@ type Streams struct {
 	Browser      Browser
 }
 
-// corsHeaders are the response headers a hijacked stream copies from what the CORS handler set.
-var corsHeaders = []string{"Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Vary"}
+// copiedHeaders are the response headers a hijacked stream copies from w: what the CORS
+// handler set, and the interest stream's mark.
+var copiedHeaders = []string{"Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Vary", InterestHeader}
 
-// streamHeader is the response header of a hijacked SSE stream, with any CORS headers already
-// set on w, and the stream's opening retry field.
+// streamHeader is the response header of a hijacked SSE stream, with any CORS headers (and
+// interest mark) already set on w, and the stream's opening retry field.
 func streamHeader(w http.ResponseWriter) []byte {
 	h := w.Header()
-	if h.Get("Access-Control-Allow-Origin") == "" {
+	if h.Get("Access-Control-Allow-Origin") == "" && h.Get(InterestHeader) == "" {
 		return []byte(sseHeader + SSERetry)
 	}
 	var b bytes.Buffer
 	b.WriteString(sseHeader[:len(sseHeader)-2])
-	for _, name := range corsHeaders {
+	for _, name := range copiedHeaders {
 		for _, v := range h.Values(name) {
 			b.WriteString(name + ": " + v + "\r\n")
 		}

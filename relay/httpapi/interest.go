@@ -28,6 +28,11 @@ import (
 // read (an event's id or an interest comment's cursor) with its current interest misses nothing
 // and gets nothing twice.
 
+// InterestHeader marks the answer of an interest stream (its value is the interest it opened
+// with, "all" or "keys"): a client that asked for one and does not see it talks to a relay that
+// predates interest streams, which took the request for a plain stream.
+const InterestHeader = "Herald-Interest"
+
 // MaxInterestKeys bounds the keys one interest stream follows.
 const MaxInterestKeys = 100_000
 

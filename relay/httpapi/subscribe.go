@@ -288,6 +288,9 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := s.subscribe(req, "sse") // before replay: nothing published from now on is missed
+	if req.interest != nil {
+		w.Header().Set(InterestHeader, map[bool]string{true: "all", false: "keys"}[req.interest.All])
+	}
 	if r.Method == http.MethodGet && !req.replayOnly {
 		if c := hijackSSE(w, sub, s.cfg.WriteTimeout); c != nil {
 			s.serveHijacked(r.Context(), c, req)

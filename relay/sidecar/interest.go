@@ -40,6 +40,7 @@ type interest struct {
 	posted  uint64          // the newest version posted to the stream (or opened with)
 	applied uint64          // the newest version the stream showed in effect
 	changed chan struct{}   // closed (and replaced) when applied moves
+	plain   bool            // the connected stream is a plain one of every key (an older relay)
 	cancel  context.CancelCauseFunc
 	kick    chan struct{} // the adjuster has work
 }
@@ -101,7 +102,7 @@ func (in *interest) bumpLocked() {
 func (in *interest) await(ctx context.Context, version uint64) error {
 	for {
 		in.mu.Lock()
-		if in.applied >= version {
+		if in.applied >= version || in.plain {
 			in.mu.Unlock()
 			return nil
 		}
@@ -157,6 +158,7 @@ func (in *interest) opened(id, base string, o opening, cancel context.CancelCaus
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.stream, in.base, in.cancel, in.posted = id, base, cancel, o.version
+	in.plain = false
 	in.sentAll = o.all
 	clear(in.sent)
 	for _, k := range o.keys {
@@ -171,10 +173,20 @@ func (in *interest) opened(id, base string, o opening, cancel context.CancelCaus
 	}
 }
 
+// openedPlain records that a plain stream of every key is connected (to a relay that predates
+// interest streams): every subscriber is served at once, and nothing is posted.
+func (in *interest) openedPlain() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.plain = true
+	close(in.changed)
+	in.changed = make(chan struct{})
+}
+
 // closed forgets the stream (it failed): changes wait for the next one.
 func (in *interest) closed() {
 	in.mu.Lock()
-	in.stream, in.cancel = "", nil
+	in.stream, in.cancel, in.plain = "", nil, false
 	in.mu.Unlock()
 }
 

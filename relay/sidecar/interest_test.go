@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -181,4 +182,38 @@ func TestInterestChangesLoseAndRepeatNothing(t *testing.T) {
 		t.Fatalf("%v upstream reconnects after killing a relay of each shard, want at least %d", got, shards)
 	}
 	t.Logf("%d messages published", total.Load())
+}
+
+// A relay from before interest streams takes an interest request for a plain stream: the
+// sidecar sees no interest mark on the answer and follows the whole shard the old way, so its
+// subscribers are served all the same.
+func TestUpstreamFollowsTheWholeShardOfAnOlderRelay(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1, Server: func(srv *httptest.Server) {
+		h := srv.Config.Handler
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			q.Del("interest") // as an older relay, which reads only the first key
+			r.URL.RawQuery = q.Encode()
+			h.ServeHTTP(w, r)
+		})
+	}}, 1)
+	sc := startSidecar(t, c, "")
+	a := relaytest.OpenSSE(t, sc.channelURL("/events?key=a"), relaytest.SSEOptions{})
+	b := relaytest.OpenSSE(t, sc.channelURL("/events?key=b"), relaytest.SSEOptions{})
+	before := deliveredBy(c)
+	for i := range 30 {
+		if code, p := sc.publish(t, []string{"a", "b", "c"}[i%3], fmt.Sprintf(`{"n":%d}`, i)); code != http.StatusAccepted {
+			t.Fatalf("publish: %d %+v", code, p)
+		}
+	}
+	for _, s := range []*relaytest.SSE{a, b} {
+		for j, ev := range s.Messages(t, 10, 10*time.Second) {
+			if got := decode(t, ev); got.n/3 != j {
+				t.Fatalf("message %d of a keyed subscriber is %d", j, got.n)
+			}
+		}
+	}
+	if got := deliveredBy(c) - before; got != 30 {
+		t.Fatalf("the older relay sent %d events for 30 messages, want 30 (the whole shard)", got)
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
@@ -25,7 +26,8 @@ type shardStream struct {
 	interest  *interest // what they need of the upstream stream (interest.go)
 	connected atomic.Bool
 
-	pos cursor.ID // owned by run: the last event received
+	pos       cursor.ID // owned by run: the last event received
+	plainNext bool      // owned by run: open the next stream without interest (an older relay)
 
 	mu         sync.Mutex // guards the status below
 	replica    string
@@ -104,7 +106,13 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	defer cancel(nil)
 	open := st.interest.query()
 	defer st.interest.closed()
-	resp, err := st.ch.get(sctx, base+"/v1/channels/"+st.ch.ref.Name+"/events?"+open.values().Encode(), hdr)
+	u := base + "/v1/channels/" + st.ch.ref.Name + "/events"
+	plain := st.plainNext
+	st.plainNext = false
+	if !plain {
+		u += "?" + open.values().Encode()
+	}
+	resp, err := st.ch.get(sctx, u, hdr)
 	if err != nil {
 		st.ch.s.markDown(base)
 		return err
@@ -116,6 +124,14 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 			_, _ = st.ch.token.get(true)
 		}
 		return fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
+	}
+	if plain {
+		st.interest.openedPlain()
+	} else if resp.Header.Get(httpapi.InterestHeader) == "" {
+		// A relay from before interest streams took the request for a plain stream (of one key
+		// at most): this once, follow the whole shard the old way.
+		st.plainNext = true
+		return fmt.Errorf("the relay at %s does not serve interest streams (an older version); following the whole shard", base)
 	}
 	st.connected.Store(true)
 	st.mu.Lock()
