@@ -11,13 +11,14 @@ import (
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/watch"
 )
 
 // A live SSE stream of a shard relay outlives its HTTP handler. After the replay the
 // connection is taken over from net/http (hijacked) and handed to the hub, whose few writer
 // goroutines write each batch with a non-blocking write(2) (hub.Output). An idle subscriber
-// then costs its socket, its hub entry and one small goroutine that only notices the peer
-// closing: no handler goroutine, no net/http buffers, so thousands of idle streams stay cheap.
+// then costs its socket and its hub entry: no goroutine (one shared watcher notices peers that
+// close, package watch), no net/http buffers, so thousands of idle streams stay cheap.
 // A peer whose socket buffer is full gets a goroutine of its own until it has taken the batch,
 // under the write timeout; one that stays behind is closed as a slow consumer by the hub.
 
@@ -45,6 +46,8 @@ type sseConn struct {
 	wrote   int
 	werr    error
 	writeFn func(fd uintptr) bool
+
+	unwatch func() // stops the watcher's calls (nil when a goroutine watches)
 }
 
 // hijackSSE takes the connection over from net/http and sends the response header; nil when
@@ -69,22 +72,61 @@ func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration
 	return c
 }
 
-// live hands the stream to the hub's writers and starts the watcher of the peer.
+// live hands the stream to the hub's writers and watches the peer.
 func (c *sseConn) live() {
-	go c.watch()
+	c.watchPeer()
 	c.sub.Push(c)
 }
 
-// watch reads until the peer closes (an SSE client sends nothing after its request), then
-// closes the subscriber so it leaves the hub at once rather than at the next failed write.
-func (c *sseConn) watch() {
-	var b [16]byte
-	for {
-		if _, err := c.conn.Read(b[:]); err != nil {
-			c.sub.Close()
+// watchPeer closes the subscriber once the peer closes (an SSE client sends nothing after its
+// request), so it leaves the hub at once rather than at the next failed write. The shared
+// watcher does it without a goroutine per stream; without one, a goroutine waits in Read.
+func (c *sseConn) watchPeer() {
+	if c.raw != nil {
+		if remove, err := watch.Default.Add(c.raw, c.peerReady); err == nil {
+			c.unwatch = remove
 			return
 		}
 	}
+	go func() {
+		var b [16]byte
+		for {
+			if _, err := c.conn.Read(b[:]); err != nil {
+				c.sub.Close()
+				return
+			}
+		}
+	}()
+}
+
+// peerReady runs on the watcher's goroutine when the peer sent something or went away: it
+// discards what was sent and closes the subscriber at the end of input.
+func (c *sseConn) peerReady() {
+	if gone := discardInput(c.raw); gone {
+		c.sub.Close()
+	}
+}
+
+// discardInput reads everything rc has without waiting and reports whether the peer is gone
+// (end of input, or an error).
+func discardInput(rc syscall.RawConn) (gone bool) {
+	var buf [512]byte
+	err := rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.Read(int(fd), buf[:])
+			switch {
+			case n > 0:
+				continue
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+			default: // n == 0: end of input; or a failed socket
+				gone = true
+			}
+			return true
+		}
+	})
+	return gone || err != nil
 }
 
 // Write sends a replay batch, waiting for the peer (Sink).
@@ -181,6 +223,9 @@ func (c *sseConn) End(err error) {
 
 // close ends the connection and the subscriber (it unregisters one the hub closed as slow).
 func (c *sseConn) close() {
+	if c.unwatch != nil {
+		c.unwatch()
+	}
 	_ = c.conn.Close()
 	c.sub.Close()
 }
