@@ -304,7 +304,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 // serveHijacked replays on the handler's goroutine, then hands the live stream to the hub's
 // writers and returns: an idle live subscriber holds no handler goroutine and no net/http
 // buffers (see ssepush.go).
-func (s *Server) serveHijacked(ctx context.Context, c *sseConn, req subscribeRequest) {
+func (s *Server) serveHijacked(ctx context.Context, c *pushConn, req subscribeRequest) {
 	last, seam, ok := s.resume(ctx, c, req)
 	if !ok || !s.announce(ctx, c, c.sub, req, last) {
 		c.close()
@@ -380,7 +380,7 @@ var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 0, sseWriteBytes)
 func (o *sseSink) Write(_ context.Context, batch []*event.Encoded) error {
 	o.armDeadline()
 	bp := sseBuffers.Get().(*[]byte)
-	err := frameBatch((*bp)[:0], batch, o.w.Write)
+	err := frameBatch(sseFramer{}, (*bp)[:0], batch, o.w.Write)
 	sseBuffers.Put(bp)
 	if err != nil {
 		return err

@@ -14,13 +14,15 @@ import (
 	"github.com/heraldhq/herald/relay/watch"
 )
 
-// A live SSE stream of a shard relay outlives its HTTP handler. After the replay the
-// connection is taken over from net/http (hijacked) and handed to the hub, whose few writer
-// goroutines write each batch with a non-blocking write(2) (hub.Output). An idle subscriber
-// then costs its socket and its hub entry: no goroutine (one shared watcher notices peers that
-// close, package watch), no net/http buffers, so thousands of idle streams stay cheap.
-// A peer whose socket buffer is full gets a goroutine of its own until it has taken the batch,
-// under the write timeout; one that stays behind is closed as a slow consumer by the hub.
+// A live stream of a shard relay, SSE or WebSocket, outlives its HTTP handler. The connection
+// is taken over from net/http (hijacked), the replay is written from the handler, and then the
+// stream is handed to the hub, whose few writer goroutines write each batch with a non-blocking
+// write(2) (hub.Output). An idle subscriber then costs its socket and its hub entry: no
+// goroutine (one shared watcher notices peers that close or send a control frame, package
+// watch), no net/http buffers, so thousands of idle streams stay cheap. A peer whose socket
+// buffer is full gets a goroutine of its own until it has taken the batch, under the write
+// timeout; one that stays behind is closed as a slow consumer by the hub. SSE and WebSocket
+// differ only in their framer: how an event, a heartbeat and the end look on the wire.
 
 // sseHeader starts every hijacked stream (streamHeader adds CORS headers and the opening retry
 // field). The body ends when the connection does.
@@ -30,9 +32,24 @@ const sseHeader = "HTTP/1.1 200 OK\r\n" +
 	"X-Accel-Buffering: no\r\n" +
 	"Connection: close\r\n\r\n"
 
-// sseConn is one hijacked SSE stream: a Sink (blocking writes, for the replay) and then a
+// framer is what a transport writes: events, and the end of a stream.
+type framer interface {
+	// appendEvent appends e as the transport frames it (a heartbeat or notice included).
+	appendEvent(dst []byte, e *event.Encoded) []byte
+	// ending is what ends a stream that stops for err (hub.ErrSlowConsumer, ErrUpstreamLost,
+	// ErrClosed) after cursor last; nil: nothing, just close.
+	ending(err error, last string) []byte
+	// closing is what ends a stream during its replay (Sink.Close).
+	closing(reason, last string, slow bool) []byte
+	// input handles what the peer sent (the watcher calls it); it reports whether the stream
+	// must end.
+	input(c *pushConn) (end bool)
+}
+
+// pushConn is one hijacked stream: a Sink (blocking writes, for the replay) and then a
 // hub.Output (non-blocking writes from the hub's writers, for live events).
-type sseConn struct {
+type pushConn struct {
+	framer
 	conn    net.Conn
 	raw     syscall.RawConn // nil: every batch takes the blocking path
 	sub     *hub.Subscriber
@@ -50,21 +67,17 @@ type sseConn struct {
 	unwatch func() // stops the watcher's calls (nil when a goroutine watches)
 }
 
-// hijackSSE takes the connection over from net/http and sends the response header; nil when
-// the connection cannot be taken over (HTTP/2), in which case nothing was written.
-func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration) *sseConn {
+// hijackSSE takes an SSE stream's connection over from net/http and sends the response
+// header; nil when the connection cannot be taken over (HTTP/2), in which case nothing was
+// written.
+func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration) *pushConn {
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil
 	}
-	c := &sseConn{conn: conn, sub: sub, timeout: timeout}
-	c.writeFn = c.rawWrite
-	if sc, ok := conn.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-	}
 	// The request was read whole (a GET has no body), so what net/http's reader may still
 	// buffer is nothing a subscriber needs.
-	_ = conn.SetDeadline(time.Time{})
+	c := newPushConn(conn, sseFramer{}, sub, timeout)
 	if _, err := c.blockingWrite(streamHeader(w)); err != nil {
 		c.close()
 		return nil
@@ -72,16 +85,26 @@ func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration
 	return c
 }
 
+func newPushConn(conn net.Conn, f framer, sub *hub.Subscriber, timeout time.Duration) *pushConn {
+	c := &pushConn{framer: f, conn: conn, sub: sub, timeout: timeout}
+	c.writeFn = c.rawWrite
+	if sc, ok := conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return c
+}
+
 // live hands the stream to the hub's writers and watches the peer.
-func (c *sseConn) live() {
+func (c *pushConn) live() {
 	c.watchPeer()
 	c.sub.Push(c)
 }
 
-// watchPeer closes the subscriber once the peer closes (an SSE client sends nothing after its
-// request), so it leaves the hub at once rather than at the next failed write. The shared
-// watcher does it without a goroutine per stream; without one, a goroutine waits in Read.
-func (c *sseConn) watchPeer() {
+// watchPeer closes the subscriber once the peer closes, and hands what the peer sends to the
+// framer, so it leaves the hub at once rather than at the next failed write. The shared watcher
+// does it without a goroutine per stream; without one, a goroutine waits in Read.
+func (c *pushConn) watchPeer() {
 	if c.raw != nil {
 		if remove, err := watch.Default.Add(c.raw, c.peerReady); err == nil {
 			c.unwatch = remove
@@ -89,9 +112,19 @@ func (c *sseConn) watchPeer() {
 		}
 	}
 	go func() {
-		var b [16]byte
+		if c.raw == nil {
+			var b [16]byte
+			for {
+				if _, err := c.conn.Read(b[:]); err != nil {
+					c.sub.Close()
+					return
+				}
+			}
+		}
 		for {
-			if _, err := c.conn.Read(b[:]); err != nil {
+			waited := false // the first call waits for input, the second lets input run
+			err := c.raw.Read(func(uintptr) bool { done := waited; waited = true; return done })
+			if err != nil || c.input(c) {
 				c.sub.Close()
 				return
 			}
@@ -99,10 +132,9 @@ func (c *sseConn) watchPeer() {
 	}()
 }
 
-// peerReady runs on the watcher's goroutine when the peer sent something or went away: it
-// discards what was sent and closes the subscriber at the end of input.
-func (c *sseConn) peerReady() {
-	if gone := discardInput(c.raw); gone {
+// peerReady runs on the watcher's goroutine when the peer sent something or went away.
+func (c *pushConn) peerReady() {
+	if c.input(c) {
 		c.sub.Close()
 	}
 }
@@ -130,31 +162,31 @@ func discardInput(rc syscall.RawConn) (gone bool) {
 }
 
 // Write sends a replay batch, waiting for the peer (Sink).
-func (c *sseConn) Write(_ context.Context, batch []*event.Encoded) error {
+func (c *pushConn) Write(_ context.Context, batch []*event.Encoded) error {
 	bp := sseBuffers.Get().(*[]byte)
 	defer sseBuffers.Put(bp)
-	return frameBatch((*bp)[:0], batch, c.blockingWrite)
+	return frameBatch(c.framer, (*bp)[:0], batch, c.blockingWrite)
 }
 
 // Close ends the stream during the replay with a reason (Sink).
-func (c *sseConn) Close(reason, _ string, _ bool) {
-	_, _ = c.blockingWrite(closingComment(reason))
+func (c *pushConn) Close(reason, last string, slow bool) {
+	_, _ = c.blockingWrite(c.closing(reason, last, slow))
 }
 
 // Send writes a live batch without waiting for the peer (hub.Output).
-func (c *sseConn) Send(batch []*event.Encoded) bool {
+func (c *pushConn) Send(batch []*event.Encoded) bool {
 	kept := skipReplayed(batch, &c.last, &c.seam)
 	bp := sseBuffers.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer sseBuffers.Put(bp)
 	for i, e := range kept {
-		if len(buf) > 0 && len(buf)+len(e.SSE) > sseWriteBytes {
+		if len(buf) > 0 && len(buf)+e.Size() > sseWriteBytes {
 			if ok, handedOff := c.tryFlush(buf, kept[i:], batch); !ok {
 				return !handedOff
 			}
 			buf = buf[:0]
 		}
-		buf = append(buf, e.SSE...) // an event over the buffer size goes alone
+		buf = c.appendEvent(buf, e) // an event over the buffer size goes alone
 	}
 	if len(buf) == 0 {
 		return true
@@ -167,7 +199,7 @@ func (c *sseConn) Send(batch []*event.Encoded) bool {
 // buffer is full it copies the unwritten part and, with the events not yet framed (rest),
 // finishes the batch on a goroutine of its own (handedOff). A failed connection closes the
 // subscriber.
-func (c *sseConn) tryFlush(buf []byte, rest, batch []*event.Encoded) (ok, handedOff bool) {
+func (c *pushConn) tryFlush(buf []byte, rest, batch []*event.Encoded) (ok, handedOff bool) {
 	n, full, err := c.tryWrite(buf)
 	if err != nil {
 		c.sub.Close()
@@ -184,12 +216,12 @@ func (c *sseConn) tryFlush(buf []byte, rest, batch []*event.Encoded) (ok, handed
 
 // finish sends the rest of a batch the peer was slow to take, under the write timeout, then
 // hands the batch back to the hub (which then ends the stream if it was closed meanwhile).
-func (c *sseConn) finish(left []byte, rest, batch []*event.Encoded) {
+func (c *pushConn) finish(left []byte, rest, batch []*event.Encoded) {
 	err := c.waitWrite(func() error {
 		if _, err := c.conn.Write(left); err != nil {
 			return err
 		}
-		return frameBatch(make([]byte, 0, sseWriteBytes), rest, c.conn.Write)
+		return frameBatch(c.framer, make([]byte, 0, sseWriteBytes), rest, c.conn.Write)
 	})
 	if err != nil {
 		c.sub.Close()
@@ -200,19 +232,11 @@ func (c *sseConn) finish(left []byte, rest, batch []*event.Encoded) {
 // End closes the connection; a slow consumer, or a subscriber of a relay that lost Redis, is
 // told why and where to resume (hub.Output), waiting for it on a goroutine of its own under the
 // write timeout if its socket is full.
-func (c *sseConn) End(err error) {
-	var why string
-	switch {
-	case errors.Is(err, hub.ErrSlowConsumer):
-		why = SlowConsumerReason(c.last.String())
-	case errors.Is(err, hub.ErrUpstreamLost):
-		why = UpstreamLostReason(c.last.String())
-	}
-	if why != "" {
-		reason := closingComment(why)
-		if n, full, err := c.tryWrite(reason); full && err == nil {
+func (c *pushConn) End(err error) {
+	if msg := c.ending(err, c.last.String()); msg != nil {
+		if n, full, err := c.tryWrite(msg); full && err == nil {
 			go func() {
-				_, _ = c.blockingWrite(reason[n:])
+				_, _ = c.blockingWrite(msg[n:])
 				c.close()
 			}()
 			return
@@ -222,7 +246,7 @@ func (c *sseConn) End(err error) {
 }
 
 // close ends the connection and the subscriber (it unregisters one the hub closed as slow).
-func (c *sseConn) close() {
+func (c *pushConn) close() {
 	if c.unwatch != nil {
 		c.unwatch()
 	}
@@ -232,7 +256,7 @@ func (c *sseConn) close() {
 
 // tryWrite writes what the socket takes now: full reports that the peer's socket buffer
 // filled before all of b went out (n bytes did).
-func (c *sseConn) tryWrite(b []byte) (n int, full bool, err error) {
+func (c *pushConn) tryWrite(b []byte) (n int, full bool, err error) {
 	if c.raw == nil {
 		return 0, true, nil
 	}
@@ -250,7 +274,7 @@ func (c *sseConn) tryWrite(b []byte) (n int, full bool, err error) {
 
 // rawWrite is one non-blocking write(2) of pending (the socket is non-blocking, as every Go
 // socket is); returning true tells the runtime not to wait for the socket to be writable.
-func (c *sseConn) rawWrite(fd uintptr) bool {
+func (c *pushConn) rawWrite(fd uintptr) bool {
 	for c.wrote < len(c.pending) {
 		n, err := syscall.Write(int(fd), c.pending[c.wrote:])
 		if n > 0 {
@@ -268,7 +292,7 @@ func (c *sseConn) rawWrite(fd uintptr) bool {
 }
 
 // blockingWrite waits for the peer under the write timeout.
-func (c *sseConn) blockingWrite(b []byte) (int, error) {
+func (c *pushConn) blockingWrite(b []byte) (int, error) {
 	var n int
 	err := c.waitWrite(func() (err error) { n, err = c.conn.Write(b); return err })
 	return n, err
@@ -276,7 +300,7 @@ func (c *sseConn) blockingWrite(b []byte) (int, error) {
 
 // waitWrite runs write under the write timeout and clears the deadline after, since a
 // deadline left in the past would fail the next non-blocking write too.
-func (c *sseConn) waitWrite(write func() error) error {
+func (c *pushConn) waitWrite(write func() error) error {
 	_ = c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	err := write()
 	_ = c.conn.SetWriteDeadline(time.Time{})
@@ -290,23 +314,44 @@ func closingComment(reason string) []byte {
 	return []byte(": closed: " + reason + "\n\n")
 }
 
-// frameBatch copies a batch's SSE frames into buf, writing it whenever the next frame would
-// not fit (a frame larger than the buffer is written on its own, from the shared bytes).
-func frameBatch(buf []byte, batch []*event.Encoded, write func([]byte) (int, error)) error {
+// sseFramer frames Server-Sent Events: every event is its SSE bytes as encoded.
+type sseFramer struct{}
+
+func (sseFramer) appendEvent(dst []byte, e *event.Encoded) []byte { return append(dst, e.SSE...) }
+
+func (sseFramer) ending(err error, last string) []byte {
+	switch {
+	case errors.Is(err, hub.ErrSlowConsumer):
+		return closingComment(SlowConsumerReason(last))
+	case errors.Is(err, hub.ErrUpstreamLost):
+		return closingComment(UpstreamLostReason(last))
+	}
+	return nil
+}
+
+func (sseFramer) closing(reason, _ string, _ bool) []byte { return closingComment(reason) }
+
+// input discards what the peer sent (an SSE client sends nothing after its request) and ends
+// the stream at the end of its input.
+func (sseFramer) input(c *pushConn) bool { return discardInput(c.raw) }
+
+// frameBatch frames a batch into buf, writing it whenever the next event would not fit (an
+// event larger than the buffer is written on its own).
+func frameBatch(f framer, buf []byte, batch []*event.Encoded, write func([]byte) (int, error)) error {
 	for _, e := range batch {
-		if len(buf) > 0 && len(buf)+len(e.SSE) > sseWriteBytes {
+		if len(buf) > 0 && len(buf)+e.Size() > sseWriteBytes {
 			if _, err := write(buf); err != nil {
 				return err
 			}
 			buf = buf[:0]
 		}
-		if len(e.SSE) > sseWriteBytes {
-			if _, err := write(e.SSE); err != nil {
+		buf = f.appendEvent(buf, e)
+		if len(buf) > sseWriteBytes {
+			if _, err := write(buf); err != nil {
 				return err
 			}
-			continue
+			buf = buf[:0]
 		}
-		buf = append(buf, e.SSE...)
 	}
 	if len(buf) > 0 {
 		_, err := write(buf)
