@@ -429,7 +429,15 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := s.subscribe(req, "websocket")
-	defer sub.Close()
+	if c := hijackWebSocket(w, r, sub, s.cfg.WriteTimeout); c != nil {
+		if c.conn == nil { // the handshake failed and was answered
+			sub.Close()
+			return
+		}
+		s.serveHijacked(r.Context(), c, req)
+		return
+	}
+	defer sub.Close() // a connection that cannot be taken over (HTTP/2)
 	s.streams.WebSocket(w, r, func(ctx context.Context, out Sink) { s.pump(ctx, sub, out, req) })
 }
 

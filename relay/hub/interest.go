@@ -101,7 +101,7 @@ func (s *Subscriber) Adjust(c Change, floor cursor.ID, notice func(at cursor.ID)
 	if at.Less(floor) {
 		at = floor
 	}
-	s.enqueueNotice(notice(at))
+	s.Notify(notice(at))
 	return at, true
 }
 
@@ -116,9 +116,13 @@ func (s *Subscriber) Follows() (all bool, keys int) {
 	return s.all, len(s.keys)
 }
 
-// enqueueNotice queues a notice whatever the byte limit: it is small, and losing it would make
-// the stream's positions inexact.
-func (s *Subscriber) enqueueNotice(e *event.Encoded) {
+// Notify queues a notice for this subscriber alone (event.KindNotice), in order with its
+// events, whatever the byte limit: notices are small (an interest change, a pong), and losing
+// one would break the stream.
+func (s *Subscriber) Notify(e *event.Encoded) {
+	if s.hub == nil {
+		return
+	}
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()

@@ -1,0 +1,200 @@
+package httpapi
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/hub"
+)
+
+// A live WebSocket stream runs on the hub's writers like an SSE one (push.go): the handshake
+// is gobwas/ws's, and the few frames a subscriber stream needs are framed here. The server
+// sends one text frame per event (its CloudEvent JSON), a ping per heartbeat and a close frame
+// at the end; the client may only ping (answered with a pong, in order with the events), pong
+// and close. Anything else ends the stream with 1008, as the client broke the protocol.
+
+// hijackWebSocket completes the handshake of a checked upgrade request (refuseWebSocket) and
+// returns the stream; nil when the connection could not be taken over (the caller answers).
+func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) *pushConn {
+	if _, ok := w.(http.Hijacker); !ok {
+		return nil
+	}
+	up := ws.HTTPUpgrader{Timeout: timeout, Protocol: func(p string) bool { return p == CloudEventsSubprotocol }}
+	conn, _, _, err := up.Upgrade(r, w)
+	if err != nil {
+		if conn != nil {
+			_ = conn.Close()
+		}
+		return &pushConn{} // answered (or the peer is gone): nothing to serve
+	}
+	return newPushConn(conn, &wsFramer{}, sub, timeout)
+}
+
+// wsFramer frames one WebSocket stream; it keeps what it needs of the peer's input.
+type wsFramer struct {
+	mu      sync.Mutex
+	partial []byte // the start of a frame from the peer whose rest has not come yet
+	code    ws.StatusCode
+	reason  string // the close frame to end with, once the peer closed or broke the protocol
+}
+
+// Server frames are unmasked: the header is 2, 4 or 10 bytes.
+func appendFrameHeader(dst []byte, op ws.OpCode, n int) []byte {
+	b0 := 0x80 | byte(op) // FIN
+	switch {
+	case n < 126:
+		return append(dst, b0, byte(n))
+	case n < 1<<16:
+		return append(dst, b0, 126, byte(n>>8), byte(n))
+	default:
+		return append(dst, b0, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+// wsPing is the frame a heartbeat becomes.
+var wsPing = []byte{0x80 | byte(ws.OpPing), 0}
+
+func (*wsFramer) appendEvent(dst []byte, e *event.Encoded) []byte {
+	switch e.Kind {
+	case event.KindHeartbeat:
+		return append(dst, wsPing...)
+	case event.KindNotice:
+		return append(dst, e.SSE...) // a control frame this framer made (a pong)
+	}
+	return append(appendFrameHeader(dst, ws.OpText, len(e.JSON)), e.JSON...)
+}
+
+func closeFrame(code ws.StatusCode, reason string) []byte {
+	body := ws.NewCloseFrameBody(code, reason) // the reason is cut to fit a control frame
+	return append(appendFrameHeader(nil, ws.OpClose, len(body)), body...)
+}
+
+func (f *wsFramer) ending(err error, last string) []byte {
+	switch {
+	case errors.Is(err, hub.ErrSlowConsumer):
+		return closeFrame(ws.StatusCode(StatusSlowConsumer), "slow consumer; reconnect with ?since="+last)
+	case errors.Is(err, hub.ErrUpstreamLost):
+		return closeFrame(statusTryAgainLater, "relay lost Redis; reconnect with ?since="+last)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.code != 0 {
+		return closeFrame(f.code, f.reason)
+	}
+	return closeFrame(ws.StatusGoingAway, "relay closing the stream")
+}
+
+func (*wsFramer) closing(reason, last string, slow bool) []byte {
+	switch {
+	case slow:
+		return closeFrame(ws.StatusCode(StatusSlowConsumer), "slow consumer; reconnect with ?since="+last)
+	case reason == EndOfReplay:
+		return closeFrame(ws.StatusNormalClosure, "")
+	}
+	return closeFrame(statusTryAgainLater, reason)
+}
+
+// maxPartial bounds what is kept of an incomplete frame: a control frame is at most 131 bytes.
+const maxPartial = 256
+
+// input reads what the peer sent: pings are answered in order with the events, a close or a
+// protocol error ends the stream (with the close frame to answer it).
+func (f *wsFramer) input(c *pushConn) bool {
+	var buf [512]byte
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gone := false
+	err := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.Read(int(fd), buf[:])
+			switch {
+			case n > 0:
+				f.partial = append(f.partial, buf[:n]...)
+				if len(f.partial) > maxPartial+len(buf) {
+					return true // parsed below: surely a violation
+				}
+				continue
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+			default:
+				gone = true
+			}
+			return true
+		}
+	})
+	rest, closed, code, reason := readClientFrames(f.partial, func(pong []byte) {
+		c.sub.Notify(&event.Encoded{Kind: event.KindNotice, SSE: pong})
+	})
+	f.partial = append(f.partial[:0], rest...)
+	if len(f.partial) == 0 {
+		f.partial = nil // an idle stream keeps no buffer
+	}
+	if closed {
+		f.code, f.reason = code, reason
+		return true
+	}
+	return gone || err != nil
+}
+
+// readClientFrames handles the complete frames at the head of b, from a client: answer is
+// called with the pong frame of each ping. It returns what is left (the start of a frame), or
+// closed with the close frame to end with: the client's own close code echoed, or 1008/1002 for
+// a client that sent a message or broke the protocol.
+func readClientFrames(b []byte, answer func(pong []byte)) (rest []byte, closed bool, code ws.StatusCode, reason string) {
+	for len(b) > 0 {
+		rd := bytes.NewReader(b)
+		h, err := ws.ReadHeader(rd)
+		if err != nil {
+			if len(b) < 14 { // the longest header, masked
+				return b, false, 0, ""
+			}
+			return nil, true, ws.StatusProtocolError, "malformed frame"
+		}
+		if err := ws.CheckHeader(h, ws.StateServerSide); err != nil {
+			return nil, true, ws.StatusProtocolError, err.Error()
+		}
+		if !h.OpCode.IsControl() {
+			return nil, true, ws.StatusPolicyViolation, "subscribers send no messages on this stream"
+		}
+		start := len(b) - rd.Len()
+		if int64(len(b)-start) < h.Length {
+			return b, false, 0, ""
+		}
+		payload := append([]byte(nil), b[start:start+int(h.Length)]...)
+		ws.Cipher(payload, h.Mask, 0)
+		b = b[start+int(h.Length):]
+		switch h.OpCode {
+		case ws.OpPing:
+			answer(append(appendFrameHeader(nil, ws.OpPong, len(payload)), payload...))
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(payload)
+			if code.Empty() {
+				code = ws.StatusNormalClosure
+			}
+			if !validCloseCode(code) || !validUTF8(reason) {
+				return nil, true, ws.StatusProtocolError, "invalid close frame"
+			}
+			return nil, true, code, ""
+		}
+	}
+	return nil, false, 0, ""
+}
+
+// validCloseCode: the codes a close frame may carry (RFC 6455 7.4).
+func validCloseCode(c ws.StatusCode) bool {
+	return c >= 1000 && c <= 1003 || c >= 1007 && c <= 1014 || c >= 3000 && c <= 4999
+}
+
+func validUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+// statusTryAgainLater is close code 1013 (RFC 6455 registry): the server cannot serve now.
+const statusTryAgainLater ws.StatusCode = 1013
