@@ -96,7 +96,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.DurationVar(&c.probeInterval, "probe-interval", time.Second, "interval of the heartbeat probe published on the shard's own live channel")
 	fs.DurationVar(&c.probeTimeout, "probe-timeout", 3*time.Second, "rebuild the shard subscription when no probe came back for this long")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "bound of one batch write to a subscriber")
-	fs.DurationVar(&c.writeInterval, "write-interval", 10*time.Millisecond, "shard role: least time between two rounds of writes to live SSE subscribers once the writers back up (then each gets one write per interval with all its events; while they keep up, every event goes out at once); 0: write as soon as possible")
+	fs.DurationVar(&c.writeInterval, "write-interval", 10*time.Millisecond, "least time between two rounds of writes to live subscribers once the writers back up (then each gets one write per interval with all its events; while they keep up, every event goes out at once); 0: write as soon as possible")
 	fs.DurationVar(&c.waitTimeout, "replica-wait-timeout", time.Second, "bound of WAIT for publishes with ?ack=replicated")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to in-flight requests on shutdown")
 	fs.IntVar(&c.limits.Subscribers, "max-subscribers", 10000, "shard role: most streams (SSE and WebSocket) the relay serves at once; beyond it subscribe calls get 429 (0: no cap)")
@@ -238,7 +238,7 @@ func (c *config) sidecarOptions() (sidecar.Options, error) {
 	}
 	return sidecar.Options{
 		Channels: refs, TokenFile: c.tokenFile, TokenDir: c.tokenDir, EndpointsFile: c.endpointsFile,
-		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout, Browser: c.browser(),
+		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout, WriteInterval: c.writeInterval, Browser: c.browser(),
 	}, nil
 }
 

@@ -63,6 +63,12 @@ func (b Browser) wsOrigins() []string {
 	return out
 }
 
+// RefuseWebSocket answers, as a problem, a WebSocket request that is not an upgrade or comes
+// from an origin the flags do not allow. It reports whether it did.
+func (st Streams) RefuseWebSocket(w http.ResponseWriter, r *http.Request) bool {
+	return st.Browser.refuseWebSocket(w, r)
+}
+
 // refuseWebSocket answers, as a problem, a request the WebSocket library would refuse in plain
 // text (refuseOrigin, refuseNotUpgrade). It reports whether it did.
 func (b Browser) refuseWebSocket(w http.ResponseWriter, r *http.Request) bool {

@@ -65,15 +65,35 @@ type pushConn struct {
 	writeFn func(fd uintptr) bool
 
 	unwatch func() // stops the watcher's calls (nil when a goroutine watches)
+
+	// A sidecar's stream keeps its own cursors: filter prepares each live batch (instead of
+	// skipReplayed) and cursor says where the subscriber is (instead of last).
+	filter func(batch []*event.Encoded) []*event.Encoded
+	cursor func() string
+}
+
+// where is the subscriber's cursor, for the message that ends its stream.
+func (c *pushConn) where() string {
+	if c.cursor != nil {
+		return c.cursor()
+	}
+	return c.last.String()
 }
 
 // hijackSSE takes an SSE stream's connection over from net/http and sends the response
-// header; nil when the connection cannot be taken over (HTTP/2), in which case nothing was
-// written.
+// header (unless a held stream sent it already); nil when the connection cannot be taken over
+// (HTTP/2), in which case nothing was written.
 func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration) *pushConn {
+	held, started := w.(*heldSSE)
+	if started {
+		w = held.ResponseWriter
+	}
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil
+	}
+	if started {
+		return newPushConn(conn, sseFramer{}, sub, timeout)
 	}
 	// The request was read whole (a GET has no body), so what net/http's reader may still
 	// buffer is nothing a subscriber needs.
@@ -94,6 +114,48 @@ func newPushConn(conn net.Conn, f framer, sub *hub.Subscriber, timeout time.Dura
 	_ = conn.SetDeadline(time.Time{})
 	return c
 }
+
+// Stream is a subscriber's connection taken over from net/http, for a sidecar to serve like a
+// shard relay serves its own: write the replay through Sink, then hand it to the hub with Live.
+type Stream struct{ c *pushConn }
+
+// HijackSSE takes an SSE stream over and answers 200 (a held stream was answered already); nil
+// when it cannot be taken over (HTTP/2): serve it with Streams.SSE then.
+func HijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration) *Stream {
+	if c := hijackSSE(w, sub, timeout); c != nil {
+		return &Stream{c}
+	}
+	return nil
+}
+
+// HijackWebSocket completes a WebSocket handshake and takes the stream over. ok is false when
+// the handshake failed and was answered; a nil stream with ok true means the connection cannot
+// be taken over (HTTP/2): serve it with Streams.WebSocket then. The request must have passed
+// Streams.RefuseWebSocket.
+func HijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) (s *Stream, ok bool) {
+	c := hijackWebSocket(w, r, sub, timeout)
+	switch {
+	case c == nil:
+		return nil, true
+	case c.conn == nil:
+		return nil, false
+	}
+	return &Stream{c}, true
+}
+
+// Sink writes the replay, waiting for the peer.
+func (s *Stream) Sink() Sink { return s.c }
+
+// Live hands the stream to the subscriber's hub: filter prepares each batch (it runs on the
+// hub's writers, one batch of this subscriber at a time) and cursor names where the subscriber
+// is when its stream ends.
+func (s *Stream) Live(filter func(batch []*event.Encoded) []*event.Encoded, cursor func() string) {
+	s.c.filter, s.c.cursor = filter, cursor
+	s.c.live()
+}
+
+// End closes a stream that does not go live (its replay failed, or was all it asked for).
+func (s *Stream) End() { s.c.close() }
 
 // live hands the stream to the hub's writers and watches the peer.
 func (c *pushConn) live() {
@@ -175,7 +237,12 @@ func (c *pushConn) Close(reason, last string, slow bool) {
 
 // Send writes a live batch without waiting for the peer (hub.Output).
 func (c *pushConn) Send(batch []*event.Encoded) bool {
-	kept := skipReplayed(batch, &c.last, &c.seam)
+	var kept []*event.Encoded
+	if c.filter != nil {
+		kept = c.filter(batch)
+	} else {
+		kept = skipReplayed(batch, &c.last, &c.seam)
+	}
 	bp := sseBuffers.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer sseBuffers.Put(bp)
@@ -233,7 +300,7 @@ func (c *pushConn) finish(left []byte, rest, batch []*event.Encoded) {
 // told why and where to resume (hub.Output), waiting for it on a goroutine of its own under the
 // write timeout if its socket is full.
 func (c *pushConn) End(err error) {
-	if msg := c.ending(err, c.last.String()); msg != nil {
+	if msg := c.ending(err, c.where()); msg != nil {
 		if n, full, err := c.tryWrite(msg); full && err == nil {
 			go func() {
 				_, _ = c.blockingWrite(msg[n:])

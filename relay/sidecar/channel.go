@@ -44,8 +44,10 @@ type channel struct {
 }
 
 func newChannel(s *Sidecar, ref ChannelRef) *channel {
-	return &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes),
+	ch := &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes),
 		token: &tokenSource{file: watchedFile{path: s.opt.tokenPath(ref)}}, enc: event.NewEncoder(ref.Namespace, ref.Name, 0)}
+	ch.all.SetWriteInterval(s.opt.WriteInterval)
+	return ch
 }
 
 func (ch *channel) shardMap() *shardmap.Map { return ch.m.Load() }
@@ -300,6 +302,17 @@ func (ch *channel) heartbeat() {
 	}
 }
 
+// closeSubscribers ends every local subscriber's stream (on shutdown).
+func (ch *channel) closeSubscribers() {
+	ch.all.Close()
+	ch.startMu.Lock()
+	streams := ch.streams
+	ch.startMu.Unlock()
+	for _, st := range streams {
+		st.keyed.Close()
+	}
+}
+
 // wait returns when every upstream stream has stopped (after Run's context ended).
 func (ch *channel) wait() { ch.running.Wait() }
 
@@ -330,6 +343,7 @@ func (ch *channel) open(ctx context.Context) ([]*shardStream, error) {
 	streams := make([]*shardStream, len(m.Shards))
 	for i := range streams {
 		streams[i] = &shardStream{ch: ch, index: i, keyed: hub.New(ch.queueBytes()), interest: newInterest(), pos: pos[i]}
+		streams[i].keyed.SetWriteInterval(ch.s.opt.WriteInterval)
 	}
 	ch.mergeMu.Lock()
 	ch.pos = pos.Clone()

@@ -86,6 +86,7 @@ type Options struct {
 	Heartbeat       time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
 	QueueBytes      int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
 	WriteTimeout    time.Duration        // bound of one batch write to a local subscriber. Defaults to 10s.
+	WriteInterval   time.Duration        // least time between two write rounds to local subscribers once writes back up (hub.SetWriteInterval); 0 = none
 	Browser         httpapi.Browser      // web pages of other origins: CORS and WebSocket origins
 	RefreshInterval time.Duration        // shard map and reachability refresh. Defaults to 10s.
 	PublishTimeout  time.Duration        // bound of one publish, retries included. Defaults to 10s.
@@ -194,6 +195,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			wg.Wait()
 			for _, ch := range s.list {
 				ch.wait()
+				ch.closeSubscribers() // pushed streams outlive their handlers: end them
 			}
 			return nil
 		case <-t.C:

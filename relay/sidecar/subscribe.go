@@ -26,11 +26,11 @@ func (s *Sidecar) serveSSE(w http.ResponseWriter, r *http.Request, ch *channel) 
 			return
 		}
 	}
-	s.subscribe(w, r, ch, s.streams().SSE)
+	s.subscribe(w, r, ch, sse)
 }
 
 func (s *Sidecar) serveWebSocket(w http.ResponseWriter, r *http.Request, ch *channel) {
-	s.subscribe(w, r, ch, s.streams().WebSocket)
+	s.subscribe(w, r, ch, webSocket)
 }
 
 func (s *Sidecar) streams() httpapi.Streams {
@@ -49,12 +49,39 @@ type localSub struct {
 	idBuf     []byte
 }
 
-// transport is httpapi.Streams.SSE or httpapi.Streams.WebSocket.
-type transport func(w http.ResponseWriter, r *http.Request, stream func(ctx context.Context, out httpapi.Sink))
+// transport is what a subscriber asked for.
+type transport int
+
+const (
+	sse transport = iota
+	webSocket
+)
+
+// hijack takes the stream over from net/http, to be served by the hub's writers; a nil stream
+// with ok true: it cannot be (HTTP/2, a HEAD), serve it on this goroutine; ok false: the
+// WebSocket handshake failed and was answered.
+func (s *Sidecar) hijack(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, kind transport) (stream *httpapi.Stream, ok bool) {
+	if r.Method != http.MethodGet {
+		return nil, true
+	}
+	if kind == webSocket {
+		return httpapi.HijackWebSocket(w, r, sub, s.opt.WriteTimeout)
+	}
+	return httpapi.HijackSSE(w, sub, s.opt.WriteTimeout), true
+}
+
+// serveOnThisGoroutine serves a stream that could not be taken over, with net/http's writer.
+func (s *Sidecar) serveOnThisGoroutine(w http.ResponseWriter, r *http.Request, kind transport, stream func(ctx context.Context, out httpapi.Sink)) {
+	if kind == webSocket {
+		s.streams().WebSocket(w, r, stream)
+		return
+	}
+	s.streams().SSE(w, r, stream)
+}
 
 // subscribe validates the request like a shard relay does, registers the subscriber before any
 // replay (so nothing published meanwhile is missed) and pumps events to it.
-func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel, serve transport) {
+func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel, kind transport) {
 	m := s.shardMap(w, ch)
 	if m == nil {
 		return
@@ -105,16 +132,18 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
 		return
 	}
+	if kind == webSocket && s.streams().RefuseWebSocket(w, r) { // before anything is held for it
+		return
+	}
+	release := func() {}
 	if !replayOnly {
 		// Register only once the upstream streams follow what this subscriber needs, so it gets
 		// every event published from then on.
-		release, err := ls.follow(r.Context(), streams)
-		if err != nil {
+		if release, err = ls.follow(r.Context(), streams); err != nil {
 			w.Header().Set("Retry-After", "1")
 			httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
 			return
 		}
-		defer release()
 	}
 	var sub *hub.Subscriber
 	switch {
@@ -134,8 +163,26 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 			ls.own, ls.synced = pos, true
 		}
 	}
-	defer sub.Close()
-	serve(w, r, func(ctx context.Context, out httpapi.Sink) { ls.pump(ctx, sub, out, raw != "", replayOnly) })
+	sub.OnClose(release) // however the stream ends, pushed ones included
+	stream, ok := s.hijack(w, r, sub, kind)
+	switch {
+	case !ok:
+		sub.Close()
+	case stream != nil && replayOnly:
+		ls.replayAll(r.Context(), stream.Sink())
+		stream.End()
+	case stream != nil:
+		// Replay on this goroutine, then hand the stream to the hub's writers: an idle local
+		// subscriber holds no goroutine.
+		if raw != "" && !ls.resume(r.Context(), stream.Sink()) {
+			stream.End()
+			return
+		}
+		stream.Live(ls.filter, ls.cursor)
+	default:
+		defer sub.Close()
+		s.serveOnThisGoroutine(w, r, kind, func(ctx context.Context, out httpapi.Sink) { ls.pump(ctx, sub, out, raw != "", replayOnly) })
+	}
 }
 
 // followTimeout bounds how long a subscriber waits for the upstream streams to follow its key.
@@ -168,22 +215,14 @@ func (ls *localSub) follow(ctx context.Context, streams []*shardStream) (release
 }
 
 // pump sends replay (when resuming) and then live events, with the subscriber's own cursors
-// until they agree with the merged stream's.
+// until they agree with the merged stream's: a stream served on its own goroutine.
 func (ls *localSub) pump(ctx context.Context, sub *hub.Subscriber, out httpapi.Sink, resume, replayOnly bool) {
-	if resume {
-		for j := range ls.shards {
-			if !ls.replay(ctx, out, j) {
-				return
-			}
-		}
-		if replayOnly {
-			out.Close(httpapi.EndOfReplay, ls.cursor(), false)
-			return
-		}
-		ls.seam = make([]bool, len(ls.shards))
-		for j := range ls.seam {
-			ls.seam[j] = true
-		}
+	if replayOnly {
+		ls.replayAll(ctx, out)
+		return
+	}
+	if resume && !ls.resume(ctx, out) {
+		return
 	}
 	var batch []*event.Encoded
 	for {
@@ -195,33 +234,7 @@ func (ls *localSub) pump(ctx context.Context, sub *hub.Subscriber, out httpapi.S
 			}
 			return
 		}
-		kept := batch[:0]
-		for _, e := range batch {
-			if e.Kind == event.KindHeartbeat {
-				kept = append(kept, e)
-				continue
-			}
-			j := 0
-			if ls.composite {
-				j = e.Shard
-			}
-			if ls.seam != nil && ls.seam[j] {
-				if e.Kind == event.KindMessage && !ls.own[j].Less(e.ID) {
-					continue // replay sent it already
-				}
-				ls.seam[j] = false // after a gap, IDs may legitimately go lower
-			}
-			ls.own[j] = e.ID
-			if !ls.synced {
-				ls.idBuf = ls.own.AppendTo(ls.idBuf[:0])
-				if bytes.Equal(sseID(e), ls.idBuf) {
-					ls.synced = true // from now on every merged event is this subscriber's too
-				} else if re := event.WithID(e, ls.idBuf); re != nil {
-					e = re
-				}
-			}
-			kept = append(kept, e)
-		}
+		kept := ls.filter(batch)
 		if len(kept) == 0 {
 			continue
 		}
@@ -229,6 +242,65 @@ func (ls *localSub) pump(ctx context.Context, sub *hub.Subscriber, out httpapi.S
 			return
 		}
 	}
+}
+
+// replayAll sends what every shard stored after the subscriber's cursor, then ends the stream
+// (?live=false).
+func (ls *localSub) replayAll(ctx context.Context, out httpapi.Sink) {
+	for j := range ls.shards {
+		if !ls.replay(ctx, out, j) {
+			return
+		}
+	}
+	out.Close(httpapi.EndOfReplay, ls.cursor(), false)
+}
+
+// resume sends what each shard stored after the subscriber's cursor and marks the seams, where
+// live events the replay already sent are skipped. It reports false when the stream ended.
+func (ls *localSub) resume(ctx context.Context, out httpapi.Sink) bool {
+	for j := range ls.shards {
+		if !ls.replay(ctx, out, j) {
+			return false
+		}
+	}
+	ls.seam = make([]bool, len(ls.shards))
+	for j := range ls.seam {
+		ls.seam[j] = true
+	}
+	return true
+}
+
+// filter prepares a live batch for this subscriber, in place: it drops what the replay sent
+// and gives events the subscriber's own cursor until it agrees with the merged stream's.
+func (ls *localSub) filter(batch []*event.Encoded) []*event.Encoded {
+	kept := batch[:0]
+	for _, e := range batch {
+		if e.Kind == event.KindHeartbeat {
+			kept = append(kept, e)
+			continue
+		}
+		j := 0
+		if ls.composite {
+			j = e.Shard
+		}
+		if ls.seam != nil && ls.seam[j] {
+			if e.Kind == event.KindMessage && !ls.own[j].Less(e.ID) {
+				continue // replay sent it already
+			}
+			ls.seam[j] = false // after a gap, IDs may legitimately go lower
+		}
+		ls.own[j] = e.ID
+		if !ls.synced {
+			ls.idBuf = ls.own.AppendTo(ls.idBuf[:0])
+			if bytes.Equal(sseID(e), ls.idBuf) {
+				ls.synced = true // from now on every merged event is this subscriber's too
+			} else if re := event.WithID(e, ls.idBuf); re != nil {
+				e = re
+			}
+		}
+		kept = append(kept, e)
+	}
+	return kept
 }
 
 // cursor is where the subscriber is: what it resumes from.
