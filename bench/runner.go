@@ -156,6 +156,11 @@ func (r *Runner) startRelay(ctx context.Context, name, bin string, port int, env
 }
 
 func (r *Runner) startSidecar(ctx context.Context) (*Proc, error) {
+	return r.startSidecarAt(ctx, "sidecar", r.cfg.PortBase+20)
+}
+
+// startSidecarAt starts a sidecar in front of the shard relay, listening on port.
+func (r *Runner) startSidecarAt(ctx context.Context, name string, port int) (*Proc, error) {
 	eps := shardmap.Endpoints{}
 	u := strings.TrimPrefix(r.m.Shards[0].Endpoint, "http://")
 	host := u[:strings.IndexByte(u, ':')]
@@ -167,10 +172,10 @@ func (r *Runner) startSidecar(ctx context.Context) (*Proc, error) {
 	if err := os.WriteFile(epFile, b, 0o644); err != nil {
 		return nil, err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(r.cfg.PortBase+20)
-	p, err := StartProc("sidecar", r.cfg.HeraldBin, []string{"relay", "--role=sidecar", "--listen=" + addr,
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := StartProc(name, r.cfg.HeraldBin, []string{"relay", "--role=sidecar", "--listen=" + addr,
 		"--channels=" + channel, "--namespace=" + channel, "--endpoints-file=" + epFile, "--log-level=warn",
-		"--queue-bytes=4194304"}, nil, filepath.Join(r.cfg.WorkDir, "sidecar.log"), "http://"+addr)
+		"--queue-bytes=4194304"}, nil, filepath.Join(r.cfg.WorkDir, name+".log"), "http://"+addr)
 	if err != nil {
 		return nil, err
 	}
@@ -569,8 +574,15 @@ func (r *Runner) scenarioTwoTier(ctx context.Context) error {
 // (d) idle: RSS per idle SSE / WebSocket subscriber on a fresh relay; Redis per idle SSUBSCRIBE.
 func (r *Runner) scenarioIdle(ctx context.Context) error {
 	n := r.cfg.IdleSubs
-	for i, kind := range []string{"SSE", "WebSocket"} {
-		p, err := r.startRelay(ctx, "relay-idle-"+strings.ToLower(kind), r.cfg.HeraldBin, r.cfg.PortBase+1+i, nil)
+	for i, c := range []struct{ kind, path string }{{"SSE", pathHerald}, {"WebSocket", pathHerald}, {"SSE", pathSidecar}, {"WebSocket", pathSidecar}} {
+		kind := c.kind
+		var p *Proc
+		var err error
+		if c.path == pathSidecar {
+			p, err = r.startSidecarAt(ctx, "sidecar-idle-"+strings.ToLower(kind), r.cfg.PortBase+21+i)
+		} else {
+			p, err = r.startRelay(ctx, "relay-idle-"+strings.ToLower(kind), r.cfg.HeraldBin, r.cfg.PortBase+1+i, nil)
+		}
 		if err != nil {
 			return err
 		}
@@ -590,6 +602,7 @@ func (r *Runner) scenarioIdle(ctx context.Context) error {
 		}
 		time.Sleep(time.Second)
 		before, _ := ReadProc(p.PID())
+		g0 := goroutinesOf(p.URL)
 		set, err := open(url, n)
 		if err != nil {
 			warm.Close()
@@ -598,12 +611,14 @@ func (r *Runner) scenarioIdle(ctx context.Context) error {
 		}
 		time.Sleep(2 * time.Second)
 		after, _ := ReadProc(p.PID())
+		g1 := goroutinesOf(p.URL)
 		set.Close()
 		warm.Close()
 		p.Stop()
-		r.rep.Rows = append(r.rep.Rows, Row{Scenario: "(d) idle " + kind, Path: pathHerald, Subscribers: n, RedisSubs: -1,
+		r.rep.Rows = append(r.rep.Rows, Row{Scenario: "(d) idle " + kind, Path: c.path, Subscribers: n, RedisSubs: -1,
 			RSSPerSub: float64(after.RSS-before.RSS) / float64(n) / 1024,
-			Note:      fmt.Sprintf("relay RSS %.1f -> %.1f MiB", float64(before.RSS)/(1<<20), float64(after.RSS)/(1<<20))})
+			Note: fmt.Sprintf("%s RSS %.1f -> %.1f MiB, goroutines %d -> %d", map[string]string{pathHerald: "relay", pathSidecar: "sidecar"}[c.path],
+				float64(before.RSS)/(1<<20), float64(after.RSS)/(1<<20), g0, g1)})
 	}
 	_, pid, err := r.master(ctx)
 	if err != nil {
@@ -622,6 +637,23 @@ func (r *Runner) scenarioIdle(ctx context.Context) error {
 		RSSPerSub: float64(after.RSS-before.RSS) / float64(n) / 1024,
 		Note:      fmt.Sprintf("Redis master RSS %.1f -> %.1f MiB", float64(before.RSS)/(1<<20), float64(after.RSS)/(1<<20))})
 	return nil
+}
+
+// goroutinesOf reads go_goroutines from a relay's or sidecar's /metrics (-1 if it cannot).
+func goroutinesOf(base string) int {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
+	}
+	return -1
 }
 
 // (f) publish: acknowledged publishes per relay CPU second, with and without ack=replicated.
