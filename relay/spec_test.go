@@ -91,6 +91,8 @@ func TestAnswersMatchTheAPIDocuments(t *testing.T) {
 		{"stream of other shard", "GET", events, ch + "/events?key=" + otherShardKey, good, "", 421},
 		{"replay without cursor", "GET", events, ch + "/events?live=false", good, "", 400},
 		{"plain GET of ws", "GET", ws, ch + "/ws", good, "", 426},
+		{"ws of another version", "GET", ws, ch + "/ws", with("Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "8", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), "", 426},
+		{"ws without a key", "GET", ws, ch + "/ws", with("Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13"), "", 400},
 		{"bad interest", "GET", events, ch + "/events?interest=most", good, "", 400},
 		{"change of no stream", "POST", "/v1/channels/{channel}/streams/{stream}", ch + "/streams/nope", with("Content-Type", "application/json"), `{"seq":1}`, 404},
 		{"shard map", "GET", "/v1/channels/{channel}/shards", ch + "/shards", nil, "", 200},

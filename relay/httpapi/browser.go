@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"net/http"
 	"net/url"
@@ -77,13 +78,22 @@ func (b Browser) refuseWebSocket(w http.ResponseWriter, r *http.Request) bool {
 
 // refuseNotUpgrade answers 426 to a request that is not a WebSocket upgrade.
 func refuseNotUpgrade(w http.ResponseWriter, r *http.Request) bool {
-	if headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket") {
-		return false
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "websocket")
+		WriteError(w, http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a WebSocket upgrade request (the same stream as Server-Sent Events is at .../events)")
+		return true
 	}
-	w.Header().Set("Connection", "Upgrade")
-	w.Header().Set("Upgrade", "websocket")
-	WriteError(w, http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a WebSocket upgrade request (the same stream as Server-Sent Events is at .../events)")
-	return true
+	if v := r.Header.Get("Sec-WebSocket-Version"); v != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		WriteError(w, http.StatusUpgradeRequired, "Sec-WebSocket-Version "+strconv.Quote(clip(v))+" is not spoken here: use 13 (RFC 6455)")
+		return true
+	}
+	if key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(key) != 16 {
+		WriteError(w, http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.1)")
+		return true
+	}
+	return false
 }
 
 // refuseOrigin answers 403 to a WebSocket whose Origin is another host that no pattern allows:
