@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/heraldhq/herald/relay/cursor"
@@ -128,9 +129,8 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "an interest stream follows at most "+strconv.Itoa(MaxInterestKeys)+" keys; this one follows "+strconv.Itoa(n))
 		return
 	}
-	seq := strconv.FormatUint(c.Seq, 10)
 	at, ok := st.sub.Adjust(hub.Change{All: c.All, Add: c.Add, Remove: c.Remove}, st.floor, func(at cursor.ID) *event.Encoded {
-		return &event.Encoded{Kind: event.KindNotice, SSE: []byte(": interest " + seq + " " + at.String() + "\n\n")}
+		return &event.Encoded{Kind: event.KindNotice, SSE: []byte(": " + InterestComment(c.Seq, at) + "\n\n")}
 	})
 	if !ok {
 		WriteError(w, http.StatusNotFound, "the interest stream ended; open a new one")
@@ -139,6 +139,31 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 	s.cfg.Metrics.InterestChanges.Inc()
 	all, n := st.sub.Follows()
 	WriteJSON(w, http.StatusOK, map[string]any{"seq": c.Seq, "at": at.String(), "all": all, "keys": n})
+}
+
+// InterestComment is the text of the comment that shows change seq in effect after at.
+func InterestComment(seq uint64, at cursor.ID) string {
+	return "interest " + strconv.FormatUint(seq, 10) + " " + at.String()
+}
+
+// ParseInterestComment reads an InterestComment; ok is false for any other comment.
+func ParseInterestComment(comment string) (seq uint64, at cursor.ID, ok bool) {
+	rest, found := strings.CutPrefix(comment, "interest ")
+	if !found {
+		return 0, cursor.ID{}, false
+	}
+	s, c, found := strings.Cut(rest, " ")
+	if !found {
+		return 0, cursor.ID{}, false
+	}
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, cursor.ID{}, false
+	}
+	if at, err = cursor.Parse(c); err != nil {
+		return 0, cursor.ID{}, false
+	}
+	return seq, at, true
 }
 
 // decodeChange reads a change's body: one JSON object with known fields and valid keys.

@@ -10,12 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/heraldhq/herald/relay/cursor"
 )
 
 // A sidecar's upstream stream of a shard follows only what its local subscribers need: the
@@ -310,24 +306,4 @@ func (st *shardStream) post(ctx context.Context, base, stream string, c change) 
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	return nil
-}
-
-// parseInterestComment reads "interest <seq> <cursor>"; ok is false for any other comment.
-func parseInterestComment(comment string) (seq uint64, at cursor.ID, ok bool) {
-	rest, found := strings.CutPrefix(comment, "interest ")
-	if !found {
-		return 0, cursor.ID{}, false
-	}
-	s, c, found := strings.Cut(rest, " ")
-	if !found {
-		return 0, cursor.ID{}, false
-	}
-	seq, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, cursor.ID{}, false
-	}
-	if at, err = cursor.Parse(c); err != nil {
-		return 0, cursor.ID{}, false
-	}
-	return seq, at, true
 }

@@ -162,7 +162,7 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 		return nil
 	}, func(comment string) error {
 		idle.Reset(st.ch.s.opt.IdleTimeout)
-		if seq, at, ok := parseInterestComment(comment); ok {
+		if seq, at, ok := httpapi.ParseInterestComment(comment); ok {
 			// Everything up to at that the old interest took has come: the stream is at at.
 			st.advance(at)
 			st.interest.shown(seq)
