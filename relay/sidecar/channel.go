@@ -244,6 +244,7 @@ type shardStatus struct {
 	Replica    string `json:"replica,omitempty"`   // the relay the stream reads from
 	Position   string `json:"position,omitempty"`  // the stream's cursor
 	Reconnects uint64 `json:"reconnects,omitempty"`
+	Follows    string `json:"follows,omitempty"` // what the stream asks the relay for: "every key" or "<n> keys"
 }
 
 func (ch *channel) status() channelStatus {
@@ -263,6 +264,7 @@ func (ch *channel) status() channelStatus {
 			on := streams[i].connected.Load()
 			ss.Streaming = &on
 			ss.Replica, ss.Position, ss.Reconnects = streams[i].snapshot()
+			ss.Follows = streams[i].interest.describe()
 			st.Ready = st.Ready && on
 		}
 		st.Shards = append(st.Shards, ss)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -92,6 +93,19 @@ func (in *interest) bumpLocked() {
 	case in.kick <- struct{}{}:
 	default:
 	}
+}
+
+// describe says what the stream asks the relay for, for the status page.
+func (in *interest) describe() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.whole > 0 {
+		return "every key"
+	}
+	if len(in.keys) == 1 {
+		return "1 key"
+	}
+	return strconv.Itoa(len(in.keys)) + " keys"
 }
 
 // await returns once the upstream follows what version asked for.

@@ -1,16 +1,21 @@
 package sidecar_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/relay/cursor"
 )
 
 // deliveredBy sums the events the relays of every shard queued to their subscribers.
@@ -24,19 +29,56 @@ func deliveredBy(c *relaytest.Channel) uint64 {
 	return n
 }
 
+// follows reads what each upstream stream follows from the sidecar's /readyz.
+func follows(t *testing.T, sc *testSidecar) []string {
+	t.Helper()
+	resp, err := http.Get(sc.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Channels []struct {
+			Shards []struct {
+				Follows string `json:"follows"`
+			} `json:"shards"`
+		} `json:"channels"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Channels) != 1 {
+		t.Fatalf("/readyz: %v %+v", err, body)
+	}
+	var out []string
+	for _, sh := range body.Channels[0].Shards {
+		out = append(out, sh.Follows)
+	}
+	return out
+}
+
 // The relays send a sidecar only what its local subscribers follow: the keys of keyed ones,
 // every key only while a whole-channel subscriber is connected.
 func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
 	c := relaytest.StartChannel(t, relaytest.Options{Shards: 2}, 1)
 	sc := startSidecar(t, c, "")
+	// publishAll publishes n messages over 25 keys and waits until each relay has handed all of
+	// them to its hub, so the next phase counts only its own.
 	publishAll := func(n int) map[string]int {
 		perKey := map[string]int{}
+		last := map[int]cursor.ID{}
 		for i := range n {
 			key := fmt.Sprint("user-", i%25)
-			if code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, i)); code != http.StatusAccepted {
+			code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, i))
+			if code != http.StatusAccepted {
 				t.Fatalf("publish: %d %+v", code, p)
 			}
 			perKey[key]++
+			last[p.Shard], _ = cursor.Parse(p.ID)
+		}
+		for shard, id := range last {
+			r := c.Replicas[shard][0]
+			relaytest.Eventually(t, 10*time.Second, "the relay of shard "+fmt.Sprint(shard)+" to deliver "+id.String(), func() bool {
+				at, err := cursor.Parse(r.Status().LastDelivered)
+				return err == nil && !at.Less(id)
+			})
 		}
 		return perKey
 	}
@@ -50,6 +92,15 @@ func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
 	if got, want := deliveredBy(c)-before, uint64(perKey["user-3"]+perKey["user-17"]); got != want {
 		t.Fatalf("the relays sent the sidecar %d events for 2 keyed subscribers, want %d (their keys' messages only)", got, want)
 	}
+	want := []string{"0 keys", "0 keys"}
+	for _, k := range []string{"user-3", "user-17"} {
+		i := c.Map.ShardFor(k)
+		n, _ := strconv.Atoi(strings.Fields(want[i])[0])
+		want[i] = map[bool]string{true: "1 key", false: strconv.Itoa(n+1) + " keys"}[n == 0]
+	}
+	if got := follows(t, sc); !slices.Equal(got, want) {
+		t.Fatalf("/readyz says the upstreams follow %q, want %q", got, want)
+	}
 
 	whole := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
 	before = deliveredBy(c)
@@ -57,6 +108,9 @@ func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
 	whole.Messages(t, 100, 10*time.Second)
 	if got := deliveredBy(c) - before; got != 100 {
 		t.Fatalf("with a whole-channel subscriber the relays sent %d events for 100 messages, want 100 (each once)", got)
+	}
+	if got := follows(t, sc); !slices.Equal(got, []string{"every key", "every key"}) {
+		t.Fatalf("/readyz says the upstreams follow %q with a whole-channel subscriber", got)
 	}
 	whole.Close()
 	b.Close()
@@ -213,7 +267,5 @@ func TestUpstreamFollowsTheWholeShardOfAnOlderRelay(t *testing.T) {
 			}
 		}
 	}
-	if got := deliveredBy(c) - before; got != 30 {
-		t.Fatalf("the older relay sent %d events for 30 messages, want 30 (the whole shard)", got)
-	}
+	relaytest.Eventually(t, 10*time.Second, "the older relay to send the whole shard", func() bool { return deliveredBy(c)-before == 30 })
 }
