@@ -222,6 +222,10 @@ func IsJSONMediaType(ct string) bool {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s as a JSON string, as encoding/json writes it (for answers built
+// without reflection).
+func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s) }
+
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD and U+2028/U+2029
 // are escaped, as encoding/json does; the output never contains a raw CR or LF.
 func appendJSONString(b []byte, s string) []byte {
