@@ -40,8 +40,8 @@ var Reference = Figures{
 	PublishCPU:            85 * time.Microsecond,
 	WriteInterval:         10 * time.Millisecond,
 	RedisPublishesPerCore: 25000,
-	SSEBytes:              5.8 * 1024,
-	WebSocketBytes:        33.6 * 1024,
+	SSEBytes:              3.4 * 1024,
+	WebSocketBytes:        3.4 * 1024,
 	RelayBaseBytes:        54 << 20,
 	SubscribersPerRelay:   10000,
 }
