@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -449,9 +450,12 @@ func TestIdempotencyKeysLiveForTheirWindowOnly(t *testing.T) {
 		t.Helper()
 		k := shardmap.IdempotencyKey(r.Map.Shards[0].HashTag, "*:"+key)
 		var found []string
+		var mu sync.Mutex // ForEachMaster calls the masters at once
 		_ = r.Redis.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
 			ks, err := m.Keys(ctx, k).Result()
+			mu.Lock()
 			found = append(found, ks...)
+			mu.Unlock()
 			return err
 		})
 		if len(found) == 0 {
