@@ -32,8 +32,8 @@ type interest struct {
 
 	stream  string          // the relay's id of the connected upstream stream ("" while none)
 	base    string          // the relay it is connected to
-	sentAll bool            // what that relay follows for us
-	sent    map[string]bool //
+	sentAll bool            // that relay follows every key for us
+	sent    map[string]bool // the keys it follows for us (kept while sentAll, as the relay keeps them)
 	posted  uint64          // the newest version posted to the stream (or opened with)
 	applied uint64          // the newest version the stream showed in effect
 	changed chan struct{}   // closed (and replaced) when applied moves
@@ -245,7 +245,7 @@ func (in *interest) next() (c change, stream, base string, ok bool) {
 	return c, in.stream, in.base, true
 }
 
-// posted records that stream took c (unless another stream replaced it meanwhile).
+// tookChange records that stream took c (unless another stream replaced it meanwhile).
 func (in *interest) tookChange(stream string, c change) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
