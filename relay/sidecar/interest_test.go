@@ -269,3 +269,36 @@ func TestUpstreamFollowsTheWholeShardOfAnOlderRelay(t *testing.T) {
 	}
 	relaytest.Eventually(t, 10*time.Second, "the older relay to send the whole shard", func() bool { return deliveredBy(c)-before == 30 })
 }
+
+// An interest comment moves the upstream's position: a subscriber that joined at it, whose
+// upstream then breaks before any event, is not sent the messages of its key published before
+// it joined when the stream resumes on another replica.
+func TestAReconnectResumesFromWhereAKeyWasAdded(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1}, 2)
+	sc := startSidecar(t, c, "")
+	other := relaytest.OpenSSE(t, sc.channelURL("/events?key=other"), relaytest.SSEOptions{}) // opens the upstream
+	for i := range 5 {
+		if code, p := sc.publish(t, "late", fmt.Sprintf(`{"n":%d}`, i)); code != http.StatusAccepted {
+			t.Fatalf("publish: %d %+v", code, p)
+		}
+	}
+	late := relaytest.OpenSSE(t, sc.channelURL("/events?key=late"), relaytest.SSEOptions{})
+	var serving *relaytest.Relay
+	for _, r := range c.Replicas[0] {
+		if r.Hub().Subscribers() == 1 {
+			serving = r
+		}
+	}
+	if serving == nil {
+		t.Fatal("no relay serves the sidecar's upstream")
+	}
+	serving.Kill()
+	relaytest.Eventually(t, 20*time.Second, "the upstream on the other replica", func() bool { return upstreamsOf(t, c, 0, serving) == 1 })
+	if code, p := sc.publish(t, "late", `{"n":100}`); code != http.StatusAccepted {
+		t.Fatalf("publish: %d %+v", code, p)
+	}
+	if got := decode(t, late.Messages(t, 1, 10*time.Second)[0]); got.n != 100 {
+		t.Fatalf("after the reconnect the subscriber of late got message %d, published before it subscribed; want 100", got.n)
+	}
+	other.Close()
+}
