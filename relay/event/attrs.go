@@ -36,7 +36,7 @@ var reserved = map[string]bool{"specversion": true, "type": true, "subject": tru
 
 // setString checks and records one attribute given as a string (a ce- header, a trace header).
 func (a Attrs) setString(name, value string) error {
-	raw := appendJSONString(nil, value)
+	raw := AppendJSONString(nil, value)
 	return a.set(name, raw)
 }
 
@@ -64,7 +64,7 @@ func (a Attrs) set(name string, raw json.RawMessage) error {
 		if err := checkAttrString(name, s); err != nil {
 			return err
 		}
-		raw = appendJSONString(nil, s)
+		raw = AppendJSONString(nil, s)
 	case '{', '[':
 		return fmt.Errorf("attribute %s must be a string, number or boolean", name)
 	case 'n': // null: absent (CloudEvents JSON format 2.4)
@@ -140,7 +140,7 @@ func (a Attrs) String() string {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, n)
+		b = AppendJSONString(b, n)
 		b = append(b, ':')
 		b = append(b, a[n]...)
 	}
@@ -280,7 +280,7 @@ func parseStored(s string) storedAttrs {
 			out.time = raw
 		default:
 			out.rest = append(out.rest, ',')
-			out.rest = appendJSONString(out.rest, n)
+			out.rest = AppendJSONString(out.rest, n)
 			out.rest = append(out.rest, ':')
 			out.rest = append(out.rest, raw...)
 		}

@@ -68,7 +68,7 @@ type Encoder struct {
 // NewEncoder returns the encoder of shard of channel name in namespace ns.
 func NewEncoder(ns, name string, shard int) *Encoder {
 	return &Encoder{
-		source: appendJSONString(nil, "/namespaces/"+ns+"/notificationchannels/"+name),
+		source: AppendJSONString(nil, "/namespaces/"+ns+"/notificationchannels/"+name),
 		shard:  []byte(itoa(shard) + ":"),
 		now:    time.Now,
 	}
@@ -127,9 +127,9 @@ func (e *Encoder) Encode(m Message) *Encoded {
 		b = append(b, e.source...)
 	}
 	b = append(b, `,"type":`...)
-	b = appendJSONString(b, m.Type)
+	b = AppendJSONString(b, m.Type)
 	b = append(b, `,"subject":`...)
-	b = appendJSONString(b, m.Key)
+	b = AppendJSONString(b, m.Key)
 	b = append(b, `,"time":`...)
 	if a.time != nil {
 		b = append(b, a.time...)
@@ -140,7 +140,7 @@ func (e *Encoder) Encode(m Message) *Encoded {
 	}
 	if m.ContentType != "" {
 		b = append(b, `,"datacontenttype":`...)
-		b = appendJSONString(b, m.ContentType)
+		b = AppendJSONString(b, m.ContentType)
 	}
 	b = append(b, a.rest...)
 	b = appendData(b, m.ContentType, m.Data)
@@ -169,13 +169,13 @@ func (e *Encoder) EncodeGap(g Gap) *Encoded {
 	b = append(b, `,"type":"`+GapType+`","time":"`...)
 	b = e.now().UTC().AppendFormat(b, timeLayout)
 	b = append(b, `","datacontenttype":"application/json","data":{"reason":`...)
-	b = appendJSONString(b, g.Reason)
+	b = AppendJSONString(b, g.Reason)
 	b = append(b, `,"from":"`...)
 	b = g.From.AppendTo(b)
 	b = append(b, `","resume":"`...)
 	b = g.Resume.AppendTo(b)
 	b = append(b, `","message":`...)
-	b = appendJSONString(b, g.Message)
+	b = AppendJSONString(b, g.Message)
 	b = append(b, "}}"...)
 	end := len(b)
 	b = append(b, sseTerminator...)
@@ -200,7 +200,7 @@ func appendData(b []byte, contentType, data string) []byte {
 	}
 	if utf8.ValidString(data) {
 		b = append(b, `,"data":`...)
-		return appendJSONString(b, data)
+		return AppendJSONString(b, data)
 	}
 	b = append(b, `,"data_base64":"`...)
 	b = base64.StdEncoding.AppendEncode(b, []byte(data))
@@ -222,13 +222,10 @@ func IsJSONMediaType(ct string) bool {
 
 const hexDigits = "0123456789abcdef"
 
-// AppendJSONString appends s as a JSON string, as encoding/json writes it (for answers built
-// without reflection).
-func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s) }
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD and U+2028/U+2029
-// are escaped, as encoding/json does; the output never contains a raw CR or LF.
-func appendJSONString(b []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string (for answers built without reflection). Invalid
+// UTF-8 becomes U+FFFD and U+2028/U+2029 are escaped, as encoding/json does; the output never
+// contains a raw CR or LF.
+func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
 )
 
@@ -15,6 +16,6 @@ func ServeLiveSSE(w http.ResponseWriter, sub *hub.Subscriber, writeTimeout time.
 	if c == nil {
 		return false
 	}
-	c.live()
+	c.goLive(func(batch []*event.Encoded) []*event.Encoded { return batch }, func() string { return "" })
 	return true
 }

@@ -45,9 +45,6 @@ type interestStream struct {
 	mu     sync.Mutex
 }
 
-// interestStreams holds the announced interest streams of one relay, by id.
-type interestStreams struct{ m sync.Map }
-
 // parseInterest reads ?interest=all|keys and the keys (?key= repeated).
 func (s *Server) parseInterest(q url.Values) (*hub.Interest, subscribeRequest) {
 	in := &hub.Interest{}
@@ -79,8 +76,8 @@ func (s *Server) announce(ctx context.Context, out Sink, sub *hub.Subscriber, re
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
-	s.interest.m.Store(id, &interestStream{sub: sub, caller: req.caller, floor: last})
-	sub.OnClose(func() { s.interest.m.Delete(id) })
+	s.interest.Store(id, &interestStream{sub: sub, caller: req.caller, floor: last})
+	sub.OnClose(func() { s.interest.Delete(id) })
 	return out.Write(ctx, []*event.Encoded{{Kind: event.KindNotice, SSE: []byte(": stream " + id + "\n\n")}}) == nil
 }
 
@@ -97,7 +94,7 @@ const maxInterestBody = 8 << 20
 
 // adjust applies a change to an announced interest stream and answers where it took effect.
 func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
-	v, ok := s.interest.m.Load(r.PathValue("stream"))
+	v, ok := s.interest.Load(r.PathValue("stream"))
 	st, _ := v.(*interestStream)
 	if !ok || st.caller != callerOf(r) {
 		WriteError(w, http.StatusNotFound, "no interest stream "+strconv.Quote(clip(r.PathValue("stream")))+" is open at this relay (it ended, or another caller opened it); open a new one")

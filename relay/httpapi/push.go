@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/watch"
@@ -54,8 +53,6 @@ type pushConn struct {
 	raw     syscall.RawConn // nil: every batch takes the blocking path
 	sub     *hub.Subscriber
 	timeout time.Duration
-	last    cursor.ID // the newest cursor sent
-	seam    bool      // live events up to last were already replayed
 
 	// One non-blocking write: rawWrite reads pending and sets wrote and werr. writeFn is
 	// rawWrite bound once, so a write allocates nothing.
@@ -66,18 +63,10 @@ type pushConn struct {
 
 	unwatch func() // stops the watcher's calls (nil when a goroutine watches)
 
-	// A sidecar's stream keeps its own cursors: filter prepares each live batch (instead of
-	// skipReplayed) and cursor says where the subscriber is (instead of last).
+	// Set by goLive: filter prepares each live batch (drops what the replay sent, gives events
+	// the subscriber's cursor) and cursor says where the subscriber is when its stream ends.
 	filter func(batch []*event.Encoded) []*event.Encoded
 	cursor func() string
-}
-
-// where is the subscriber's cursor, for the message that ends its stream.
-func (c *pushConn) where() string {
-	if c.cursor != nil {
-		return c.cursor()
-	}
-	return c.last.String()
 }
 
 // hijackSSE takes an SSE stream's connection over from net/http and sends the response
@@ -92,12 +81,12 @@ func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration
 	if err != nil {
 		return nil
 	}
-	if started {
-		return newPushConn(conn, sseFramer{}, sub, timeout)
-	}
 	// The request was read whole (a GET has no body), so what net/http's reader may still
 	// buffer is nothing a subscriber needs.
 	c := newPushConn(conn, sseFramer{}, sub, timeout)
+	if started {
+		return c
+	}
 	if _, err := c.blockingWrite(streamHeader(w)); err != nil {
 		c.close()
 		return nil
@@ -133,12 +122,9 @@ func HijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration
 // be taken over (HTTP/2): serve it with Streams.WebSocket then. The request must have passed
 // Streams.RefuseWebSocket.
 func HijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) (s *Stream, ok bool) {
-	c := hijackWebSocket(w, r, sub, timeout)
-	switch {
-	case c == nil:
-		return nil, true
-	case c.conn == nil:
-		return nil, false
+	c, ok := hijackWebSocket(w, r, sub, timeout)
+	if c == nil {
+		return nil, ok
 	}
 	return &Stream{c}, true
 }
@@ -150,15 +136,16 @@ func (s *Stream) Sink() Sink { return s.c }
 // hub's writers, one batch of this subscriber at a time) and cursor names where the subscriber
 // is when its stream ends.
 func (s *Stream) Live(filter func(batch []*event.Encoded) []*event.Encoded, cursor func() string) {
-	s.c.filter, s.c.cursor = filter, cursor
-	s.c.live()
+	s.c.goLive(filter, cursor)
 }
 
 // End closes a stream that does not go live (its replay failed, or was all it asked for).
 func (s *Stream) End() { s.c.close() }
 
-// live hands the stream to the hub's writers and watches the peer.
-func (c *pushConn) live() {
+// goLive hands the stream to the hub's writers and watches the peer; filter and cursor are
+// the subscriber's (see the fields).
+func (c *pushConn) goLive(filter func(batch []*event.Encoded) []*event.Encoded, cursor func() string) {
+	c.filter, c.cursor = filter, cursor
 	c.watchPeer()
 	c.sub.Push(c)
 }
@@ -237,12 +224,7 @@ func (c *pushConn) Close(reason, last string, slow bool) {
 
 // Send writes a live batch without waiting for the peer (hub.Output).
 func (c *pushConn) Send(batch []*event.Encoded) bool {
-	var kept []*event.Encoded
-	if c.filter != nil {
-		kept = c.filter(batch)
-	} else {
-		kept = skipReplayed(batch, &c.last, &c.seam)
-	}
+	kept := c.filter(batch)
 	bp := sseBuffers.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer sseBuffers.Put(bp)
@@ -300,7 +282,7 @@ func (c *pushConn) finish(left []byte, rest, batch []*event.Encoded) {
 // told why and where to resume (hub.Output), waiting for it on a goroutine of its own under the
 // write timeout if its socket is full.
 func (c *pushConn) End(err error) {
-	if msg := c.ending(err, c.where()); msg != nil {
+	if msg := c.ending(err, c.cursor()); msg != nil {
 		if n, full, err := c.tryWrite(msg); full && err == nil {
 			go func() {
 				_, _ = c.blockingWrite(msg[n:])

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,7 @@ type Server struct {
 	handler  http.Handler // mux behind the CORS handler
 	streams  Streams
 	limits   *limiter // nil without limits
-	interest interestStreams
+	interest sync.Map // the announced interest streams, by id: *interestStream
 }
 
 // New returns the API server for cfg.

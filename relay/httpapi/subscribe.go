@@ -289,7 +289,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	sub := s.subscribe(req, "sse") // before replay: nothing published from now on is missed
 	if req.interest != nil {
-		w.Header().Set(InterestHeader, map[bool]string{true: "all", false: "keys"}[req.interest.All])
+		mark := "keys"
+		if req.interest.All {
+			mark = "all"
+		}
+		w.Header().Set(InterestHeader, mark)
 	}
 	if r.Method == http.MethodGet && !req.replayOnly {
 		if c := hijackSSE(w, sub, s.cfg.WriteTimeout); c != nil {
@@ -303,15 +307,16 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 
 // serveHijacked replays on the handler's goroutine, then hands the live stream to the hub's
 // writers and returns: an idle live subscriber holds no handler goroutine and no net/http
-// buffers (see ssepush.go).
+// buffers (see push.go).
 func (s *Server) serveHijacked(ctx context.Context, c *pushConn, req subscribeRequest) {
 	last, seam, ok := s.resume(ctx, c, req)
 	if !ok || !s.announce(ctx, c, c.sub, req, last) {
 		c.close()
 		return
 	}
-	c.last, c.seam = last, seam
-	c.live()
+	// The writers run the filter, one batch at a time; the cursor is read by the stream's end.
+	c.goLive(func(batch []*event.Encoded) []*event.Encoded { return skipReplayed(batch, &last, &seam) },
+		func() string { return last.String() })
 }
 
 // subscribe registers with the hub; a replay-only stream gets a subscriber that is never
@@ -429,11 +434,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := s.subscribe(req, "websocket")
-	if c := hijackWebSocket(w, r, sub, s.cfg.WriteTimeout); c != nil {
-		if c.conn == nil { // the handshake failed and was answered
-			sub.Close()
-			return
-		}
+	c, ok := hijackWebSocket(w, r, sub, s.cfg.WriteTimeout)
+	switch {
+	case !ok: // the handshake failed and was answered
+		sub.Close()
+		return
+	case c != nil:
 		s.serveHijacked(r.Context(), c, req)
 		return
 	}

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 
@@ -22,10 +22,11 @@ import (
 // and close. Anything else ends the stream with 1008, as the client broke the protocol.
 
 // hijackWebSocket completes the handshake of a checked upgrade request (refuseWebSocket) and
-// returns the stream; nil when the connection could not be taken over (the caller answers).
-func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) *pushConn {
+// returns the stream. ok is false when the handshake failed (it was answered, or the peer is
+// gone); a nil stream with ok true: the connection cannot be taken over (the caller answers).
+func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) (c *pushConn, ok bool) {
 	if _, ok := w.(http.Hijacker); !ok {
-		return nil
+		return nil, true
 	}
 	up := ws.HTTPUpgrader{Timeout: timeout, Protocol: func(p string) bool { return p == CloudEventsSubprotocol }}
 	conn, _, _, err := up.Upgrade(r, w)
@@ -33,9 +34,9 @@ func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber
 		if conn != nil {
 			_ = conn.Close()
 		}
-		return &pushConn{} // answered (or the peer is gone): nothing to serve
+		return nil, false
 	}
-	return newPushConn(conn, &wsFramer{}, sub, timeout)
+	return newPushConn(conn, &wsFramer{}, sub, timeout), true
 }
 
 // wsFramer frames one WebSocket stream; it keeps what it needs of the peer's input.
@@ -105,22 +106,26 @@ func (*wsFramer) closing(reason, last string, slow bool) []byte {
 // maxPartial bounds what is kept of an incomplete frame: a control frame is at most 131 bytes.
 const maxPartial = 256
 
-// input reads what the peer sent: pings are answered in order with the events, a close or a
+// input reads what the peer sent, handling each chunk's complete frames as it comes (so what
+// is kept stays under maxPartial): pings are answered in order with the events, a close or a
 // protocol error ends the stream (with the close frame to answer it).
 func (f *wsFramer) input(c *pushConn) bool {
 	var buf [512]byte
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	gone := false
+	if f.code != 0 {
+		return true // it ended already; what else came is not read
+	}
+	gone, closed := false, false
+	answer := func(pong []byte) { c.sub.Notify(&event.Encoded{Kind: event.KindNotice, SSE: pong}) }
 	err := c.raw.Read(func(fd uintptr) bool {
-		for {
+		for !closed {
 			n, err := syscall.Read(int(fd), buf[:])
 			switch {
 			case n > 0:
-				f.partial = append(f.partial, buf[:n]...)
-				if len(f.partial) > maxPartial+len(buf) {
-					return true // parsed below: surely a violation
-				}
+				var rest []byte
+				rest, closed, f.code, f.reason = readClientFrames(append(f.partial, buf[:n]...), answer)
+				f.partial = append(f.partial[:0], rest...)
 				continue
 			case err == syscall.EINTR:
 				continue
@@ -130,19 +135,12 @@ func (f *wsFramer) input(c *pushConn) bool {
 			}
 			return true
 		}
+		return true
 	})
-	rest, closed, code, reason := readClientFrames(f.partial, func(pong []byte) {
-		c.sub.Notify(&event.Encoded{Kind: event.KindNotice, SSE: pong})
-	})
-	f.partial = append(f.partial[:0], rest...)
 	if len(f.partial) == 0 {
 		f.partial = nil // an idle stream keeps no buffer
 	}
-	if closed {
-		f.code, f.reason = code, reason
-		return true
-	}
-	return gone || err != nil
+	return closed || gone || err != nil
 }
 
 // readClientFrames handles the complete frames at the head of b, from a client: answer is
@@ -180,7 +178,7 @@ func readClientFrames(b []byte, answer func(pong []byte)) (rest []byte, closed b
 			if code.Empty() {
 				code = ws.StatusNormalClosure
 			}
-			if !validCloseCode(code) || !validUTF8(reason) {
+			if !validCloseCode(code) || !utf8.ValidString(reason) {
 				return nil, true, ws.StatusProtocolError, "invalid close frame"
 			}
 			return nil, true, code, ""
@@ -193,8 +191,6 @@ func readClientFrames(b []byte, answer func(pong []byte)) (rest []byte, closed b
 func validCloseCode(c ws.StatusCode) bool {
 	return c >= 1000 && c <= 1003 || c >= 1007 && c <= 1014 || c >= 3000 && c <= 4999
 }
-
-func validUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 
 // statusTryAgainLater is close code 1013 (RFC 6455 registry): the server cannot serve now.
 const statusTryAgainLater ws.StatusCode = 1013
