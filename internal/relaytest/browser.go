@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +20,11 @@ type Pages struct {
 	OnCut   func()            // what /report/cut does (e.g. cut the connections of a Proxy)
 	Files   map[string][]byte // more files to serve, by path (e.g. "/herald.js")
 	reports chan report
+
+	// mu orders the test's goroutine and the handlers, which the race detector cannot see
+	// through the browser: Run takes it before the page starts and after it reported, the
+	// handlers while they read Files or run OnCut.
+	mu sync.Mutex
 }
 
 type report struct {
@@ -33,7 +39,10 @@ func ServePages(t testing.TB, dir string) *Pages {
 	files := http.FileServer(http.Dir(dir))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if b, ok := p.Files[r.URL.Path]; ok {
+		p.mu.Lock()
+		b, ok := p.Files[r.URL.Path]
+		p.mu.Unlock()
+		if ok {
 			w.Header().Set("Content-Type", "text/javascript")
 			_, _ = w.Write(b)
 			return
@@ -44,9 +53,11 @@ func ServePages(t testing.TB, dir string) *Pages {
 		b, _ := io.ReadAll(r.Body)
 		switch r.PathValue("what") {
 		case "cut":
+			p.mu.Lock()
 			if p.OnCut != nil {
 				p.OnCut()
 			}
+			p.mu.Unlock()
 		default:
 			select {
 			case p.reports <- report{failed: r.PathValue("what") != "done", body: b}:
@@ -66,6 +77,8 @@ func ServePages(t testing.TB, dir string) *Pages {
 func (p *Pages) Run(t testing.TB, path string, within time.Duration) []byte {
 	t.Helper()
 	browser := Browser(t)
+	p.sync()
+	defer p.sync()
 	var out bytes.Buffer
 	cmd := exec.Command(browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 		"--no-first-run", "--no-default-browser-check", "--user-data-dir="+t.TempDir(), p.URL+path)
@@ -88,6 +101,12 @@ func (p *Pages) Run(t testing.TB, path string, within time.Duration) []byte {
 		t.Fatalf("the page reported nothing in %v; browser output:\n%s", within, out.String())
 	}
 	return nil
+}
+
+// sync orders what the test did before it with what the handlers do after it, and back.
+func (p *Pages) sync() {
+	p.mu.Lock()
+	p.mu.Unlock() //nolint:staticcheck // an empty critical section is the point
 }
 
 // Browser returns the headless browser tests drive: Debian's chromium package.
