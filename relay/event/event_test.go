@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -338,6 +339,36 @@ func FuzzPublishBody(f *testing.F) {
 		}
 		if !bytes.Equal(data, p.Data) && utf8.Valid(p.Data) {
 			t.Fatalf("data changed: %q -> %q", p.Data, data)
+		}
+	})
+}
+
+// FuzzBatch: a batch is either refused with an error, or every event of it is what reading
+// that event alone (SplitBatch, then ParseBatchEvent) gives, and there are 1 to MaxBatchEvents.
+func FuzzBatch(f *testing.F) {
+	f.Add([]byte(`[{"subject":"a","data":{"n":1}},{"id":"x","source":"/s","data_base64":"/wA="}]`))
+	f.Add([]byte(`[{"type":"t","datacontenttype":"text/plain","data":"hi"}] `))
+	f.Add([]byte(`[{"specversion":"0.3"}]`))
+	f.Add([]byte(`[] x`))
+	f.Add([]byte(`[{"a":1},`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		h := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
+		events, err := ParseBatch(h, body)
+		if err != nil {
+			return
+		}
+		raws, err := SplitBatch(body)
+		if err != nil || len(raws) != len(events) || len(events) == 0 || len(events) > MaxBatchEvents {
+			t.Fatalf("ParseBatch took %d events, SplitBatch %d (%v)", len(events), len(raws), err)
+		}
+		for i, raw := range raws {
+			one, err := ParseBatchEvent(h, raw)
+			if err != nil || !reflect.DeepEqual(one, events[i]) {
+				t.Fatalf("event %d alone reads as %+v (%v), in the batch as %+v", i, one, err, events[i])
+			}
+			if _, ok := events[i].Attrs["traceparent"]; !ok {
+				t.Fatalf("event %d lost the request's trace context", i)
+			}
 		}
 	})
 }

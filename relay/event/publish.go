@@ -16,6 +16,13 @@ var ErrUnsupportedMediaType = errors.New("unsupported media type")
 // StructuredMediaType is the Content-Type of a CloudEvent sent in structured mode.
 const StructuredMediaType = "application/cloudevents+json"
 
+// BatchMediaType is the Content-Type of CloudEvents sent in batched mode: a JSON array of events
+// in structured mode.
+const BatchMediaType = "application/cloudevents-batch+json"
+
+// MaxBatchEvents bounds the events of one batched publish.
+const MaxBatchEvents = 1000
+
 // Publish is what a publisher asked to send, before Redis gives it an ID.
 type Publish struct {
 	Subject     string // CloudEvents subject: Ce-Subject, or subject in a structured body ("" if absent)
@@ -51,21 +58,82 @@ func ParsePublish(h http.Header, body []byte) (Publish, error) {
 	switch mt {
 	case StructuredMediaType:
 		p, err = parseStructured(body)
-	case "application/cloudevents-batch+json":
-		err = fmt.Errorf("%w: batched CloudEvents are not supported; publish one event per request", ErrUnsupportedMediaType)
+	case BatchMediaType:
+		err = fmt.Errorf("%w: a batch of CloudEvents is read by ParseBatch", ErrUnsupportedMediaType)
 	default:
 		p, err = parseBinary(h, contentType, mt, body)
 	}
 	if err != nil {
 		return Publish{}, err
 	}
+	return p, p.finish(h)
+}
+
+// ParseBatch reads a publish in CloudEvents batched mode: the body is a JSON array of 1 to
+// MaxBatchEvents events in structured mode (SplitBatch), each read by ParseBatchEvent. An error
+// names the event by its index in the array.
+func ParseBatch(h http.Header, body []byte) ([]Publish, error) {
+	raws, err := SplitBatch(body)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Publish, len(raws))
+	for i, raw := range raws {
+		if out[i], err = ParseBatchEvent(h, raw); err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// SplitBatch returns the events of a batch as they were sent: 1 to MaxBatchEvents JSON values.
+func SplitBatch(body []byte) ([]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return nil, errors.New("body is not a batch of CloudEvents: a JSON array of events in structured mode")
+	}
+	var out []json.RawMessage
+	for dec.More() {
+		if len(out) == MaxBatchEvents {
+			return nil, fmt.Errorf("a batch holds at most %d events", MaxBatchEvents)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("body is not a JSON array of CloudEvents: %v", err)
+		}
+		out = append(out, raw)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("body is not a JSON array of CloudEvents: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("body holds more than one JSON value")
+	}
+	if len(out) == 0 {
+		return nil, errors.New("a batch holds at least one event")
+	}
+	return out, nil
+}
+
+// ParseBatchEvent reads one event of a batch as ParsePublish reads a structured one; the trace
+// context of the request goes to the event if it carries none.
+func ParseBatchEvent(h http.Header, raw []byte) (Publish, error) {
+	p, err := parseStructured(raw)
+	if err != nil {
+		return Publish{}, err
+	}
+	return p, p.finish(h)
+}
+
+// finish adds the request's trace context and checks the size of what is stored.
+func (p *Publish) finish(h http.Header) error {
 	p.Attrs.fromTraceContext(h)
 	if len(p.Attrs) == 0 {
 		p.Attrs = nil
 	} else if n := len(p.Attrs.String()); n > MaxAttrsBytes {
-		return Publish{}, fmt.Errorf("the attributes take %d bytes; at most %d are stored with a message", n, MaxAttrsBytes)
+		return fmt.Errorf("the attributes take %d bytes; at most %d are stored with a message", n, MaxAttrsBytes)
 	}
-	return p, nil
+	return nil
 }
 
 func parseBinary(h http.Header, contentType, mt string, body []byte) (Publish, error) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/upstream"
@@ -29,32 +30,52 @@ type publishResponse struct {
 	Replicas   *int   `json:"replicas,omitempty"`   // with ?ack=replicated: how many replicas confirmed
 }
 
-func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
+// publishParams are what a publish request says outside its body.
+type publishParams struct {
+	key          string // ?key= ("" if absent)
+	waitReplicas int    // 1 with ?ack=replicated
+	idem         string // Idempotency-Key ("" if absent)
+	retryKey     bool   // idem is one the sidecar made up for its own retries
+}
+
+// readPublishParams reads and checks them, or answers 400 and returns false.
+func readPublishParams(w http.ResponseWriter, r *http.Request) (publishParams, bool) {
 	q := r.URL.Query()
-	key := q.Get("key")
-	if key != "" {
-		if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
+	p := publishParams{key: q.Get("key"), idem: r.Header.Get("Idempotency-Key"), retryKey: r.Header.Get(RetryKeyHeader) == "1"}
+	if p.key != "" {
+		if err := event.ValidateField("key", p.key, event.MaxKeyBytes); err != nil {
 			WriteError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
-			return
+			return p, false
 		}
 	}
-	waitReplicas := 0
 	switch ack := q.Get("ack"); ack {
 	case "", "leader":
 	case "replicated":
-		waitReplicas = 1
+		p.waitReplicas = 1
 	default:
 		WriteError(w, http.StatusBadRequest, "query parameter ack must be \"leader\" (default) or \"replicated\", not "+strconv.Quote(clip(ack)))
-		return
+		return p, false
 	}
-	idem := r.Header.Get("Idempotency-Key")
-	if idem != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
-		if err := validIdempotencyKey(idem); err != nil {
+	if p.idem != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
+		if err := ValidIdempotencyKey(p.idem); err != nil {
 			WriteError(w, http.StatusBadRequest, "Idempotency-Key header: "+err.Error())
-			return
+			return p, false
 		}
 	}
+	return p, true
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
+	params, ok := readPublishParams(w, r)
+	if !ok {
+		return
+	}
 	ct := r.Header.Get("Content-Type")
+	if isBatch(ct) {
+		s.publishBatch(w, r, params)
+		return
+	}
+	key, waitReplicas, idem := params.key, params.waitReplicas, params.idem
 	limit := s.maxBytes
 	if isStructured(ct) {
 		limit = s.maxBytes*2 + 16<<10 // room for the envelope and base64; data is checked below
@@ -102,7 +123,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	producerID := in.Attrs.StringValue("id")
-	retryKey := r.Header.Get(RetryKeyHeader) == "1"
+	retryKey := params.retryKey
 	fromEventID := false
 	if producerID != "" && (idem == "" || retryKey) {
 		// The event's own id (with its source) identifies it: a producer that sends it again is
@@ -146,7 +167,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
 	}
 	// Every publish answers this: built by hand, without encoding/json's reflection.
-	b := resp.appendJSON(make([]byte, 0, 128))
+	b := append(resp.appendJSON(make([]byte, 0, 128)), '\n')
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
@@ -156,7 +177,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 
 var jsonContentType = []string{"application/json"}
 
-// appendJSON appends the answer as encoding/json would write it, and a newline.
+// appendJSON appends the answer as encoding/json would write it.
 func (r publishResponse) appendJSON(b []byte) []byte {
 	b = append(b, `{"id":`...)
 	b = event.AppendJSONString(b, r.ID)
@@ -175,7 +196,7 @@ func (r publishResponse) appendJSON(b []byte) []byte {
 		b = append(b, `,"replicas":`...)
 		b = strconv.AppendInt(b, int64(*r.Replicas), 10)
 	}
-	return append(b, "}\n"...)
+	return append(b, '}')
 }
 
 // readBody reads the request body, at most limit bytes: at once into a buffer of its size when
@@ -199,11 +220,18 @@ func eventIdempotencyKey(source, id string) string {
 	return "ce-" + hex.EncodeToString(sum[:16])
 }
 
-func isStructured(ct string) bool {
-	return len(ct) >= len(event.StructuredMediaType) && ct[:len(event.StructuredMediaType)] == event.StructuredMediaType
+func isStructured(ct string) bool { return hasMediaType(ct, event.StructuredMediaType) }
+
+func isBatch(ct string) bool { return hasMediaType(ct, event.BatchMediaType) }
+
+// hasMediaType reports whether the Content-Type ct is mt, with or without parameters.
+func hasMediaType(ct, mt string) bool {
+	return len(ct) >= len(mt) && strings.EqualFold(ct[:len(mt)], mt) && (len(ct) == len(mt) || ct[len(mt)] == ';' || ct[len(mt)] == ' ')
 }
 
-func validIdempotencyKey(k string) error {
+// ValidIdempotencyKey checks an Idempotency-Key header: 1 to MaxIdempotencyKeyBytes printable
+// ASCII characters without spaces.
+func ValidIdempotencyKey(k string) error {
 	if k == "" || len(k) > MaxIdempotencyKeyBytes {
 		return errors.New("must be 1 to " + strconv.Itoa(MaxIdempotencyKeyBytes) + " characters")
 	}

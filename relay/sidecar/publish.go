@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -36,6 +37,10 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 		maxBytes = httpapi.DefaultMaxMessageBytes
 	}
 	ct := r.Header.Get("Content-Type")
+	if mt, _, _ := mime.ParseMediaType(ct); mt == event.BatchMediaType {
+		s.publishBatch(w, r, ch, m, maxBytes)
+		return
+	}
 	limit := maxBytes*2 + 16<<10 // the relay's bound for a structured envelope; it checks the data itself
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -92,13 +97,53 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.PublishTimeout)
 	defer cancel()
 	shard := m.ShardFor(key)
+	ans, lastErr := s.forward(ctx, ch, shard, r.URL.RawQuery, body, hdr)
+	if ans == nil {
+		w.Header().Set("Retry-After", "1")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "no relay of shard "+strconv.Itoa(shard)+" of channel "+ch.ref.String()+
+			" took the message (last: "+lastErr+"); retry with the same Idempotency-Key to stay exactly-once")
+		return
+	}
+	if ans.status == http.StatusAccepted {
+		s.met.Published.Inc()
+		if own && ans.retried {
+			ans.body = withoutDuplicate(ans.body) // the app sent one message: our own retry is not its duplicate
+		}
+	}
+	ans.writeTo(w)
+}
+
+// relayAnswer is what a shard relay answered a publish.
+type relayAnswer struct {
+	status  int
+	header  http.Header
+	body    []byte
+	retried bool // an earlier attempt failed: a duplicate may be the sidecar's own retry
+}
+
+func (a *relayAnswer) writeTo(w http.ResponseWriter) {
+	for _, h := range []string{"Content-Type", "Retry-After", "Allow", "WWW-Authenticate"} {
+		if v := a.header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
+	w.WriteHeader(a.status)
+	_, _ = w.Write(a.body)
+}
+
+// forward POSTs a publish to a relay of shard. An attempt that fails (no answer, 5xx, 421 after
+// a map refresh, 401 after a token re-read) is repeated on another replica; hdr must carry an
+// Idempotency-Key (or the events their ids) for that to store nothing twice. It returns nil and
+// the last failure when no relay answered otherwise.
+func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery string, body []byte, hdr http.Header) (*relayAnswer, string) {
 	var lastErr string
 	next := -1
 	for attempt := 0; attempt < publishAttempts && ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
 			s.met.PublishRetries.Inc()
 		}
-		m = ch.shardMap() // a refresh may have moved the shard
+		m := ch.shardMap() // a refresh may have moved the shard
 		bases, err := s.resolver.resolve(ctx, m.Shards[shard].Endpoint, attempt > 0)
 		if err != nil {
 			lastErr = err.Error()
@@ -113,7 +158,7 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 			next++
 		}
 		base := bases[next%len(bases)]
-		resp, err := ch.send(ctx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+r.URL.RawQuery, bytes.NewReader(body), hdr)
+		resp, err := ch.send(ctx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+rawQuery, bytes.NewReader(body), hdr)
 		if err != nil {
 			lastErr = err.Error()
 			s.markDown(base)
@@ -136,25 +181,9 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 			lastErr = clip(answer)
 			continue
 		}
-		if resp.StatusCode == http.StatusAccepted {
-			s.met.Published.Inc()
-			if own && attempt > 0 {
-				answer = withoutDuplicate(answer) // the app sent one message: our own retry is not its duplicate
-			}
-		}
-		for _, h := range []string{"Content-Type", "Retry-After", "Allow", "WWW-Authenticate"} {
-			if v := resp.Header.Get(h); v != "" {
-				w.Header().Set(h, v)
-			}
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
-		w.WriteHeader(resp.StatusCode)
-		_, _ = w.Write(answer)
-		return
+		return &relayAnswer{status: resp.StatusCode, header: resp.Header, body: answer, retried: attempt > 0}, ""
 	}
-	w.Header().Set("Retry-After", "1")
-	httpapi.WriteError(w, http.StatusServiceUnavailable, "no relay of shard "+strconv.Itoa(shard)+" of channel "+ch.ref.String()+
-		" took the message (last: "+lastErr+"); retry with the same Idempotency-Key to stay exactly-once")
+	return nil, lastErr
 }
 
 // downFor is how long a replica that refused a connection is avoided.

@@ -93,6 +93,42 @@ func (pl *pipeline) run(ctx context.Context) {
 	}
 }
 
+// callAll queues calls in their order and waits for their replies. Calls not answered before ctx
+// or the pipeline ends get that error (their outcome is unknown, as with call).
+func (pl *pipeline) callAll(ctx context.Context, calls []*pendingCall) (replies []any, errs []error) {
+	replies, errs = make([]any, len(calls)), make([]error, len(calls))
+	var ended error
+	queued := 0
+queue:
+	for _, c := range calls {
+		select {
+		case pl.reqs <- c:
+			queued++
+		case <-ctx.Done():
+			ended = ctx.Err()
+			break queue
+		case <-pl.stop:
+			ended = errPipelineStopped
+			break queue
+		}
+	}
+	for i, c := range calls {
+		if i < queued && ended == nil {
+			select {
+			case <-c.done:
+				replies[i], errs[i] = c.reply, c.err
+				continue
+			case <-ctx.Done():
+				ended = ctx.Err()
+			case <-pl.stop:
+				ended = errPipelineStopped
+			}
+		}
+		errs[i] = ended
+	}
+	return replies, errs
+}
+
 func (pl *pipeline) flush(ctx context.Context, batch []*pendingCall) {
 	ctx, cancel := context.WithTimeout(ctx, pipelineTimeout)
 	defer cancel()
@@ -103,18 +139,26 @@ func (pl *pipeline) flush(ctx context.Context, batch []*pendingCall) {
 		close(c.done)
 		return
 	}
-	cmds := make([]*redis.Cmd, len(batch))
-	_, _ = pl.p.cluster.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, c := range batch {
-			cmds[i] = pipe.FCall(ctx, shardmap.PublishFunction, c.keys, c.args...)
+	pl.p.pipelined(ctx, pl.p.cluster, batch)
+	for _, c := range batch {
+		close(c.done)
+	}
+}
+
+// pipelined sends calls in one pipeline through c (the cluster client or a connection to the
+// slot's master) and sets each one's reply.
+func (p *Publisher) pipelined(ctx context.Context, c redis.Cmdable, calls []*pendingCall) {
+	cmds := make([]*redis.Cmd, len(calls))
+	_, _ = c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, call := range calls {
+			cmds[i] = pipe.FCall(ctx, shardmap.PublishFunction, call.keys, call.args...)
 		}
 		return nil
 	})
-	for i, c := range batch {
-		c.reply, c.err = cmds[i].Result()
-		if c.err != nil && strings.Contains(c.err.Error(), "Function not found") {
-			c.reply, c.err = pl.p.fcall(ctx, pl.p.cluster, c.keys, c.args) // loads it where it may
+	for i, call := range calls {
+		call.reply, call.err = cmds[i].Result()
+		if call.err != nil && strings.Contains(call.err.Error(), "Function not found") {
+			call.reply, call.err = p.fcall(ctx, c, call.keys, call.args) // loads it where it may
 		}
-		close(c.done)
 	}
 }

@@ -80,8 +80,64 @@ func NewPublisher(cluster *redis.ClusterClient, m *shardmap.Map, i int, idempote
 // connection of the slot's master: WAIT counts replica acknowledgements of that connection's
 // writes only (REDIS-NOTES.md).
 func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishResult, error) {
+	keys, args := p.call(req)
+	var res PublishResult
+	var reply any
+	var err error
+	if req.WaitReplicas > 0 {
+		reply, res.Replicas, err = p.publishAndWait(ctx, keys, args, req.WaitReplicas, req.WaitTimeout)
+		res.Replicated = err == nil && res.Replicas >= req.WaitReplicas
+	} else if p.pipe != nil {
+		reply, err = p.pipe.call(ctx, keys, args)
+	} else {
+		reply, err = p.fcall(ctx, p.cluster, keys, args)
+	}
+	return result(res, reply, err)
+}
+
+// PublishBatch publishes reqs in their order and returns each one's result and error (nil:
+// stored). Every request must have the same WaitReplicas and WaitTimeout. Acknowledged by the
+// leader, they go into the auto-pipeline (or one pipeline of their own without it); with
+// WaitReplicas, they are pipelined on one connection of the slot's master, followed by one WAIT
+// for all of them.
+func (p *Publisher) PublishBatch(ctx context.Context, reqs []PublishRequest) ([]PublishResult, []error) {
+	calls := make([]*pendingCall, len(reqs))
+	for i, req := range reqs {
+		keys, args := p.call(req)
+		calls[i] = &pendingCall{keys: keys, args: args, done: make(chan struct{})}
+	}
+	var replies []any
+	var errs []error
+	replicas, waitErr := 0, error(nil)
+	switch {
+	case len(reqs) > 0 && reqs[0].WaitReplicas > 0:
+		replicas, waitErr = p.pipelineAndWait(ctx, calls, reqs[0].WaitReplicas, reqs[0].WaitTimeout)
+	case p.pipe != nil:
+		replies, errs = p.pipe.callAll(ctx, calls)
+	default:
+		p.pipelined(ctx, p.cluster, calls)
+	}
+	if replies == nil { // answered here, not by the pipeline's goroutine
+		replies, errs = make([]any, len(calls)), make([]error, len(calls))
+		for i, c := range calls {
+			replies[i], errs[i] = c.reply, c.err
+		}
+	}
+	results := make([]PublishResult, len(reqs))
+	for i := range calls {
+		res := PublishResult{}
+		if reqs[i].WaitReplicas > 0 && waitErr == nil {
+			res.Replicas, res.Replicated = replicas, replicas >= reqs[i].WaitReplicas
+		}
+		results[i], errs[i] = result(res, replies[i], errs[i])
+	}
+	return results, errs
+}
+
+// call is the keys and arguments of the publish function for req.
+func (p *Publisher) call(req PublishRequest) (keys []string, args []any) {
 	durable := p.m.Delivery == shardmap.DeliveryDurable
-	keys := []string{p.routeKey}
+	keys = []string{p.routeKey}
 	if req.IdempotencyKey != "" && durable {
 		keys = append(keys, shardmap.IdempotencyKey(p.shard.HashTag, idempotencyScope(req.Caller)+":"+req.IdempotencyKey))
 	}
@@ -105,19 +161,11 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	if ttl < 1 {
 		ttl = 1
 	}
-	args := []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID, messageHash(req), req.Attrs}
+	return keys, []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID, messageHash(req), req.Attrs}
+}
 
-	var res PublishResult
-	var reply any
-	var err error
-	if req.WaitReplicas > 0 {
-		reply, res.Replicas, err = p.publishAndWait(ctx, keys, args, req.WaitReplicas, req.WaitTimeout)
-		res.Replicated = err == nil && res.Replicas >= req.WaitReplicas
-	} else if p.pipe != nil {
-		reply, err = p.pipe.call(ctx, keys, args)
-	} else {
-		reply, err = p.fcall(ctx, p.cluster, keys, args)
-	}
+// result reads the publish function's reply into res.
+func result(res PublishResult, reply any, err error) (PublishResult, error) {
 	if err != nil {
 		return PublishResult{}, err
 	}
@@ -130,6 +178,29 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 	}
 	res.ID, res.Duplicate = id, dup == 1
 	return res, nil
+}
+
+// pipelineAndWait pipelines calls on one connection of the slot's master, then WAITs once for
+// replicas to acknowledge them all. A failed WAIT leaves the writes stored, unconfirmed.
+func (p *Publisher) pipelineAndWait(ctx context.Context, calls []*pendingCall, replicas int, timeout time.Duration) (int, error) {
+	master, err := p.cluster.MasterForKey(ctx, p.routeKey)
+	if err != nil {
+		for _, c := range calls {
+			c.err = err
+		}
+		return 0, err
+	}
+	conn := master.Conn()
+	defer conn.Close()
+	p.pipelined(ctx, conn, calls)
+	for _, c := range calls {
+		if c.err != nil && isMoved(c.err) {
+			p.cluster.ReloadState(ctx)
+			break
+		}
+	}
+	n, err := conn.Wait(ctx, replicas, timeout).Result()
+	return int(n), err
 }
 
 func (p *Publisher) publishAndWait(ctx context.Context, keys []string, args []any, replicas int, timeout time.Duration) (any, int, error) {

@@ -1,0 +1,179 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/upstream"
+)
+
+// MaxBatchBytes bounds the body of a batched publish (or one event's bound, if that is larger).
+const MaxBatchBytes = 4 << 20
+
+// BatchLimit is the largest batch body a channel with maxBytes per message takes.
+func BatchLimit(maxBytes int64) int64 { return max(MaxBatchBytes, maxBytes*2+16<<10) }
+
+// publishBatch stores a batch of CloudEvents (application/cloudevents-batch+json) in its order,
+// at the cost of one request for all of them. Nothing is stored unless every event is valid and
+// belongs to this shard. An event with an id is deduplicated by it (and its source), as a single
+// publish without Idempotency-Key is; one without by the request's Idempotency-Key, if any, and
+// its index in the batch. The answer is 202 with
+// every event's result when all were stored; otherwise a problem (503, or 409 for a reused id)
+// whose "events" member says, event by event, what was stored, so a retry of the same batch
+// stores only what is missing.
+func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params publishParams) {
+	limit := BatchLimit(s.maxBytes)
+	if r.ContentLength > limit {
+		WriteError(w, http.StatusRequestEntityTooLarge, "batch of "+strconv.FormatInt(r.ContentLength, 10)+" bytes is over "+strconv.FormatInt(limit, 10)+" bytes; send smaller batches")
+		return
+	}
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			WriteError(w, http.StatusRequestEntityTooLarge, "batch is over "+strconv.FormatInt(limit, 10)+" bytes; send smaller batches")
+			return
+		}
+		WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	events, err := event.ParseBatch(r.Header, body)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	reqs := make([]upstream.PublishRequest, len(events))
+	eventIDs := make([]string, len(events))
+	caller := callerOf(r)
+	for i, in := range events {
+		at := "event " + strconv.Itoa(i) + ": "
+		if int64(len(in.Data)) > s.maxBytes {
+			WriteError(w, http.StatusRequestEntityTooLarge, at+"data of "+strconv.Itoa(len(in.Data))+" bytes is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
+			return
+		}
+		key, problem := BatchEventKey(in.Subject, params.key)
+		if problem != "" {
+			WriteError(w, http.StatusBadRequest, at+problem)
+			return
+		}
+		if shard := s.cfg.Map.ShardFor(key); shard != s.cfg.Shard {
+			WriteProblem(w, http.StatusMisdirectedRequest, at+"key "+strconv.Quote(key)+" belongs to shard "+strconv.Itoa(shard)+
+				" but this relay serves shard "+strconv.Itoa(s.cfg.Shard)+"; send each shard's events to its relay (or the batch to the sidecar, which splits it by key)",
+				map[string]any{"shard": shard, "endpoint": s.cfg.Map.Shards[shard].Endpoint})
+			return
+		}
+		eventIDs[i] = in.Attrs.StringValue("id")
+		idem, retryKey := "", false
+		switch {
+		case eventIDs[i] != "":
+			idem = eventIdempotencyKey(in.Attrs.StringValue("source"), eventIDs[i])
+		case params.idem != "":
+			idem, retryKey = BatchIdempotencyKey(params.idem, i), params.retryKey
+		}
+		reqs[i] = upstream.PublishRequest{
+			Key: key, Type: in.Type, ContentType: in.ContentType, Attrs: in.Attrs.String(), Data: in.Data,
+			IdempotencyKey: idem, Caller: caller, RetryKey: retryKey, WaitReplicas: params.waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
+		}
+	}
+	results, errs := s.cfg.Publisher.PublishBatch(r.Context(), reqs)
+
+	out := append(make([]byte, 0, 96*len(events)), `{"events":[`...)
+	stored, status := 0, 0
+	for i, res := range results {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		switch err := errs[i]; {
+		case err == nil:
+			stored++
+			if !res.Duplicate {
+				s.cfg.Metrics.Published.Inc()
+				s.cfg.Metrics.PublishedBytes.Add(float64(len(reqs[i].Data)))
+			}
+			resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, EventID: eventIDs[i], Duplicate: res.Duplicate}
+			if resp.EventID == "" {
+				resp.EventID = strconv.Itoa(s.cfg.Shard) + ":" + resp.ID
+			}
+			if params.waitReplicas > 0 {
+				resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
+			}
+			out = resp.appendJSON(out)
+		case errors.Is(err, upstream.ErrIdempotencyConflict):
+			status = max(status, http.StatusConflict)
+			out = AppendFailure(out, http.StatusConflict, "its id (or the batch's Idempotency-Key at this index) was used for another message, stored as "+res.ID.String())
+		default:
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				return // the publisher went away; it retries the batch with the same ids
+			}
+			if status < http.StatusServiceUnavailable {
+				s.cfg.Logger.Warn("batch publish failed", "error", err.Error())
+			}
+			status = http.StatusServiceUnavailable
+			s.cfg.Metrics.PublishErrors.Inc()
+			out = AppendFailure(out, http.StatusServiceUnavailable, "Redis did not accept it")
+		}
+	}
+	out = append(out, "]}"...)
+	if stored == len(events) {
+		h := w.Header()
+		h["Content-Type"] = jsonContentType
+		h["Content-Length"] = []string{strconv.Itoa(len(out) + 1)}
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write(append(out, '\n'))
+		return
+	}
+	var list struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	_ = json.Unmarshal(out, &list)
+	WriteBatchProblem(w, status, stored, list.Events)
+}
+
+// WriteBatchProblem answers status for a batch of which some events were not stored: events
+// lists, in order, each one's result or failure ({"status", "detail"}). 503 means: retry.
+func WriteBatchProblem(w http.ResponseWriter, status, stored int, events []json.RawMessage) {
+	detail := strconv.Itoa(len(events)-stored) + " of " + strconv.Itoa(len(events)) + " events were not stored; events says what became of each. "
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+		detail += "Retry the same batch: its events that were stored come back as duplicates (by their ids, or by the same Idempotency-Key)."
+	} else {
+		detail += "The events that failed need mending before they are sent again."
+	}
+	WriteProblem(w, status, detail, map[string]any{"events": events})
+}
+
+// AppendFailure appends the entry of an event that was not stored.
+func AppendFailure(b []byte, status int, detail string) []byte {
+	b = append(b, `{"status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, `,"detail":`...)
+	b = event.AppendJSONString(b, detail)
+	return append(b, '}')
+}
+
+// BatchEventKey is the key of a batched event: its subject, or the request's ?key= (when both
+// are given they must agree). problem says what is wrong, or is "".
+func BatchEventKey(subject, queryKey string) (key, problem string) {
+	switch {
+	case subject == "" && queryKey == "":
+		return "", "an event needs a key: its subject, or ?key=K for the whole batch"
+	case subject == "":
+		return queryKey, ""
+	case queryKey != "" && subject != queryKey:
+		return "", "?key=" + strconv.Quote(clip(queryKey)) + " and the subject " + strconv.Quote(clip(subject)) + " differ; the key is the subject"
+	}
+	return subject, ""
+}
+
+// BatchIdempotencyKey is the Idempotency-Key of the event at index i of a batch sent with key:
+// a digest, so that every event of the batch has its own.
+func BatchIdempotencyKey(key string, i int) string {
+	sum := sha256.Sum256([]byte(key + "\x00" + strconv.Itoa(i)))
+	return "b-" + hex.EncodeToString(sum[:16])
+}
