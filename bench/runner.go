@@ -39,7 +39,7 @@ type Config struct {
 	FailoverSub int           // scenario (e) subscribers per path
 	Only        string        // comma-separated scenario letters; "" = all
 	CPUProfile  string        // write a CPU profile of the relay during ProfileOf; needs PprofBin
-	ProfileOf   string        // the scenario profiled: "a" (its first measurement), "f" (ack=leader) or "g" (reading from Redis with no subscriber)
+	ProfileOf   string        // the scenario profiled: "a" (its first measurement), "f" (ack=leader), "fb" (its batched row) or "g" (reading from Redis with no subscriber)
 	PprofBin    string        // bench/cmd/herald-relay-pprof binary
 	RelayArgs   []string      // more flags for the shard relays (e.g. --write-interval=0)
 	Logf        func(format string, args ...any)
@@ -656,7 +656,11 @@ func goroutinesOf(base string) int {
 	return -1
 }
 
-// (f) publish: acknowledged publishes per relay CPU second, with and without ack=replicated.
+// PublishBatchSize is the events per request of (f)'s batched row.
+const PublishBatchSize = 16
+
+// (f) publish: acknowledged publishes per relay CPU second, with and without ack=replicated:
+// one event per request, the raw baseline, and batches of PublishBatchSize events per request.
 func (r *Runner) scenarioPublish(ctx context.Context) error {
 	const workers = 32
 	dur := r.cfg.Duration / 2
@@ -665,30 +669,38 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 		return err
 	}
 	for _, ack := range []string{"leader", "replicated"} {
-		var rows [2]Row
-		for i, path := range []string{pathHerald, pathRaw} {
-			var send Sender
-			var server []int
-			switch {
-			case path == pathHerald:
-				url := r.relay.URL + "/v1/channels/" + channel + "/messages?key=k"
-				if ack == "replicated" {
-					url += "&ack=replicated"
-				}
-				send, server = HTTPSender(url, 0), []int{r.relay.PID()}
-			case ack == "replicated":
-				send, server = DirectSender(r.pub, 1), []int{masterPID}
-			default:
-				send, server = DirectSender(r.pub, 0), []int{masterPID}
-			}
+		url := r.relay.URL + "/v1/channels/" + channel + "/messages?key=k"
+		waitReplicas := 0
+		if ack == "replicated" {
+			url += "&ack=replicated"
+			waitReplicas = 1
+		}
+		type run struct {
+			path   string
+			send   BatchSender
+			size   int
+			server int
+			note   string
+		}
+		one := func(s Sender) BatchSender {
+			return func(ctx context.Context, first uint64, _ int, ts int64) bool { return s(ctx, first, ts) }
+		}
+		runs := []run{
+			{pathHerald, one(HTTPSender(url, 0)), 1, r.relay.PID(), ""},
+			{pathRaw, one(DirectSender(r.pub, waitReplicas)), 1, masterPID, ""},
+			{pathHerald + ", batched", HTTPBatchSender(url), PublishBatchSize, r.relay.PID(),
+				fmt.Sprintf("; %d events per request (application/cloudevents-batch+json), latency per request; ratio vs the raw row above", PublishBatchSize)},
+		}
+		var rows []Row
+		for _, run := range runs {
 			var prof chan error
-			if path == pathHerald && ack == "leader" && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == "f" {
+			if profiled := map[string]string{pathHerald: "f", pathHerald + ", batched": "fb"}[run.path]; profiled != "" && ack == "leader" && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == profiled {
 				prof = make(chan error, 1)
 				go func() { prof <- r.profile(dur) }()
 			}
-			cpu0, redis0, self0 := CPUOf(server...), CPUOf(masterPID), CPUOf(os.Getpid())
+			cpu0, redis0, self0 := CPUOf(run.server), CPUOf(masterPID), CPUOf(os.Getpid())
 			t0 := time.Now()
-			n, lat, next := ClosedLoop(ctx, send, r.nextBase(0), dur, workers)
+			n, lat, next := ClosedLoopBatches(ctx, run.send, run.size, r.nextBase(0), dur, workers)
 			if prof != nil {
 				if err := <-prof; err != nil {
 					r.cfg.Logf("CPU profile: %v", err)
@@ -696,19 +708,25 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 			}
 			r.seq = next
 			wall := time.Since(t0)
-			cpu, redisCPU, self := CPUOf(server...)-cpu0, CPUOf(masterPID)-redis0, CPUOf(os.Getpid())-self0
-			row := Row{Path: path, Offered: workers, Achieved: float64(n) / wall.Seconds(), Unit: "publishes/s",
+			cpu, redisCPU, self := CPUOf(run.server)-cpu0, CPUOf(masterPID)-redis0, CPUOf(os.Getpid())-self0
+			row := Row{Path: run.path, Offered: workers, Achieved: float64(n) / wall.Seconds(), Unit: "publishes/s",
 				ServerCPU: cpu.Seconds(), RedisCPU: redisCPU.Seconds(), RedisSubs: -1,
 				P50: lat.Quantile(0.5), P90: lat.Quantile(0.9), P99: lat.Quantile(0.99), Max: lat.Quantile(1),
 				LoadgenCPU: 100 * self.Seconds() / wall.Seconds(),
-				Note:       fmt.Sprintf("ack=%s, %d closed-loop publishers; latency = acknowledgement; Redis master CPU %.2f s", ack, workers, redisCPU.Seconds())}
+				Note:       fmt.Sprintf("ack=%s, %d closed-loop publishers; latency = acknowledgement; Redis master CPU %.2f s%s", ack, workers, redisCPU.Seconds(), run.note)}
 			if n > 0 && cpu > 0 {
 				row.CPUPerM = cpu.Seconds() / float64(n) * 1e6
 				row.PerCore = float64(n) / cpu.Seconds()
 			}
-			rows[i] = row
+			rows = append(rows, row)
 		}
 		r.addPair("(f) publish", rows[0], rows[1])
+		batched := rows[2]
+		batched.Scenario = "(f) publish"
+		if rows[1].PerCore > 0 {
+			batched.Ratio = batched.PerCore / rows[1].PerCore
+		}
+		r.rep.Rows = append(r.rep.Rows, batched)
 	}
 	return nil
 }

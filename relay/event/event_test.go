@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -351,7 +352,22 @@ func FuzzBatch(f *testing.F) {
 	f.Add([]byte(`[{"specversion":"0.3"}]`))
 	f.Add([]byte(`[] x`))
 	f.Add([]byte(`[{"a":1},`))
+	f.Add([]byte(` [ {"subject":"x]\\\"}","data":[1,{"b":"]"}]} , {"subject":"y","data":null}	]
+`))
 	f.Fuzz(func(t *testing.T, body []byte) {
+		// The hand-written split agrees with encoding/json, valid events or not.
+		var ref []json.RawMessage
+		if json.Unmarshal(body, &ref) == nil && len(ref) >= 1 && len(ref) <= MaxBatchEvents {
+			raws, err := SplitBatch(body)
+			if err != nil || len(raws) != len(ref) {
+				t.Fatalf("encoding/json reads %d values, SplitBatch %d (%v)", len(ref), len(raws), err)
+			}
+			for i := range ref {
+				if !bytes.Equal(bytes.TrimSpace(ref[i]), raws[i]) {
+					t.Fatalf("value %d: encoding/json %q, SplitBatch %q", i, ref[i], raws[i])
+				}
+			}
+		}
 		h := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
 		events, err := ParseBatch(h, body)
 		if err != nil {
@@ -361,6 +377,9 @@ func FuzzBatch(f *testing.F) {
 		if err != nil || len(raws) != len(events) || len(events) == 0 || len(events) > MaxBatchEvents {
 			t.Fatalf("ParseBatch took %d events, SplitBatch %d (%v)", len(events), len(raws), err)
 		}
+		if !json.Valid(body) {
+			t.Fatalf("a batch that is not valid JSON was taken: %q", body)
+		}
 		for i, raw := range raws {
 			one, err := ParseBatchEvent(h, raw)
 			if err != nil || !reflect.DeepEqual(one, events[i]) {
@@ -369,6 +388,25 @@ func FuzzBatch(f *testing.F) {
 			if _, ok := events[i].Attrs["traceparent"]; !ok {
 				t.Fatalf("event %d lost the request's trace context", i)
 			}
+		}
+	})
+}
+
+// FuzzIsCompact: valid JSON that isCompact passes is what json.Compact returns unchanged.
+func FuzzIsCompact(f *testing.F) {
+	f.Add([]byte(`{"a":[1,"b c",{"d":"\\\" x"}]}`))
+	f.Add([]byte(`{"a": 1}`))
+	f.Add([]byte("[1,\n2]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, b); err != nil {
+			t.Fatal(err)
+		}
+		if compact := bytes.Equal(buf.Bytes(), b); isCompact(b) != compact {
+			t.Fatalf("isCompact(%q) = %v, but json.Compact gives %q", b, !compact, buf.Bytes())
 		}
 	})
 }
@@ -396,5 +434,26 @@ func BenchmarkEncode(b *testing.B) {
 	b.SetBytes(int64(len(m.Data)))
 	for b.Loop() {
 		_ = enc.Encode(m)
+	}
+}
+
+// BenchmarkParseBatch: a batch of 16 events as (f)'s batched row sends them.
+func BenchmarkParseBatch(b *testing.B) {
+	var body []byte
+	body = append(body, '[')
+	for i := range 16 {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = fmt.Appendf(body, `{"subject":"k","data":{"seq":%d,"ts":1796195126105000000,"pad":"%s"}}`, i, strings.Repeat("x", 540))
+	}
+	body = append(body, ']')
+	h := http.Header{}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := ParseBatch(h, body); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
