@@ -625,6 +625,9 @@ func TestSidecarAnswersMatchTheAPIDocuments(t *testing.T) {
 		{"POST", "/v1/channels/{channel}/messages", ch + "/messages?key=a", "application/json", `{"n":1}`, 202},
 		{"POST", "/v1/channels/{channel}/messages", ch + "/messages?key=b", "application/json", `{"n":2}`, 202},
 		{"POST", "/v1/channels/{channel}/messages", ch + "/messages", "application/json", `{}`, 400},
+		{"POST", "/v1/channels/{channel}/messages", ch + "/messages", "application/cloudevents-batch+json", `[{"subject":"c","data":{"n":3}},{"subject":"d","data":{"n":4}},{"subject":"e","data":{"n":5}}]`, 202},
+		{"POST", "/v1/channels/{channel}/messages", ch + "/messages", "application/cloudevents-batch+json", `[{"subject":"c","data":{"n":6}},{"subject":"c","id":"x","data":1},{"subject":"c","id":"x","data":2}]`, 409},
+		{"POST", "/v1/channels/{channel}/messages", ch + "/messages", "application/cloudevents-batch+json", `[{"data":1}]`, 400},
 		{"GET", "/v1/channels/{channel}/events", ch + "/events?since=1-0", "", "", 400}, // not a 3-shard composite
 		{"GET", "/v1/channels/{channel}/shards", ch + "/shards", "", "", 200},
 		{"GET", "/v1/channels/{channel}/shards", "/v1/channels/nope/shards", "", "", 404},
@@ -636,7 +639,7 @@ func TestSidecarAnswersMatchTheAPIDocuments(t *testing.T) {
 			t.Fatalf("%s %s: %d, want %d", tc.method, tc.path, code, tc.want)
 		}
 	}
-	for _, ev := range s.Messages(t, 2, 10*time.Second) {
+	for _, ev := range s.Messages(t, 7, 10*time.Second) {
 		spec.CheckEvent(t, []byte(ev.Data), false)
 	}
 }
