@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/upstream"
@@ -48,6 +49,17 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	var keys []EventKey
+	if v, ok := r.Header[EventKeysHeader]; ok {
+		if params.idem != "" {
+			WriteError(w, http.StatusBadRequest, EventKeysHeader+" and Idempotency-Key exclude each other: the first gives each event its own key, the second one key for the batch")
+			return
+		}
+		if keys, err = ParseEventKeys(strings.Join(v, " "), len(events)); err != nil {
+			WriteError(w, http.StatusBadRequest, EventKeysHeader+" header: "+err.Error())
+			return
+		}
+	}
 	reqs := make([]upstream.PublishRequest, len(events))
 	eventIDs := make([]string, len(events))
 	caller := callerOf(r)
@@ -71,6 +83,12 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 		eventIDs[i] = in.Attrs.StringValue("id")
 		idem, retryKey := "", false
 		switch {
+		case keys != nil:
+			// As a single publish: the key, unless the event's own id wins over a made-up one.
+			idem, retryKey = keys[i].Key, keys[i].Retry
+			if eventIDs[i] != "" && (idem == "" || retryKey) {
+				idem, retryKey = eventIdempotencyKey(in.Attrs.StringValue("source"), eventIDs[i]), false
+			}
 		case eventIDs[i] != "":
 			idem = eventIdempotencyKey(in.Attrs.StringValue("source"), eventIDs[i])
 		case params.idem != "":
@@ -176,4 +194,55 @@ func BatchEventKey(subject, queryKey string) (key, problem string) {
 func BatchIdempotencyKey(key string, i int) string {
 	sum := sha256.Sum256([]byte(key + "\x00" + strconv.Itoa(i)))
 	return "b-" + hex.EncodeToString(sum[:16])
+}
+
+// EventKeysHeader gives each event of a batch an Idempotency-Key of its own, as the sidecar does
+// for the single publishes it coalesces into one batch: one token per event, in order, separated
+// by spaces: "-" (none), "k:<key>" (the app's key) or "r:<key>" (one the sidecar made up for its
+// own retries, kept at most upstream.RetryKeyWindow).
+const EventKeysHeader = "Herald-Event-Keys"
+
+// EventKey is one event's token of EventKeysHeader.
+type EventKey struct {
+	Key   string // "" for none
+	Retry bool   // made up by the sidecar for its own retries
+}
+
+// AppendEventKey appends k's token to a header value (a space first unless b is empty).
+func AppendEventKey(b []byte, k EventKey) []byte {
+	if len(b) > 0 {
+		b = append(b, ' ')
+	}
+	switch {
+	case k.Key == "":
+		return append(b, '-')
+	case k.Retry:
+		b = append(b, "r:"...)
+	default:
+		b = append(b, "k:"...)
+	}
+	return append(b, k.Key...)
+}
+
+// ParseEventKeys reads an EventKeysHeader value for n events.
+func ParseEventKeys(v string, n int) ([]EventKey, error) {
+	tokens := strings.Fields(v)
+	if len(tokens) != n {
+		return nil, errors.New(strconv.Itoa(len(tokens)) + " tokens for " + strconv.Itoa(n) + " events")
+	}
+	keys := make([]EventKey, n)
+	for i, tok := range tokens {
+		if tok == "-" {
+			continue
+		}
+		kind, key, ok := strings.Cut(tok, ":")
+		if !ok || (kind != "k" && kind != "r") {
+			return nil, errors.New("token " + strconv.Itoa(i) + " is not -, k:<key> or r:<key>")
+		}
+		if err := ValidIdempotencyKey(key); err != nil {
+			return nil, errors.New("token " + strconv.Itoa(i) + ": " + err.Error())
+		}
+		keys[i] = EventKey{Key: key, Retry: kind == "r"}
+	}
+	return keys, nil
 }

@@ -7,6 +7,7 @@ type Sidecar struct {
 	Reconnects     prometheus.Counter // upstream streams re-opened after a failure (another replica, same cursor)
 	Published      prometheus.Counter // publishes a shard relay accepted
 	PublishRetries prometheus.Counter // publish attempts repeated on another replica (same Idempotency-Key)
+	PublishBatches prometheus.Counter // batches of the apps' single publishes sent to a shard relay as one request
 	Replays        prometheus.Counter // shard replays run for local subscribers that resumed with a cursor
 	Gaps           prometheus.Counter // no-replay gaps sent after a Live channel's upstream stream broke
 }
@@ -22,6 +23,7 @@ func NewSidecar(reg prometheus.Registerer, streams, subscribers func() int) *Sid
 	s := &Sidecar{
 		Reconnects:     counter("upstream_reconnects_total", "Upstream streams to shard relays re-opened after a failure, on another ready replica, resuming from the stream's cursor."),
 		Published:      counter("published_total", "Publishes a shard relay accepted (HTTP 202)."),
+		PublishBatches: counter("publish_batches_total", "Batches of the apps' concurrent single publishes sent to a shard relay as one request."),
 		PublishRetries: counter("publish_retries_total", "Publish attempts repeated on another replica with the same Idempotency-Key."),
 		Replays:        counter("replays_total", "Shard replays fetched for local subscribers that resumed with a cursor."),
 		Gaps:           counter("gaps_total", "No-replay gaps sent to local subscribers after a Live channel's upstream stream broke and was re-opened (what was published meanwhile is lost)."),

@@ -41,10 +41,13 @@ type channel struct {
 	pos     cursor.Composite // last stream ID merged per shard (the merged stream's cursor)
 	idBuf   []byte
 	all     *hub.Hub // whole-channel subscribers
+
+	coalMu sync.Mutex
+	coal   map[[2]int]*coalescer // (shard, waitReplicas) -> its queue of single publishes
 }
 
 func newChannel(s *Sidecar, ref ChannelRef) *channel {
-	ch := &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes),
+	ch := &channel{s: s, ref: ref, kick: make(chan struct{}, 1), all: hub.New(s.opt.QueueBytes), coal: map[[2]int]*coalescer{},
 		token: &tokenSource{file: watchedFile{path: s.opt.tokenPath(ref)}}, enc: event.NewEncoder(ref.Namespace, ref.Name, 0)}
 	ch.all.SetWriteInterval(s.opt.WriteInterval)
 	return ch

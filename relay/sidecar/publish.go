@@ -97,7 +97,25 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.PublishTimeout)
 	defer cancel()
 	shard := m.ShardFor(key)
-	ans, lastErr := s.forward(ctx, ch, shard, r.URL.RawQuery, body, hdr)
+	alone := func() (*relayAnswer, string) { return s.forward(ctx, ch, shard, r.URL.RawQuery, body, hdr) }
+	var ans *relayAnswer
+	var lastErr string
+	if ev, ok := coalescable(r, body, key, maxBytes); ok && (idem == "" || httpapi.ValidIdempotencyKey(idem) == nil) {
+		waitReplicas := 0
+		if r.URL.Query().Get("ack") == "replicated" {
+			waitReplicas = 1
+		}
+		q := &queuedPublish{event: ev, key: httpapi.EventKey{Key: idem, Retry: own}, alone: alone, done: make(chan struct{})}
+		ch.coalescerFor(shard, waitReplicas).publish(q, func(qs []*queuedPublish) { s.sendBatch(ch, shard, ackQuery(waitReplicas), qs) })
+		select {
+		case <-q.done:
+			ans, lastErr = q.ans, q.err
+		case <-ctx.Done():
+			lastErr = "no answer within " + s.opt.PublishTimeout.String() + " (the message may still be stored)"
+		}
+	} else {
+		ans, lastErr = alone()
+	}
 	if ans == nil {
 		w.Header().Set("Retry-After", "1")
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "no relay of shard "+strconv.Itoa(shard)+" of channel "+ch.ref.String()+

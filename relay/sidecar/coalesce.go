@@ -1,0 +1,194 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+
+	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
+)
+
+// Coalescing: the single publishes of local apps to one shard (with one ack mode) that arrive
+// while one is on its way to the relay are sent together as one batch when it returns, so a
+// busy pod costs its relays one request per round trip instead of one per message. A publish
+// that finds nothing in flight goes out at once, alone and unchanged; so does any publish the
+// sidecar does not read as a well-formed event (the relay answers it as before).
+const (
+	maxCoalesced      = 256     // events per batch
+	maxCoalescedBytes = 2 << 20 // bytes of events per batch (the relay takes 4 MiB)
+)
+
+// coalescer queues the publishes of one (shard, ack mode) of a channel.
+type coalescer struct {
+	mu    sync.Mutex
+	busy  bool // a publish or batch of this queue is on its way
+	queue []*queuedPublish
+}
+
+// queuedPublish is one app's publish, waiting for its answer.
+type queuedPublish struct {
+	event []byte                        // the publish as a structured CloudEvent
+	key   httpapi.EventKey              // its Idempotency-Key, if any
+	alone func() (*relayAnswer, string) // sends the app's request by itself (nil answer: no relay took it, and why)
+	done  chan struct{}                 // closed when answer is set
+	ans   *relayAnswer                  // the relay's answer for this event (nil: no relay took it)
+	err   string                        // with a nil ans: the last failure
+}
+
+// coalescerFor returns the queue of shard with waitReplicas.
+func (ch *channel) coalescerFor(shard, waitReplicas int) *coalescer {
+	ch.coalMu.Lock()
+	defer ch.coalMu.Unlock()
+	k := [2]int{shard, waitReplicas}
+	c := ch.coal[k]
+	if c == nil {
+		c = &coalescer{}
+		ch.coal[k] = c
+	}
+	return c
+}
+
+// publish sends q alone if nothing of the queue is in flight, else queues it for the next batch
+// (sent by sendBatch). q.done is closed once q has its answer.
+func (c *coalescer) publish(q *queuedPublish, sendBatch func([]*queuedPublish)) {
+	c.mu.Lock()
+	if c.busy {
+		c.queue = append(c.queue, q)
+		c.mu.Unlock()
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	q.ans, q.err = q.alone()
+	close(q.done)
+	go c.drain(sendBatch)
+}
+
+// drain sends what queued up meanwhile, batch after batch, until the queue is empty.
+func (c *coalescer) drain(sendBatch func([]*queuedPublish)) {
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.busy = false
+			c.mu.Unlock()
+			return
+		}
+		n, size := 0, 0
+		for n < len(c.queue) && n < maxCoalesced && (n == 0 || size+len(c.queue[n].event) <= maxCoalescedBytes) {
+			size += len(c.queue[n].event)
+			n++
+		}
+		batch := c.queue[:n:n]
+		c.queue = append([]*queuedPublish(nil), c.queue[n:]...)
+		c.mu.Unlock()
+		sendBatch(batch)
+	}
+}
+
+// sendBatch sends qs as one batch to a relay of shard and gives each its answer. A relay that
+// answers the batch as a whole (one older than batches answers 415) gets each publish alone.
+func (s *Sidecar) sendBatch(ch *channel, shard int, query string, qs []*queuedPublish) {
+	defer func() {
+		for _, q := range qs {
+			close(q.done)
+		}
+	}()
+	if len(qs) == 1 {
+		qs[0].ans, qs[0].err = qs[0].alone()
+		return
+	}
+	body := make([]byte, 0, 2+len(qs)*(len(qs[0].event)+1))
+	body = append(body, '[')
+	var keys []byte
+	for i, q := range qs {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, q.event...)
+		keys = httpapi.AppendEventKey(keys, q.key)
+	}
+	body = append(body, ']')
+	hdr := http.Header{"Content-Type": {event.BatchMediaType}, httpapi.EventKeysHeader: {string(keys)}}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opt.PublishTimeout)
+	defer cancel()
+	s.met.PublishBatches.Inc()
+	ans, lastErr := s.forward(ctx, ch, shard, query, body, hdr)
+	if ans == nil {
+		for _, q := range qs {
+			q.err = lastErr
+		}
+		return
+	}
+	var got struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	if json.Unmarshal(ans.body, &got) != nil || len(got.Events) != len(qs) {
+		var wg sync.WaitGroup
+		for _, q := range qs {
+			wg.Add(1)
+			go func() { defer wg.Done(); q.ans, q.err = q.alone() }()
+		}
+		wg.Wait()
+		return
+	}
+	for i, q := range qs {
+		var failed struct {
+			Status int    `json:"status"`
+			Detail string `json:"detail"`
+		}
+		_ = json.Unmarshal(got.Events[i], &failed)
+		if failed.Status == 0 {
+			q.ans = &relayAnswer{status: http.StatusAccepted, header: http.Header{"Content-Type": {"application/json"}},
+				body: append(bytes.Clone(got.Events[i]), '\n'), retried: ans.retried}
+			continue
+		}
+		q.ans = problemAnswer(failed.Status, failed.Detail)
+	}
+}
+
+// problemAnswer is the answer a relay gives to a single publish that failed with status.
+func problemAnswer(status int, detail string) *relayAnswer {
+	rec := &headerRecorder{header: http.Header{}}
+	if status == http.StatusServiceUnavailable {
+		rec.header.Set("Retry-After", "1")
+	}
+	httpapi.WriteProblem(rec, status, detail, nil)
+	return &relayAnswer{status: status, header: rec.header, body: rec.body.Bytes()}
+}
+
+// headerRecorder is the least of an http.ResponseWriter: what problemAnswer needs.
+type headerRecorder struct {
+	header http.Header
+	body   bytes.Buffer
+}
+
+func (r *headerRecorder) Header() http.Header         { return r.header }
+func (r *headerRecorder) WriteHeader(int)             {}
+func (r *headerRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+
+// coalescable reads a single publish as the event a batch would carry, or reports that it must go
+// alone: anything the relay would refuse, so that the relay's answer stays the app's answer.
+func coalescable(r *http.Request, body []byte, key string, maxBytes int64) ([]byte, bool) {
+	if r.Header.Get(httpapi.RetryKeyHeader) != "" || r.Header.Get(httpapi.EventKeysHeader) != "" {
+		return nil, false
+	}
+	p, err := event.ParsePublish(r.Header, body)
+	if err != nil || int64(len(p.Data)) > maxBytes || (p.Subject != "" && p.Subject != key) {
+		return nil, false
+	}
+	if ack := r.URL.Query().Get("ack"); ack != "" && ack != "leader" && ack != "replicated" {
+		return nil, false
+	}
+	return event.AppendStructured(make([]byte, 0, len(body)*4/3+256), p, key), true
+}
+
+// ackQuery is the query of a batch: the ack mode of its publishes.
+func ackQuery(waitReplicas int) string {
+	if waitReplicas > 0 {
+		return "ack=replicated"
+	}
+	return ""
+}
