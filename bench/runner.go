@@ -39,7 +39,7 @@ type Config struct {
 	FailoverSub int           // scenario (e) subscribers per path
 	Only        string        // comma-separated scenario letters; "" = all
 	CPUProfile  string        // write a CPU profile of the relay during ProfileOf; needs PprofBin
-	ProfileOf   string        // the scenario profiled: "a" (its first measurement), "f" (ack=leader), "fb" (its batched row) or "g" (reading from Redis with no subscriber)
+	ProfileOf   string        // the scenario profiled: "a" (its first measurement), "f" (ack=leader), "fb" (its batched row), "fs" (its row through a sidecar) or "g" (reading from Redis with no subscriber)
 	PprofBin    string        // bench/cmd/herald-relay-pprof binary
 	RelayArgs   []string      // more flags for the shard relays (e.g. --write-interval=0)
 	Logf        func(format string, args ...any)
@@ -640,7 +640,10 @@ func (r *Runner) scenarioIdle(ctx context.Context) error {
 }
 
 // goroutinesOf reads go_goroutines from a relay's or sidecar's /metrics (-1 if it cannot).
-func goroutinesOf(base string) int {
+func goroutinesOf(base string) int { return int(metricOf(base, "go_goroutines")) }
+
+// metricOf reads an unlabelled metric from a relay's or sidecar's /metrics (-1 if it cannot).
+func metricOf(base, name string) float64 {
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		return -1
@@ -648,9 +651,9 @@ func goroutinesOf(base string) int {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			n, _ := strconv.ParseFloat(v, 64)
-			return int(n)
+			return n
 		}
 	}
 	return -1
@@ -660,7 +663,8 @@ func goroutinesOf(base string) int {
 const PublishBatchSize = 16
 
 // (f) publish: acknowledged publishes per relay CPU second, with and without ack=replicated:
-// one event per request, the raw baseline, and batches of PublishBatchSize events per request.
+// one event per request, the raw baseline, batches of PublishBatchSize events per request, and
+// one event per request to a sidecar (which coalesces them into batches to the relay).
 func (r *Runner) scenarioPublish(ctx context.Context) error {
 	const workers = 32
 	dur := r.cfg.Duration / 2
@@ -668,13 +672,19 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if r.sidecar == nil {
+		if r.sidecar, err = r.startSidecar(ctx); err != nil {
+			return err
+		}
+	}
 	for _, ack := range []string{"leader", "replicated"} {
-		url := r.relay.URL + "/v1/channels/" + channel + "/messages?key=k"
+		query := "/v1/channels/" + channel + "/messages?key=k"
 		waitReplicas := 0
 		if ack == "replicated" {
-			url += "&ack=replicated"
+			query += "&ack=replicated"
 			waitReplicas = 1
 		}
+		url := r.relay.URL + query
 		type run struct {
 			path   string
 			send   BatchSender
@@ -690,15 +700,17 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 			{pathRaw, one(DirectSender(r.pub, waitReplicas)), 1, masterPID, ""},
 			{pathHerald + ", batched", HTTPBatchSender(url), PublishBatchSize, r.relay.PID(),
 				fmt.Sprintf("; %d events per request (application/cloudevents-batch+json), latency per request; ratio vs the raw row above", PublishBatchSize)},
+			{pathSidecar + " -> relay", one(HTTPSender(r.sidecar.URL+query, 0)), 1, r.relay.PID(), ""},
 		}
 		var rows []Row
 		for _, run := range runs {
 			var prof chan error
-			if profiled := map[string]string{pathHerald: "f", pathHerald + ", batched": "fb"}[run.path]; profiled != "" && ack == "leader" && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == profiled {
+			if profiled := map[string]string{pathHerald: "f", pathHerald + ", batched": "fb", pathSidecar + " -> relay": "fs"}[run.path]; profiled != "" && ack == "leader" && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == profiled {
 				prof = make(chan error, 1)
 				go func() { prof <- r.profile(dur) }()
 			}
-			cpu0, redis0, self0 := CPUOf(run.server), CPUOf(masterPID), CPUOf(os.Getpid())
+			cpu0, redis0, self0, side0 := CPUOf(run.server), CPUOf(masterPID), CPUOf(os.Getpid()), CPUOf(r.sidecar.PID())
+			batches0 := metricOf(r.sidecar.URL, "herald_relay_sidecar_publish_batches_total")
 			t0 := time.Now()
 			n, lat, next := ClosedLoopBatches(ctx, run.send, run.size, r.nextBase(0), dur, workers)
 			if prof != nil {
@@ -709,6 +721,12 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 			r.seq = next
 			wall := time.Since(t0)
 			cpu, redisCPU, self := CPUOf(run.server)-cpu0, CPUOf(masterPID)-redis0, CPUOf(os.Getpid())-self0
+			if run.path == pathSidecar+" -> relay" && n > 0 {
+				side := CPUOf(r.sidecar.PID()) - side0
+				batches := metricOf(r.sidecar.URL, "herald_relay_sidecar_publish_batches_total") - batches0
+				run.note = fmt.Sprintf("; one event per request to a sidecar, which sends concurrent ones to the relay as batches (%.0f batches, %.0f publishes per batch request); CPU = the shard relay's (the sidecar's: %.1f µs per publish); ratio vs the raw row above",
+					batches, float64(n)/max(batches, 1), side.Seconds()/float64(n)*1e6)
+			}
 			row := Row{Path: run.path, Offered: workers, Achieved: float64(n) / wall.Seconds(), Unit: "publishes/s",
 				ServerCPU: cpu.Seconds(), RedisCPU: redisCPU.Seconds(), RedisSubs: -1,
 				P50: lat.Quantile(0.5), P90: lat.Quantile(0.9), P99: lat.Quantile(0.99), Max: lat.Quantile(1),
@@ -721,12 +739,13 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 			rows = append(rows, row)
 		}
 		r.addPair("(f) publish", rows[0], rows[1])
-		batched := rows[2]
-		batched.Scenario = "(f) publish"
-		if rows[1].PerCore > 0 {
-			batched.Ratio = batched.PerCore / rows[1].PerCore
+		for _, more := range rows[2:] {
+			more.Scenario = "(f) publish"
+			if rows[1].PerCore > 0 {
+				more.Ratio = more.PerCore / rows[1].PerCore
+			}
+			r.rep.Rows = append(r.rep.Rows, more)
 		}
-		r.rep.Rows = append(r.rep.Rows, batched)
 	}
 	return nil
 }

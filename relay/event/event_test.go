@@ -427,11 +427,14 @@ func FuzzStructuredRoundTrip(f *testing.F) {
 	})
 }
 
-// FuzzIsCompact: valid JSON that isCompact passes is what json.Compact returns unchanged.
+// FuzzIsCompact: valid JSON that isCompact passes is what json.Compact returns unchanged, and
+// jsonString reads a string as encoding/json does.
 func FuzzIsCompact(f *testing.F) {
 	f.Add([]byte(`{"a":[1,"b c",{"d":"\\\" x"}]}`))
 	f.Add([]byte(`{"a": 1}`))
 	f.Add([]byte("[1,\n2]"))
+	f.Add([]byte(`"a\u00e9\n\"" `))
+	f.Add([]byte("\"\xff\""))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if !json.Valid(b) {
 			return
@@ -442,6 +445,12 @@ func FuzzIsCompact(f *testing.F) {
 		}
 		if compact := bytes.Equal(buf.Bytes(), b); isCompact(b) != compact {
 			t.Fatalf("isCompact(%q) = %v, but json.Compact gives %q", b, !compact, buf.Bytes())
+		}
+		var want string
+		if json.Unmarshal(b, &want) == nil {
+			if got, ok := jsonString(bytes.TrimSpace(b)); !ok || got != want {
+				t.Fatalf("jsonString(%q) = %q, encoding/json reads %q", b, got, want)
+			}
 		}
 	})
 }

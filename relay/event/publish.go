@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrUnsupportedMediaType marks publish input whose Content-Type the relay cannot take (HTTP 415).
@@ -187,8 +188,8 @@ func ParseBatchEvent(h http.Header, raw []byte) (Publish, error) {
 }
 
 // AppendStructured appends p as a CloudEvent in structured mode, with key as its subject: what
-// ParseBatchEvent reads back as p. The data goes as data_base64, which carries any bytes exactly
-// (JSON data was checked and compacted when p was read).
+// ParseBatchEvent reads back as p. JSON data goes as it is (it was checked and compacted when p
+// was read), other data as data_base64, which carries any bytes exactly.
 func AppendStructured(b []byte, p Publish, key string) []byte {
 	b = append(b, `{"specversion":"1.0","type":`...)
 	b = AppendJSONString(b, p.Type)
@@ -197,9 +198,14 @@ func AppendStructured(b []byte, p Publish, key string) []byte {
 	if p.ContentType != "" {
 		b = append(b, `,"datacontenttype":`...)
 		b = AppendJSONString(b, p.ContentType)
-		b = append(b, `,"data_base64":"`...)
-		b = base64.StdEncoding.AppendEncode(b, p.Data)
-		b = append(b, '"')
+		if IsJSONMediaType(p.ContentType) && len(p.Data) > 0 && string(p.Data) != "null" {
+			b = append(b, `,"data":`...)
+			b = append(b, p.Data...)
+		} else {
+			b = append(b, `,"data_base64":"`...)
+			b = base64.StdEncoding.AppendEncode(b, p.Data)
+			b = append(b, '"')
+		}
 	}
 	for name, raw := range p.Attrs {
 		b = append(b, ',')
@@ -262,8 +268,8 @@ func parseStructured(body []byte) (Publish, error) {
 		if !ok || bytes.Equal(raw, []byte("null")) {
 			return nil, nil
 		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, ok := jsonString(raw)
+		if !ok {
 			return nil, fmt.Errorf("%s must be a string", name)
 		}
 		return &s, nil
@@ -348,6 +354,16 @@ func parseStructured(body []byte) (Publish, error) {
 		}
 	}
 	return p, nil
+}
+
+// jsonString reads a JSON string value of a document already checked to be valid JSON: at once
+// when it holds no escapes (and is valid UTF-8, which encoding/json would otherwise mend).
+func jsonString(raw []byte) (string, bool) {
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var s string
+	return s, json.Unmarshal(raw, &s) == nil
 }
 
 // isCompact reports whether valid JSON has no whitespace outside its strings: what json.Compact

@@ -45,7 +45,7 @@ func main() {
 	flag.StringVar(&cfg.Only, "only", "", "run only these scenarios, e.g. \"ae\" (default all: abcdefgh)")
 	flag.StringVar(&out, "json", "bin/bench/results.json", "where to write the figures as JSON")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the shard relay during the first (a) measurement (runs the relay from -pprof-relay)")
-	flag.StringVar(&cfg.ProfileOf, "profile-scenario", "a", "the scenario -cpuprofile covers: a (its first measurement), f (the relay's publishes, ack=leader), fb (the same, batched) or g (the relay reading from Redis with no subscriber)")
+	flag.StringVar(&cfg.ProfileOf, "profile-scenario", "a", "the scenario -cpuprofile covers: a (its first measurement), f (the relay's publishes, ack=leader), fb (the same, batched), fs (the same, through a sidecar) or g (the relay reading from Redis with no subscriber)")
 	flag.StringVar(&cfg.PprofBin, "pprof-relay", "bin/herald-relay-pprof", "go build -o bin/herald-relay-pprof ./bench/cmd/herald-relay-pprof: the relay with a pprof listener")
 	var selfProfile, relayArgs string
 	flag.StringVar(&relayArgs, "relay-args", "", "more flags for the shard relays, space-separated (e.g. \"--write-interval=0\")")
