@@ -143,10 +143,14 @@ func (s *Sidecar) publishBatch(w http.ResponseWriter, r *http.Request, ch *chann
 				passThrough = ans
 			}
 			mu.Unlock()
-			if got.Detail == "" {
+			status := ans.status
+			if got.Detail == "" || status < 400 {
 				got.Detail = "shard " + strconv.Itoa(shard) + "'s relay answered " + strconv.Itoa(ans.status) + ": " + clip(ans.body)
 			}
-			fail := httpapi.AppendFailure(nil, ans.status, got.Detail)
+			if status < 400 { // an answer that is not about these events: their fate is unknown
+				status = http.StatusServiceUnavailable
+			}
+			fail := httpapi.AppendFailure(nil, status, got.Detail)
 			for _, i := range idx {
 				results[i] = fail
 			}
