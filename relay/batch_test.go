@@ -126,8 +126,28 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d saying %q", name, code, p.Detail, tc.code, tc.says)
 		}
 	}
+	for name, hdr := range map[string][]string{
+		"a token short":           {"Herald-Event-Keys", "k:a"},
+		"a bad token":             {"Herald-Event-Keys", "k:a x:b"},
+		"with an Idempotency-Key": {"Herald-Event-Keys", "k:a k:b", "Idempotency-Key", "c"},
+	} {
+		code, p, _ := postBatch(t, r.ChannelURL("/messages?key=a"), `[{"data":1},{"data":2}]`, hdr...)
+		if code != http.StatusBadRequest || !strings.Contains(p.Detail, "Herald-Event-Keys") {
+			t.Errorf("%s: %d %q, want 400 naming Herald-Event-Keys", name, code, p.Detail)
+		}
+	}
 	if n := r.Redis.XLen(ctx, stream).Val(); n != 4 {
 		t.Fatalf("stream holds %d entries, want 4: the refused batches stored something", n)
+	}
+
+	// Each event's own key (as the sidecar sends coalesced publishes): a retry of the second
+	// event alone, with its key, is its duplicate.
+	code, own, _ := postBatch(t, r.ChannelURL("/messages?key=user-5"), `[{"data":7},{"data":8}]`, "Herald-Event-Keys", "- k:own-8")
+	if code != http.StatusAccepted || len(own.Events) != 2 {
+		t.Fatalf("Herald-Event-Keys: %d %+v", code, own)
+	}
+	if code, single := r.Publish(t, "user-5", `8`, "Idempotency-Key", "own-8"); code != http.StatusAccepted || !single.Duplicate || single.ID != own.Events[1].ID {
+		t.Fatalf("the second event again, alone with its key: %d %+v, want a duplicate of %s", code, single, own.Events[1].ID)
 	}
 
 	// With ?ack=replicated the whole batch waits for one WAIT.
@@ -140,8 +160,8 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 			t.Fatalf("ack=replicated event %d: %+v", i, e)
 		}
 	}
-	if got := r.Metric(t, "herald_relay_published_total"); got != 6 {
-		t.Fatalf("published_total %v, want 6", got)
+	if got := r.Metric(t, "herald_relay_published_total"); got != 8 {
+		t.Fatalf("published_total %v, want 8", got)
 	}
 }
 
