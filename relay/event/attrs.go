@@ -175,6 +175,8 @@ func (a Attrs) fromHeaders(h http.Header) error {
 			continue
 		case "datacontenttype":
 			return errors.New("Ce-Datacontenttype is not used in binary mode: the Content-Type header is the data's media type")
+		case "data":
+			return errors.New("Ce-Data is not an attribute: in binary mode the body is the data")
 		}
 		if len(values) > 1 {
 			return fmt.Errorf("header %s is given %d times", name, len(values))

@@ -187,6 +187,7 @@ func TestParsePublish(t *testing.T) {
 		"binary empty id":        {ct: "text/plain", body: "x", header: map[string]string{"Ce-Id": ""}, wantErr: "id is empty"},
 		"binary dataschema":      {ct: "text/plain", body: "x", header: map[string]string{"Ce-Dataschema": "relative"}, wantErr: "absolute URI"},
 		"binary datacontenttype": {ct: "text/plain", body: "x", header: map[string]string{"Ce-Datacontenttype": "text/plain"}, wantErr: "Content-Type header"},
+		"binary data header":     {ct: "text/plain", body: "x", header: map[string]string{"Ce-Data": "y"}, wantErr: "body is the data"},
 		"trace context": {ct: "text/plain", body: "x", header: map[string]string{"Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "Tracestate": "a=1"},
 			want: Publish{Type: DefaultType, ContentType: "text/plain", Data: []byte("x")}, wantAttrs: `{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"a=1"}`},
 		"bad trace context ignored": {ct: "text/plain", body: "x", header: map[string]string{"Traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "Tracestate": "a=1"},

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -61,7 +60,7 @@ func ParsePublish(h http.Header, body []byte) (Publish, error) {
 	case StructuredMediaType:
 		p, err = parseStructured(body)
 	case BatchMediaType:
-		err = fmt.Errorf("%w: a batch of CloudEvents is read by ParseBatch", ErrUnsupportedMediaType)
+		err = fmt.Errorf("%w: a batch of CloudEvents (%s) is not one event", ErrUnsupportedMediaType, BatchMediaType)
 	default:
 		p, err = parseBinary(h, contentType, mt, body)
 	}
@@ -254,8 +253,7 @@ func parseBinary(h http.Header, contentType, mt string, body []byte) (Publish, e
 func parseStructured(body []byte) (Publish, error) {
 	var ce map[string]json.RawMessage
 	if err := json.Unmarshal(body, &ce); err != nil {
-		var syntax *json.SyntaxError
-		if errors.As(err, &syntax) && strings.Contains(err.Error(), "after top-level value") {
+		if moreThanOneValue(body) {
 			return Publish{}, errors.New("body holds more than one JSON value")
 		}
 		return Publish{}, fmt.Errorf("body is not a CloudEvent in JSON: %v", err)
@@ -354,6 +352,14 @@ func parseStructured(body []byte) (Publish, error) {
 		}
 	}
 	return p, nil
+}
+
+// moreThanOneValue reports whether b starts with a JSON value that something other than space
+// follows: the likely mistake behind a body json.Unmarshal refuses.
+func moreThanOneValue(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var v json.RawMessage
+	return dec.Decode(&v) == nil && dec.More()
 }
 
 // jsonString reads a JSON string value of a document already checked to be valid JSON: at once

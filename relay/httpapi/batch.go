@@ -102,7 +102,7 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 	results, errs := s.cfg.Publisher.PublishBatch(r.Context(), reqs)
 
 	out := append(make([]byte, 0, 96*len(events)), `{"events":[`...)
-	stored, status := 0, 0
+	stored, status, conflicts := 0, 0, 0
 	for i, res := range results {
 		if i > 0 {
 			out = append(out, ',')
@@ -123,8 +123,13 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 			}
 			out = resp.appendJSON(out)
 		case errors.Is(err, upstream.ErrIdempotencyConflict):
+			conflicts++
 			status = max(status, http.StatusConflict)
-			out = AppendFailure(out, http.StatusConflict, "its id (or the batch's Idempotency-Key at this index) was used for another message, stored as "+res.ID.String())
+			what := "its Idempotency-Key"
+			if reqs[i].IdempotencyKey == eventIdempotencyKey(events[i].Attrs.StringValue("source"), eventIDs[i]) {
+				what = "CloudEvent id " + strconv.Quote(clip(eventIDs[i]))
+			}
+			out = AppendFailure(out, http.StatusConflict, what+" was used for another message (stored as "+res.ID.String()+"); an event sent again must be the same event")
 		default:
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				return // the publisher went away; it retries the batch with the same ids
@@ -150,16 +155,20 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 		Events []json.RawMessage `json:"events"`
 	}
 	_ = json.Unmarshal(out, &list)
-	WriteBatchProblem(w, status, stored, list.Events)
+	WriteBatchProblem(w, status, stored, conflicts, list.Events)
 }
 
-// WriteBatchProblem answers status for a batch of which some events were not stored: events
-// lists, in order, each one's result or failure ({"status", "detail"}). 503 means: retry.
-func WriteBatchProblem(w http.ResponseWriter, status, stored int, events []json.RawMessage) {
+// WriteBatchProblem answers status for a batch of which some events were not stored (conflicts
+// of them with 409): events lists, in order, each one's result or failure ({"status",
+// "detail"}). 503 means: retry.
+func WriteBatchProblem(w http.ResponseWriter, status, stored, conflicts int, events []json.RawMessage) {
 	detail := strconv.Itoa(len(events)-stored) + " of " + strconv.Itoa(len(events)) + " events were not stored; events says what became of each. "
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 		detail += "Retry the same batch: its events that were stored come back as duplicates (by their ids, or by the same Idempotency-Key)."
+		if conflicts > 0 {
+			detail += " The " + strconv.Itoa(conflicts) + " with status 409 will fail again: an event sent again must be the same event."
+		}
 	} else {
 		detail += "The events that failed need mending before they are sent again."
 	}

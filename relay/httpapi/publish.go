@@ -226,7 +226,7 @@ func isBatch(ct string) bool { return hasMediaType(ct, event.BatchMediaType) }
 
 // hasMediaType reports whether the Content-Type ct is mt, with or without parameters.
 func hasMediaType(ct, mt string) bool {
-	return len(ct) >= len(mt) && strings.EqualFold(ct[:len(mt)], mt) && (len(ct) == len(mt) || ct[len(mt)] == ';' || ct[len(mt)] == ' ')
+	return len(ct) >= len(mt) && strings.EqualFold(ct[:len(mt)], mt) && (len(ct) == len(mt) || ct[len(mt)] == ';' || ct[len(mt)] == ' ' || ct[len(mt)] == '\t')
 }
 
 // ValidIdempotencyKey checks an Idempotency-Key header: 1 to MaxIdempotencyKeyBytes printable

@@ -162,7 +162,7 @@ func (s *Sidecar) publishBatch(w http.ResponseWriter, r *http.Request, ch *chann
 		ans.writeTo(w)
 		return
 	}
-	stored, status := 0, 0
+	stored, status, conflicts := 0, 0, 0
 	for _, res := range results {
 		var r struct {
 			Status int `json:"status"`
@@ -171,6 +171,11 @@ func (s *Sidecar) publishBatch(w http.ResponseWriter, r *http.Request, ch *chann
 		switch {
 		case r.Status == 0:
 			stored++
+			continue
+		case r.Status == http.StatusConflict:
+			conflicts++
+		}
+		switch {
 		case r.Status >= 500:
 			status = http.StatusServiceUnavailable
 		case status == 0:
@@ -179,7 +184,7 @@ func (s *Sidecar) publishBatch(w http.ResponseWriter, r *http.Request, ch *chann
 	}
 	s.met.Published.Add(float64(stored))
 	if stored < len(results) {
-		httpapi.WriteBatchProblem(w, status, stored, results)
+		httpapi.WriteBatchProblem(w, status, stored, conflicts, results)
 		return
 	}
 	out, _ := json.Marshal(struct {

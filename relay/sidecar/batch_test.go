@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
 )
 
 type batchResult struct {
@@ -130,5 +133,37 @@ func TestSidecarSplitsABatchByShard(t *testing.T) {
 	}
 	if got := sc.metric(t, "herald_relay_sidecar_published_total"); got != 2*n {
 		t.Fatalf("sidecar published_total %v, want %d (the batch twice)", got, 2*n)
+	}
+}
+
+// TestABatchAnswerAboutItsEventsIsFinal: a relay's 503 that says what became of each event of a
+// batch is passed on, not retried: resending the whole batch would repeat what it stored.
+func TestABatchAnswerAboutItsEventsIsFinal(t *testing.T) {
+	var batches atomic.Int64
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1, Server: func(srv *httptest.Server) {
+		h := srv.Config.Handler
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasPrefix(r.Header.Get("Content-Type"), event.BatchMediaType) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			batches.Add(1)
+			body, _ := io.ReadAll(r.Body)
+			raws, _ := event.SplitBatch(body)
+			results := []json.RawMessage{json.RawMessage(`{"id":"1-0","shard":0,"eventId":"0:1-0"}`)}
+			for range raws[1:] {
+				results = append(results, httpapi.AppendFailure(nil, http.StatusServiceUnavailable, "Redis did not accept it"))
+			}
+			w.Header().Set("Retry-After", "1")
+			httpapi.WriteBatchProblem(w, http.StatusServiceUnavailable, 1, 0, results)
+		})
+	}}, 1)
+	sc := startSidecar(t, c, "")
+	code, res, _, detail := sc.postBatch(t, `[{"subject":"a","data":1},{"subject":"a","data":2},{"subject":"a","data":3}]`)
+	if code != http.StatusServiceUnavailable || len(res) != 3 || res[0].ID != "1-0" || res[1].Status != http.StatusServiceUnavailable || !strings.Contains(detail, "2 of 3 events were not stored") {
+		t.Fatalf("%d %+v %q, want the relay's 503 with each event's result", code, res, detail)
+	}
+	if n := batches.Load(); n != 1 {
+		t.Fatalf("the batch was sent %d times, want once", n)
 	}
 }

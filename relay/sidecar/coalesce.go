@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"mime"
 	"net/http"
 	"sync"
 
@@ -30,6 +31,7 @@ type coalescer struct {
 
 // queuedPublish is one app's publish, waiting for its answer.
 type queuedPublish struct {
+	ctx   context.Context               // the app's request: once it ended, the publish is not sent
 	event []byte                        // the publish as a structured CloudEvent
 	key   httpapi.EventKey              // its Idempotency-Key, if any
 	alone func() (*relayAnswer, string) // sends the app's request by itself (nil answer: no relay took it, and why)
@@ -62,9 +64,8 @@ func (c *coalescer) publish(q *queuedPublish, sendBatch func([]*queuedPublish)) 
 	}
 	c.busy = true
 	c.mu.Unlock()
+	defer func() { close(q.done); go c.drain(sendBatch) }() // even if alone panics: the queue goes on
 	q.ans, q.err = q.alone()
-	close(q.done)
-	go c.drain(sendBatch)
 }
 
 // drain sends what queued up meanwhile, batch after batch, until the queue is empty.
@@ -84,7 +85,17 @@ func (c *coalescer) drain(sendBatch func([]*queuedPublish)) {
 		batch := c.queue[:n:n]
 		c.queue = append([]*queuedPublish(nil), c.queue[n:]...)
 		c.mu.Unlock()
-		sendBatch(batch)
+		live := batch[:0:0]
+		for _, q := range batch {
+			if q.ctx.Err() != nil { // its app has had its 503 already: a retry of it must not find it stored
+				close(q.done)
+				continue
+			}
+			live = append(live, q)
+		}
+		if len(live) > 0 {
+			sendBatch(live)
+		}
 	}
 }
 
@@ -115,17 +126,13 @@ func (s *Sidecar) sendBatch(ch *channel, shard int, query string, qs []*queuedPu
 	ctx, cancel := context.WithTimeout(context.Background(), s.opt.PublishTimeout)
 	defer cancel()
 	s.met.PublishBatches.Inc()
-	ans, lastErr := s.forward(ctx, ch, shard, query, body, hdr)
-	if ans == nil {
-		for _, q := range qs {
-			q.err = lastErr
-		}
-		return
-	}
+	ans, _ := s.forward(ctx, ch, shard, query, body, hdr)
 	var got struct {
 		Events []json.RawMessage `json:"events"`
 	}
-	if json.Unmarshal(ans.body, &got) != nil || len(got.Events) != len(qs) {
+	if ans == nil || json.Unmarshal(ans.body, &got) != nil || len(got.Events) != len(qs) {
+		// No relay took the batch, or one answered it as a whole (an older relay: 415; a map
+		// that moved on: 421): each publish tries alone, with its own retries and answer.
 		var wg sync.WaitGroup
 		for _, q := range qs {
 			wg.Add(1)
@@ -174,6 +181,9 @@ func (r *headerRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func coalescable(r *http.Request, body []byte, key string, maxBytes int64) ([]byte, bool) {
 	if r.Header.Get(httpapi.RetryKeyHeader) != "" || r.Header.Get(httpapi.EventKeysHeader) != "" {
 		return nil, false
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != event.StructuredMediaType && int64(len(body)) > maxBytes {
+		return nil, false // the relay refuses a binary body over the bound before compacting it
 	}
 	p, err := event.ParsePublish(r.Header, body)
 	if err != nil || int64(len(p.Data)) > maxBytes || (p.Subject != "" && p.Subject != key) {

@@ -100,12 +100,12 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	alone := func() (*relayAnswer, string) { return s.forward(ctx, ch, shard, r.URL.RawQuery, body, hdr) }
 	var ans *relayAnswer
 	var lastErr string
-	if ev, ok := coalescable(r, body, key, maxBytes); ok && (idem == "" || httpapi.ValidIdempotencyKey(idem) == nil) {
+	if ev, ok := coalescable(r, body, key, maxBytes); ok && (own || len(r.Header.Values("Idempotency-Key")) == 0 || httpapi.ValidIdempotencyKey(idem) == nil) {
 		waitReplicas := 0
 		if r.URL.Query().Get("ack") == "replicated" {
 			waitReplicas = 1
 		}
-		q := &queuedPublish{event: ev, key: httpapi.EventKey{Key: idem, Retry: own}, alone: alone, done: make(chan struct{})}
+		q := &queuedPublish{ctx: ctx, event: ev, key: httpapi.EventKey{Key: idem, Retry: own}, alone: alone, done: make(chan struct{})}
 		ch.coalescerFor(shard, waitReplicas).publish(q, func(qs []*queuedPublish) { s.sendBatch(ch, shard, ackQuery(waitReplicas), qs) })
 		select {
 		case <-q.done:
@@ -129,6 +129,19 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 		}
 	}
 	ans.writeTo(w)
+}
+
+// maxAnswerBytes bounds a relay's answer: a batch's lists every event's result.
+const maxAnswerBytes = 8 << 20
+
+// aboutEvents reports whether a relay's answer gives a batch's events their results: then even
+// a 503 is final, since resending the whole batch would repeat the events it stored (a Live
+// channel keeps no key to recognise them) and put the failed ones after them.
+func aboutEvents(answer []byte) bool {
+	var got struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	return json.Unmarshal(answer, &got) == nil && len(got.Events) > 0
 }
 
 // relayAnswer is what a shard relay answered a publish.
@@ -182,10 +195,10 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 			s.markDown(base)
 			continue // a dead replica: the next one
 		}
-		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 		resp.Body.Close()
 		switch {
-		case resp.StatusCode >= 500:
+		case resp.StatusCode >= 500 && !aboutEvents(answer):
 			lastErr = base + " answered " + strconv.Itoa(resp.StatusCode) + ": " + clip(answer)
 			pause(ctx, attempt)
 			continue

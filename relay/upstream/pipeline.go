@@ -93,42 +93,6 @@ func (pl *pipeline) run(ctx context.Context) {
 	}
 }
 
-// callAll queues calls in their order and waits for their replies. Calls not answered before ctx
-// or the pipeline ends get that error (their outcome is unknown, as with call).
-func (pl *pipeline) callAll(ctx context.Context, calls []*pendingCall) (replies []any, errs []error) {
-	replies, errs = make([]any, len(calls)), make([]error, len(calls))
-	var ended error
-	queued := 0
-queue:
-	for _, c := range calls {
-		select {
-		case pl.reqs <- c:
-			queued++
-		case <-ctx.Done():
-			ended = ctx.Err()
-			break queue
-		case <-pl.stop:
-			ended = errPipelineStopped
-			break queue
-		}
-	}
-	for i, c := range calls {
-		if i < queued && ended == nil {
-			select {
-			case <-c.done:
-				replies[i], errs[i] = c.reply, c.err
-				continue
-			case <-ctx.Done():
-				ended = ctx.Err()
-			case <-pl.stop:
-				ended = errPipelineStopped
-			}
-		}
-		errs[i] = ended
-	}
-	return replies, errs
-}
-
 func (pl *pipeline) flush(ctx context.Context, batch []*pendingCall) {
 	ctx, cancel := context.WithTimeout(ctx, pipelineTimeout)
 	defer cancel()

@@ -96,40 +96,33 @@ func (p *Publisher) Publish(ctx context.Context, req PublishRequest) (PublishRes
 }
 
 // PublishBatch publishes reqs in their order and returns each one's result and error (nil:
-// stored). Every request must have the same WaitReplicas and WaitTimeout. Acknowledged by the
-// leader, they go into the auto-pipeline (or one pipeline of their own without it); with
-// WaitReplicas, they are pipelined on one connection of the slot's master, followed by one WAIT
-// for all of them.
+// stored). Every request must have the same WaitReplicas and WaitTimeout. They go as one pipeline
+// of their own, not through the auto-pipeline (which would cut a large batch into several
+// rounds, and a round that failed could be followed by one that did not): a pipeline that
+// breaks fails everything after the break, so a retry with the same ids or keys stores the rest
+// after what was stored, in order. With WaitReplicas the pipeline runs on one connection of the slot's master, followed by
+// one WAIT for all of them.
 func (p *Publisher) PublishBatch(ctx context.Context, reqs []PublishRequest) ([]PublishResult, []error) {
 	calls := make([]*pendingCall, len(reqs))
 	for i, req := range reqs {
 		keys, args := p.call(req)
-		calls[i] = &pendingCall{keys: keys, args: args, done: make(chan struct{})}
+		calls[i] = &pendingCall{keys: keys, args: args}
 	}
-	var replies []any
-	var errs []error
 	replicas, waitErr := 0, error(nil)
-	switch {
-	case len(reqs) > 0 && reqs[0].WaitReplicas > 0:
+	if len(reqs) > 0 && reqs[0].WaitReplicas > 0 {
 		replicas, waitErr = p.pipelineAndWait(ctx, calls, reqs[0].WaitReplicas, reqs[0].WaitTimeout)
-	case p.pipe != nil:
-		replies, errs = p.pipe.callAll(ctx, calls)
-	default:
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, pipelineTimeout)
 		p.pipelined(ctx, p.cluster, calls)
+		cancel()
 	}
-	if replies == nil { // answered here, not by the pipeline's goroutine
-		replies, errs = make([]any, len(calls)), make([]error, len(calls))
-		for i, c := range calls {
-			replies[i], errs[i] = c.reply, c.err
-		}
-	}
-	results := make([]PublishResult, len(reqs))
-	for i := range calls {
+	results, errs := make([]PublishResult, len(reqs)), make([]error, len(reqs))
+	for i, c := range calls {
 		res := PublishResult{}
 		if reqs[i].WaitReplicas > 0 && waitErr == nil {
 			res.Replicas, res.Replicated = replicas, replicas >= reqs[i].WaitReplicas
 		}
-		results[i], errs[i] = result(res, replies[i], errs[i])
+		results[i], errs[i] = result(res, c.reply, c.err)
 	}
 	return results, errs
 }
