@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,37 +12,6 @@ import (
 	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/event"
 )
-
-// batchAnswer is a batched publish's answer: 202 {"events"} or a problem with "events".
-type batchAnswer struct {
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Events []struct {
-		relaytest.PublishResponse
-		Status int    `json:"status"`
-		Detail string `json:"detail"`
-	} `json:"events"`
-}
-
-func postBatch(t *testing.T, url, body string, hdr ...string) (int, batchAnswer, http.Header) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Content-Type", event.BatchMediaType)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var a batchAnswer
-	if err := json.Unmarshal(b, &a); err != nil {
-		t.Fatalf("answer %d is not JSON: %q", resp.StatusCode, b)
-	}
-	return resp.StatusCode, a, resp.Header
-}
 
 // TestBatchPublishStoresEveryEventInOrderAndOnce: a batch of CloudEvents is stored in its order
 // and delivered as single publishes are; sending it again stores nothing (events with an id by
@@ -61,7 +29,7 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 		{"specversion":"1.0","type":"note","subject":"user-1","datacontenttype":"text/plain","data":"three"}
 	]`
 	hdr := []string{"Idempotency-Key", "batch-1", "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-	code, a, _ := postBatch(t, r.ChannelURL("/messages"), batch, hdr...)
+	code, a, _ := relaytest.PostBatch(t, r.ChannelURL("/messages"), batch, hdr...)
 	if code != http.StatusAccepted || len(a.Events) != 3 {
 		t.Fatalf("batch: %d %+v", code, a)
 	}
@@ -86,7 +54,7 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 	}
 
 	// The same batch again: every event is a duplicate of the first time.
-	code, again, _ := postBatch(t, r.ChannelURL("/messages"), batch, hdr...)
+	code, again, _ := relaytest.PostBatch(t, r.ChannelURL("/messages"), batch, hdr...)
 	if code != http.StatusAccepted {
 		t.Fatalf("retry: %d %+v", code, again)
 	}
@@ -100,7 +68,7 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 	}
 
 	// An event whose id was used for other data is refused; the others are stored.
-	code, mixed, _ := postBatch(t, r.ChannelURL("/messages?key=user-3"), `[{"data":{"n":4}},{"id":"o-1","source":"/shop","data":"other"}]`)
+	code, mixed, _ := relaytest.PostBatch(t, r.ChannelURL("/messages?key=user-3"), `[{"data":{"n":4}},{"id":"o-1","source":"/shop","data":"other"}]`)
 	if code != http.StatusConflict || len(mixed.Events) != 2 || mixed.Events[0].ID == "" || mixed.Events[1].Status != http.StatusConflict ||
 		!strings.Contains(mixed.Detail, "1 of 2 events were not stored") {
 		t.Fatalf("a reused id: %d %+v, want 409 with the first event stored", code, mixed)
@@ -121,7 +89,7 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 		"too many events": {"?key=a", "[" + strings.Repeat(`{"data":1},`, event.MaxBatchEvents) + `{"data":1}]`, 400, "at most 1000 events"},
 		"data too large":  {"", `[{"subject":"a","data":1},{"subject":"a","data":"` + strings.Repeat("x", 70000) + `"}]`, 413, "event 1: data of 70002 bytes"},
 	} {
-		code, p, hdr := postBatch(t, r.ChannelURL("/messages"+tc.query), tc.body)
+		code, p, hdr := relaytest.PostBatch(t, r.ChannelURL("/messages"+tc.query), tc.body)
 		if code != tc.code || !strings.Contains(p.Detail, tc.says) || hdr.Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: %d %q, want %d saying %q", name, code, p.Detail, tc.code, tc.says)
 		}
@@ -131,7 +99,7 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 		"a bad token":             {"Herald-Event-Keys", "k:a x:b"},
 		"with an Idempotency-Key": {"Herald-Event-Keys", "k:a k:b", "Idempotency-Key", "c"},
 	} {
-		code, p, _ := postBatch(t, r.ChannelURL("/messages?key=a"), `[{"data":1},{"data":2}]`, hdr...)
+		code, p, _ := relaytest.PostBatch(t, r.ChannelURL("/messages?key=a"), `[{"data":1},{"data":2}]`, hdr...)
 		if code != http.StatusBadRequest || !strings.Contains(p.Detail, "Herald-Event-Keys") {
 			t.Errorf("%s: %d %q, want 400 naming Herald-Event-Keys", name, code, p.Detail)
 		}
@@ -142,7 +110,7 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 
 	// Each event's own key (as the sidecar sends coalesced publishes): a retry of the second
 	// event alone, with its key, is its duplicate.
-	code, own, _ := postBatch(t, r.ChannelURL("/messages?key=user-5"), `[{"data":7},{"data":8}]`, "Herald-Event-Keys", "- k:own-8")
+	code, own, _ := relaytest.PostBatch(t, r.ChannelURL("/messages?key=user-5"), `[{"data":7},{"data":8}]`, "Herald-Event-Keys", "- k:own-8")
 	if code != http.StatusAccepted || len(own.Events) != 2 {
 		t.Fatalf("Herald-Event-Keys: %d %+v", code, own)
 	}
@@ -151,7 +119,7 @@ func TestBatchPublishStoresEveryEventInOrderAndOnce(t *testing.T) {
 	}
 
 	// With ?ack=replicated the whole batch waits for one WAIT.
-	code, rep, _ := postBatch(t, r.ChannelURL("/messages?ack=replicated&key=user-4"), `[{"data":1},{"data":2}]`)
+	code, rep, _ := relaytest.PostBatch(t, r.ChannelURL("/messages?ack=replicated&key=user-4"), `[{"data":1},{"data":2}]`)
 	if code != http.StatusAccepted || len(rep.Events) != 2 {
 		t.Fatalf("ack=replicated: %d %+v", code, rep)
 	}
@@ -179,7 +147,7 @@ func TestBatchEventsOfAnotherShardAreMisdirected(t *testing.T) {
 		}
 	}
 	body := fmt.Sprintf(`[{"subject":%q,"data":1},{"subject":%q,"data":2}]`, own, other)
-	code, p, _ := postBatch(t, r.ChannelURL("/messages"), body)
+	code, p, _ := relaytest.PostBatch(t, r.ChannelURL("/messages"), body)
 	if code != http.StatusMisdirectedRequest || !strings.Contains(p.Detail, "event 1: key \""+other+"\" belongs to shard") {
 		t.Fatalf("%d %q, want 421 naming event 1", code, p.Detail)
 	}

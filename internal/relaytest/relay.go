@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/relay"
+	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/upstream"
 )
@@ -332,4 +333,41 @@ func (r *Relay) MustPublishWith(t testing.TB, key, body string, hdr ...string) s
 		t.Fatalf("publish %s: %d %+v", body, code, pr)
 	}
 	return pr.ID
+}
+
+// BatchAnswer is the answer to a batched publish: 202 {"events"}, or a problem whose events
+// says what became of each.
+type BatchAnswer struct {
+	Status int          `json:"status"`
+	Detail string       `json:"detail"`
+	Events []BatchEvent `json:"events"`
+}
+
+// BatchEvent is one event's entry in a BatchAnswer.
+type BatchEvent struct {
+	PublishResponse
+	Status int    `json:"status"` // a failed event's status; 0 when it was stored
+	Detail string `json:"detail"`
+}
+
+// PostBatch POSTs body as a batch of CloudEvents to url with the headers hdr (name, value, ...)
+// and returns the status, the decoded answer and the answer's headers.
+func PostBatch(t testing.TB, url, body string, hdr ...string) (int, BatchAnswer, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", event.BatchMediaType)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var a BatchAnswer
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatalf("answer %d is not JSON: %q", resp.StatusCode, b)
+	}
+	return resp.StatusCode, a, resp.Header
 }

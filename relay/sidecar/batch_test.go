@@ -17,35 +17,10 @@ import (
 	"github.com/heraldhq/herald/relay/httpapi"
 )
 
-type batchResult struct {
-	ID        string `json:"id"`
-	Shard     int    `json:"shard"`
-	EventID   string `json:"eventId"`
-	Duplicate bool   `json:"duplicate"`
-	Status    int    `json:"status"`
-}
-
-func (s *testSidecar) postBatch(t *testing.T, body string, hdr ...string) (int, []batchResult, http.Header, string) {
+func (s *testSidecar) postBatch(t *testing.T, body string, hdr ...string) (int, []relaytest.BatchEvent, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, s.channelURL("/messages"), strings.NewReader(body))
-	req.Header.Set("Content-Type", event.BatchMediaType)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var a struct {
-		Events []batchResult `json:"events"`
-		Detail string        `json:"detail"`
-	}
-	if err := json.Unmarshal(b, &a); err != nil {
-		t.Fatalf("answer %d is not JSON: %q", resp.StatusCode, b)
-	}
-	return resp.StatusCode, a.Events, resp.Header, a.Detail
+	code, a, h := relaytest.PostBatch(t, s.channelURL("/messages"), body, hdr...)
+	return code, a.Events, h, a.Detail
 }
 
 // TestSidecarSplitsABatchByShard: the sidecar sends each shard's events of a batch to that
