@@ -34,14 +34,8 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 		WriteError(w, http.StatusRequestEntityTooLarge, "batch of "+strconv.FormatInt(r.ContentLength, 10)+" bytes is over "+strconv.FormatInt(limit, 10)+" bytes; send smaller batches")
 		return
 	}
-	body, err := readBody(w, r, limit)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			WriteError(w, http.StatusRequestEntityTooLarge, "batch is over "+strconv.FormatInt(limit, 10)+" bytes; send smaller batches")
-			return
-		}
-		WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+	body, ok := ReadBody(w, r, limit, "batch is over "+strconv.FormatInt(limit, 10)+" bytes; send smaller batches")
+	if !ok {
 		return
 	}
 	events, err := event.ParseBatch(r.Header, body)
@@ -62,6 +56,7 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 	}
 	reqs := make([]upstream.PublishRequest, len(events))
 	eventIDs := make([]string, len(events))
+	fromID := make([]bool, len(events)) // deduplicated by its own id
 	caller := callerOf(r)
 	for i, in := range events {
 		at := "event " + strconv.Itoa(i) + ": "
@@ -75,23 +70,15 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 			return
 		}
 		if shard := s.cfg.Map.ShardFor(key); shard != s.cfg.Shard {
-			WriteProblem(w, http.StatusMisdirectedRequest, at+"key "+strconv.Quote(key)+" belongs to shard "+strconv.Itoa(shard)+
-				" but this relay serves shard "+strconv.Itoa(s.cfg.Shard)+"; send each shard's events to its relay (or the batch to the sidecar, which splits it by key)",
-				map[string]any{"shard": shard, "endpoint": s.cfg.Map.Shards[shard].Endpoint})
+			s.misdirected(w, at, key, shard)
 			return
 		}
 		eventIDs[i] = in.Attrs.StringValue("id")
-		idem, retryKey := "", false
-		switch {
-		case keys != nil:
-			// As a single publish: the key, unless the event's own id wins over a made-up one.
-			idem, retryKey = keys[i].Key, keys[i].Retry
-			if eventIDs[i] != "" && (idem == "" || retryKey) {
-				idem, retryKey = eventIdempotencyKey(in.Attrs.StringValue("source"), eventIDs[i]), false
-			}
-		case eventIDs[i] != "":
-			idem = eventIdempotencyKey(in.Attrs.StringValue("source"), eventIDs[i])
-		case params.idem != "":
+		var idem string
+		var retryKey bool
+		if keys != nil { // as a single publish with its own key
+			idem, retryKey, fromID[i] = idempotencyOf(keys[i].Key, keys[i].Retry, in)
+		} else if idem, retryKey, fromID[i] = idempotencyOf("", false, in); !fromID[i] && params.idem != "" {
 			idem, retryKey = BatchIdempotencyKey(params.idem, i), params.retryKey
 		}
 		reqs[i] = upstream.PublishRequest{
@@ -110,23 +97,12 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request, params pub
 		switch err := errs[i]; {
 		case err == nil:
 			stored++
-			if !res.Duplicate {
-				s.cfg.Metrics.Published.Inc()
-				s.cfg.Metrics.PublishedBytes.Add(float64(len(reqs[i].Data)))
-			}
-			resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, EventID: eventIDs[i], Duplicate: res.Duplicate}
-			if resp.EventID == "" {
-				resp.EventID = strconv.Itoa(s.cfg.Shard) + ":" + resp.ID
-			}
-			if params.waitReplicas > 0 {
-				resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
-			}
-			out = resp.appendJSON(out)
+			out = s.accepted(res, eventIDs[i], params.waitReplicas, len(reqs[i].Data)).appendJSON(out)
 		case errors.Is(err, upstream.ErrIdempotencyConflict):
 			conflicts++
 			status = max(status, http.StatusConflict)
 			what := "its Idempotency-Key"
-			if reqs[i].IdempotencyKey == eventIdempotencyKey(events[i].Attrs.StringValue("source"), eventIDs[i]) {
+			if fromID[i] {
 				what = "CloudEvent id " + strconv.Quote(clip(eventIDs[i]))
 			}
 			out = AppendFailure(out, http.StatusConflict, what+" was used for another message (stored as "+res.ID.String()+"); an event sent again must be the same event")

@@ -71,13 +71,13 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ct := r.Header.Get("Content-Type")
-	if isBatch(ct) {
+	if IsBatch(ct) {
 		s.publishBatch(w, r, params)
 		return
 	}
 	key, waitReplicas, idem := params.key, params.waitReplicas, params.idem
 	limit := s.maxBytes
-	if isStructured(ct) {
+	if IsStructured(ct) {
 		limit = s.maxBytes*2 + 16<<10 // room for the envelope and base64; data is checked below
 	}
 	if r.ContentLength > limit {
@@ -85,14 +85,8 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 			" bytes is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
 		return
 	}
-	body, err := readBody(w, r, limit)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			WriteError(w, http.StatusRequestEntityTooLarge, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
-			return
-		}
-		WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+	body, ok := ReadBody(w, r, limit, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(s.maxBytes, 10)+")")
+	if !ok {
 		return
 	}
 	in, err := event.ParsePublish(r.Header, body)
@@ -119,17 +113,11 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if shard := s.cfg.Map.ShardFor(key); shard != s.cfg.Shard {
-		s.misdirected(w, key, shard)
+		s.misdirected(w, "", key, shard)
 		return
 	}
 	producerID := in.Attrs.StringValue("id")
-	retryKey := params.retryKey
-	fromEventID := false
-	if producerID != "" && (idem == "" || retryKey) {
-		// The event's own id (with its source) identifies it: a producer that sends it again is
-		// retrying, as CloudEvents says. It wins over a key the sidecar made up for its retries.
-		idem, retryKey, fromEventID = eventIdempotencyKey(in.Attrs.StringValue("source"), producerID), false, true
-	}
+	idem, retryKey, fromEventID := idempotencyOf(idem, params.retryKey, in)
 	res, err := s.cfg.Publisher.Publish(r.Context(), upstream.PublishRequest{
 		Key: key, Type: in.Type, ContentType: in.ContentType, Attrs: in.Attrs.String(), Data: in.Data,
 		IdempotencyKey: idem, Caller: callerOf(r), RetryKey: retryKey, WaitReplicas: waitReplicas, WaitTimeout: s.cfg.WaitTimeout,
@@ -155,19 +143,8 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "Redis did not accept the message; retry with the same Idempotency-Key to stay exactly-once")
 		return
 	}
-	if !res.Duplicate {
-		s.cfg.Metrics.Published.Inc()
-		s.cfg.Metrics.PublishedBytes.Add(float64(len(body)))
-	}
-	resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, EventID: producerID, Duplicate: res.Duplicate}
-	if resp.EventID == "" {
-		resp.EventID = strconv.Itoa(s.cfg.Shard) + ":" + resp.ID
-	}
-	if waitReplicas > 0 {
-		resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
-	}
 	// Every publish answers this: built by hand, without encoding/json's reflection.
-	b := append(resp.appendJSON(make([]byte, 0, 128)), '\n')
+	b := append(s.accepted(res, producerID, waitReplicas, len(body)).appendJSON(make([]byte, 0, 128)), '\n')
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
@@ -176,6 +153,34 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 }
 
 var jsonContentType = []string{"application/json"}
+
+// accepted counts a stored publish of size bytes (unless it was stored before) and returns its
+// answer; producerID is the event's own id, if any.
+func (s *Server) accepted(res upstream.PublishResult, producerID string, waitReplicas, size int) publishResponse {
+	if !res.Duplicate {
+		s.cfg.Metrics.Published.Inc()
+		s.cfg.Metrics.PublishedBytes.Add(float64(size))
+	}
+	resp := publishResponse{ID: res.ID.String(), Shard: s.cfg.Shard, EventID: producerID, Duplicate: res.Duplicate}
+	if resp.EventID == "" {
+		resp.EventID = strconv.Itoa(s.cfg.Shard) + ":" + resp.ID
+	}
+	if waitReplicas > 0 {
+		resp.Replicated, resp.Replicas = &res.Replicated, &res.Replicas
+	}
+	return resp
+}
+
+// idempotencyOf is the Idempotency-Key a publish goes with: key (retry: one the sidecar made up
+// for its own retries), unless the event's own id (with its source) identifies it, which wins
+// over a made-up key or none: a producer that sends an event again is retrying, as CloudEvents
+// says. fromID reports that the id won.
+func idempotencyOf(key string, retry bool, in event.Publish) (idem string, retryKey, fromID bool) {
+	if id := in.Attrs.StringValue("id"); id != "" && (key == "" || retry) {
+		return eventIdempotencyKey(in.Attrs.StringValue("source"), id), false, true
+	}
+	return key, retry, false
+}
 
 // appendJSON appends the answer as encoding/json would write it.
 func (r publishResponse) appendJSON(b []byte) []byte {
@@ -199,18 +204,29 @@ func (r publishResponse) appendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
-// readBody reads the request body, at most limit bytes: at once into a buffer of its size when
-// the request says how long it is.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+// ReadBody reads the request body, at most limit bytes: at once into a buffer of its size when
+// the request says how long it is. When it cannot, it answers 413 saying tooLarge, or 400, and
+// returns false.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge string) ([]byte, bool) {
 	rd := http.MaxBytesReader(w, r.Body, limit)
+	var body []byte
+	var err error
 	if n := r.ContentLength; n >= 0 && n <= limit {
-		body := make([]byte, n)
-		if _, err := io.ReadFull(rd, body); err != nil {
-			return nil, err
-		}
-		return body, nil
+		body = make([]byte, n)
+		_, err = io.ReadFull(rd, body)
+	} else {
+		body, err = io.ReadAll(rd)
 	}
-	return io.ReadAll(rd)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			WriteError(w, http.StatusRequestEntityTooLarge, tooLarge)
+			return nil, false
+		}
+		WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		return nil, false
+	}
+	return body, true
 }
 
 // eventIdempotencyKey is the Idempotency-Key a publish without one gets from its CloudEvent's
@@ -220,9 +236,11 @@ func eventIdempotencyKey(source, id string) string {
 	return "ce-" + hex.EncodeToString(sum[:16])
 }
 
-func isStructured(ct string) bool { return hasMediaType(ct, event.StructuredMediaType) }
+// IsStructured reports whether the Content-Type ct is a CloudEvent in structured mode.
+func IsStructured(ct string) bool { return hasMediaType(ct, event.StructuredMediaType) }
 
-func isBatch(ct string) bool { return hasMediaType(ct, event.BatchMediaType) }
+// IsBatch reports whether the Content-Type ct is a batch of CloudEvents.
+func IsBatch(ct string) bool { return hasMediaType(ct, event.BatchMediaType) }
 
 // hasMediaType reports whether the Content-Type ct is mt, with or without parameters.
 func hasMediaType(ct, mt string) bool {

@@ -194,8 +194,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // misdirected answers 421 for a key of another shard, naming the right one.
-func (s *Server) misdirected(w http.ResponseWriter, key string, shard int) {
-	WriteProblem(w, http.StatusMisdirectedRequest, "key "+strconv.Quote(key)+" belongs to shard "+strconv.Itoa(shard)+
+func (s *Server) misdirected(w http.ResponseWriter, prefix, key string, shard int) {
+	WriteProblem(w, http.StatusMisdirectedRequest, prefix+"key "+strconv.Quote(key)+" belongs to shard "+strconv.Itoa(shard)+
 		" but this relay serves shard "+strconv.Itoa(s.cfg.Shard)+"; send it to that shard's relay (or to the sidecar, which routes by key)",
 		map[string]any{"shard": shard, "endpoint": s.cfg.Map.Shards[shard].Endpoint})
 }

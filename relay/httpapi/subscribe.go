@@ -128,7 +128,7 @@ func ResumeCursor(r *http.Request) (raw, what string) {
 func (s *Server) reject(w http.ResponseWriter, req subscribeRequest) {
 	if req.status == http.StatusMisdirectedRequest {
 		shard, _ := strconv.Atoi(req.msg)
-		s.misdirected(w, req.key, shard)
+		s.misdirected(w, "", req.key, shard)
 		return
 	}
 	WriteError(w, req.status, req.msg)

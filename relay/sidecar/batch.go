@@ -6,8 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -24,14 +22,8 @@ import (
 // (WriteBatchProblem) with each event's fate.
 func (s *Sidecar) publishBatch(w http.ResponseWriter, r *http.Request, ch *channel, m *shardmap.Map, maxBytes int64) {
 	limit := httpapi.BatchLimit(maxBytes)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "batch is over "+strconv.FormatInt(limit, 10)+" bytes; send smaller batches")
-			return
-		}
-		httpapi.WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+	body, ok := httpapi.ReadBody(w, r, limit, "batch is over "+strconv.FormatInt(limit, 10)+" bytes; send smaller batches")
+	if !ok {
 		return
 	}
 	raws, err := event.SplitBatch(body)

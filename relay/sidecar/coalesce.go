@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"mime"
 	"net/http"
 	"sync"
 
@@ -31,13 +30,15 @@ type coalescer struct {
 
 // queuedPublish is one app's publish, waiting for its answer.
 type queuedPublish struct {
-	ctx   context.Context               // the app's request: once it ended, the publish is not sent
-	event []byte                        // the publish as a structured CloudEvent
-	key   httpapi.EventKey              // its Idempotency-Key, if any
-	alone func() (*relayAnswer, string) // sends the app's request by itself (nil answer: no relay took it, and why)
-	done  chan struct{}                 // closed when answer is set
-	ans   *relayAnswer                  // the relay's answer for this event (nil: no relay took it)
-	err   string                        // with a nil ans: the last failure
+	ctx    context.Context               // the app's request: once it ended, the publish is not sent
+	event  []byte                        // the publish as a structured CloudEvent
+	key    httpapi.EventKey              // its Idempotency-Key, if any
+	alone  func() (*relayAnswer, string) // sends the app's request by itself (nil answer: no relay took it, and why)
+	done   chan struct{}                 // closed when answer is set
+	ans    *relayAnswer                  // the relay's answer for this event (nil: no relay took it, or failed)
+	err    string                        // with a nil ans: the last failure
+	failed int                           // the status of its event's failure in a batch (0: none)
+	detail string                        // what the failure said
 }
 
 // coalescerFor returns the queue of shard with waitReplicas.
@@ -152,47 +153,26 @@ func (s *Sidecar) sendBatch(ch *channel, shard int, query string, qs []*queuedPu
 				body: append(bytes.Clone(got.Events[i]), '\n'), retried: ans.retried}
 			continue
 		}
-		q.ans = problemAnswer(failed.Status, failed.Detail)
+		q.failed, q.detail = failed.Status, failed.Detail
 	}
 }
-
-// problemAnswer is the answer a relay gives to a single publish that failed with status.
-func problemAnswer(status int, detail string) *relayAnswer {
-	rec := &headerRecorder{header: http.Header{}}
-	if status == http.StatusServiceUnavailable {
-		rec.header.Set("Retry-After", "1")
-	}
-	httpapi.WriteProblem(rec, status, detail, nil)
-	return &relayAnswer{status: status, header: rec.header, body: rec.body.Bytes()}
-}
-
-// headerRecorder is the least of an http.ResponseWriter: what problemAnswer needs.
-type headerRecorder struct {
-	header http.Header
-	body   bytes.Buffer
-}
-
-func (r *headerRecorder) Header() http.Header         { return r.header }
-func (r *headerRecorder) WriteHeader(int)             {}
-func (r *headerRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 
 // coalescable reads a single publish as the event a batch would carry, or reports that it must go
 // alone: anything the relay would refuse, so that the relay's answer stays the app's answer.
-func coalescable(r *http.Request, body []byte, key string, maxBytes int64) ([]byte, bool) {
-	if r.Header.Get(httpapi.RetryKeyHeader) != "" || r.Header.Get(httpapi.EventKeysHeader) != "" {
+func coalescable(r *http.Request, p event.Publish, parseErr error, size int, key string, maxBytes int64) ([]byte, bool) {
+	if parseErr != nil || r.Header.Get(httpapi.RetryKeyHeader) != "" || r.Header.Get(httpapi.EventKeysHeader) != "" {
 		return nil, false
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != event.StructuredMediaType && int64(len(body)) > maxBytes {
+	if !httpapi.IsStructured(r.Header.Get("Content-Type")) && int64(size) > maxBytes {
 		return nil, false // the relay refuses a binary body over the bound before compacting it
 	}
-	p, err := event.ParsePublish(r.Header, body)
-	if err != nil || int64(len(p.Data)) > maxBytes || (p.Subject != "" && p.Subject != key) {
+	if int64(len(p.Data)) > maxBytes || (p.Subject != "" && p.Subject != key) {
 		return nil, false
 	}
 	if ack := r.URL.Query().Get("ack"); ack != "" && ack != "leader" && ack != "replicated" {
 		return nil, false
 	}
-	return event.AppendStructured(make([]byte, 0, len(body)*4/3+256), p, key), true
+	return event.AppendStructured(make([]byte, 0, size*4/3+256), p, key), true
 }
 
 // ackQuery is the query of a batch: the ack mode of its publishes.

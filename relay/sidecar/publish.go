@@ -6,10 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"io"
 	"math"
-	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -37,30 +35,28 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 		maxBytes = httpapi.DefaultMaxMessageBytes
 	}
 	ct := r.Header.Get("Content-Type")
-	if mt, _, _ := mime.ParseMediaType(ct); mt == event.BatchMediaType {
+	if httpapi.IsBatch(ct) {
 		s.publishBatch(w, r, ch, m, maxBytes)
 		return
 	}
 	limit := maxBytes*2 + 16<<10 // the relay's bound for a structured envelope; it checks the data itself
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(maxBytes, 10)+")")
-			return
-		}
-		httpapi.WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+	body, ok := httpapi.ReadBody(w, r, limit, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(maxBytes, 10)+")")
+	if !ok {
 		return
 	}
 	key := r.URL.Query().Get("key")
-	subject, eventID := r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Id")
-	if len(ct) >= len(event.StructuredMediaType) && ct[:len(event.StructuredMediaType)] == event.StructuredMediaType {
-		var ce struct {
-			Subject string `json:"subject"`
-			ID      string `json:"id"`
+	in, parseErr := event.ParsePublish(r.Header, body)
+	subject, eventID := in.Subject, in.Attrs.StringValue("id")
+	if parseErr != nil { // the relay refuses it, saying why; route it by what can be read
+		subject, eventID = r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Id")
+		if httpapi.IsStructured(ct) {
+			var ce struct {
+				Subject string `json:"subject"`
+				ID      string `json:"id"`
+			}
+			_ = json.Unmarshal(body, &ce)
+			subject, eventID = ce.Subject, ce.ID
 		}
-		_ = json.Unmarshal(body, &ce) // a bad envelope gets the relay's 400
-		subject, eventID = ce.Subject, ce.ID
 	}
 	if key == "" {
 		key = subject
@@ -100,7 +96,7 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	alone := func() (*relayAnswer, string) { return s.forward(ctx, ch, shard, r.URL.RawQuery, body, hdr) }
 	var ans *relayAnswer
 	var lastErr string
-	if ev, ok := coalescable(r, body, key, maxBytes); ok && (own || len(r.Header.Values("Idempotency-Key")) == 0 || httpapi.ValidIdempotencyKey(idem) == nil) {
+	if ev, ok := coalescable(r, in, parseErr, len(body), key, maxBytes); ok && (own || len(r.Header.Values("Idempotency-Key")) == 0 || httpapi.ValidIdempotencyKey(idem) == nil) {
 		waitReplicas := 0
 		if r.URL.Query().Get("ack") == "replicated" {
 			waitReplicas = 1
@@ -109,6 +105,13 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 		ch.coalescerFor(shard, waitReplicas).publish(q, func(qs []*queuedPublish) { s.sendBatch(ch, shard, ackQuery(waitReplicas), qs) })
 		select {
 		case <-q.done:
+			if q.failed != 0 { // its event failed in a batch: the answer a single publish gets
+				if q.failed == http.StatusServiceUnavailable {
+					w.Header().Set("Retry-After", "1")
+				}
+				httpapi.WriteError(w, q.failed, q.detail)
+				return
+			}
 			ans, lastErr = q.ans, q.err
 		case <-ctx.Done():
 			lastErr = "no answer within " + s.opt.PublishTimeout.String() + " (the message may still be stored)"
