@@ -141,14 +141,24 @@ type opening struct {
 	version uint64
 }
 
+// openKeysBudget bounds the bytes of keys a stream's URL carries. Servers and proxies limit a
+// request's head (Go's to 1 MiB, Envoy's to 60 KiB by default); a stream that needs more keys
+// opens following every key, which holds them all, and narrows to its keys with a change.
+var openKeysBudget = 32 << 10
+
 // query is the interest a stream opens with.
 func (in *interest) query() opening {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	o := opening{all: in.whole > 0, version: in.version}
 	if !o.all {
+		size := 0
 		for k := range in.keys {
 			o.keys = append(o.keys, k)
+			size += len(k) + len("&key=")
+		}
+		if size > openKeysBudget {
+			o.all, o.keys = true, nil
 		}
 	}
 	return o
@@ -175,6 +185,9 @@ func (in *interest) opened(id, base string, o opening, cancel context.CancelCaus
 		in.sent[k] = true
 	}
 	in.setAppliedLocked(o.version)
+	if o.all && in.whole == 0 && in.version == o.version {
+		in.version++ // opened wider than needed (openKeysBudget): narrowing it is a change to post
+	}
 	if in.version > o.version {
 		select {
 		case in.kick <- struct{}{}:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay/cursor"
+	"github.com/heraldhq/herald/relay/sidecar"
 )
 
 // deliveredBy sums the events the relays of every shard queued to their subscribers.
@@ -120,6 +121,40 @@ func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
 		a.Messages(t, n, 10*time.Second)
 		return deliveredBy(c)-before == uint64(n)
 	})
+}
+
+// A stream whose keys would not fit in a URL (here: over a budget of 1 byte) opens following
+// every key and narrows to its keys with a change: the subscriber misses nothing, and then the
+// relay sends only its key.
+func TestAStreamWithTooManyKeysForAURLOpensWideAndNarrows(t *testing.T) {
+	defer sidecar.SetOpenKeysBudget(1)()
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1}, 1)
+	sc := startSidecar(t, c, "")
+	a := relaytest.OpenSSE(t, sc.channelURL("/events?key=user-3"), relaytest.SSEOptions{})
+	r := c.Replicas[0][0]
+	published := 0
+	relaytest.Eventually(t, 10*time.Second, "the relay to send user-3 alone", func() bool {
+		before := deliveredBy(c)
+		var last cursor.ID
+		for _, key := range []string{"user-1", "user-2", "user-3"} {
+			code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, published))
+			if code != http.StatusAccepted {
+				t.Fatalf("publish: %d %+v", code, p)
+			}
+			last, _ = cursor.Parse(p.ID)
+		}
+		published++
+		relaytest.Eventually(t, 10*time.Second, "the relay to deliver "+last.String(), func() bool {
+			at, err := cursor.Parse(r.Status().LastDelivered)
+			return err == nil && !at.Less(last)
+		})
+		return deliveredBy(c)-before == 1
+	})
+	for i, ev := range a.Messages(t, published, 10*time.Second) {
+		if got := decode(t, ev); got.subject != "user-3" || got.n != i {
+			t.Fatalf("message %d of user-3's subscriber: %+v", i, got)
+		}
+	}
 }
 
 // Local subscribers come and go on random keys, whole-channel ones among them, while messages
