@@ -48,6 +48,10 @@ type registryShard struct {
 	// Adjustable subscribers that follow a set of keys (interest.go): on the list of each key,
 	// and here, so that an event for every key (a gap, a heartbeat) reaches them once.
 	sets map[*Subscriber]struct{}
+	// keyed counts the subscribers of one key on byKey (not the adjustable ones): an event for
+	// every key looks through byKey for them only when there are some, since an adjustable
+	// subscriber may sit on 100,000 lists.
+	keyed int
 }
 
 // New returns a hub whose subscribers may each queue up to queueBytes of encoded events.
@@ -112,9 +116,28 @@ func (sh *registryShard) add(s *Subscriber, key string) {
 		sh.all = append(sh.all, s)
 		return
 	}
+	if s.keys == nil {
+		sh.keyed++
+	}
 	list := sh.byKey[key]
 	s.setPos(key, len(list))
 	sh.byKey[key] = append(list, s)
+}
+
+// keyedSubscribers lists the subscribers of one key (not the adjustable ones); sh.mu is held.
+func (sh *registryShard) keyedSubscribers() []*Subscriber {
+	if sh.keyed == 0 {
+		return nil
+	}
+	subs := make([]*Subscriber, 0, sh.keyed)
+	for _, list := range sh.byKey {
+		for _, s := range list {
+			if s.keys == nil {
+				subs = append(subs, s)
+			}
+		}
+	}
+	return subs
 }
 
 // remove takes s off the list of key, swapping the last entry into its place.
@@ -122,6 +145,9 @@ func (sh *registryShard) remove(s *Subscriber, key string) {
 	if key == "" {
 		sh.all = removeAt(sh.all, s.pos, "")
 		return
+	}
+	if s.keys == nil {
+		sh.keyed--
 	}
 	list := removeAt(sh.byKey[key], s.posOf(key), key)
 	if len(list) == 0 {
@@ -208,10 +234,12 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 				n += s.enqueue(e)
 			}
 		} else {
-			for _, list := range sh.byKey {
-				for _, s := range list {
-					if s.keys == nil {
-						n += s.enqueue(e)
+			if sh.keyed > 0 {
+				for _, list := range sh.byKey {
+					for _, s := range list {
+						if s.keys == nil {
+							n += s.enqueue(e)
+						}
 					}
 				}
 			}
@@ -375,13 +403,7 @@ func (h *Hub) registered() []*Subscriber {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		subs = append(subs, sh.all...)
-		for _, list := range sh.byKey {
-			for _, s := range list {
-				if s.keys == nil {
-					subs = append(subs, s)
-				}
-			}
-		}
+		subs = append(subs, sh.keyedSubscribers()...)
 		for s := range sh.sets {
 			subs = append(subs, s)
 		}

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -130,5 +131,30 @@ func BenchmarkBroadcastToInterestStreams(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		h.Broadcast(events[i%keys])
+	}
+}
+
+// BenchmarkHeartbeatToInterestStreams: an event for every key (a heartbeat) to 500 interest
+// streams of 200 keys each. It reaches each stream once, through sets, without looking through
+// the 100,000 per-key lists when no plain keyed subscriber is on them.
+func BenchmarkHeartbeatToInterestStreams(b *testing.B) {
+	h := New(1 << 30)
+	for i := range 500 {
+		keys := make([]string, 200)
+		for j := range keys {
+			keys[j] = fmt.Sprint("k", i, "-", j)
+		}
+		s := h.SubscribeInterest(Interest{Keys: keys})
+		defer s.Close()
+		go func() { // drain, so queues stay short; Next fails once s is closed
+			var buf []*event.Encoded
+			for err := error(nil); err == nil; buf, err = s.Next(context.Background(), buf[:0]) {
+			}
+		}()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		h.Broadcast(event.Heartbeat)
 	}
 }
