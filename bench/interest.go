@@ -7,9 +7,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/heraldhq/herald/relay/event"
-	"github.com/heraldhq/herald/relay/upstream"
 )
 
 // (g) interest routing: sidecar-like upstreams (interest streams of the shard relay) each
@@ -29,18 +26,8 @@ func interestKey(seq uint64) string { return "u" + strconv.FormatUint(seq%intere
 // followed is the key upstream i follows: spread over the key space.
 func followed(i int) uint64 { return uint64(i * (interestKeys / interestStreams)) }
 
-// KeyedDirectSender is DirectSender with the key of each message from keyOf.
-func KeyedDirectSender(p *upstream.Publisher, keyOf func(seq uint64) string) Sender {
-	return func(ctx context.Context, seq uint64, ts int64) bool {
-		_, err := p.Publish(ctx, upstream.PublishRequest{
-			Key: keyOf(seq), Type: event.DefaultType, ContentType: "application/json", Data: Payload(seq, ts),
-		})
-		return err == nil
-	}
-}
-
 func (r *Runner) scenarioInterest(ctx context.Context) error {
-	send := KeyedDirectSender(r.pub, interestKey)
+	send := KeyedDirectSender(r.pub, interestKey, 0)
 	events := r.relay.URL + "/v1/channels/" + channel + "/events"
 
 	// The floor: the relay reads every message and has nobody to send it to.

@@ -57,9 +57,14 @@ func HTTPSender(url string, retry time.Duration) Sender {
 // DirectSender runs the relay's own publish script through go-redis (no relay, no HTTP): the
 // raw-Redis baseline of publishing. waitReplicas > 0 adds WAIT on the same connection.
 func DirectSender(p *upstream.Publisher, waitReplicas int) Sender {
+	return KeyedDirectSender(p, func(uint64) string { return "k" }, waitReplicas)
+}
+
+// KeyedDirectSender is DirectSender with the key of each message from keyOf.
+func KeyedDirectSender(p *upstream.Publisher, keyOf func(seq uint64) string, waitReplicas int) Sender {
 	return func(ctx context.Context, seq uint64, ts int64) bool {
 		_, err := p.Publish(ctx, upstream.PublishRequest{
-			Key: "k", Type: event.DefaultType, ContentType: "application/json", Data: Payload(seq, ts),
+			Key: keyOf(seq), Type: event.DefaultType, ContentType: "application/json", Data: Payload(seq, ts),
 			WaitReplicas: waitReplicas, WaitTimeout: time.Second,
 		})
 		return err == nil
@@ -117,8 +122,12 @@ func Paced(ctx context.Context, send Sender, base uint64, rate float64, dur time
 // ClosedLoop runs workers senders back to back for dur and returns acknowledged publishes and
 // the merged acknowledgement latency.
 func ClosedLoop(ctx context.Context, send Sender, base uint64, dur time.Duration, workers int) (acked int64, lat Merged, next uint64) {
-	one := func(ctx context.Context, first uint64, _ int, ts int64) bool { return send(ctx, first, ts) }
-	return ClosedLoopBatches(ctx, one, 1, base, dur, workers)
+	return ClosedLoopBatches(ctx, OneAtATime(send), 1, base, dur, workers)
+}
+
+// OneAtATime is send as a BatchSender of batches of one.
+func OneAtATime(send Sender) BatchSender {
+	return func(ctx context.Context, first uint64, _ int, ts int64) bool { return send(ctx, first, ts) }
 }
 
 // BatchSender publishes the n stamped messages first, first+1, ... in one call and reports

@@ -686,31 +686,34 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 		}
 		url := r.relay.URL + query
 		type run struct {
-			path   string
-			send   BatchSender
-			size   int
-			server int
-			note   string
-		}
-		one := func(s Sender) BatchSender {
-			return func(ctx context.Context, first uint64, _ int, ts int64) bool { return s(ctx, first, ts) }
+			path    string
+			send    BatchSender
+			size    int
+			server  int
+			profile string // its -profile-scenario
+			note    string
 		}
 		runs := []run{
-			{pathHerald, one(HTTPSender(url, 0)), 1, r.relay.PID(), ""},
-			{pathRaw, one(DirectSender(r.pub, waitReplicas)), 1, masterPID, ""},
-			{pathHerald + ", batched", HTTPBatchSender(url), PublishBatchSize, r.relay.PID(),
+			{pathHerald, OneAtATime(HTTPSender(url, 0)), 1, r.relay.PID(), "f", ""},
+			{pathRaw, OneAtATime(DirectSender(r.pub, waitReplicas)), 1, masterPID, "", ""},
+			{pathHerald + ", batched", HTTPBatchSender(url), PublishBatchSize, r.relay.PID(), "fb",
 				fmt.Sprintf("; %d events per request (application/cloudevents-batch+json), latency per request; ratio vs the raw row above", PublishBatchSize)},
-			{pathSidecar + " -> relay", one(HTTPSender(r.sidecar.URL+query, 0)), 1, r.relay.PID(), ""},
+			{pathSidecar + " -> relay", OneAtATime(HTTPSender(r.sidecar.URL+query, 0)), 1, r.relay.PID(), "fs", ""},
 		}
 		var rows []Row
 		for _, run := range runs {
 			var prof chan error
-			if profiled := map[string]string{pathHerald: "f", pathHerald + ", batched": "fb", pathSidecar + " -> relay": "fs"}[run.path]; profiled != "" && ack == "leader" && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == profiled {
+			if run.profile != "" && ack == "leader" && r.cfg.CPUProfile != "" && r.cfg.ProfileOf == run.profile {
 				prof = make(chan error, 1)
 				go func() { prof <- r.profile(dur) }()
 			}
-			cpu0, redis0, self0, side0 := CPUOf(run.server), CPUOf(masterPID), CPUOf(os.Getpid()), CPUOf(r.sidecar.PID())
-			batches0 := metricOf(r.sidecar.URL, "herald_relay_sidecar_publish_batches_total")
+			throughSidecar := run.path == pathSidecar+" -> relay"
+			var side0 time.Duration
+			var batches0 float64
+			if throughSidecar {
+				side0, batches0 = CPUOf(r.sidecar.PID()), metricOf(r.sidecar.URL, "herald_relay_sidecar_publish_batches_total")
+			}
+			cpu0, redis0, self0 := CPUOf(run.server), CPUOf(masterPID), CPUOf(os.Getpid())
 			t0 := time.Now()
 			n, lat, next := ClosedLoopBatches(ctx, run.send, run.size, r.nextBase(0), dur, workers)
 			if prof != nil {
@@ -721,7 +724,7 @@ func (r *Runner) scenarioPublish(ctx context.Context) error {
 			r.seq = next
 			wall := time.Since(t0)
 			cpu, redisCPU, self := CPUOf(run.server)-cpu0, CPUOf(masterPID)-redis0, CPUOf(os.Getpid())-self0
-			if run.path == pathSidecar+" -> relay" && n > 0 {
+			if throughSidecar && n > 0 {
 				side := CPUOf(r.sidecar.PID()) - side0
 				batches := metricOf(r.sidecar.URL, "herald_relay_sidecar_publish_batches_total") - batches0
 				run.note = fmt.Sprintf("; one event per request to a sidecar, which sends concurrent ones to the relay as batches (%.0f batches, %.0f publishes per batch request); CPU = the shard relay's (the sidecar's: %.1f µs per publish); ratio vs the raw row above",

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/relay/httpapi"
 )
 
 // A sidecar's upstream stream of a shard follows only what its local subscribers need: the
@@ -220,21 +222,13 @@ func (in *interest) shown(seq uint64) {
 	in.mu.Unlock()
 }
 
-// change is the body of an interest change (the relay's httpapi.interestChange).
-type change struct {
-	Seq    uint64   `json:"seq"`
-	All    *bool    `json:"all,omitempty"`
-	Add    []string `json:"add,omitempty"`
-	Remove []string `json:"remove,omitempty"`
-}
-
 // next is the change that brings the relay to what is needed, the stream to post it to, and
 // false when there is nothing to do.
-func (in *interest) next() (c change, stream, base string, ok bool) {
+func (in *interest) next() (c httpapi.InterestChange, stream, base string, ok bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.stream == "" || in.posted >= in.version {
-		return change{}, "", "", false
+		return httpapi.InterestChange{}, "", "", false
 	}
 	c.Seq = in.version
 	all := in.whole > 0
@@ -259,7 +253,7 @@ func (in *interest) next() (c change, stream, base string, ok bool) {
 }
 
 // tookChange records that stream took c (unless another stream replaced it meanwhile).
-func (in *interest) tookChange(stream string, c change) {
+func (in *interest) tookChange(stream string, c httpapi.InterestChange) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.stream != stream {
@@ -314,7 +308,7 @@ func (st *shardStream) adjust(ctx context.Context) {
 }
 
 // post sends one change to the relay the stream is connected to.
-func (st *shardStream) post(ctx context.Context, base, stream string, c change) error {
+func (st *shardStream) post(ctx context.Context, base, stream string, c httpapi.InterestChange) error {
 	body, err := json.Marshal(c)
 	if err != nil {
 		return err

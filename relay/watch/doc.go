@@ -7,3 +7,11 @@
 // connection's handler, which reads what is there without waiting. Elsewhere Add reports
 // ErrUnsupported and callers keep a goroutine per connection.
 package watch
+
+import "errors"
+
+// ErrUnsupported is what Add returns where there is no watcher (not Linux).
+var ErrUnsupported = errors.New("watching connections without a goroutine each needs Linux")
+
+// Default is the process's watcher (on Linux started on first use).
+var Default = &Watcher{}

@@ -1,7 +1,6 @@
 package watch
 
 import (
-	"errors"
 	"sync"
 	"syscall"
 )
@@ -15,12 +14,6 @@ type Watcher struct {
 	handlers map[uint64]func()
 	next     uint64
 }
-
-// ErrUnsupported is what Add returns where there is no watcher (not Linux).
-var ErrUnsupported = errors.New("watching connections without a goroutine each needs Linux")
-
-// Default is the process's watcher, started on first use.
-var Default = &Watcher{}
 
 func (w *Watcher) start() {
 	w.epfd, w.err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
