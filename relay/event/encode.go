@@ -20,7 +20,7 @@ const (
 	KindMessage   Kind = iota // a published message: SSE "event: message"
 	KindGap                   // an explicit hole in the sequence: SSE "event: gap"
 	KindHeartbeat             // an SSE comment that keeps proxies from closing an idle stream
-	KindNotice                // an SSE comment for one subscriber (an interest change took effect); no event
+	KindNotice                // bytes for one subscriber, in SSE already framed for its transport (an interest comment, a WebSocket pong); no event
 )
 
 // Encoded is one event, encoded once and shared read-only by every subscriber.

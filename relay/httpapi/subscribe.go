@@ -490,7 +490,7 @@ func (o *wsSink) Write(ctx context.Context, batch []*event.Encoded) error {
 			}
 			continue
 		case event.KindNotice:
-			continue // SSE comments for interest streams, which are SSE only
+			continue // framed for the pushed path (interest comments, pongs); none is meant for this one
 		}
 		if err := o.c.Write(ctx, websocket.MessageText, e.JSON); err != nil {
 			return err
