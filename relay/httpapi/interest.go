@@ -82,12 +82,12 @@ func (s *Server) announce(ctx context.Context, out Sink, sub *hub.Subscriber, re
 	return out.Write(ctx, []*event.Encoded{{Kind: event.KindNotice, SSE: []byte(": stream " + id + "\n\n")}}) == nil
 }
 
-// InterestChange is the body of POST .../streams/{stream}: what a sidecar posts.
-type InterestChange struct {
-	Seq    uint64   `json:"seq"`              // echoed in the stream's interest comment
-	All    *bool    `json:"all,omitempty"`    // true: every key of the shard; false: the key set
-	Add    []string `json:"add,omitempty"`    // keys to follow
-	Remove []string `json:"remove,omitempty"` // keys to stop following
+// interestChange is the body of POST .../streams/{stream}.
+type interestChange struct {
+	Seq    uint64   `json:"seq"`    // echoed in the stream's interest comment
+	All    *bool    `json:"all"`    // true: every key of the shard; false: the key set
+	Add    []string `json:"add"`    // keys to follow
+	Remove []string `json:"remove"` // keys to stop following
 }
 
 // maxInterestBody bounds a change's body: room for MaxInterestKeys keys of typical length.
@@ -164,8 +164,8 @@ func ParseInterestComment(comment string) (seq uint64, at cursor.ID, ok bool) {
 }
 
 // decodeChange reads a change's body: one JSON object with known fields and valid keys.
-func decodeChange(r io.Reader) (InterestChange, error) {
-	var c InterestChange
+func decodeChange(r io.Reader) (interestChange, error) {
+	var c interestChange
 	if err := decodeStrict(r, &c); err != nil {
 		return c, errors.New("the body is not a change ({\"seq\":1,\"all\":false,\"add\":[...],\"remove\":[...]}): " + err.Error())
 	}

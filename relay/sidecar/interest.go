@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/heraldhq/herald/relay/httpapi"
 )
 
 // A sidecar's upstream stream of a shard follows only what its local subscribers need: the
@@ -224,11 +222,11 @@ func (in *interest) shown(seq uint64) {
 
 // next is the change that brings the relay to what is needed, the stream to post it to, and
 // false when there is nothing to do.
-func (in *interest) next() (c httpapi.InterestChange, stream, base string, ok bool) {
+func (in *interest) next() (c change, stream, base string, ok bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.stream == "" || in.posted >= in.version {
-		return httpapi.InterestChange{}, "", "", false
+		return change{}, "", "", false
 	}
 	c.Seq = in.version
 	all := in.whole > 0
@@ -252,8 +250,17 @@ func (in *interest) next() (c httpapi.InterestChange, stream, base string, ok bo
 	return c, in.stream, in.base, true
 }
 
+// change is the body of an interest change (the relay's httpapi.interestChange, without the
+// members that say nothing: the API documents them as absent, not null).
+type change struct {
+	Seq    uint64   `json:"seq"`
+	All    *bool    `json:"all,omitempty"`
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
 // tookChange records that stream took c (unless another stream replaced it meanwhile).
-func (in *interest) tookChange(stream string, c httpapi.InterestChange) {
+func (in *interest) tookChange(stream string, c change) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.stream != stream {
@@ -308,7 +315,7 @@ func (st *shardStream) adjust(ctx context.Context) {
 }
 
 // post sends one change to the relay the stream is connected to.
-func (st *shardStream) post(ctx context.Context, base, stream string, c httpapi.InterestChange) error {
+func (st *shardStream) post(ctx context.Context, base, stream string, c change) error {
 	body, err := json.Marshal(c)
 	if err != nil {
 		return err
