@@ -122,3 +122,57 @@ func TestWebSocketStreamsSpeakTheProtocolWithoutAGoroutineEach(t *testing.T) {
 		t.Fatalf("200 idle WebSocket streams added %d goroutines, want none each", grown)
 	}
 }
+
+// A client that pings without reading cannot grow the relay: it holds at most one unsent pong
+// in its queue, and past its budget of control frames its stream ends with 1008. Other
+// subscribers keep getting their events.
+func TestAPingFloodEndsTheStreamAndCostsOthersNothing(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{})
+	other := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
+	conn, br := dialRaw(t, r, "/ws")
+	relaytest.Eventually(t, 5*time.Second, "both streams to go live", func() bool { return r.Hub().Subscribers() == 2 })
+
+	// The flood: large pings as fast as the socket takes them, without reading a pong; a
+	// bounded count, and it stops as soon as the relay closes the connection.
+	payload := strings.Repeat("p", 125)
+	sent := 0
+	_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	for ; sent < 20_000; sent++ {
+		if err := wsutil.WriteClientMessage(conn, ws.OpPing, []byte(payload)); err != nil {
+			break
+		}
+	}
+	pongs := 0
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		h, err := ws.ReadHeader(br)
+		if err != nil {
+			t.Fatalf("after %d pings and %d pongs, no close frame: %v", sent, pongs, err)
+		}
+		body := make([]byte, h.Length)
+		if _, err := io.ReadFull(br, body); err != nil {
+			t.Fatal(err)
+		}
+		if h.OpCode == ws.OpPong {
+			pongs++
+			continue
+		}
+		if h.OpCode != ws.OpClose {
+			continue
+		}
+		code, reason := ws.ParseCloseFrameData(body)
+		if code != ws.StatusPolicyViolation || !strings.Contains(reason, "control frames") {
+			t.Fatalf("the flood ended with %d %q, want 1008 about control frames", code, reason)
+		}
+		break
+	}
+	if pongs > 64 {
+		t.Fatalf("the relay answered %d of %d pings, want at most its budget of 64", pongs, sent)
+	}
+	relaytest.Eventually(t, 5*time.Second, "the flooding stream to leave", func() bool { return r.Hub().Subscribers() == 1 })
+
+	id := r.MustPublish(t, "k", `{"n":1}`)
+	if ev := nextFrame(t, other); ev.ID != id {
+		t.Fatalf("the other subscriber got %+v, want the event %s", ev, id)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -19,7 +20,10 @@ import (
 // is gobwas/ws's, and the few frames a subscriber stream needs are framed here. The server
 // sends one text frame per event (its CloudEvent JSON), a ping per heartbeat and a close frame
 // at the end; the client may only ping (answered with a pong, in order with the events), pong
-// and close. Anything else ends the stream with 1008, as the client broke the protocol.
+// and close. Anything else ends the stream with 1008, as the client broke the protocol, and so
+// do more than maxControlFrames control frames in a controlWindow: a client that pings without
+// reading must not keep the relay answering it (only the newest unsent pong is kept, see
+// hub.Subscriber.Reply).
 
 // hijackWebSocket completes the handshake of a checked upgrade request (refuseWebSocket) and
 // returns the stream. ok is false when the handshake failed (it was answered, or the peer is
@@ -45,6 +49,27 @@ type wsFramer struct {
 	partial []byte // the start of a frame from the peer whose rest has not come yet
 	code    ws.StatusCode
 	reason  string // the close frame to end with, once the peer closed or broke the protocol
+
+	window   time.Time // when the current control-frame window started
+	controls int       // control frames the peer sent in it
+}
+
+// A client may send maxControlFrames control frames (pings, pongs) per controlWindow. Clients
+// ping every few seconds at most and answer the relay's heartbeat pings (one per 15 s by
+// default); a burst of reconnect-time pings fits with room to spare.
+const (
+	maxControlFrames = 64
+	controlWindow    = 10 * time.Second
+)
+
+// allowControl counts one control frame from the peer and reports whether it is within its
+// budget; f.mu is held.
+func (f *wsFramer) allowControl() bool {
+	if now := time.Now(); now.Sub(f.window) > controlWindow {
+		f.window, f.controls = now, 0
+	}
+	f.controls++
+	return f.controls <= maxControlFrames
 }
 
 // Server frames are unmasked: the header is 2, 4 or 10 bytes.
@@ -117,14 +142,22 @@ func (f *wsFramer) input(c *pushConn) bool {
 		return true // it ended already; what else came is not read
 	}
 	gone, closed := false, false
-	answer := func(pong []byte) { c.sub.Notify(&event.Encoded{Kind: event.KindNotice, SSE: pong}) }
+	control := func(pong []byte) bool {
+		if !f.allowControl() {
+			return false
+		}
+		if pong != nil {
+			c.sub.Reply(&event.Encoded{Kind: event.KindNotice, SSE: pong})
+		}
+		return true
+	}
 	err := c.raw.Read(func(fd uintptr) bool {
 		for !closed {
 			n, err := syscall.Read(int(fd), buf[:])
 			switch {
 			case n > 0:
 				var rest []byte
-				rest, closed, f.code, f.reason = readClientFrames(append(f.partial, buf[:n]...), answer)
+				rest, closed, f.code, f.reason = readClientFrames(append(f.partial, buf[:n]...), control)
 				f.partial = append(f.partial[:0], rest...)
 				continue
 			case err == syscall.EINTR:
@@ -143,11 +176,12 @@ func (f *wsFramer) input(c *pushConn) bool {
 	return closed || gone || err != nil
 }
 
-// readClientFrames handles the complete frames at the head of b, from a client: answer is
-// called with the pong frame of each ping. It returns what is left (the start of a frame), or
-// closed with the close frame to end with: the client's own close code echoed, or 1008/1002 for
-// a client that sent a message or broke the protocol.
-func readClientFrames(b []byte, answer func(pong []byte)) (rest []byte, closed bool, code ws.StatusCode, reason string) {
+// readClientFrames handles the complete frames at the head of b, from a client: control is
+// called for each ping (with its pong frame) and pong (with nil), and returns false when the
+// client sent more than it may. It returns what is left (the start of a frame), or closed with
+// the close frame to end with: the client's own close code echoed, or 1008/1002 for a client
+// that sent a message, too many control frames, or broke the protocol.
+func readClientFrames(b []byte, control func(pong []byte) bool) (rest []byte, closed bool, code ws.StatusCode, reason string) {
 	for len(b) > 0 {
 		rd := bytes.NewReader(b)
 		h, err := ws.ReadHeader(rd)
@@ -172,7 +206,13 @@ func readClientFrames(b []byte, answer func(pong []byte)) (rest []byte, closed b
 		b = b[start+int(h.Length):]
 		switch h.OpCode {
 		case ws.OpPing:
-			answer(append(appendFrameHeader(nil, ws.OpPong, len(payload)), payload...))
+			if !control(append(appendFrameHeader(nil, ws.OpPong, len(payload)), payload...)) {
+				return nil, true, ws.StatusPolicyViolation, tooManyControlFrames
+			}
+		case ws.OpPong:
+			if !control(nil) {
+				return nil, true, ws.StatusPolicyViolation, tooManyControlFrames
+			}
 		case ws.OpClose:
 			code, reason := ws.ParseCloseFrameData(payload)
 			if code.Empty() {
@@ -186,6 +226,9 @@ func readClientFrames(b []byte, answer func(pong []byte)) (rest []byte, closed b
 	}
 	return nil, false, 0, ""
 }
+
+// tooManyControlFrames is the close reason of a client over its control-frame budget.
+var tooManyControlFrames = "more than " + strconv.Itoa(maxControlFrames) + " control frames in " + controlWindow.String()
 
 // validCloseCode: the codes a close frame may carry (RFC 6455 7.4).
 func validCloseCode(c ws.StatusCode) bool {

@@ -271,6 +271,7 @@ type Subscriber struct {
 	mu     sync.Mutex
 	queue  []*event.Encoded // pending events, oldest first
 	queued int              // bytes pending
+	reply  int              // 1 + the index in queue of the reply still pending (Reply), 0: none
 	err    error            // why the subscriber stopped, once it has
 	wake   chan struct{}    // capacity 1: "the queue is not empty or err is set"
 
@@ -290,15 +291,32 @@ func (s *Subscriber) OnClose(f func()) {
 	s.mu.Unlock()
 }
 
-// enqueue appends e unless that would pass the byte limit, in which case the subscriber is
-// closed as slow (once). An empty queue takes any one event, however large: a message bigger
-// than the limit is slow for nobody, it only may not pile up. It returns 1 if e was queued.
+// enqueue queues e for the subscriber (queue) and reports 1 if it did, for the hub's counts.
 func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
+	if s.queue1(e, false) {
+		return 1
+	}
+	return 0
+}
+
+// queue1 appends e unless that would pass the byte limit, in which case the subscriber is
+// closed as slow (once). An empty queue takes any one event, however large: a message bigger
+// than the limit is slow for nobody, it only may not pile up. A reply (a WebSocket pong)
+// replaces the reply still queued, if there is one. It reports whether e was queued.
+func (s *Subscriber) queue1(e *event.Encoded, reply bool) bool {
 	size := e.Size()
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
-		return 0
+		return false
+	}
+	if reply && s.reply > 0 {
+		// The peer has not been sent the previous answer yet: the newest supersedes it.
+		old := s.queue[s.reply-1]
+		s.queue[s.reply-1] = e
+		s.queued += size - old.Size()
+		s.mu.Unlock()
+		return true
 	}
 	if s.queued > 0 && s.queued+size > s.limit {
 		schedule := s.failLocked(ErrSlowConsumer)
@@ -307,21 +325,33 @@ func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
 		if schedule {
 			s.hub.writers.schedule(s) // its writer ends the stream
 		}
-		return 0
+		return false
 	}
 	s.queue = append(s.queue, e)
 	s.queued += size
+	if reply {
+		s.reply = len(s.queue)
+	}
 	schedule := s.claimLocked()
 	s.mu.Unlock()
 	if schedule {
 		s.hub.writers.schedule(s)
-		return 1
+		return true
 	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return 1
+	return true
+}
+
+// takeLocked hands over the queue, leaving next (an empty array to reuse) in its place.
+func (s *Subscriber) takeLocked(next []*event.Encoded) []*event.Encoded {
+	batch := s.queue
+	s.queue = next
+	s.queued = 0
+	s.reply = 0
+	return batch
 }
 
 // failLocked records why the subscriber stops and drops what it had queued. It reports
@@ -329,8 +359,7 @@ func (s *Subscriber) enqueue(e *event.Encoded) uint64 {
 func (s *Subscriber) failLocked(err error) (schedule bool) {
 	s.err = err
 	clear(s.queue)
-	s.queue = s.queue[:0]
-	s.queued = 0
+	s.takeLocked(s.queue[:0])
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -361,9 +390,7 @@ func (s *Subscriber) Next(ctx context.Context, buf []*event.Encoded) ([]*event.E
 			return buf, err
 		}
 		if len(s.queue) > 0 {
-			batch := s.queue
-			s.queue = buf
-			s.queued = 0
+			batch := s.takeLocked(buf)
 			s.mu.Unlock()
 			return batch, nil
 		}

@@ -52,7 +52,8 @@ func (h *Hub) SubscribeInterest(in Interest) *Subscriber {
 // notice(at): every event up to at was routed by the old interest, every event after it by
 // the new one. at is the cursor of the newest event broadcast before the change, or floor if
 // that is later (a relay's stream that replayed past the live position). It returns at, and
-// false if the subscriber is not adjustable or no longer registered.
+// false if the subscriber is not adjustable, no longer registered, or was closed as a slow
+// consumer because the notice would pass its byte limit.
 func (s *Subscriber) Adjust(c Change, floor cursor.ID, notice func(at cursor.ID) *event.Encoded) (cursor.ID, bool) {
 	h := s.hub
 	if h == nil || s.keys == nil {
@@ -101,7 +102,9 @@ func (s *Subscriber) Adjust(c Change, floor cursor.ID, notice func(at cursor.ID)
 	if at.Less(floor) {
 		at = floor
 	}
-	s.Notify(notice(at))
+	if !s.Notify(notice(at)) {
+		return cursor.ID{}, false // closed as a slow consumer: the notice would pass its limit
+	}
 	return at, true
 }
 
@@ -117,27 +120,16 @@ func (s *Subscriber) Follows() (all bool, keys int) {
 }
 
 // Notify queues a notice for this subscriber alone (event.KindNotice), in order with its
-// events, whatever the byte limit: notices are small (an interest change, a pong), and losing
-// one would break the stream.
-func (s *Subscriber) Notify(e *event.Encoded) {
-	if s.hub == nil {
-		return
-	}
-	s.mu.Lock()
-	if s.err != nil {
-		s.mu.Unlock()
-		return
-	}
-	s.queue = append(s.queue, e)
-	s.queued += e.Size()
-	schedule := s.claimLocked()
-	s.mu.Unlock()
-	if schedule {
-		s.hub.writers.schedule(s)
-		return
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+// events. A notice counts against the byte limit like an event: a peer that asks for notices
+// (interest changes) while it stops reading is closed as a slow consumer, never let to grow
+// the queue. It reports whether the notice was queued.
+func (s *Subscriber) Notify(e *event.Encoded) bool {
+	return s.hub != nil && s.queue1(e, false)
+}
+
+// Reply queues a notice that answers the peer (a WebSocket pong): only the newest reply not
+// yet written is kept, since it supersedes an unsent one (RFC 6455 5.5.3), so a peer that
+// pings without reading holds one reply in the queue however often it pings.
+func (s *Subscriber) Reply(e *event.Encoded) bool {
+	return s.hub != nil && s.queue1(e, true)
 }

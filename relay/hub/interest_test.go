@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -157,4 +158,47 @@ func BenchmarkHeartbeatToInterestStreams(b *testing.B) {
 	for range b.N {
 		h.Broadcast(event.Heartbeat)
 	}
+}
+
+// A peer that asks for notices while it stops reading cannot grow its queue: pongs replace
+// the one still unsent, and notices count against the byte limit like events.
+func TestNoticesAndRepliesStayWithinTheQueueLimit(t *testing.T) {
+	t.Run("a reply replaces the unsent one, in its place", func(t *testing.T) {
+		h := New(1 << 10)
+		s := h.Subscribe("")
+		defer s.Close()
+		h.Broadcast(msg(1, "a"))
+		for i := range 100_000 {
+			if !s.Reply(&event.Encoded{Kind: event.KindNotice, SSE: []byte(fmt.Sprintf("pong %d", i))}) {
+				t.Fatalf("reply %d was refused: %v", i, s.Err())
+			}
+		}
+		h.Broadcast(msg(2, "a"))
+		if got := describe(next(t, s)); got != "1a pong 99999 2a" {
+			t.Fatalf("queued %q, want the first event, the newest pong, the second event", got)
+		}
+		// Once written, the next reply is queued anew.
+		s.Reply(&event.Encoded{Kind: event.KindNotice, SSE: []byte("pong again")})
+		if got := describe(next(t, s)); got != "pong again" {
+			t.Fatalf("queued %q after a drain, want the new pong", got)
+		}
+	})
+	t.Run("notices past the byte limit close the subscriber as slow", func(t *testing.T) {
+		h := New(1 << 10)
+		s := h.SubscribeInterest(Interest{Keys: []string{"a"}})
+		defer s.Close()
+		queued := 0
+		for i := range 1000 {
+			if !s.Notify(&event.Encoded{Kind: event.KindNotice, SSE: []byte(fmt.Sprintf(": interest %d 0-0\n\n", i))}) {
+				break
+			}
+			queued++
+		}
+		if !errors.Is(s.Err(), ErrSlowConsumer) || queued > 1<<10/16 {
+			t.Fatalf("after %d notices the subscriber's error is %v, want a slow consumer within its 1 KiB", queued, s.Err())
+		}
+		if _, ok := s.Adjust(Change{Add: []string{"b"}}, cursor.ID{}, notice); ok {
+			t.Fatal("a change of a subscriber closed as slow was taken")
+		}
+	})
 }

@@ -67,9 +67,8 @@ func (s *Subscriber) serve() {
 		s.out.End(err)
 		return
 	}
-	batch := s.queue
-	s.queue, s.spare = s.spare, nil
-	s.queued = 0
+	batch := s.takeLocked(s.spare)
+	s.spare = nil
 	s.mu.Unlock()
 	if s.out.Send(batch) {
 		s.Resume(batch)

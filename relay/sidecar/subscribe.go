@@ -275,8 +275,8 @@ func (ls *localSub) resume(ctx context.Context, out httpapi.Sink) bool {
 func (ls *localSub) filter(batch []*event.Encoded) []*event.Encoded {
 	kept := batch[:0]
 	for _, e := range batch {
-		if e.Kind == event.KindHeartbeat {
-			kept = append(kept, e)
+		if e.Kind == event.KindHeartbeat || e.Kind == event.KindNotice {
+			kept = append(kept, e) // no shard's, no cursor: a pong must not close a seam
 			continue
 		}
 		j := 0
