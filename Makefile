@@ -50,7 +50,8 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail if generated files are out of date.
+verify-generated: manifests generate ## Fail if generated files are out of date, or a build output is tracked.
+	@hack/verify-tree.sh
 	@git diff --exit-code -- config/crd config/rbac api charts/herald/templates/crds.yaml charts/herald/values.schema.json || \
 		{ echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
 
