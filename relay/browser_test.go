@@ -11,6 +11,7 @@ import (
 	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/stream"
 )
 
 // TestBrowserStreamsResumeWithoutLoss runs testdata/browser.html in a real browser (headless
@@ -52,7 +53,7 @@ func TestBrowserStreamsResumeWithoutLoss(t *testing.T) {
 	if res.SSEOpens < 2 || res.WSOpens < 2 {
 		t.Fatalf("streams opened %d (EventSource) and %d (WebSocket) times: neither resumed", res.SSEOpens, res.WSOpens)
 	}
-	if res.WSProtocol != httpapi.CloudEventsSubprotocol {
-		t.Fatalf("WebSocket subprotocol %q, want %s", res.WSProtocol, httpapi.CloudEventsSubprotocol)
+	if res.WSProtocol != stream.CloudEventsSubprotocol {
+		t.Fatalf("WebSocket subprotocol %q, want %s", res.WSProtocol, stream.CloudEventsSubprotocol)
 	}
 }

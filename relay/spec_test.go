@@ -14,6 +14,7 @@ import (
 	"github.com/heraldhq/herald/internal/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/stream"
 )
 
 // TestAnswersMatchTheAPIDocuments calls a live relay the ways a client can, well and badly, and
@@ -124,7 +125,7 @@ func TestAnswersMatchTheAPIDocuments(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, resp, err := websocket.Dial(ctx, strings.Replace(r.URL, "http", "ws", 1)+ch+"/ws",
-		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer good"}}, Subprotocols: []string{httpapi.CloudEventsSubprotocol}})
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer good"}}, Subprotocols: []string{stream.CloudEventsSubprotocol}})
 	if err != nil {
 		t.Fatal(err)
 	}

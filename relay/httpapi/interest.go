@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/stream"
 )
 
 // An interest stream (GET .../events?interest=keys&key=a&key=b, or ?interest=all) is an SSE
@@ -70,7 +71,7 @@ func (s *Server) parseInterest(q url.Values) (*hub.Interest, subscribeRequest) {
 
 // announce tells an interest stream's client, once it is live, the id its changes are posted
 // to; other streams go on as they are. It returns false when the stream failed.
-func (s *Server) announce(ctx context.Context, out Sink, sub *hub.Subscriber, req subscribeRequest, last cursor.ID) bool {
+func (s *Server) announce(ctx context.Context, out stream.Sink, sub *hub.Subscriber, req subscribeRequest, last cursor.ID) bool {
 	if req.interest == nil {
 		return true
 	}

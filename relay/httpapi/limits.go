@@ -85,8 +85,8 @@ func (l *limiter) admit(caller string, replay bool) (t *ticket, reason string, r
 	return &ticket{l: l, caller: caller, replaying: replay}, "", 0
 }
 
-// replayDone gives the replay back once the stream is live (or over).
-func (t *ticket) replayDone() {
+// ReplayDone gives the replay back once the stream is live (or over).
+func (t *ticket) ReplayDone() {
 	if t == nil {
 		return
 	}
@@ -98,12 +98,12 @@ func (t *ticket) replayDone() {
 	}
 }
 
-// release gives the stream back when it ends.
-func (t *ticket) release() {
+// Release gives the stream back when it ends.
+func (t *ticket) Release() {
 	if t == nil {
 		return
 	}
-	t.replayDone()
+	t.ReplayDone()
 	t.l.mu.Lock()
 	defer t.l.mu.Unlock()
 	if t.done {

@@ -11,8 +11,8 @@ func TestLimiterCountsReplaysAndStreams(t *testing.T) {
 	if t3, reason, retry := l.admit("a", true); t3 != nil || reason != RefusedReplaysPerCaller || retry < 1 {
 		t.Fatalf("a third concurrent replay: %v %q %d", t3, reason, retry)
 	}
-	a.replayDone()
-	a.replayDone() // twice: counted once
+	a.ReplayDone()
+	a.ReplayDone() // twice: counted once
 	c, _, _ := l.admit("a", true)
 	if c == nil {
 		t.Fatal("a replay that went live must give its place back")
@@ -21,12 +21,12 @@ func TestLimiterCountsReplaysAndStreams(t *testing.T) {
 		t.Fatalf("a fourth stream: %v %q", t4, reason)
 	}
 	for _, tk := range []*ticket{a, b, c, a} {
-		tk.release()
+		tk.Release()
 	}
 	if l.total != 0 || len(l.callers) != 0 {
 		t.Fatalf("after every stream ended: total %d, callers %v", l.total, l.callers)
 	}
 	var none *ticket
-	none.replayDone()
-	none.release()
+	none.ReplayDone()
+	none.Release()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/metrics"
 	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/stream"
 	"github.com/heraldhq/herald/relay/upstream"
 )
 
@@ -33,7 +34,7 @@ type Config struct {
 	Encoder      *event.Encoder
 	Metrics      *metrics.Metrics
 	Gatherer     prometheus.Gatherer
-	WriteTimeout time.Duration // bound of one batch write to a subscriber. Defaults to 10s.
+	WriteTimeout time.Duration // bound of one batch write to a subscriber. Defaults to stream.DefaultWriteTimeout.
 	WaitTimeout  time.Duration // bound of WAIT for ?ack=replicated. Defaults to 1s.
 	ReplayBatch  int64         // XRANGE COUNT per replay round trip. Defaults to 500.
 	Logger       *slog.Logger  // defaults to slog.Default()
@@ -54,15 +55,14 @@ type Server struct {
 	maxBytes int64
 	mux      *http.ServeMux
 	handler  http.Handler // mux behind the CORS handler
-	streams  Streams
-	limits   *limiter // nil without limits
-	interest sync.Map // the announced interest streams, by id: *interestStream
+	limits   *limiter     // nil without limits
+	interest sync.Map     // the announced interest streams, by id: *interestStream
 }
 
 // New returns the API server for cfg.
 func New(cfg Config) *Server {
 	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
+		cfg.WriteTimeout = stream.DefaultWriteTimeout
 	}
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = time.Second
@@ -73,8 +73,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, maxBytes: cfg.Map.MaxMessageBytes, mux: http.NewServeMux(),
-		streams: Streams{WriteTimeout: cfg.WriteTimeout, Browser: cfg.Browser}}
+	s := &Server{cfg: cfg, maxBytes: cfg.Map.MaxMessageBytes, mux: http.NewServeMux()}
 	s.handler = cfg.Browser.Handler(s.mux)
 	if cfg.Limits != (Limits{}) {
 		s.limits = newLimiter(cfg.Limits)

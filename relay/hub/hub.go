@@ -377,8 +377,8 @@ func (s *Subscriber) Err() error {
 
 // Next waits until events are queued and returns all of them, oldest first. buf is the slice
 // the previous call returned (or nil); its contents are dropped and its array reused, so a
-// steady stream allocates nothing. Next returns ErrSlowConsumer or ErrClosed once the
-// subscriber stopped, or ctx's error.
+// steady stream allocates nothing. Next returns ErrSlowConsumer, ErrUpstreamLost or ErrClosed
+// once the subscriber stopped, or ctx's error.
 func (s *Subscriber) Next(ctx context.Context, buf []*event.Encoded) ([]*event.Encoded, error) {
 	clear(buf)
 	buf = buf[:0]

@@ -16,8 +16,8 @@ type Output interface {
 	// closed), false when it kept the rest for a goroutine of its own that waits for the peer;
 	// that goroutine calls Subscriber.Resume(batch) once it is done.
 	Send(batch []*event.Encoded) (done bool)
-	// End ends the stream: err is ErrSlowConsumer or ErrClosed. It is called once, and no Send
-	// follows it.
+	// End ends the stream: err is ErrSlowConsumer, ErrUpstreamLost or ErrClosed. It is called
+	// once, and no Send follows it.
 	End(err error)
 }
 

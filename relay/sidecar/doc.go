@@ -1,6 +1,8 @@
-// Package sidecar is the relay injected next to an app: it serves HTTP API v1 on loopback
-// exactly as a shard relay does (same paths, JSON errors, events and cursors), and reaches the
-// channel's shard relays for the app.
+// Package sidecar is the relay injected next to an app: it serves HTTP API v1 on loopback with
+// the paths, problem+json errors, events and cursors of a shard relay (not its interest
+// streams: it holds those itself, upstream), and reaches the channel's shard relays for the app.
+// Its subscribers' streams are served by package stream, as a shard relay's are, with a source
+// of its own (subscribe.go: replay from the shard relays, composite cursors).
 //
 //   - Discovery: each channel's shard map comes from GET /v1/channels/{c}/shards on the
 //     channel's relay Service ({c}-relay.{ns}.svc:7070), refreshed periodically and whenever a

@@ -16,11 +16,11 @@ func TestAPongAtTheSeamMovesNothing(t *testing.T) {
 	ls := &localSub{shards: []int{0}, own: cursor.Composite{{Ms: 5}}, seam: []bool{true}, synced: true}
 	pong := &event.Encoded{Kind: event.KindNotice, SSE: []byte{0x8a, 0}}
 
-	kept := ls.filter([]*event.Encoded{pong, replayed})
+	kept := ls.Filter([]*event.Encoded{pong, replayed})
 	if len(kept) != 1 || kept[0] != pong {
 		t.Fatalf("kept %d of the pong and an event the replay sent, want the pong alone", len(kept))
 	}
-	if got := ls.cursor(); got != "5-0" {
+	if got := ls.Cursor(); got != "5-0" {
 		t.Fatalf("after the pong the subscriber's cursor is %q, want 5-0", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/stream"
 )
 
 // serveSSE serves an SSE stream. One that arrives before the channel can be served (its shard
@@ -22,26 +23,25 @@ import (
 // once and held until it can, because an EventSource never retries an answer that is not 200.
 func (s *Sidecar) serveSSE(w http.ResponseWriter, r *http.Request, ch *channel) {
 	if r.Method == http.MethodGet {
-		if w = httpapi.WaitSSE(r.Context(), w, ch.canServe); w == nil {
+		if w = stream.WaitSSE(r.Context(), w, ch.canServe); w == nil {
 			return
 		}
 	}
-	s.subscribe(w, r, ch, sse)
+	s.subscribe(w, r, ch, stream.SSE)
 }
 
 func (s *Sidecar) serveWebSocket(w http.ResponseWriter, r *http.Request, ch *channel) {
-	s.subscribe(w, r, ch, webSocket)
+	s.subscribe(w, r, ch, stream.WebSocket)
 }
 
-func (s *Sidecar) streams() httpapi.Streams {
-	return httpapi.Streams{WriteTimeout: s.opt.WriteTimeout, Browser: s.opt.Browser}
-}
-
-// localSub is one local subscriber's view: which shards it reads and where it is on each.
+// localSub is one local subscriber's stream.Source: which shards it reads and where it is on
+// each. Its replay reads every shard's relays (?live=false); live events come from the merged
+// upstream streams and get the subscriber's own cursor until it agrees with theirs.
 type localSub struct {
 	ch        *channel
 	key       string           // "" = every key of the channel
 	shards    []int            // the shards read: the key's, or all of them in order
+	resuming  bool             // a cursor was given: replay after own first
 	own       cursor.Composite // per entry of shards: the last ID this subscriber was sent
 	composite bool             // whole-channel: events carry composite cursors
 	synced    bool             // own is the merged stream's cursor, so the shared bytes fit as they are
@@ -49,39 +49,10 @@ type localSub struct {
 	idBuf     []byte
 }
 
-// transport is what a subscriber asked for.
-type transport int
-
-const (
-	sse transport = iota
-	webSocket
-)
-
-// hijack takes the stream over from net/http, to be served by the hub's writers; a nil stream
-// with ok true: it cannot be (HTTP/2, a HEAD), serve it on this goroutine; ok false: the
-// WebSocket handshake failed and was answered.
-func (s *Sidecar) hijack(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, kind transport) (stream *httpapi.Stream, ok bool) {
-	if r.Method != http.MethodGet {
-		return nil, true
-	}
-	if kind == webSocket {
-		return httpapi.HijackWebSocket(w, r, sub, s.opt.WriteTimeout)
-	}
-	return httpapi.HijackSSE(w, sub, s.opt.WriteTimeout), true
-}
-
-// serveOnThisGoroutine serves a stream that could not be taken over, with net/http's writer.
-func (s *Sidecar) serveOnThisGoroutine(w http.ResponseWriter, r *http.Request, kind transport, stream func(ctx context.Context, out httpapi.Sink)) {
-	if kind == webSocket {
-		s.streams().WebSocket(w, r, stream)
-		return
-	}
-	s.streams().SSE(w, r, stream)
-}
-
 // subscribe validates the request like a shard relay does, registers the subscriber before any
-// replay (so nothing published meanwhile is missed) and pumps events to it.
-func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel, kind transport) {
+// replay (so nothing published meanwhile is missed) and hands it to the stream package, which
+// serves the stream to its end.
+func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel, p stream.Protocol) {
 	m := s.shardMap(w, ch)
 	if m == nil {
 		return
@@ -94,12 +65,13 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 			return
 		}
 	}
-	replayOnly, err := httpapi.ParseLive(q)
+	replayOnly, err := stream.ParseLive(q)
 	if err != nil {
 		httpapi.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	raw, what := httpapi.ResumeCursor(r)
+	raw, what := stream.ResumeCursor(r)
+	ls.resuming = raw != ""
 	if ls.key != "" {
 		ls.shards = []int{m.ShardFor(ls.key)}
 		if raw != "" {
@@ -123,7 +95,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		}
 	}
 	if replayOnly && raw == "" {
-		httpapi.WriteError(w, http.StatusBadRequest, "live=false replays what is stored after a cursor: give one with Last-Event-ID or ?since=")
+		httpapi.WriteError(w, http.StatusBadRequest, stream.ErrReplayNeedsCursor.Error())
 		return
 	}
 	streams, err := ch.open(r.Context())
@@ -132,7 +104,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
 		return
 	}
-	if kind == webSocket && s.streams().RefuseWebSocket(w, r) { // before anything is held for it
+	if p == stream.WebSocket && s.opt.Browser.RefuseWebSocket(w, r) { // before anything is held for it
 		return
 	}
 	release := func() {}
@@ -163,25 +135,11 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 			ls.own, ls.synced = pos, true
 		}
 	}
-	sub.OnClose(release) // however the stream ends, pushed ones included
-	stream, ok := s.hijack(w, r, sub, kind)
-	switch {
-	case !ok:
-		sub.Close()
-	case stream != nil && replayOnly:
-		ls.replayAll(r.Context(), stream.Sink())
-		stream.End()
-	case stream != nil:
-		// Replay on this goroutine, then hand the stream to the hub's writers: an idle local
-		// subscriber holds no goroutine.
-		if raw != "" && !ls.resume(r.Context(), stream.Sink()) {
-			stream.End()
-			return
-		}
-		stream.Live(ls.filter, ls.cursor)
-	default:
-		defer sub.Close()
-		s.serveOnThisGoroutine(w, r, kind, func(ctx context.Context, out httpapi.Sink) { ls.pump(ctx, sub, out, raw != "", replayOnly) })
+	sub.OnClose(release) // however the stream ends
+	ls.seam = make([]bool, len(ls.shards))
+	o := stream.Options{Protocol: p, WriteTimeout: s.opt.WriteTimeout, ReplayOnly: replayOnly}
+	if err := stream.Serve(w, r, sub, ls, o); err != nil {
+		httpapi.WriteError(w, http.StatusUpgradeRequired, err.Error())
 	}
 }
 
@@ -214,82 +172,39 @@ func (ls *localSub) follow(ctx context.Context, streams []*shardStream) (release
 	return release, nil
 }
 
-// pump sends replay (when resuming) and then live events, with the subscriber's own cursors
-// until they agree with the merged stream's: a stream served on its own goroutine.
-func (ls *localSub) pump(ctx context.Context, sub *hub.Subscriber, out httpapi.Sink, resume, replayOnly bool) {
-	if replayOnly {
-		ls.replayAll(ctx, out)
-		return
-	}
-	if resume && !ls.resume(ctx, out) {
-		return
-	}
-	var batch []*event.Encoded
-	for {
-		var err error
-		batch, err = sub.Next(ctx, batch)
-		if err != nil {
-			if errors.Is(err, hub.ErrSlowConsumer) {
-				out.Close(httpapi.SlowConsumerReason(ls.cursor()), ls.cursor(), true)
-			}
-			return
-		}
-		kept := ls.filter(batch)
-		if len(kept) == 0 {
-			continue
-		}
-		if err := out.Write(ctx, kept); err != nil {
-			return
-		}
-	}
-}
-
-// replayAll sends what every shard stored after the subscriber's cursor, then ends the stream
-// (?live=false).
-func (ls *localSub) replayAll(ctx context.Context, out httpapi.Sink) {
-	for j := range ls.shards {
-		if !ls.replay(ctx, out, j) {
-			return
-		}
-	}
-	out.Close(httpapi.EndOfReplay, ls.cursor(), false)
-}
-
-// resume sends what each shard stored after the subscriber's cursor and marks the seams, where
+// Replay sends what each shard stored after the subscriber's cursor and opens the seams, where
 // live events the replay already sent are skipped. It reports false when the stream ended.
-func (ls *localSub) resume(ctx context.Context, out httpapi.Sink) bool {
+func (ls *localSub) Replay(ctx context.Context, out stream.Sink) bool {
+	if !ls.resuming {
+		return true
+	}
 	for j := range ls.shards {
 		if !ls.replay(ctx, out, j) {
 			return false
 		}
 	}
-	ls.seam = make([]bool, len(ls.shards))
 	for j := range ls.seam {
 		ls.seam[j] = true
 	}
 	return true
 }
 
-// filter prepares a live batch for this subscriber, in place: it drops what the replay sent
+// Filter prepares a live batch for this subscriber, in place: it drops what the replay sent
 // and gives events the subscriber's own cursor until it agrees with the merged stream's.
-func (ls *localSub) filter(batch []*event.Encoded) []*event.Encoded {
+func (ls *localSub) Filter(batch []*event.Encoded) []*event.Encoded {
 	kept := batch[:0]
 	for _, e := range batch {
 		if e.Kind == event.KindHeartbeat || e.Kind == event.KindNotice {
-			kept = append(kept, e) // no shard's, no cursor: a pong must not close a seam
+			kept = append(kept, e) // of no shard: it moves no cursor (a pong must not close a seam)
 			continue
 		}
 		j := 0
 		if ls.composite {
 			j = e.Shard
 		}
-		if ls.seam != nil && ls.seam[j] {
-			if e.Kind == event.KindMessage && !ls.own[j].Less(e.ID) {
-				continue // replay sent it already
-			}
-			ls.seam[j] = false // after a gap, IDs may legitimately go lower
+		if !stream.Advance(e, &ls.own[j], &ls.seam[j]) {
+			continue
 		}
-		ls.own[j] = e.ID
 		if !ls.synced {
 			ls.idBuf = ls.own.AppendTo(ls.idBuf[:0])
 			if bytes.Equal(sseID(e), ls.idBuf) {
@@ -303,8 +218,8 @@ func (ls *localSub) filter(batch []*event.Encoded) []*event.Encoded {
 	return kept
 }
 
-// cursor is where the subscriber is: what it resumes from.
-func (ls *localSub) cursor() string { return ls.own.String() }
+// Cursor is where the subscriber is: what it resumes from.
+func (ls *localSub) Cursor() string { return ls.own.String() }
 
 // sseID is the id of an encoded event: the text after "id: " on its first line.
 func sseID(e *event.Encoded) []byte {
@@ -342,7 +257,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // replay sends what shard ls.shards[j] stored after ls.own[j], read from its relays with
 // ?live=false, and returns false if the stream to the subscriber ended.
-func (ls *localSub) replay(ctx context.Context, out httpapi.Sink, j int) bool {
+func (ls *localSub) replay(ctx context.Context, out stream.Sink, j int) bool {
 	s, shard := ls.ch.s, ls.shards[j]
 	var lastErr error
 	throttled := 0
@@ -395,13 +310,13 @@ func (ls *localSub) replay(ctx context.Context, out httpapi.Sink, j int) bool {
 		}
 		lastErr = err // the relay broke off: go on from where we are, elsewhere
 	}
-	out.Close("cannot replay shard "+strconv.Itoa(shard)+" ("+errString(lastErr)+"); reconnect with Last-Event-ID "+ls.cursor(), ls.cursor(), false)
+	out.Close("cannot replay shard "+strconv.Itoa(shard)+" ("+errString(lastErr)+"); reconnect with Last-Event-ID "+ls.Cursor(), ls.Cursor(), false)
 	return false
 }
 
 // readReplay forwards one replay stream in batches; done is true once the relay said the replay
 // is complete.
-func (ls *localSub) readReplay(ctx context.Context, out httpapi.Sink, body io.Reader, j, limit int) (done bool, err error) {
+func (ls *localSub) readReplay(ctx context.Context, out stream.Sink, body io.Reader, j, limit int) (done bool, err error) {
 	batch := make([]*event.Encoded, 0, 128)
 	flush := func() error {
 		if len(batch) == 0 {
@@ -429,7 +344,7 @@ func (ls *localSub) readReplay(ctx context.Context, out httpapi.Sink, body io.Re
 		return nil
 	}, func(comment string) error {
 		switch {
-		case comment == httpapi.EndOfReplay:
+		case comment == stream.EndOfReplay:
 			done = true
 			return io.EOF
 		case strings.HasPrefix(comment, "closed:"):

@@ -1,8 +1,10 @@
-package httpapi
+package stream
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -25,22 +27,54 @@ import (
 // reading must not keep the relay answering it (only the newest unsent pong is kept, see
 // hub.Subscriber.Reply).
 
-// hijackWebSocket completes the handshake of a checked upgrade request (refuseWebSocket) and
-// returns the stream. ok is false when the handshake failed (it was answered, or the peer is
-// gone); a nil stream with ok true: the connection cannot be taken over (the caller answers).
-func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) (c *pushConn, ok bool) {
-	if _, ok := w.(http.Hijacker); !ok {
-		return nil, true
-	}
-	up := ws.HTTPUpgrader{Timeout: timeout, Protocol: func(p string) bool { return p == CloudEventsSubprotocol }}
-	conn, _, _, err := up.Upgrade(r, w)
-	if err != nil {
-		if conn != nil {
-			_ = conn.Close()
-		}
+// CloudEventsSubprotocol is the WebSocket subprotocol of CloudEvents in JSON (the CloudEvents
+// WebSocket binding): each text frame is one structured CloudEvent, as Herald sends anyway.
+const CloudEventsSubprotocol = "cloudevents.json"
+
+// StatusSlowConsumer is the WebSocket close code of a subscriber that fell too far behind
+// (application range 4000-4999; 4429 echoes HTTP 429). Reconnect with ?since=<last id>.
+const StatusSlowConsumer ws.StatusCode = 4429
+
+// hijackWebSocket completes the handshake of a checked upgrade request (the handler refused
+// bad origins and requests that are not upgrades first) and returns the stream. answered is
+// true when the handshake failed (it was answered, or the peer is gone); nil and false: the
+// connection cannot be taken over (HTTP/2).
+func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) (c *conn, answered bool) {
+	if !canHijack(w) {
 		return nil, false
 	}
-	return newPushConn(conn, &wsFramer{}, sub, timeout), true
+	up := ws.HTTPUpgrader{Timeout: timeout, Protocol: func(p string) bool { return p == CloudEventsSubprotocol }}
+	nc, _, _, err := up.Upgrade(r, hijacker{w})
+	if err != nil {
+		if nc != nil {
+			_ = nc.Close()
+		}
+		return nil, true
+	}
+	return newConn(nc, &wsFramer{}, sub, timeout), false
+}
+
+// hijacker lets the upgrader take over a writer that wraps net/http's own (a CORS or metrics
+// middleware): http.ResponseController finds the connection through Unwrap.
+type hijacker struct{ http.ResponseWriter }
+
+func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+// canHijack reports, without taking anything over, whether w or a writer it wraps can be
+// hijacked (an HTTP/2 writer cannot).
+func canHijack(w http.ResponseWriter) bool {
+	for {
+		if _, ok := w.(http.Hijacker); ok {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
 }
 
 // wsFramer frames one WebSocket stream; it keeps what it needs of the peer's input.
@@ -106,7 +140,7 @@ func closeFrame(code ws.StatusCode, reason string) []byte {
 func (f *wsFramer) ending(err error, last string) []byte {
 	switch {
 	case errors.Is(err, hub.ErrSlowConsumer):
-		return closeFrame(ws.StatusCode(StatusSlowConsumer), "slow consumer; reconnect with ?since="+last)
+		return closeFrame(StatusSlowConsumer, "slow consumer; reconnect with ?since="+last)
 	case errors.Is(err, hub.ErrUpstreamLost):
 		return closeFrame(statusTryAgainLater, "relay lost Redis; reconnect with ?since="+last)
 	}
@@ -121,7 +155,7 @@ func (f *wsFramer) ending(err error, last string) []byte {
 func (*wsFramer) closing(reason, last string, slow bool) []byte {
 	switch {
 	case slow:
-		return closeFrame(ws.StatusCode(StatusSlowConsumer), "slow consumer; reconnect with ?since="+last)
+		return closeFrame(StatusSlowConsumer, "slow consumer; reconnect with ?since="+last)
 	case reason == EndOfReplay:
 		return closeFrame(ws.StatusNormalClosure, "")
 	}
@@ -134,7 +168,7 @@ const maxPartial = 256
 // input reads what the peer sent, handling each chunk's complete frames as it comes (so what
 // is kept stays under maxPartial): pings are answered in order with the events, a close or a
 // protocol error ends the stream (with the close frame to answer it).
-func (f *wsFramer) input(c *pushConn) bool {
+func (f *wsFramer) input(c *conn) bool {
 	var buf [512]byte
 	f.mu.Lock()
 	defer f.mu.Unlock()

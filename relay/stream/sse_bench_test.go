@@ -1,8 +1,7 @@
-package httpapi_test
+package stream_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,8 +15,8 @@ import (
 
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
-	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/stream"
 )
 
 // benchEvent is a 256-byte JSON message encoded as a relay encodes it (about 600 bytes of SSE).
@@ -28,30 +27,18 @@ func benchEvent(seq uint64) *event.Encoded {
 }
 
 // sseServer serves every GET with a live hub subscriber: pushed, as a shard relay's live
-// streams are (hijacked, written by the hub's writers), or pumped by its own goroutine through
-// httpapi.ServeSSE (Next, then one Sink.Write per batch), as the sidecar's are.
+// streams are (hijacked, written by the hub's writers), or pumped by its own goroutine (Next,
+// then one Sink.Write per batch), as a stream that cannot be taken over is.
 func sseServer(b *testing.B, h *hub.Hub, pushed bool) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sub := h.Subscribe("")
-		if pushed {
-			if !httpapi.ServeLiveSSE(w, sub, 10*time.Second) {
-				b.Error("connection not hijacked")
-			}
+		if !pushed {
+			stream.ServePulledSSE(w, r, sub)
 			return
 		}
-		defer sub.Close()
-		httpapi.Streams{WriteTimeout: 10 * time.Second}.SSE(w, r, func(ctx context.Context, out httpapi.Sink) {
-			var batch []*event.Encoded
-			for {
-				var err error
-				if batch, err = sub.Next(ctx, batch); err != nil {
-					return
-				}
-				if out.Write(ctx, batch) != nil {
-					return
-				}
-			}
-		})
+		if err := stream.ServeLive(w, r, sub); err != nil {
+			b.Error(err)
+		}
 	}))
 	b.Cleanup(srv.Close)
 	return srv

@@ -1,0 +1,42 @@
+package stream
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// ResumeCursor returns the cursor a subscriber resumes from (Last-Event-ID, else ?since=) and
+// where it came from, for error messages; "" when there is none.
+func ResumeCursor(r *http.Request) (raw, what string) {
+	if raw = r.Header.Get("Last-Event-ID"); raw != "" {
+		return raw, "Last-Event-ID header"
+	}
+	return r.URL.Query().Get("since"), "query parameter since"
+}
+
+// ParseLive reads the ?live= parameter: "" and "true" go live after replay, "false" ends the
+// stream once what is stored after the cursor was sent (sidecars use it to resume a subscriber
+// without opening a second live stream).
+func ParseLive(q url.Values) (replayOnly bool, err error) {
+	switch v := q.Get("live"); v {
+	case "", "true":
+		return false, nil
+	case "false":
+		return true, nil
+	default:
+		return false, errors.New("query parameter live must be \"true\" (default) or \"false\" (replay what is stored after the cursor, then end), not " + strconv.Quote(clip(v)))
+	}
+}
+
+// ErrReplayNeedsCursor is the refusal of ?live=false without a cursor.
+var ErrReplayNeedsCursor = errors.New("live=false replays what is stored after a cursor: give one with Last-Event-ID or ?since=")
+
+// clip shortens what a client sent before it is quoted back in an error.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
