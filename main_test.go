@@ -1,31 +1,46 @@
 package main
 
 import (
-	"io"
-	"os"
+	"context"
 	"strings"
 	"testing"
 )
 
 // `herald manager --help` lists every flag with its environment variable and default.
 func TestManagerHelpListsEveryFlag(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := os.Stderr
-	os.Stderr = w
-	err = runManager([]string{"--help"})
-	os.Stderr = stderr
-	w.Close()
-	out, _ := io.ReadAll(r)
+	var out strings.Builder
+	err := runManager(context.Background(), []string{"--help"}, &out, func(string) string { return "" })
 	if err == nil || !strings.Contains(err.Error(), "help requested") {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, want := range []string{`--redis-addresses (default "") [HERALD_REDIS_ADDRESSES]`, `--log-level (default "info") [HERALD_LOG_LEVEL]`,
 		`--resync-period (default "1m0s") [HERALD_RESYNC_PERIOD]`, `--metrics-secure (default "true") [HERALD_METRICS_SECURE]`} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("herald manager --help lacks %q:\n%s", want, out)
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("herald manager --help lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// A setting the manager cannot use is refused before it touches the cluster, naming its flag.
+func TestManagerRefusesBadSettingsNamingTheFlag(t *testing.T) {
+	tests := map[string]struct {
+		args []string
+		env  map[string]string
+		says string
+	}{
+		"relay resources":   {args: []string{"--relay-resources={"}, says: "--relay-resources"},
+		"sidecar resources": {env: map[string]string{"HERALD_SIDECAR_RESOURCES": "[]"}, says: "--sidecar-resources"},
+		"scraper selector":  {args: []string{"--relay-metrics-namespace-selector=a in (b"}, says: "--relay-metrics-namespace-selector"},
+		"pull policy":       {args: []string{"--relay-image-pull-policy=Sometimes"}, says: "--relay-image-pull-policy"},
+		"webhook certs":     {args: []string{"--webhook-cert-mode=manual"}, says: "--webhook-cert-mode"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var out strings.Builder
+			err := runManager(context.Background(), tc.args, &out, func(k string) string { return tc.env[k] })
+			if err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("runManager(%q) = %v, want an error naming %s", tc.args, err, tc.says)
+			}
+		})
 	}
 }

@@ -22,8 +22,10 @@ import (
 	"github.com/heraldhq/herald/internal/tlsconfig"
 	"github.com/heraldhq/herald/relay/auth"
 	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/sidecar"
+	"github.com/heraldhq/herald/relay/stream"
 	"github.com/heraldhq/herald/relay/upstream"
 )
 
@@ -38,10 +40,6 @@ const (
 	AuthTokenReview = "tokenreview" // bearer token verified by a TokenReview; namespace checked against the shard map
 	AuthNone        = "none"        // everyone may call: local tests only
 )
-
-// PodNamespaceEnv is read for --namespace when HERALD_NAMESPACE is not set (the downward API's
-// usual name).
-const PodNamespaceEnv = "POD_NAMESPACE"
 
 // PasswordEnv carries the Redis password when no password file is given.
 const PasswordEnv = "HERALD_REDIS_PASSWORD"
@@ -90,12 +88,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.tlsCertFile, "redis-tls-cert-file", "", "PEM client certificate for Redis servers that ask for one (tls-auth-clients); re-read at every new connection, so a renewed one is picked up")
 	fs.StringVar(&c.tlsKeyFile, "redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
 	fs.StringVar(&c.passFile, "redis-password-file", "", "file holding the Redis password; without it the password comes from "+PasswordEnv)
-	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE heartbeat comments and WebSocket pings")
-	fs.IntVar(&c.queueBytes, "queue-bytes", 1<<20, "bytes of events a subscriber may have queued before it is closed as a slow consumer")
+	fs.DurationVar(&c.heartbeat, "heartbeat", stream.DefaultHeartbeat, "interval of SSE heartbeat comments and WebSocket pings")
+	fs.IntVar(&c.queueBytes, "queue-bytes", hub.DefaultQueueBytes, "bytes of events a subscriber may have queued before it is closed as a slow consumer")
 	fs.DurationVar(&c.idemWindow, "idempotency-window", 5*time.Minute, "how long a publish's Idempotency-Key is remembered where the shard map sets no window (the operator sets spec.idempotencyWindow there)")
 	fs.DurationVar(&c.probeInterval, "probe-interval", time.Second, "interval of the heartbeat probe published on the shard's own live channel")
 	fs.DurationVar(&c.probeTimeout, "probe-timeout", 3*time.Second, "rebuild the shard subscription when no probe came back for this long")
-	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "bound of one batch write to a subscriber")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", stream.DefaultWriteTimeout, "bound of one batch write to a subscriber")
 	fs.DurationVar(&c.writeInterval, "write-interval", 10*time.Millisecond, "least time between two rounds of writes to live subscribers once the writers back up (then each gets one write per interval with all its events; while they keep up, every event goes out at once); 0: write as soon as possible")
 	fs.DurationVar(&c.waitTimeout, "replica-wait-timeout", time.Second, "bound of WAIT for publishes with ?ack=replicated")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "time given to in-flight requests on shutdown")
@@ -109,7 +107,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.audience, "token-audience", "", "shard role: the audience callers' tokens must carry (default: the channel's own, herald.dev/<namespace>/<channel>)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
 	fs.StringVar(&c.channels, "channels", "", "sidecar role: comma-separated channels the app may use, name (in --namespace) or namespace/name; required")
-	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (default $"+PodNamespaceEnv+" when "+cli.EnvName("namespace")+" is unset)")
+	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (the injector sets "+cli.EnvName("namespace")+" from the downward API)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "sidecar role: also serve /metrics on this address (e.g. :7071), which Prometheus can reach; the API stays on --listen (loopback)")
 	fs.StringVar(&c.tokenDir, "token-dir", "", "sidecar role: directory of projected service account tokens, one per channel (file <namespace>.<channel>, audience herald.dev/<namespace>/<channel>), sent to that channel's relays as a bearer token and re-read when it changes")
 	fs.StringVar(&c.tokenFile, "token-file", "", "sidecar role: one token sent to the relays of every channel (local runs); --token-dir is what injected sidecars use; neither sends none")
@@ -119,9 +117,6 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 			return nil
 		}
 		return err
-	}
-	if c.namespace == "" {
-		c.namespace = getenv(PodNamespaceEnv)
 	}
 	if err := c.check(); err != nil {
 		return err

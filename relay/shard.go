@@ -19,6 +19,7 @@ import (
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/metrics"
 	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/stream"
 	"github.com/heraldhq/herald/relay/upstream"
 )
 
@@ -27,10 +28,10 @@ type ShardOptions struct {
 	Map               *shardmap.Map        // required, validated
 	Shard             int                  // the shard served, 0..len(Map.Shards)-1
 	Redis             redis.ClusterOptions // Addrs (required), Username, Password, TLSConfig...; timeouts default to 2s
-	Heartbeat         time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
-	QueueBytes        int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
+	Heartbeat         time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to stream.DefaultHeartbeat.
+	QueueBytes        int                  // per-subscriber queue limit before a slow-consumer close. Defaults to hub.DefaultQueueBytes.
 	IdempotencyWindow time.Duration        // how long an Idempotency-Key is remembered where the shard map sets no window. Defaults to 5m.
-	WriteTimeout      time.Duration        // bound of one batch write to a subscriber. Defaults to 10s.
+	WriteTimeout      time.Duration        // bound of one batch write to a subscriber. Defaults to stream.DefaultWriteTimeout.
 	WriteInterval     time.Duration        // least time between two write rounds to live SSE subscribers (hub.SetWriteInterval); 0 = none
 	WaitTimeout       time.Duration        // bound of WAIT for ?ack=replicated. Defaults to 1s.
 	UpstreamLostAfter time.Duration        // how long the Redis subscription may be down before live subscribers are sent to another replica. Defaults to 5s.
@@ -72,10 +73,10 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 		return nil, errors.New("at least one Redis address is required")
 	}
 	if opt.Heartbeat <= 0 {
-		opt.Heartbeat = 15 * time.Second
+		opt.Heartbeat = stream.DefaultHeartbeat
 	}
 	if opt.QueueBytes <= 0 {
-		opt.QueueBytes = 1 << 20
+		opt.QueueBytes = hub.DefaultQueueBytes
 	}
 	// Room for two of the largest events the channel's maxMessageBytes allows, whatever the flag.
 	opt.QueueBytes = max(opt.QueueBytes, int(shardmap.QueueBytes(opt.Map.MaxMessageBytes)))

@@ -17,6 +17,7 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers/workloads"
+	"github.com/heraldhq/herald/internal/cli"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
@@ -166,7 +167,7 @@ func Inject(pod *corev1.Pod, sc Sidecar) bool {
 	startup := probe("/healthz")
 	startup.PeriodSeconds, startup.FailureThreshold = 1, 30
 	args := []string{"relay", "--role=sidecar", "--listen=127.0.0.1:" + fmt.Sprint(shardmap.RelayPort),
-		"--channels=" + strings.Join(sc.Channels, ","), "--namespace=$(HERALD_POD_NAMESPACE)", "--token-dir=" + TokenDir}
+		"--channels=" + strings.Join(sc.Channels, ","), "--token-dir=" + TokenDir}
 	if sc.LogLevel != "" {
 		args = append(args, "--log-level="+sc.LogLevel)
 	}
@@ -193,7 +194,7 @@ func Inject(pod *corev1.Pod, sc Sidecar) bool {
 		RestartPolicy:   ptr(corev1.ContainerRestartPolicyAlways), // a native sidecar: starts first, never blocks a Job
 		Args:            args,
 		Ports:           ports,
-		Env: []corev1.EnvVar{{Name: "HERALD_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
+		Env: []corev1.EnvVar{{Name: cli.EnvName("namespace"), ValueFrom: &corev1.EnvVarSource{ // --namespace
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
 		Resources:      sc.Resources,
 		StartupProbe:   startup,

@@ -22,6 +22,12 @@ var ErrClosed = errors.New("subscriber closed")
 
 const shardCount = 64
 
+// DefaultQueueBytes is the default byte limit of a subscriber's queue: a few seconds of a busy
+// channel's events for a subscriber that stalls briefly (a GC pause, a slow network), and room
+// for a 64 KiB message many times over. Relays raise it to hold two of the largest messages
+// their channel allows (shardmap.QueueBytes).
+const DefaultQueueBytes = 1 << 20
+
 // Hub is the subscriber registry of one shard relay.
 type Hub struct {
 	shards     [shardCount]registryShard

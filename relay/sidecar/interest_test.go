@@ -319,6 +319,13 @@ func TestAReconnectResumesFromWhereAKeyWasAdded(t *testing.T) {
 			t.Fatalf("publish: %d %+v", code, p)
 		}
 	}
+	// A message of other after them: once other has it, the relay broadcast them all (a
+	// publish is acknowledged once stored; its relay may broadcast it a moment later, and one
+	// still in flight when late joins is rightly sent to it live).
+	if code, p := sc.publish(t, "other", `{"n":-1}`); code != http.StatusAccepted {
+		t.Fatalf("publish: %d %+v", code, p)
+	}
+	other.Messages(t, 1, 10*time.Second)
 	late := relaytest.OpenSSE(t, sc.channelURL("/events?key=late"), relaytest.SSEOptions{})
 	var serving *relaytest.Relay
 	for _, r := range c.Replicas[0] {

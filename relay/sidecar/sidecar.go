@@ -18,8 +18,10 @@ import (
 	"github.com/heraldhq/herald/internal/version"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/metrics"
 	"github.com/heraldhq/herald/relay/shardmap"
+	"github.com/heraldhq/herald/relay/stream"
 )
 
 // ChannelRef names a channel the app may use.
@@ -83,14 +85,14 @@ type Options struct {
 	TokenDir        string               // projected tokens, one per channel: <TokenDir>/<shardmap.TokenFileName>
 	TokenFile       string               // one token for every channel's relays (local runs); with neither, no token is sent
 	EndpointsFile   string               // shardmap.Endpoints JSON standing in for cluster DNS; "" uses DNS
-	Heartbeat       time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to 15s.
-	QueueBytes      int                  // per-subscriber queue limit before a slow-consumer close. Defaults to 1 MiB.
-	WriteTimeout    time.Duration        // bound of one batch write to a local subscriber. Defaults to 10s.
+	Heartbeat       time.Duration        // SSE heartbeat comment / WebSocket ping interval. Defaults to stream.DefaultHeartbeat.
+	QueueBytes      int                  // per-subscriber queue limit before a slow-consumer close. Defaults to hub.DefaultQueueBytes.
+	WriteTimeout    time.Duration        // bound of one batch write to a local subscriber. Defaults to stream.DefaultWriteTimeout.
 	WriteInterval   time.Duration        // least time between two write rounds to local subscribers once writes back up (hub.SetWriteInterval); 0 = none
 	Browser         httpapi.Browser      // web pages of other origins: CORS and WebSocket origins
 	RefreshInterval time.Duration        // shard map and reachability refresh. Defaults to 10s.
 	PublishTimeout  time.Duration        // bound of one publish, retries included. Defaults to 10s.
-	IdleTimeout     time.Duration        // an upstream stream silent this long is re-opened. Defaults to 45s (relays send heartbeats every 15s).
+	IdleTimeout     time.Duration        // an upstream stream silent this long is re-opened. Defaults to three of the relays' heartbeats (45s).
 	Logger          *slog.Logger         // defaults to slog.Default()
 	Registry        *prometheus.Registry // defaults to a new registry with Go and process collectors
 }
@@ -118,13 +120,13 @@ func New(opt Options) (*Sidecar, error) {
 		return nil, errors.New("a sidecar needs at least one channel")
 	}
 	if opt.Heartbeat <= 0 {
-		opt.Heartbeat = 15 * time.Second
+		opt.Heartbeat = stream.DefaultHeartbeat
 	}
 	if opt.QueueBytes <= 0 {
-		opt.QueueBytes = 1 << 20
+		opt.QueueBytes = hub.DefaultQueueBytes
 	}
 	if opt.WriteTimeout <= 0 {
-		opt.WriteTimeout = 10 * time.Second
+		opt.WriteTimeout = stream.DefaultWriteTimeout
 	}
 	if opt.RefreshInterval <= 0 {
 		opt.RefreshInterval = 10 * time.Second
@@ -133,7 +135,7 @@ func New(opt Options) (*Sidecar, error) {
 		opt.PublishTimeout = 10 * time.Second
 	}
 	if opt.IdleTimeout <= 0 {
-		opt.IdleTimeout = 45 * time.Second
+		opt.IdleTimeout = 3 * stream.DefaultHeartbeat
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()

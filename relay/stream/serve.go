@@ -59,9 +59,16 @@ type Options struct {
 	Admission    Admission     // nil: the stream holds nothing of any limit
 }
 
-// DefaultWriteTimeout bounds one batch write to a subscriber: a peer that takes no bytes for
-// that long is gone or hopelessly behind, and its connection is closed.
-const DefaultWriteTimeout = 10 * time.Second
+// Defaults of every role's streams; flags, options and tests read them here.
+const (
+	// DefaultWriteTimeout bounds one batch write to a subscriber: a peer that takes no bytes
+	// for that long is gone or hopelessly behind, and its connection is closed.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultHeartbeat is the interval of SSE heartbeat comments and WebSocket pings: under
+	// the 30 to 60 s idle timeouts of common proxies and load balancers, and frequent enough
+	// that a sidecar notices a silent relay (its idle timeout is three heartbeats).
+	DefaultHeartbeat = 15 * time.Second
+)
 
 // ErrCannotTakeOver is what Serve returns for a WebSocket whose connection net/http cannot hand
 // over (HTTP/2 has no upgrade): nothing was written, the handler answers.

@@ -535,7 +535,7 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 						t.Errorf("usernameKey \"\" still passes %s", a)
 					}
 				}
-				if len(c.Env) != 1 || c.Env[0].Name != "POD_NAMESPACE" {
+				if len(c.Env) != 1 || c.Env[0].Name != "HERALD_NAMESPACE" {
 					t.Errorf("usernameKey \"\" still sets env %+v", c.Env)
 				}
 				wantFileFromSecret(t, managerPodSpec(t, objs), argValue(t, c, "--redis-password-file"), "redis-admin", "password")
