@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,22 @@ func TestManagerRefusesBadSettingsNamingTheFlag(t *testing.T) {
 				t.Fatalf("runManager(%q) = %v, want an error naming %s", tc.args, err, tc.says)
 			}
 		})
+	}
+}
+
+// The herald binary carries no test helper: nothing it builds from imports internal/testing/...
+// (test helpers live apart from shipped code, so a reader tells from the path what ships).
+func TestShippedCodeImportsNoTestHelpers(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.Contains(pkg, "/internal/testing/") || strings.HasSuffix(pkg, "/internal/testing") {
+			t.Errorf("the herald binary imports the test helper %s", pkg)
+		}
+	}
+	if !strings.Contains(string(out), "github.com/heraldhq/herald/relay/stream") {
+		t.Fatalf("go list -deps . lists no relay/stream: the check reads the wrong list:\n%s", out)
 	}
 }

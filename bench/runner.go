@@ -20,7 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/capacity"
-	"github.com/heraldhq/herald/internal/rediscluster"
+	"github.com/heraldhq/herald/internal/testing/rediscluster"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/upstream"
 )

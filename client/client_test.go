@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/client"
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 )
 
 // TestSubscribeResumesThroughACutWithoutLoss: a subscriber following a real relay through a

@@ -28,7 +28,7 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers/workloads"
-	"github.com/heraldhq/herald/internal/rediscluster"
+	"github.com/heraldhq/herald/internal/testing/rediscluster"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 

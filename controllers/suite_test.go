@@ -28,7 +28,7 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 	"github.com/heraldhq/herald/controllers/redisconf"
-	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/internal/testing/testenv"
 )
 
 // k8s talks to the envtest API server directly, without a cache, so what a test reads is what

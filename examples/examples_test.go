@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/client"
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
 )

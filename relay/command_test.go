@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/shardmap"
 )

@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
-	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/internal/testing/testenv"
 )
 
 var (

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/internal/rediscluster"
+	"github.com/heraldhq/herald/internal/testing/rediscluster"
 )
 
 // TestWatchSeesRestartsAndCatchesUpLaggingNodes runs on a cluster of its own (nodes are paused

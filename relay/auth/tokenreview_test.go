@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/auth"
 	"github.com/heraldhq/herald/relay/shardmap"

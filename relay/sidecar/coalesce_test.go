@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/httpapi"
 )

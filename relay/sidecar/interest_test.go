@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/sidecar"
 )

@@ -15,7 +15,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 )
 
 // openRawSSE opens an SSE stream with a client that has no goroutine of its own.

@@ -18,7 +18,7 @@ import (
 	"github.com/heraldhq/herald/relay/hub"
 )
 
-// A live WebSocket stream runs on the hub's writers like an SSE one (push.go): the handshake
+// A live WebSocket stream runs on the hub's writers like an SSE one (conn.go): the handshake
 // is gobwas/ws's, and the few frames a subscriber stream needs are framed here. The server
 // sends one text frame per event (its CloudEvent JSON), a ping per heartbeat and a close frame
 // at the end; the client may only ping (answered with a pong, in order with the events), pong

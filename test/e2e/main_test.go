@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/heraldhq/herald/hack/localcluster"
-	"github.com/heraldhq/herald/internal/rediscluster"
+	"github.com/heraldhq/herald/internal/testing/rediscluster"
 )
 
 var (

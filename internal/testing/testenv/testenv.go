@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/heraldhq/herald/internal/rediscluster"
+	"github.com/heraldhq/herald/internal/testing/rediscluster"
 )
 
 // Root is the module's root directory.

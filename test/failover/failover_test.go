@@ -1,4 +1,4 @@
-package failovertest
+package failover
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/shardmap"

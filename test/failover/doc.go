@@ -1,4 +1,4 @@
-// Package failovertest proves the shard relay's delivery guarantees while Redis fails under it.
+// Package failover proves the shard relay's delivery guarantees while Redis fails under it.
 //
 // Its tests run a Durable shard relay at about 1,000 publishes per second against a throw-away
 // Redis Cluster of their own (started in TestMain on ports HERALD_FAILOVER_BASE_PORT..+5,
@@ -8,4 +8,4 @@
 // once and in stream order, except entries Redis itself lost, for which the relay must have
 // reported a rollback. Every test restores the cluster to health (replicas in sync) before the
 // next one starts. The package holds only tests.
-package failovertest
+package failover

@@ -1,4 +1,4 @@
-package failovertest
+package failover
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/internal/relaytest"
+	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/shardmap"

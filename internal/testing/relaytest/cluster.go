@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/heraldhq/herald/internal/rediscluster"
+	"github.com/heraldhq/herald/internal/testing/rediscluster"
 	"github.com/redis/go-redis/v9"
 )
 
