@@ -19,6 +19,8 @@ import (
 	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay"
 	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/problem"
+	"github.com/heraldhq/herald/relay/publish"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/upstream"
 )
@@ -304,7 +306,7 @@ func TestErrorsAreJSONWithAReason(t *testing.T) {
 			if err := json.Unmarshal(b, &body); err != nil || resp.Header.Get("Content-Type") != "application/problem+json" {
 				t.Fatalf("%d %q is not an RFC 9457 problem", resp.StatusCode, b)
 			}
-			if body.Type != httpapi.ProblemType(resp.StatusCode) || !strings.HasPrefix(body.Type, httpapi.ProblemBase) ||
+			if body.Type != problem.Type(resp.StatusCode) || !strings.HasPrefix(body.Type, problem.Base) ||
 				body.Status != resp.StatusCode || body.Title != http.StatusText(resp.StatusCode) || body.Detail != body.Error {
 				t.Fatalf("problem members wrong: %s", b)
 			}
@@ -467,7 +469,7 @@ func TestIdempotencyKeysLiveForTheirWindowOnly(t *testing.T) {
 		o.Map.IdempotencyWindow = shardmap.Duration{Duration: 90 * time.Second}
 	}})
 	durable.MustPublishWith(t, "k", `{"n":1}`, "Idempotency-Key", "from-the-app")
-	durable.MustPublishWith(t, "k", `{"n":2}`, "Idempotency-Key", "made-by-the-sidecar", httpapi.RetryKeyHeader, "1")
+	durable.MustPublishWith(t, "k", `{"n":2}`, "Idempotency-Key", "made-by-the-sidecar", publish.RetryKeyHeader, "1")
 	if ttl := ttlOf(durable, "from-the-app"); ttl <= 60*time.Second || ttl > 90*time.Second {
 		t.Errorf("an app's key lives %s, want the channel's window (90s)", ttl)
 	}
@@ -518,7 +520,7 @@ func TestCallersAreCappedWith429(t *testing.T) {
 		t.Helper()
 		resp, body := get(who, query)
 		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || body["limit"] != limit ||
-			body["type"] != httpapi.ProblemBase+"limit-reached" || body["retryAfter"] == nil {
+			body["type"] != problem.Base+"limit-reached" || body["retryAfter"] == nil {
 			t.Fatalf("%s %s: %d Retry-After %q %v; want 429 with Retry-After, limit %s", who, query, resp.StatusCode,
 				resp.Header.Get("Retry-After"), body, limit)
 		}

@@ -57,6 +57,7 @@ type config struct {
 	limits                                                    httpapi.Limits // shard role
 	heartbeat, idemWindow, probeInterval, probeTimeout        time.Duration
 	writeTimeout, waitTimeout, shutdownTimeout, writeInterval time.Duration
+	bodyReadTimeout                                           time.Duration
 	auth, audience, kubeconfig                                string // shard role: caller authentication
 	corsOrigins, wsOrigins                                    string // web pages of other origins
 	channels, namespace, tokenFile, tokenDir, endpointsFile   string // sidecar role
@@ -100,6 +101,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.IntVar(&c.limits.Subscribers, "max-subscribers", 10000, "shard role: most streams (SSE and WebSocket) the relay serves at once; beyond it subscribe calls get 429 (0: no cap)")
 	fs.IntVar(&c.limits.SubscribersPerCaller, "max-subscribers-per-caller", 2000, "shard role: most streams one caller (service account) holds at the relay (0: no cap)")
 	fs.IntVar(&c.limits.ReplaysPerCaller, "max-replays-per-caller", 32, "shard role: most streams of one caller replaying stored events at once (0: no cap)")
+	fs.IntVar(&c.limits.BodiesPerCaller, "max-bodies-per-caller", 64, "shard role: request bodies (publishes, interest changes) one caller sends the relay at once (0: no cap)")
+	fs.DurationVar(&c.bodyReadTimeout, "body-read-timeout", httpapi.DefaultBodyReadTimeout, "bound of reading one request body (a publish, an interest change); a slower one is answered 408")
 	fs.Float64Var(&c.limits.ReplayRate, "replay-rate-per-caller", 20, "shard role: replays (subscribe calls with a cursor) one caller may start per second, in bursts of twice as many (0: no cap)")
 	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", "comma-separated origins whose web pages may publish and subscribe (CORS), e.g. https://app.example.com or https://*.example.com; * is any (their hosts may open WebSockets too)")
 	fs.StringVar(&c.wsOrigins, "ws-origin-patterns", "", "comma-separated Origin hosts a WebSocket is accepted from besides the request's own Host (path.Match patterns, e.g. app.example.com or *.example.com): needed behind a reverse proxy that rewrites Host")
@@ -304,7 +307,7 @@ func (c *config) shardOptions(getenv func(string) string) (ShardOptions, error) 
 		Redis:     redis.ClusterOptions{Addrs: addrs, Username: c.user, Password: password, TLSConfig: tlsConfig},
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, IdempotencyWindow: c.idemWindow,
 		WriteTimeout: c.writeTimeout, WaitTimeout: c.waitTimeout, WriteInterval: c.writeInterval,
-		Limits: c.limits, Browser: c.browser(),
+		BodyReadTimeout: c.bodyReadTimeout, Limits: c.limits, Browser: c.browser(),
 		Upstream: upstream.Options{ProbeInterval: c.probeInterval, ProbeTimeout: c.probeTimeout},
 	}, nil
 }

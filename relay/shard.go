@@ -32,6 +32,7 @@ type ShardOptions struct {
 	QueueBytes        int                  // per-subscriber queue limit before a slow-consumer close. Defaults to hub.DefaultQueueBytes.
 	IdempotencyWindow time.Duration        // how long an Idempotency-Key is remembered where the shard map sets no window. Defaults to 5m.
 	WriteTimeout      time.Duration        // bound of one batch write to a subscriber. Defaults to stream.DefaultWriteTimeout.
+	BodyReadTimeout   time.Duration        // bound of reading one request body. Defaults to httpapi.DefaultBodyReadTimeout.
 	WriteInterval     time.Duration        // least time between two write rounds to live SSE subscribers (hub.SetWriteInterval); 0 = none
 	WaitTimeout       time.Duration        // bound of WAIT for ?ack=replicated. Defaults to 1s.
 	UpstreamLostAfter time.Duration        // how long the Redis subscription may be down before live subscribers are sent to another replica. Defaults to 5s.
@@ -127,7 +128,7 @@ func NewShardRelay(opt ShardOptions) (*ShardRelay, error) {
 		Map: opt.Map, Shard: opt.Shard,
 		Publisher:    pub,
 		Subscription: r.sub, Hub: r.hub, Encoder: enc, Metrics: met, Gatherer: opt.Registry,
-		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, Logger: log, Authorize: opt.Authorize,
+		WriteTimeout: opt.WriteTimeout, WaitTimeout: opt.WaitTimeout, BodyReadTimeout: opt.BodyReadTimeout, Logger: log, Authorize: opt.Authorize,
 		Limits: opt.Limits, Browser: opt.Browser,
 	})
 	return r, nil

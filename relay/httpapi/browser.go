@@ -9,6 +9,9 @@ import (
 	"strings"
 
 	"github.com/rs/cors"
+
+	"github.com/heraldhq/herald/relay/problem"
+	"github.com/heraldhq/herald/relay/publish"
 )
 
 // Browser is what web pages need from a relay or a sidecar.
@@ -35,7 +38,7 @@ func (b Browser) Handler(h http.Handler) http.Handler {
 		// Content-Type, Idempotency-Key, Last-Event-ID, Authorization, the ce-* attributes and
 		// the trace context: a CloudEvents producer sends headers nobody can list in advance.
 		AllowedHeaders: []string{"*"},
-		ExposedHeaders: []string{"Idempotency-Key", "Retry-After", "WWW-Authenticate"},
+		ExposedHeaders: []string{publish.IdempotencyKeyHeader, "Retry-After", "WWW-Authenticate"},
 		MaxAge:         600,
 	}).Handler(h)
 }
@@ -65,16 +68,16 @@ func refuseNotUpgrade(w http.ResponseWriter, r *http.Request) bool {
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
 		w.Header().Set("Connection", "Upgrade")
 		w.Header().Set("Upgrade", "websocket")
-		WriteError(w, http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a WebSocket upgrade request (the same stream as Server-Sent Events is at .../events)")
+		problem.Write(w, http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a WebSocket upgrade request (the same stream as Server-Sent Events is at .../events)")
 		return true
 	}
 	if v := r.Header.Get("Sec-WebSocket-Version"); v != "13" {
 		w.Header().Set("Sec-WebSocket-Version", "13")
-		WriteError(w, http.StatusUpgradeRequired, "Sec-WebSocket-Version "+strconv.Quote(clip(v))+" is not spoken here: use 13 (RFC 6455)")
+		problem.Write(w, http.StatusUpgradeRequired, "Sec-WebSocket-Version "+strconv.Quote(clip(v))+" is not spoken here: use 13 (RFC 6455)")
 		return true
 	}
 	if key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(key) != 16 {
-		WriteError(w, http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.1)")
+		problem.Write(w, http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.1)")
 		return true
 	}
 	return false
@@ -102,7 +105,7 @@ func (b Browser) refuseOrigin(w http.ResponseWriter, r *http.Request) bool {
 			}
 		}
 	}
-	WriteError(w, http.StatusForbidden, "WebSocket from Origin "+strconv.Quote(clip(origin))+" refused: it is not this host ("+
+	problem.Write(w, http.StatusForbidden, "WebSocket from Origin "+strconv.Quote(clip(origin))+" refused: it is not this host ("+
 		strconv.Quote(clip(r.Host))+") and --ws-origin-patterns / --cors-allowed-origins do not allow it")
 	return true
 }

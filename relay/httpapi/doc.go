@@ -1,11 +1,12 @@
 // Package httpapi holds the handlers of HTTP API v1 on a shard relay: publish (POST
-// .../messages, one event or a CloudEvents batch: publish.go, batch.go), subscribe (SSE
-// .../events and WebSocket .../ws: subscribe.go), interest streams and their changes (POST
-// .../streams/{id}: interest.go), the shard map (.../shards), /healthz, /readyz, /metrics and the
-// API documents. The per-caller limits are limits.go; CORS and the WebSocket origin and upgrade
-// checks are browser.go.
+// .../messages, one event or a CloudEvents batch: publish.go; package publish reads the request
+// and writes its answers), subscribe (SSE .../events and WebSocket .../ws: subscribe.go;
+// package stream serves the stream), interest streams and their changes (POST
+// .../streams/{id}: interest.go), the shard map (.../shards), /healthz, /readyz, /metrics and
+// the API documents. The per-caller limits are limits.go; CORS and the WebSocket origin and
+// upgrade checks are browser.go.
 //
-// Every error is an RFC 9457 problem (application/problem+json, problem.go): type, title,
+// Every error is an RFC 9457 problem (application/problem+json, package problem): type, title,
 // status, detail, the detail again as "error", retryAfter with a Retry-After header, and
 // extension members where a status needs them:
 //

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/problem"
 	"github.com/heraldhq/herald/relay/stream"
 )
 
@@ -99,20 +100,20 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 	v, ok := s.interest.Load(r.PathValue("stream"))
 	st, _ := v.(*interestStream)
 	if !ok || st.caller != callerOf(r) {
-		WriteError(w, http.StatusNotFound, "no interest stream "+strconv.Quote(clip(r.PathValue("stream")))+" is open at this relay (it ended, or another caller opened it); open a new one")
+		problem.Write(w, http.StatusNotFound, "no interest stream "+strconv.Quote(clip(r.PathValue("stream")))+" is open at this relay (it ended, or another caller opened it); open a new one")
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "" && mt != "application/json" {
-		WriteError(w, http.StatusUnsupportedMediaType, "a change is application/json, not "+strconv.Quote(clip(r.Header.Get("Content-Type"))))
+		problem.Write(w, http.StatusUnsupportedMediaType, "a change is application/json, not "+strconv.Quote(clip(r.Header.Get("Content-Type"))))
 		return
 	}
-	body, ok := ReadBody(w, r, maxInterestBody, "a change is at most "+strconv.Itoa(maxInterestBody)+" bytes; send it in parts")
+	body, ok := s.readBody(w, r, maxInterestBody, "a change is at most "+strconv.Itoa(maxInterestBody)+" bytes; send it in parts")
 	if !ok {
 		return
 	}
 	c, err := decodeChange(bytes.NewReader(body))
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, err.Error())
+		problem.Write(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	for _, k := range c.Add {
@@ -124,14 +125,14 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 	st.mu.Lock() // one change at a time per stream: the key limit is checked against the result
 	defer st.mu.Unlock()
 	if _, n := st.sub.Follows(); n+len(c.Add) > MaxInterestKeys {
-		WriteError(w, http.StatusBadRequest, "an interest stream follows at most "+strconv.Itoa(MaxInterestKeys)+" keys; this one follows "+strconv.Itoa(n))
+		problem.Write(w, http.StatusBadRequest, "an interest stream follows at most "+strconv.Itoa(MaxInterestKeys)+" keys; this one follows "+strconv.Itoa(n))
 		return
 	}
 	at, ok := st.sub.Adjust(hub.Change{All: c.All, Add: c.Add, Remove: c.Remove}, st.floor, func(at cursor.ID) *event.Encoded {
 		return &event.Encoded{Kind: event.KindNotice, SSE: []byte(": " + InterestComment(c.Seq, at) + "\n\n")}
 	})
 	if !ok {
-		WriteError(w, http.StatusNotFound, "the interest stream ended; open a new one")
+		problem.Write(w, http.StatusNotFound, "the interest stream ended; open a new one")
 		return
 	}
 	s.cfg.Metrics.InterestChanges.Inc()

@@ -58,24 +58,3 @@ func FuzzInterestComment(f *testing.F) {
 		}
 	})
 }
-
-// The publish answer built by hand says what encoding/json would (it does not escape <, > and
-// & as encoding/json does for HTML, which JSON does not need).
-func TestPublishAnswerIsWhatEncodingJSONWrites(t *testing.T) {
-	yes, three := true, 3
-	for _, r := range []publishResponse{
-		{ID: "1-0", Shard: 0, EventID: "0:1-0"},
-		{ID: "1796163194967-12", Shard: 7, EventID: "order \"42\" <é>\u2028\x01\xff\\", Duplicate: true},
-		{ID: "2-0", Shard: 1, EventID: "e", Replicated: &yes, Replicas: &three},
-	} {
-		b, _ := json.Marshal(r)
-		got := r.appendJSON(nil)
-		var want, have any
-		if err := json.Unmarshal(b, &want); err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(got, &have); err != nil || !reflect.DeepEqual(have, want) {
-			t.Errorf("hand-built %q, encoding/json %q (%v)", got, b, err)
-		}
-	}
-}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/heraldhq/herald/relay/problem"
 )
 
 // Limits cap what callers may hold at one relay, so that one authorised pod opening thousands
@@ -18,6 +20,7 @@ type Limits struct {
 	SubscribersPerCaller int     // streams of one caller
 	ReplaysPerCaller     int     // streams of one caller still replaying stored events
 	ReplayRate           float64 // replays one caller may start per second (bursts of twice as many)
+	BodiesPerCaller      int     // request bodies (publishes, interest changes) of one caller read at once
 }
 
 // Refusal reasons, as the herald_relay_refused_total label and in 429 bodies.
@@ -26,6 +29,7 @@ const (
 	RefusedSubscribersPerCaller = "subscribers_per_caller"
 	RefusedReplaysPerCaller     = "replays_per_caller"
 	RefusedReplayRate           = "replay_rate"
+	RefusedBodiesPerCaller      = "bodies_per_caller"
 )
 
 type limiter struct {
@@ -36,8 +40,8 @@ type limiter struct {
 }
 
 type callerUse struct {
-	streams, replays int
-	rate             *rate.Limiter
+	streams, replays, bodies int
+	rate                     *rate.Limiter
 }
 
 // ticket is one admitted stream; its methods are safe on nil (no limits) and idempotent.
@@ -113,11 +117,57 @@ func (t *ticket) Release() {
 	t.l.total--
 	u := t.l.callers[t.caller]
 	u.streams--
-	// A caller with nothing open is forgotten once its replay budget is whole again, so the
-	// map holds only callers that hold something.
-	if u.streams == 0 && (u.rate == nil || u.rate.TokensAt(time.Now()) >= float64(u.rate.Burst())) {
-		delete(t.l.callers, t.caller)
+	t.l.forgetLocked(t.caller, u)
+}
+
+// forgetLocked forgets a caller that holds nothing once its replay budget is whole again, so
+// the map holds only callers that hold something; l.mu is held.
+func (l *limiter) forgetLocked(caller string, u *callerUse) {
+	if u.streams == 0 && u.bodies == 0 && (u.rate == nil || u.rate.TokensAt(time.Now()) >= float64(u.rate.Burst())) {
+		delete(l.callers, caller)
 	}
+}
+
+// admitBody takes one of caller's body reads; release gives it back. ok is false when the
+// caller reads BodiesPerCaller bodies already.
+func (l *limiter) admitBody(caller string) (release func(), ok bool) {
+	if l.BodiesPerCaller <= 0 {
+		return func() {}, true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.callers[caller]
+	if u == nil {
+		u = &callerUse{}
+		l.callers[caller] = u
+	}
+	if u.bodies >= l.BodiesPerCaller {
+		return nil, false
+	}
+	u.bodies++
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		u.bodies--
+		l.forgetLocked(caller, u)
+	}, true
+}
+
+// readBody reads a request body as ReadBody does, within the caller's share of body reads
+// (BodiesPerCaller, else 429) and the body read timeout.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge string) ([]byte, bool) {
+	if s.limits != nil {
+		release, ok := s.limits.admitBody(callerOf(r))
+		if !ok {
+			s.cfg.Metrics.Refused.WithLabelValues(RefusedBodiesPerCaller).Inc()
+			w.Header().Set("Retry-After", "1")
+			problem.WriteWith(w, http.StatusTooManyRequests, "your service account sends "+strconv.Itoa(s.cfg.Limits.BodiesPerCaller)+
+				" request bodies to this relay at once already; retry after the Retry-After seconds", map[string]any{"limit": RefusedBodiesPerCaller, "caller": callerOf(r)})
+			return nil, false
+		}
+		defer release()
+	}
+	return ReadBody(w, r, limit, s.cfg.BodyReadTimeout, tooLarge)
 }
 
 // admitStream admits a subscribe call or answers 429 Too Many Requests with Retry-After.
@@ -131,7 +181,7 @@ func (s *Server) admitStream(w http.ResponseWriter, r *http.Request, req subscri
 	}
 	s.cfg.Metrics.Refused.WithLabelValues(reason).Inc()
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
-	WriteProblem(w, http.StatusTooManyRequests, refusalMessage(reason, s.cfg.Limits), map[string]any{"limit": reason, "caller": callerOf(r)})
+	problem.WriteWith(w, http.StatusTooManyRequests, refusalMessage(reason, s.cfg.Limits), map[string]any{"limit": reason, "caller": callerOf(r)})
 	return nil, false
 }
 

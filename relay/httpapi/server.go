@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/metrics"
+	"github.com/heraldhq/herald/relay/problem"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/stream"
 	"github.com/heraldhq/herald/relay/upstream"
@@ -35,9 +36,12 @@ type Config struct {
 	Metrics      *metrics.Metrics
 	Gatherer     prometheus.Gatherer
 	WriteTimeout time.Duration // bound of one batch write to a subscriber. Defaults to stream.DefaultWriteTimeout.
-	WaitTimeout  time.Duration // bound of WAIT for ?ack=replicated. Defaults to 1s.
-	ReplayBatch  int64         // XRANGE COUNT per replay round trip. Defaults to 500.
-	Logger       *slog.Logger  // defaults to slog.Default()
+	// BodyReadTimeout bounds reading one request body (a publish, an interest change).
+	// Defaults to DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
+	WaitTimeout     time.Duration // bound of WAIT for ?ack=replicated. Defaults to 1s.
+	ReplayBatch     int64         // XRANGE COUNT per replay round trip. Defaults to 500.
+	Logger          *slog.Logger  // defaults to slog.Default()
 	// Authorize checks the caller of publish and subscribe calls; nil lets everyone in (local
 	// tests). It returns 0 to let the call through, or the status to refuse it with (401 no or
 	// bad credentials, 403 not permitted, 503 cannot check now) and a reason for the caller.
@@ -63,6 +67,9 @@ type Server struct {
 func New(cfg Config) *Server {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = stream.DefaultWriteTimeout
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
 	}
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = time.Second
@@ -112,7 +119,7 @@ func Only(method string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", method)
-			WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed here; use "+method)
+			problem.Write(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed here; use "+method)
 			return
 		}
 		h(w, r)
@@ -123,7 +130,7 @@ func Only(method string, h http.HandlerFunc) http.HandlerFunc {
 func (s *Server) channel(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if c := r.PathValue("channel"); c != s.cfg.Map.Channel {
-			WriteError(w, http.StatusNotFound, "channel "+strconv.Quote(c)+" is not served here; this relay serves channel "+
+			problem.Write(w, http.StatusNotFound, "channel "+strconv.Quote(c)+" is not served here; this relay serves channel "+
 				strconv.Quote(s.cfg.Map.Channel)+" in namespace "+strconv.Quote(s.cfg.Map.Namespace))
 			return
 		}
@@ -133,7 +140,7 @@ func (s *Server) channel(h http.HandlerFunc) http.HandlerFunc {
 
 // NotFound answers 404 for a path outside the API, with a JSON body that says where it is.
 func NotFound(w http.ResponseWriter, _ *http.Request) {
-	WriteError(w, http.StatusNotFound, "no such path; the API is under /v1/channels/{channel}/(messages|events|ws|shards)")
+	problem.Write(w, http.StatusNotFound, "no such path; the API is under /v1/channels/{channel}/(messages|events|ws|shards)")
 }
 
 // callerKey holds, in an authorized request's context, who Config.Authorize said is calling.
@@ -160,7 +167,7 @@ func (s *Server) authorized(h http.HandlerFunc) http.HandlerFunc {
 			case http.StatusServiceUnavailable:
 				w.Header().Set("Retry-After", "1")
 			}
-			WriteError(w, code, reason)
+			problem.Write(w, code, reason)
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
@@ -194,9 +201,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // misdirected answers 421 for a key of another shard, naming the right one.
 func (s *Server) misdirected(w http.ResponseWriter, prefix, key string, shard int) {
-	WriteProblem(w, http.StatusMisdirectedRequest, prefix+"key "+strconv.Quote(key)+" belongs to shard "+strconv.Itoa(shard)+
-		" but this relay serves shard "+strconv.Itoa(s.cfg.Shard)+"; send it to that shard's relay (or to the sidecar, which routes by key)",
-		map[string]any{"shard": shard, "endpoint": s.cfg.Map.Shards[shard].Endpoint})
+	detail, ext := s.misdirection(prefix, key, shard)
+	problem.WriteWith(w, http.StatusMisdirectedRequest, detail, ext)
+}
+
+// misdirection is the detail and members of a 421 for a key of another shard.
+func (s *Server) misdirection(prefix, key string, shard int) (string, map[string]any) {
+	return prefix + "key " + strconv.Quote(key) + " belongs to shard " + strconv.Itoa(shard) +
+			" but this relay serves shard " + strconv.Itoa(s.cfg.Shard) + "; send it to that shard's relay (or to the sidecar, which routes by key)",
+		map[string]any{"shard": shard, "endpoint": s.cfg.Map.Shards[shard].Endpoint}
 }
 
 // ServeSpecs serves the API's documents on mux: /v1/openapi.yaml and /v1/asyncapi.yaml.
@@ -208,9 +221,6 @@ func ServeSpecs(mux *http.ServeMux) {
 		}))
 	}
 }
-
-// WriteError answers code with the API's error body: RFC 9457 problem details (WriteProblem).
-func WriteError(w http.ResponseWriter, code int, msg string) { WriteProblem(w, code, msg, nil) }
 
 // WriteJSON answers code with v as JSON (and a newline).
 func WriteJSON(w http.ResponseWriter, code int, v any) {

@@ -8,6 +8,7 @@ import (
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/problem"
 	"github.com/heraldhq/herald/relay/stream"
 )
 
@@ -74,7 +75,7 @@ func (s *Server) reject(w http.ResponseWriter, req subscribeRequest) {
 		s.misdirected(w, "", req.key, shard)
 		return
 	}
-	WriteError(w, req.status, req.msg)
+	problem.Write(w, req.status, req.msg)
 }
 
 // source is a relay subscriber's stream.Source: its replay reads the shard's Redis stream
@@ -235,7 +236,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req subscri
 		o.Admission = t
 	}
 	if err := stream.Serve(w, r, src.sub, src, o); err != nil {
-		WriteError(w, http.StatusUpgradeRequired, err.Error())
+		problem.Write(w, http.StatusUpgradeRequired, err.Error())
 	}
 }
 

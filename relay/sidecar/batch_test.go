@@ -14,7 +14,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay/event"
-	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/publish"
 )
 
 func (s *testSidecar) postBatch(t *testing.T, body string, hdr ...string) (int, []relaytest.BatchEvent, http.Header, string) {
@@ -125,12 +125,11 @@ func TestABatchAnswerAboutItsEventsIsFinal(t *testing.T) {
 			batches.Add(1)
 			body, _ := io.ReadAll(r.Body)
 			raws, _ := event.SplitBatch(body)
-			results := []json.RawMessage{json.RawMessage(`{"id":"1-0","shard":0,"eventId":"0:1-0"}`)}
+			results := []publish.Outcome{{Result: publish.Result{ID: "1-0", Shard: 0, EventID: "0:1-0"}}}
 			for range raws[1:] {
-				results = append(results, httpapi.AppendFailure(nil, http.StatusServiceUnavailable, "Redis did not accept it"))
+				results = append(results, publish.Failed(http.StatusServiceUnavailable, "Redis did not accept it"))
 			}
-			w.Header().Set("Retry-After", "1")
-			httpapi.WriteBatchProblem(w, http.StatusServiceUnavailable, 1, 0, results)
+			publish.WriteBatch(w, results)
 		})
 	}}, 1)
 	sc := startSidecar(t, c, "")

@@ -1,14 +1,12 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"sync"
 
 	"github.com/heraldhq/herald/relay/event"
-	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/publish"
 )
 
 // Coalescing: the single publishes of local apps to one shard (with one ack mode) that arrive
@@ -32,7 +30,7 @@ type coalescer struct {
 type queuedPublish struct {
 	ctx    context.Context               // the app's request: once it ended, the publish is not sent
 	event  []byte                        // the publish as a structured CloudEvent
-	key    httpapi.EventKey              // its Idempotency-Key, if any
+	key    publish.EventKey              // its Idempotency-Key, if any
 	alone  func() (*relayAnswer, string) // sends the app's request by itself (nil answer: no relay took it, and why)
 	done   chan struct{}                 // closed when answer is set
 	ans    *relayAnswer                  // the relay's answer for this event (nil: no relay took it, or failed)
@@ -120,18 +118,20 @@ func (s *Sidecar) sendBatch(ch *channel, shard int, query string, qs []*queuedPu
 			body = append(body, ',')
 		}
 		body = append(body, q.event...)
-		keys = httpapi.AppendEventKey(keys, q.key)
+		keys = publish.AppendEventKey(keys, q.key)
 	}
 	body = append(body, ']')
-	hdr := http.Header{"Content-Type": {event.BatchMediaType}, httpapi.EventKeysHeader: {string(keys)}}
+	hdr := http.Header{"Content-Type": {event.BatchMediaType}, publish.EventKeysHeader: {string(keys)}}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opt.PublishTimeout)
 	defer cancel()
 	s.met.PublishBatches.Inc()
 	ans, _ := s.forward(ctx, ch, shard, query, body, hdr)
-	var got struct {
-		Events []json.RawMessage `json:"events"`
+	var outcomes []publish.Outcome
+	ok := false
+	if ans != nil {
+		outcomes, ok = publish.ParseBatchAnswer(ans.body)
 	}
-	if ans == nil || json.Unmarshal(ans.body, &got) != nil || len(got.Events) != len(qs) {
+	if !ok || len(outcomes) != len(qs) {
 		// No relay took the batch, or one answered it as a whole (an older relay: 415; a map
 		// that moved on: 421): each publish tries alone, with its own retries and answer.
 		var wg sync.WaitGroup
@@ -143,42 +143,17 @@ func (s *Sidecar) sendBatch(ch *channel, shard int, query string, qs []*queuedPu
 		return
 	}
 	for i, q := range qs {
-		var failed struct {
-			Status int    `json:"status"`
-			Detail string `json:"detail"`
-		}
-		_ = json.Unmarshal(got.Events[i], &failed)
-		if failed.Status == 0 {
-			q.ans = &relayAnswer{status: http.StatusAccepted, header: http.Header{"Content-Type": {"application/json"}},
-				body: append(bytes.Clone(got.Events[i]), '\n'), retried: ans.retried}
+		if o := outcomes[i]; !o.Stored() {
+			q.failed, q.detail = o.Status, o.Detail
 			continue
 		}
-		q.failed, q.detail = failed.Status, failed.Detail
+		q.ans = &relayAnswer{status: http.StatusAccepted, header: http.Header{"Content-Type": {"application/json"}},
+			body: append(outcomes[i].Result.AppendJSON(nil), '\n'), retried: ans.retried}
 	}
 }
 
-// coalescable reads a single publish as the event a batch would carry, or reports that it must go
-// alone: anything the relay would refuse, so that the relay's answer stays the app's answer.
-func coalescable(r *http.Request, p event.Publish, parseErr error, size int, key string, maxBytes int64) ([]byte, bool) {
-	if parseErr != nil || r.Header.Get(httpapi.RetryKeyHeader) != "" || r.Header.Get(httpapi.EventKeysHeader) != "" {
-		return nil, false
-	}
-	if !httpapi.IsStructured(r.Header.Get("Content-Type")) && int64(size) > maxBytes {
-		return nil, false // the relay refuses a binary body over the bound before compacting it
-	}
-	if int64(len(p.Data)) > maxBytes || (p.Subject != "" && p.Subject != key) {
-		return nil, false
-	}
-	if ack := r.URL.Query().Get("ack"); ack != "" && ack != "leader" && ack != "replicated" {
-		return nil, false
-	}
-	return event.AppendStructured(make([]byte, 0, size*4/3+256), p, key), true
-}
-
-// ackQuery is the query of a batch: the ack mode of its publishes.
-func ackQuery(waitReplicas int) string {
-	if waitReplicas > 0 {
-		return "ack=replicated"
-	}
-	return ""
+// coalescable reports whether a single publish, read and valid, may go in a batch: not one
+// that carries a sidecar's own headers (a relay's answer to those stays the app's answer).
+func coalescable(r *http.Request) bool {
+	return r.Header.Get(publish.RetryKeyHeader) == "" && r.Header.Get(publish.EventKeysHeader) == ""
 }

@@ -19,7 +19,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/testing/relaytest"
 	"github.com/heraldhq/herald/relay/event"
-	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/problem"
 )
 
 // publishRequests reads how many publish requests a relay answered.
@@ -197,7 +197,7 @@ func TestCoalescedPublishesFallBackToSinglesOnAnOlderRelay(t *testing.T) {
 		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.Header.Get("Content-Type"), event.BatchMediaType) {
 				refused.Add(1)
-				httpapi.WriteError(w, http.StatusUnsupportedMediaType, "unsupported media type: batched CloudEvents are not supported; publish one event per request")
+				problem.Write(w, http.StatusUnsupportedMediaType, "unsupported media type: batched CloudEvents are not supported; publish one event per request")
 				return
 			}
 			h.ServeHTTP(w, r)

@@ -16,6 +16,8 @@ import (
 
 	"github.com/heraldhq/herald/relay/event"
 	"github.com/heraldhq/herald/relay/httpapi"
+	"github.com/heraldhq/herald/relay/problem"
+	"github.com/heraldhq/herald/relay/publish"
 )
 
 // publishAttempts is how many relays a publish is tried on before the app gets 503.
@@ -34,40 +36,41 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	if maxBytes <= 0 {
 		maxBytes = httpapi.DefaultMaxMessageBytes
 	}
-	ct := r.Header.Get("Content-Type")
-	if httpapi.IsBatch(ct) {
-		s.publishBatch(w, r, ch, m, maxBytes)
+	params, err := publish.ReadParams(r)
+	if err != nil {
+		problem.Write(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	limit := maxBytes*2 + 16<<10 // the relay's bound for a structured envelope; it checks the data itself
-	body, ok := httpapi.ReadBody(w, r, limit, "body is over this channel's maxMessageBytes ("+strconv.FormatInt(maxBytes, 10)+")")
+	body, ok := httpapi.ReadPublishBody(w, r, maxBytes, func(w http.ResponseWriter, r *http.Request, limit int64, tooLarge string) ([]byte, bool) {
+		return httpapi.ReadBody(w, r, limit, httpapi.DefaultBodyReadTimeout, tooLarge)
+	})
 	if !ok {
 		return
 	}
-	key := r.URL.Query().Get("key")
-	in, parseErr := event.ParsePublish(r.Header, body)
-	subject, eventID := in.Subject, in.Attrs.StringValue("id")
-	if parseErr != nil { // the relay refuses it, saying why; route it by what can be read
-		subject, eventID = r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Id")
-		if httpapi.IsStructured(ct) {
-			var ce struct {
-				Subject string `json:"subject"`
-				ID      string `json:"id"`
-			}
-			_ = json.Unmarshal(body, &ce)
-			subject, eventID = ce.Subject, ce.ID
+	if publish.IsBatch(r.Header.Get("Content-Type")) {
+		s.publishBatch(w, r, ch, m, params, body, maxBytes)
+		return
+	}
+	req, bad := publish.Read(params, r.Header, body, maxBytes, nil)
+	var key, eventID string
+	if bad == nil {
+		key, eventID = req.Events[0].Key, req.Events[0].ProducerID()
+	} else {
+		// The relay refuses it, saying why (or, newer than this sidecar, takes it): route it
+		// by what can be read.
+		var subject string
+		subject, eventID = readableKey(r, body)
+		if key = params.Key; key == "" {
+			key = subject
 		}
-	}
-	if key == "" {
-		key = subject
-	}
-	if key == "" {
-		httpapi.WriteError(w, http.StatusBadRequest, "a message needs a key: ?key=K (or the CloudEvent subject: Ce-Subject, or subject in a structured CloudEvent)")
-		return
-	}
-	if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
-		return
+		if key == "" {
+			problem.Write(w, http.StatusBadRequest, "a message needs a key: ?key=K (or the CloudEvent subject: Ce-Subject, or subject in a structured CloudEvent)")
+			return
+		}
+		if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
+			problem.Write(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+			return
+		}
 	}
 	hdr := http.Header{}
 	for h, v := range r.Header {
@@ -77,17 +80,17 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	}
 	// Retries must not store the message twice: the app's Idempotency-Key, else the event's own
 	// id (the relay derives a key from it), else one of the sidecar's own.
-	idem, own := r.Header.Get("Idempotency-Key"), false
-	if idem == "" && len(r.Header.Values("Idempotency-Key")) == 0 && eventID == "" {
+	idem, own := params.IdempotencyKey, false
+	if idem == "" && eventID == "" {
 		idem, own = newIdempotencyKey(), true
 	}
-	if idem != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
-		hdr.Set("Idempotency-Key", idem)
+	if idem != "" {
+		hdr.Set(publish.IdempotencyKeyHeader, idem)
 		// The app learns the key its message went with, so it can retry with it.
-		w.Header().Set("Idempotency-Key", idem)
+		w.Header().Set(publish.IdempotencyKeyHeader, idem)
 	}
 	if own {
-		hdr.Set(httpapi.RetryKeyHeader, "1")
+		hdr.Set(publish.RetryKeyHeader, "1")
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.PublishTimeout)
@@ -96,20 +99,18 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	alone := func() (*relayAnswer, string) { return s.forward(ctx, ch, shard, r.URL.RawQuery, body, hdr) }
 	var ans *relayAnswer
 	var lastErr string
-	if ev, ok := coalescable(r, in, parseErr, len(body), key, maxBytes); ok && (own || len(r.Header.Values("Idempotency-Key")) == 0 || httpapi.ValidIdempotencyKey(idem) == nil) {
-		waitReplicas := 0
-		if r.URL.Query().Get("ack") == "replicated" {
-			waitReplicas = 1
-		}
-		q := &queuedPublish{ctx: ctx, event: ev, key: httpapi.EventKey{Key: idem, Retry: own}, alone: alone, done: make(chan struct{})}
-		ch.coalescerFor(shard, waitReplicas).publish(q, func(qs []*queuedPublish) { s.sendBatch(ch, shard, ackQuery(waitReplicas), qs) })
+	if bad == nil && coalescable(r) {
+		ev := &req.Events[0]
+		q := &queuedPublish{ctx: ctx, event: event.AppendStructured(make([]byte, 0, len(body)*4/3+256), ev.Publish, ev.Key),
+			key: publish.EventKey{Key: idem, Retry: own}, alone: alone, done: make(chan struct{})}
+		ch.coalescerFor(shard, req.WaitReplicas).publish(q, func(qs []*queuedPublish) { s.sendBatch(ch, shard, publish.AckQuery(req.WaitReplicas), qs) })
 		select {
 		case <-q.done:
 			if q.failed != 0 { // its event failed in a batch: the answer a single publish gets
 				if q.failed == http.StatusServiceUnavailable {
 					w.Header().Set("Retry-After", "1")
 				}
-				httpapi.WriteError(w, q.failed, q.detail)
+				problem.Write(w, q.failed, q.detail)
 				return
 			}
 			ans, lastErr = q.ans, q.err
@@ -121,14 +122,14 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	}
 	if ans == nil {
 		w.Header().Set("Retry-After", "1")
-		httpapi.WriteError(w, http.StatusServiceUnavailable, "no relay of shard "+strconv.Itoa(shard)+" of channel "+ch.ref.String()+
+		problem.Write(w, http.StatusServiceUnavailable, "no relay of shard "+strconv.Itoa(shard)+" of channel "+ch.ref.String()+
 			" took the message (last: "+lastErr+"); retry with the same Idempotency-Key to stay exactly-once")
 		return
 	}
 	if ans.status == http.StatusAccepted {
 		s.met.Published.Inc()
 		if own && ans.retried {
-			ans.body = withoutDuplicate(ans.body) // the app sent one message: our own retry is not its duplicate
+			ans.body = notDuplicate(ans.body) // the app sent one message: our own retry is not its duplicate
 		}
 	}
 	ans.writeTo(w)
@@ -141,10 +142,8 @@ const maxAnswerBytes = 8 << 20
 // a 503 is final, since resending the whole batch would repeat the events it stored (a Live
 // channel keeps no key to recognise them) and put the failed ones after them.
 func aboutEvents(answer []byte) bool {
-	var got struct {
-		Events []json.RawMessage `json:"events"`
-	}
-	return json.Unmarshal(answer, &got) == nil && len(got.Events) > 0
+	_, ok := publish.ParseBatchAnswer(answer)
+	return ok
 }
 
 // relayAnswer is what a shard relay answered a publish.
@@ -271,19 +270,26 @@ func newIdempotencyKey() string {
 	return "sidecar-" + hex.EncodeToString(b[:])
 }
 
-// withoutDuplicate drops "duplicate" from a 202 body.
-func withoutDuplicate(b []byte) []byte {
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(b, &fields) != nil {
+// notDuplicate drops "duplicate" from a 202 body: the Result a relay answered.
+func notDuplicate(b []byte) []byte {
+	var res publish.Result
+	if json.Unmarshal(b, &res) != nil || !res.Duplicate {
 		return b
 	}
-	if _, ok := fields["duplicate"]; !ok {
-		return b
+	res.Duplicate = false
+	return append(res.AppendJSON(nil), '\n')
+}
+
+// readableKey is the subject and id of a publish the sidecar does not read as valid, as far as
+// they can be read: for routing it, and deduplicating its retries, all the same.
+func readableKey(r *http.Request, body []byte) (subject, id string) {
+	if publish.IsStructured(r.Header.Get("Content-Type")) {
+		var ce struct {
+			Subject string `json:"subject"`
+			ID      string `json:"id"`
+		}
+		_ = json.Unmarshal(body, &ce)
+		return ce.Subject, ce.ID
 	}
-	delete(fields, "duplicate")
-	out, err := json.Marshal(fields)
-	if err != nil {
-		return b
-	}
-	return append(out, '\n')
+	return r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Id")
 }

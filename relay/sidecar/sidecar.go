@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/metrics"
+	"github.com/heraldhq/herald/relay/problem"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/stream"
 )
@@ -268,7 +269,7 @@ func (s *Sidecar) withChannel(h func(http.ResponseWriter, *http.Request, *channe
 			for i, c := range s.list {
 				names[i] = c.ref.String()
 			}
-			httpapi.WriteError(w, http.StatusNotFound, "channel "+fmt.Sprintf("%q", r.PathValue("channel"))+" is not one this pod may use; its channels are "+
+			problem.Write(w, http.StatusNotFound, "channel "+fmt.Sprintf("%q", r.PathValue("channel"))+" is not one this pod may use; its channels are "+
 				strings.Join(names, ", ")+" (the notifications.herald.dev/channels annotation)")
 			return
 		}
@@ -281,7 +282,7 @@ func (s *Sidecar) shardMap(w http.ResponseWriter, ch *channel) *shardmap.Map {
 	m := ch.shardMap()
 	if m == nil {
 		w.Header().Set("Retry-After", "1")
-		httpapi.WriteError(w, http.StatusServiceUnavailable, "the shard map of channel "+ch.ref.String()+" is not known yet (its relay Service "+
+		problem.Write(w, http.StatusServiceUnavailable, "the shard map of channel "+ch.ref.String()+" is not known yet (its relay Service "+
 			ch.serviceURL()+" did not answer: "+ch.lastError()+"); retry")
 	}
 	return m

@@ -13,8 +13,8 @@ import (
 
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
-	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/hub"
+	"github.com/heraldhq/herald/relay/problem"
 	"github.com/heraldhq/herald/relay/stream"
 )
 
@@ -61,13 +61,13 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 	ls := &localSub{ch: ch, key: q.Get("key")}
 	if ls.key != "" || q.Has("key") {
 		if err := event.ValidateField("key", ls.key, event.MaxKeyBytes); err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+			problem.Write(w, http.StatusBadRequest, "query parameter key: "+err.Error())
 			return
 		}
 	}
 	replayOnly, err := stream.ParseLive(q)
 	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, err.Error())
+		problem.Write(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	raw, what := stream.ResumeCursor(r)
@@ -77,7 +77,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		if raw != "" {
 			id, err := cursor.Parse(raw)
 			if err != nil {
-				httpapi.WriteError(w, http.StatusBadRequest, what+": "+err.Error()+" (a keyed subscription resumes from a plain stream ID)")
+				problem.Write(w, http.StatusBadRequest, what+": "+err.Error()+" (a keyed subscription resumes from a plain stream ID)")
 				return
 			}
 			ls.own = cursor.Composite{id}
@@ -89,19 +89,19 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		}
 		if raw != "" {
 			if ls.own, err = cursor.ParseComposite(raw, len(m.Shards)); err != nil {
-				httpapi.WriteError(w, http.StatusBadRequest, what+": "+err.Error()+"; this channel has "+strconv.Itoa(len(m.Shards))+" shards")
+				problem.Write(w, http.StatusBadRequest, what+": "+err.Error()+"; this channel has "+strconv.Itoa(len(m.Shards))+" shards")
 				return
 			}
 		}
 	}
 	if replayOnly && raw == "" {
-		httpapi.WriteError(w, http.StatusBadRequest, stream.ErrReplayNeedsCursor.Error())
+		problem.Write(w, http.StatusBadRequest, stream.ErrReplayNeedsCursor.Error())
 		return
 	}
 	streams, err := ch.open(r.Context())
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
-		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
+		problem.Write(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
 		return
 	}
 	if p == stream.WebSocket && s.opt.Browser.RefuseWebSocket(w, r) { // before anything is held for it
@@ -113,7 +113,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		// every event published from then on.
 		if release, err = ls.follow(r.Context(), streams); err != nil {
 			w.Header().Set("Retry-After", "1")
-			httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
+			problem.Write(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
 			return
 		}
 	}
@@ -139,7 +139,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 	ls.seam = make([]bool, len(ls.shards))
 	o := stream.Options{Protocol: p, WriteTimeout: s.opt.WriteTimeout, ReplayOnly: replayOnly}
 	if err := stream.Serve(w, r, sub, ls, o); err != nil {
-		httpapi.WriteError(w, http.StatusUpgradeRequired, err.Error())
+		problem.Write(w, http.StatusUpgradeRequired, err.Error())
 	}
 }
 

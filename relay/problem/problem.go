@@ -1,4 +1,6 @@
-package httpapi
+// Package problem writes Herald's HTTP API errors as RFC 9457 problem details
+// (application/problem+json), the same for every role: a shard relay, a sidecar.
+package problem
 
 import (
 	"bytes"
@@ -7,9 +9,9 @@ import (
 	"strconv"
 )
 
-// ProblemBase prefixes the type URI of every error Herald answers (RFC 9457). The URIs name the
+// Base prefixes the type URI of every error Herald answers (RFC 9457). The URIs name the
 // kinds of error; docs/relay.md lists them. They are identifiers, not pages to fetch.
-const ProblemBase = "https://herald.dev/problems/"
+const Base = "https://herald.dev/problems/"
 
 // problemTypes: one kind of error per status, as the API uses each status for one thing.
 var problemTypes = map[int]string{
@@ -18,6 +20,7 @@ var problemTypes = map[int]string{
 	http.StatusForbidden:             "forbidden",
 	http.StatusNotFound:              "not-found",
 	http.StatusMethodNotAllowed:      "method-not-allowed",
+	http.StatusRequestTimeout:        "request-timeout",
 	http.StatusConflict:              "idempotency-key-reused",
 	http.StatusRequestEntityTooLarge: "message-too-large",
 	http.StatusUnsupportedMediaType:  "unsupported-media-type",
@@ -28,10 +31,10 @@ var problemTypes = map[int]string{
 	http.StatusServiceUnavailable:    "unavailable",
 }
 
-// ProblemType is the type URI of errors answered with status.
-func ProblemType(status int) string {
+// Type is the type URI of errors answered with status.
+func Type(status int) string {
 	if t, ok := problemTypes[status]; ok {
-		return ProblemBase + t
+		return Base + t
 	}
 	return "about:blank"
 }
@@ -46,11 +49,15 @@ type problem struct {
 	RetryAfter int    `json:"retryAfter,omitempty"`
 }
 
-// WriteProblem answers status with an application/problem+json body: type, title, status,
-// detail, the same detail as "error", retryAfter when a Retry-After header was set, and ext as
+// Write answers status with an application/problem+json body whose detail says what is wrong
+// and what to do (WriteWith without extension members).
+func Write(w http.ResponseWriter, status int, detail string) { WriteWith(w, status, detail, nil) }
+
+// WriteWith answers status with an application/problem+json body: type, title, status, detail,
+// the same detail as "error", retryAfter when a Retry-After header was set, and ext as
 // extension members (e.g. shard and endpoint for 421).
-func WriteProblem(w http.ResponseWriter, status int, detail string, ext map[string]any) {
-	p := problem{Type: ProblemType(status), Title: http.StatusText(status), Status: status, Detail: detail, Error: detail}
+func WriteWith(w http.ResponseWriter, status int, detail string, ext map[string]any) {
+	p := problem{Type: Type(status), Title: http.StatusText(status), Status: status, Detail: detail, Error: detail}
 	if s, err := strconv.Atoi(w.Header().Get("Retry-After")); err == nil {
 		p.RetryAfter = s
 	}
