@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/testing/relaytest"
+	"github.com/heraldhq/herald/relay"
+	"github.com/heraldhq/herald/relay/httpapi"
 )
 
 // nextFrame returns the next frame that is not a heartbeat: an event or a comment.
@@ -149,4 +151,42 @@ func TestInterestStreamChangesItsKeysWhileConnected(t *testing.T) {
 	if ev := nextFrame(t, s); !strings.HasPrefix(ev.Comment, "stream ") {
 		t.Fatalf("after its replay the resumed stream shows %+v, want its announcement", ev)
 	}
+}
+
+// A caller's interest streams follow at most its budget of keys, opened or changed (429 past
+// it, naming the limit), and a caller changes them at most at its rate.
+func TestInterestKeysAndChangesAreBudgeted(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{Modify: func(o *relay.ShardOptions) {
+		o.Limits = httpapi.Limits{InterestKeysPerCaller: 5, InterestChangeRate: 1}
+	}})
+	s := relaytest.OpenSSE(t, r.ChannelURL("/events?interest=keys&key=a1&key=a2&key=a3"), relaytest.SSEOptions{})
+	id, _ := strings.CutPrefix(nextFrame(t, s).Comment, "stream ")
+	streamURL := r.ChannelURL("/streams/" + id)
+
+	refused := func(resp *http.Response, limit string) {
+		t.Helper()
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		if resp.StatusCode != http.StatusTooManyRequests || body["limit"] != limit || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("answered %d %v, want 429 for the limit %s", resp.StatusCode, body, limit)
+		}
+	}
+	resp, err := http.Get(r.ChannelURL("/events?interest=keys&key=b1&key=b2&key=b3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused(resp, "interest_keys_per_caller") // 3 + 3 keys
+
+	if resp, err = http.Post(streamURL, "application/json", strings.NewReader(`{"seq":1,"add":["a4","a5","a6"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	refused(resp, "interest_keys_per_caller") // 3 + 3 keys
+	if code, v := postChange(t, streamURL, `{"seq":2,"add":["a4","a5"],"remove":["a1"]}`, "application/json"); code != http.StatusOK || v["keys"] != 4.0 {
+		t.Fatalf("a change within the budget answered %d %v", code, v)
+	}
+	if resp, err = http.Post(streamURL, "application/json", strings.NewReader(`{"seq":3,"remove":["a2"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	refused(resp, "interest_change_rate") // a burst of 2 per second, both spent
 }

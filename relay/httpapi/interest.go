@@ -43,6 +43,7 @@ const MaxInterestKeys = 100_000
 // interestStream is an announced interest stream, found by the id it announced.
 type interestStream struct {
 	sub    *hub.Subscriber
+	ticket *ticket   // what it holds of the limits (its keys among them); nil without limits
 	caller string    // who opened it: only they may change it
 	floor  cursor.ID // where its replay ended: changes take effect no earlier
 	mu     sync.Mutex
@@ -79,7 +80,7 @@ func (s *Server) announce(ctx context.Context, out stream.Sink, sub *hub.Subscri
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
-	s.interest.Store(id, &interestStream{sub: sub, caller: req.caller, floor: last})
+	s.interest.Store(id, &interestStream{sub: sub, ticket: req.ticket, caller: req.caller, floor: last})
 	sub.OnClose(func() { s.interest.Delete(id) })
 	return out.Write(ctx, []*event.Encoded{{Kind: event.KindNotice, SSE: []byte(": stream " + id + "\n\n")}}) == nil
 }
@@ -103,6 +104,10 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusNotFound, "no interest stream "+strconv.Quote(clip(r.PathValue("stream")))+" is open at this relay (it ended, or another caller opened it); open a new one")
 		return
 	}
+	if s.limits != nil && !s.limits.allowChange(callerOf(r)) {
+		s.refuse(w, r, RefusedInterestChangeRate, 1)
+		return
+	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "" && mt != "application/json" {
 		problem.Write(w, http.StatusUnsupportedMediaType, "a change is application/json, not "+strconv.Quote(clip(r.Header.Get("Content-Type"))))
 		return
@@ -124,8 +129,15 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 	}
 	st.mu.Lock() // one change at a time per stream: the key limit is checked against the result
 	defer st.mu.Unlock()
-	if _, n := st.sub.Follows(); n+len(c.Add) > MaxInterestKeys {
+	_, n := st.sub.Follows()
+	if n+len(c.Add) > MaxInterestKeys {
 		problem.Write(w, http.StatusBadRequest, "an interest stream follows at most "+strconv.Itoa(MaxInterestKeys)+" keys; this one follows "+strconv.Itoa(n))
+		return
+	}
+	// The keys it may come to follow are taken of the budgets first (an added key it follows
+	// already counts as new until the change is in), then set to what it follows.
+	if reason := st.ticket.followKeys(n + len(c.Add)); reason != "" {
+		s.refuse(w, r, reason, 5)
 		return
 	}
 	at, ok := st.sub.Adjust(hub.Change{All: c.All, Add: c.Add, Remove: c.Remove}, st.floor, func(at cursor.ID) *event.Encoded {
@@ -137,6 +149,7 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 	}
 	s.cfg.Metrics.InterestChanges.Inc()
 	all, n := st.sub.Follows()
+	st.ticket.followKeys(n)
 	WriteJSON(w, http.StatusOK, map[string]any{"seq": c.Seq, "at": at.String(), "all": all, "keys": n})
 }
 

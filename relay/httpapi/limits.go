@@ -16,32 +16,40 @@ import (
 // of streams or looping replays cannot exhaust file descriptors, memory or Redis for everyone
 // else. A caller is who Config.Authorize named (a service account); zero fields mean no cap.
 type Limits struct {
-	Subscribers          int     // streams (SSE and WebSocket) of the relay, all callers together
-	SubscribersPerCaller int     // streams of one caller
-	ReplaysPerCaller     int     // streams of one caller still replaying stored events
-	ReplayRate           float64 // replays one caller may start per second (bursts of twice as many)
-	BodiesPerCaller      int     // request bodies (publishes, interest changes) of one caller read at once
+	Subscribers           int     // streams (SSE and WebSocket) of the relay, all callers together
+	SubscribersPerCaller  int     // streams of one caller
+	ReplaysPerCaller      int     // streams of one caller still replaying stored events
+	ReplayRate            float64 // replays one caller may start per second (bursts of twice as many)
+	BodiesPerCaller       int     // request bodies (publishes, interest changes) of one caller read at once
+	InterestKeys          int     // keys the relay's interest streams follow, all callers together
+	InterestKeysPerCaller int     // keys the interest streams of one caller follow together
+	InterestChangeRate    float64 // interest changes one caller may make per second (bursts of twice as many)
 }
 
 // Refusal reasons, as the herald_relay_refused_total label and in 429 bodies.
 const (
-	RefusedSubscribers          = "subscribers"
-	RefusedSubscribersPerCaller = "subscribers_per_caller"
-	RefusedReplaysPerCaller     = "replays_per_caller"
-	RefusedReplayRate           = "replay_rate"
-	RefusedBodiesPerCaller      = "bodies_per_caller"
+	RefusedSubscribers           = "subscribers"
+	RefusedSubscribersPerCaller  = "subscribers_per_caller"
+	RefusedReplaysPerCaller      = "replays_per_caller"
+	RefusedReplayRate            = "replay_rate"
+	RefusedBodiesPerCaller       = "bodies_per_caller"
+	RefusedInterestKeys          = "interest_keys"
+	RefusedInterestKeysPerCaller = "interest_keys_per_caller"
+	RefusedInterestChangeRate    = "interest_change_rate"
 )
 
 type limiter struct {
 	Limits
 	mu      sync.Mutex
-	total   int
+	total   int // streams
+	keys    int // keys of interest streams
 	callers map[string]*callerUse
 }
 
 type callerUse struct {
-	streams, replays, bodies int
-	rate                     *rate.Limiter
+	streams, replays, bodies, keys int
+	rate                           *rate.Limiter // replays started
+	changes                        *rate.Limiter // interest changes
 }
 
 // ticket is one admitted stream; its methods are safe on nil (no limits) and idempotent.
@@ -49,44 +57,108 @@ type ticket struct {
 	l         *limiter
 	caller    string
 	replaying bool
+	keys      int // the keys it holds of the interest budgets
 	done      bool
 }
 
-func newLimiter(l Limits) *limiter { return &limiter{Limits: l, callers: map[string]*callerUse{}} }
-
-// admit takes a stream for caller, and a replay when replay is set; otherwise it says which
-// limit refused it and how many seconds to wait.
-func (l *limiter) admit(caller string, replay bool) (t *ticket, reason string, retryAfter int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// useLocked is caller's use, made (with its rate limiters) when it holds nothing yet; a use
+// that ends up holding nothing is forgotten again (forgetLocked). l.mu is held.
+func (l *limiter) useLocked(caller string) *callerUse {
 	u := l.callers[caller]
 	if u == nil {
 		u = &callerUse{}
 		if l.ReplayRate > 0 {
 			u.rate = rate.NewLimiter(rate.Limit(l.ReplayRate), max(1, int(math.Ceil(2*l.ReplayRate))))
 		}
+		if l.InterestChangeRate > 0 {
+			u.changes = rate.NewLimiter(rate.Limit(l.InterestChangeRate), max(1, int(math.Ceil(2*l.InterestChangeRate))))
+		}
+		l.callers[caller] = u
 	}
+	return u
+}
+
+// keysRefusalLocked says which interest key budget n more keys of caller's would pass, or "".
+func (l *limiter) keysRefusalLocked(u *callerUse, n int) string {
+	switch {
+	case n <= 0:
+		return ""
+	case l.InterestKeys > 0 && l.keys+n > l.InterestKeys:
+		return RefusedInterestKeys
+	case l.InterestKeysPerCaller > 0 && u.keys+n > l.InterestKeysPerCaller:
+		return RefusedInterestKeysPerCaller
+	}
+	return ""
+}
+
+func newLimiter(l Limits) *limiter { return &limiter{Limits: l, callers: map[string]*callerUse{}} }
+
+// admit takes a stream for caller, a replay when replay is set, and keys of the interest
+// budgets; otherwise it says which limit refused it and how many seconds to wait.
+func (l *limiter) admit(caller string, replay bool, keys int) (t *ticket, reason string, retryAfter int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.useLocked(caller)
 	switch {
 	case l.Subscribers > 0 && l.total >= l.Subscribers:
-		return nil, RefusedSubscribers, 5
+		reason, retryAfter = RefusedSubscribers, 5
 	case l.SubscribersPerCaller > 0 && u.streams >= l.SubscribersPerCaller:
-		return nil, RefusedSubscribersPerCaller, 5
+		reason, retryAfter = RefusedSubscribersPerCaller, 5
 	case replay && l.ReplaysPerCaller > 0 && u.replays >= l.ReplaysPerCaller:
-		return nil, RefusedReplaysPerCaller, 1
+		reason, retryAfter = RefusedReplaysPerCaller, 1
+	default:
+		reason, retryAfter = l.keysRefusalLocked(u, keys), 5
 	}
-	if replay && u.rate != nil {
+	if reason == "" && replay && u.rate != nil {
 		if r := u.rate.Reserve(); r.Delay() > 0 {
 			r.Cancel()
-			return nil, RefusedReplayRate, max(1, int(math.Ceil(1/l.ReplayRate)))
+			reason, retryAfter = RefusedReplayRate, max(1, int(math.Ceil(1/l.ReplayRate)))
 		}
 	}
-	l.callers[caller] = u
+	if reason != "" {
+		l.forgetLocked(caller, u)
+		return nil, reason, retryAfter
+	}
 	l.total++
 	u.streams++
 	if replay {
 		u.replays++
 	}
-	return &ticket{l: l, caller: caller, replaying: replay}, "", 0
+	l.keys += keys
+	u.keys += keys
+	return &ticket{l: l, caller: caller, replaying: replay, keys: keys}, "", 0
+}
+
+// followKeys moves the keys t holds of the interest budgets to n; more keys than before are
+// taken only within the budgets (it returns the refusing limit otherwise, and takes nothing).
+func (t *ticket) followKeys(n int) (refused string) {
+	if t == nil {
+		return ""
+	}
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	if t.done {
+		return ""
+	}
+	u := t.l.callers[t.caller]
+	if reason := t.l.keysRefusalLocked(u, n-t.keys); reason != "" {
+		return reason
+	}
+	t.l.keys += n - t.keys
+	u.keys += n - t.keys
+	t.keys = n
+	return ""
+}
+
+// allowChange takes one of caller's interest changes from its rate; false when it changes
+// faster than InterestChangeRate.
+func (l *limiter) allowChange(caller string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.useLocked(caller)
+	ok := u.changes == nil || u.changes.Allow()
+	l.forgetLocked(caller, u)
+	return ok
 }
 
 // ReplayDone gives the replay back once the stream is live (or over).
@@ -115,18 +187,23 @@ func (t *ticket) Release() {
 	}
 	t.done = true
 	t.l.total--
+	t.l.keys -= t.keys
 	u := t.l.callers[t.caller]
 	u.streams--
+	u.keys -= t.keys
 	t.l.forgetLocked(t.caller, u)
 }
 
 // forgetLocked forgets a caller that holds nothing once its replay budget is whole again, so
 // the map holds only callers that hold something; l.mu is held.
 func (l *limiter) forgetLocked(caller string, u *callerUse) {
-	if u.streams == 0 && u.bodies == 0 && (u.rate == nil || u.rate.TokensAt(time.Now()) >= float64(u.rate.Burst())) {
+	if u.streams == 0 && u.bodies == 0 && whole(u.rate) && whole(u.changes) {
 		delete(l.callers, caller)
 	}
 }
+
+// whole reports whether a rate limiter has its whole burst again (nil: no limit).
+func whole(r *rate.Limiter) bool { return r == nil || r.TokensAt(time.Now()) >= float64(r.Burst()) }
 
 // admitBody takes one of caller's body reads; release gives it back. ok is false when the
 // caller reads BodiesPerCaller bodies already.
@@ -136,12 +213,9 @@ func (l *limiter) admitBody(caller string) (release func(), ok bool) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	u := l.callers[caller]
-	if u == nil {
-		u = &callerUse{}
-		l.callers[caller] = u
-	}
+	u := l.useLocked(caller)
 	if u.bodies >= l.BodiesPerCaller {
+		l.forgetLocked(caller, u)
 		return nil, false
 	}
 	u.bodies++
@@ -159,10 +233,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, t
 	if s.limits != nil {
 		release, ok := s.limits.admitBody(callerOf(r))
 		if !ok {
-			s.cfg.Metrics.Refused.WithLabelValues(RefusedBodiesPerCaller).Inc()
-			w.Header().Set("Retry-After", "1")
-			problem.WriteWith(w, http.StatusTooManyRequests, "your service account sends "+strconv.Itoa(s.cfg.Limits.BodiesPerCaller)+
-				" request bodies to this relay at once already; retry after the Retry-After seconds", map[string]any{"limit": RefusedBodiesPerCaller, "caller": callerOf(r)})
+			s.refuse(w, r, RefusedBodiesPerCaller, 1)
 			return nil, false
 		}
 		defer release()
@@ -175,14 +246,23 @@ func (s *Server) admitStream(w http.ResponseWriter, r *http.Request, req subscri
 	if s.limits == nil {
 		return nil, true
 	}
-	t, reason, retry := s.limits.admit(callerOf(r), req.from != nil)
+	keys := 0
+	if req.interest != nil {
+		keys = len(req.interest.Keys)
+	}
+	t, reason, retry := s.limits.admit(callerOf(r), req.from != nil, keys)
 	if t != nil {
 		return t, true
 	}
+	s.refuse(w, r, reason, retry)
+	return nil, false
+}
+
+// refuse answers 429 Too Many Requests for the limit reason, with Retry-After: retry seconds.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, reason string, retry int) {
 	s.cfg.Metrics.Refused.WithLabelValues(reason).Inc()
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
 	problem.WriteWith(w, http.StatusTooManyRequests, refusalMessage(reason, s.cfg.Limits), map[string]any{"limit": reason, "caller": callerOf(r)})
-	return nil, false
 }
 
 func refusalMessage(reason string, l Limits) string {
@@ -193,6 +273,14 @@ func refusalMessage(reason string, l Limits) string {
 		return "your service account holds " + strconv.Itoa(l.SubscribersPerCaller) + " streams at this relay already; close some, or retry after the Retry-After seconds"
 	case RefusedReplaysPerCaller:
 		return "your service account runs " + strconv.Itoa(l.ReplaysPerCaller) + " replays at this relay already; retry after the Retry-After seconds"
+	case RefusedBodiesPerCaller:
+		return "your service account sends " + strconv.Itoa(l.BodiesPerCaller) + " request bodies to this relay at once already; retry after the Retry-After seconds"
+	case RefusedInterestKeys:
+		return "this relay's interest streams follow " + strconv.Itoa(l.InterestKeys) + " keys in all; retry after the Retry-After seconds (another replica may have room)"
+	case RefusedInterestKeysPerCaller:
+		return "your service account's interest streams at this relay would follow more than " + strconv.Itoa(l.InterestKeysPerCaller) + " keys; follow fewer, or every key (?interest=all, one entry)"
+	case RefusedInterestChangeRate:
+		return "your service account changes interest streams faster than " + strconv.FormatFloat(l.InterestChangeRate, 'g', -1, 64) + " times per second at this relay; send changes together, or retry after the Retry-After seconds"
 	default:
 		return "your service account starts replays faster than " + strconv.FormatFloat(l.ReplayRate, 'g', -1, 64) + " per second at this relay; retry after the Retry-After seconds"
 	}

@@ -18,6 +18,7 @@ type subscribeRequest struct {
 	interest   *hub.Interest // ?interest=: an adjustable stream (interest.go); key is unused
 	from       *cursor.ID    // resume after this cursor; nil = live from now
 	replayOnly bool          // ?live=false: end the stream once replay is done
+	ticket     *ticket       // what the stream holds of the limits; nil without limits
 	caller     string        // who asked (Config.Authorize)
 	status     int           // non-zero: reject with this status and msg
 	msg        string
@@ -230,6 +231,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req subscri
 	if !ok {
 		return
 	}
+	req.ticket = t
 	src := &source{s: s, req: req, sub: s.subscribe(req, p)}
 	o := stream.Options{Protocol: p, WriteTimeout: s.cfg.WriteTimeout, ReplayOnly: req.replayOnly}
 	if t != nil {

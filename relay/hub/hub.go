@@ -192,17 +192,19 @@ func (h *Hub) unregister(s *Subscriber) {
 	h.subscribers.Add(-1)
 }
 
-// forEachList calls f with every list s is on: "" for the list of every key.
+// forEachList calls f with every list s is on: "" for the list of every key. An adjustable
+// subscriber stays on the list of each of its keys whether it follows every key or not, so
+// that switching costs O(1).
 func (s *Subscriber) forEachList(f func(key string)) {
-	switch {
-	case s.keys == nil:
+	if s.keys == nil {
 		f(s.key)
-	case s.all:
+		return
+	}
+	if s.all {
 		f("")
-	default:
-		for k := range s.keys {
-			f(k)
-		}
+	}
+	for k := range s.keys {
+		f(k)
 	}
 }
 
@@ -237,7 +239,9 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 		}
 		if e.Key != "" {
 			for _, s := range sh.byKey[e.Key] {
-				n += s.enqueue(e)
+				if !s.all { // one that follows every key has it from the list of every key
+					n += s.enqueue(e)
+				}
 			}
 		} else {
 			if sh.keyed > 0 {
@@ -272,7 +276,7 @@ type Subscriber struct {
 	pos        int            // its index in the list of key (or of every key)
 	registered bool           // false once unregistered, or for a detached subscriber
 	keys       map[string]int // an adjustable subscriber's keys, each with its index in that key's list
-	all        bool           // an adjustable subscriber that follows every key: it is on that list alone
+	all        bool           // an adjustable subscriber that follows every key: on that list too (Broadcast skips it on its keys' lists)
 
 	mu     sync.Mutex
 	queue  []*event.Encoded // pending events, oldest first

@@ -32,9 +32,7 @@ func (h *Hub) SubscribeInterest(in Interest) *Subscriber {
 	for _, k := range in.Keys {
 		if _, dup := s.keys[k]; !dup {
 			s.keys[k] = -1
-			if !s.all {
-				sh.add(s, k)
-			}
+			sh.add(s, k)
 		}
 	}
 	if s.all {
@@ -68,33 +66,28 @@ func (s *Subscriber) Adjust(c Change, floor cursor.ID, notice func(at cursor.ID)
 		return cursor.ID{}, false
 	}
 	if c.All != nil && *c.All != s.all {
-		// Move between the list of every key and the lists of each key.
-		s.forEachList(func(key string) { sh.remove(s, key) })
-		s.all = *c.All
-		if s.all {
+		// O(1) whatever the number of keys: the subscriber stays on its keys' lists, and moves
+		// between the list of every key and the set of adjustable subscribers (gaps and
+		// heartbeats reach it through one of the two).
+		if *c.All {
 			delete(sh.sets, s)
 			sh.add(s, "")
 		} else {
-			for k := range s.keys {
-				sh.add(s, k)
-			}
+			sh.remove(s, "")
 			sh.sets[s] = struct{}{}
 		}
+		s.all = *c.All
 	}
 	for _, k := range c.Remove {
 		if _, ok := s.keys[k]; ok {
-			if !s.all {
-				sh.remove(s, k)
-			}
+			sh.remove(s, k)
 			delete(s.keys, k)
 		}
 	}
 	for _, k := range c.Add {
 		if _, ok := s.keys[k]; !ok {
 			s.keys[k] = -1
-			if !s.all {
-				sh.add(s, k)
-			}
+			sh.add(s, k)
 		}
 	}
 	sh.mu.Unlock()

@@ -202,3 +202,30 @@ func TestNoticesAndRepliesStayWithinTheQueueLimit(t *testing.T) {
 		}
 	})
 }
+
+// Switching a large interest stream between every key and its key set costs the same as a
+// small one's switch: it never relinks the keys (the hub-wide order lock is held meanwhile, so a
+// relink of 100,000 keys stalled every broadcast).
+func TestSwitchingEveryKeyOnAndOffCostsNothingPerKey(t *testing.T) {
+	h := New(1 << 20)
+	keys := make([]string, 100_000)
+	for i := range keys {
+		keys[i] = fmt.Sprint("k", i)
+	}
+	s := h.SubscribeInterest(Interest{Keys: keys})
+	defer s.Close()
+	on, off := true, false
+	quiet := func(cursor.ID) *event.Encoded { return &event.Encoded{Kind: event.KindNotice} }
+	allocs := testing.AllocsPerRun(20, func() {
+		s.Adjust(Change{All: &on}, cursor.ID{}, quiet)
+		s.Adjust(Change{All: &off}, cursor.ID{}, quiet)
+		next(t, s)
+	})
+	if allocs > 10 {
+		t.Fatalf("switching every key on and off for 100,000 keys made %.0f allocations, want a few whatever the keys", allocs)
+	}
+	h.Broadcast(msg(1, "k99999"))
+	if got := describe(next(t, s)); got != "1k99999" {
+		t.Fatalf("after the switches the stream got %q, want the event of its key once", got)
+	}
+}

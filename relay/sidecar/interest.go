@@ -305,6 +305,13 @@ func (st *shardStream) adjust(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
+				var limited *limitedError
+				if errors.As(err, &limited) {
+					// The relay's rate of changes: wait as told; what changes meanwhile goes
+					// in the next change, merged with this one.
+					sleep(ctx, limited.wait)
+					continue
+				}
 				st.ch.s.log.Warn("changing the upstream stream's keys failed; re-opening it", "channel", st.ch.ref.String(), "shard", st.index, "error", err.Error())
 				in.failed(stream, err)
 				break
@@ -330,8 +337,21 @@ func (st *shardStream) post(ctx context.Context, base, stream string, c change) 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		return fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
+		err := fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
+		if resp.StatusCode == http.StatusTooManyRequests {
+			return &limitedError{err: err, wait: retryAfter(resp.Header, 5*time.Second)}
+		}
+		return err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	return nil
 }
+
+// limitedError is a change the relay refused for its limits (429): it is sent again, merged
+// with what changed meanwhile, after wait.
+type limitedError struct {
+	err  error
+	wait time.Duration
+}
+
+func (e *limitedError) Error() string { return e.err.Error() }
