@@ -123,7 +123,7 @@ func (o *managerOptions) bind(fs *cli.FlagSet) {
 	fs.IntVar(&o.Workers, "workers", o.Workers, "channels reconciled at once (each waits mostly on Redis and the API server)")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
 	fs.DurationVar(&o.RedisWatch, "redis-watch-interval", o.RedisWatch, "how often every Redis in use is checked for restarted, new or recovered nodes, which get the channels' ACL users at once")
-	fs.StringVar(&o.AllowedRedis, "allowed-redis-addresses", o.AllowedRedis, "comma-separated path.Match patterns of the host:port a channel's spec.redis may name (and its nodes may announce), e.g. redis-*.data.svc:6379; empty: spec.redis is refused")
+	fs.StringVar(&o.AllowedRedis, "allowed-redis-addresses", o.AllowedRedis, "comma-separated host:port a channel's spec.redis may name (and its nodes may announce): networks (10.0.3.0/24:6379; a name matches when all its addresses are in one) or DNS name patterns (redis-*.data.svc:*, * within one label); empty: spec.redis is refused")
 	fs.StringVar(&o.AllowedImages, "allowed-relay-images", o.AllowedImages, "comma-separated path.Match patterns of the images spec.relay.image may name besides --relay-image, e.g. registry.example/herald:*")
 	fs.StringVar(&o.AllowedPriorityClasses, "allowed-priority-classes", o.AllowedPriorityClasses, "comma-separated priority classes spec.relay.priorityClassName may name; empty: none")
 	fs.IntVar(&o.MaxRedisNodes, "max-redis-nodes", o.MaxRedisNodes, "refuse a Redis whose CLUSTER SHARDS lists more nodes than this")

@@ -868,8 +868,9 @@ func TestLaggingNodesAreShownAndCaughtUp(t *testing.T) {
 func TestPolicyRefusesWhatIsNotAllowed(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
-	// A "Redis" the operator could reach, under a name the policy does not allow (127.0.0.1:*).
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A "Redis" the operator could reach, at an address the policy does not allow (it allows
+	// 127.0.0.1:*; the whole 127.0.0.0/8 is this machine's loopback).
+	l, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -895,7 +896,7 @@ func TestPolicyRefusesWhatIsNotAllowed(t *testing.T) {
 		field string
 	}{
 		"a Redis outside the list": {func(c *heraldv1.NotificationChannel) {
-			c.Spec.Redis = &heraldv1.RedisSpec{Addresses: []string{"localhost:" + port},
+			c.Spec.Redis = &heraldv1.RedisSpec{Addresses: []string{"127.0.0.2:" + port},
 				CredentialsSecretRef: &heraldv1.CredentialsSecretRef{Name: "loot", PasswordKey: "password"}}
 		}, "spec.redis.addresses"},
 		"an image outside the list": {func(c *heraldv1.NotificationChannel) { c.Spec.Relay.Image = "evil.example/miner:latest" }, "spec.relay.image"},

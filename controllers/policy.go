@@ -13,9 +13,9 @@ import (
 // Without a policy a channel may not name its own Redis (the operator would dial it with a
 // Secret of the namespace as password), run another relay image, or take a priority class.
 type Policy struct {
-	// RedisAddresses are path.Match patterns of the host:port a spec.redis may name, e.g.
-	// "redis-*.data.svc:6379" or "10.0.3.*:*". They also bound the nodes that Redis's CLUSTER
-	// SHARDS may send the operator to.
+	// RedisAddresses are the host:port a spec.redis may name, e.g. "redis-*.data.svc:6379"
+	// (a DNS name pattern, * within one label) or "10.0.3.0/24:*" (a network); see addressList.
+	// They also bound the nodes that Redis's CLUSTER SHARDS may send the operator to.
 	RedisAddresses []string
 	// RelayImages are path.Match patterns of the images spec.relay.image may name, e.g.
 	// "registry.example/herald:*" ("*" does not cross "/"). The operator's relay image is always
@@ -44,7 +44,7 @@ func (p Policy) check(ch *heraldv1.NotificationChannel, relayImage string) error
 func (p Policy) checkRedis(ch *heraldv1.NotificationChannel) error {
 	if r := ch.Spec.Redis; r != nil {
 		for _, a := range r.Addresses {
-			if !matchAny(p.RedisAddresses, a) {
+			if !addressList(p.RedisAddresses).allows(a) {
 				return fmt.Errorf("spec.redis.addresses: %s is not among the Redis addresses the operator may dial (--allowed-redis-addresses %v)", a, p.RedisAddresses)
 			}
 		}

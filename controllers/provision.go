@@ -211,7 +211,7 @@ func (r *NotificationChannelReconciler) redisOptions(ctx context.Context, ch *he
 	}
 	allowed := r.Policy.RedisAddresses
 	opts = redisconf.Options{Addrs: spec.Addresses, MaxNodes: r.MaxRedisNodes,
-		AllowNode: func(addr string) bool { return matchAny(allowed, addr) }}
+		AllowNode: addressList(allowed).allows}
 	if ref := spec.CredentialsSecretRef; ref != nil {
 		data, err := r.secretData(ctx, ch.Namespace, ref.Name)
 		if err != nil {
