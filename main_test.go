@@ -34,6 +34,7 @@ func TestManagerRefusesBadSettingsNamingTheFlag(t *testing.T) {
 		"scraper selector":  {args: []string{"--relay-metrics-namespace-selector=a in (b"}, says: "--relay-metrics-namespace-selector"},
 		"pull policy":       {args: []string{"--relay-image-pull-policy=Sometimes"}, says: "--relay-image-pull-policy"},
 		"webhook certs":     {args: []string{"--webhook-cert-mode=manual"}, says: "--webhook-cert-mode"},
+		"limit ceilings":    {args: []string{`--relay-limit-ceilings={"maxSubscriber":1}`}, says: "--relay-limit-ceilings"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

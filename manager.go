@@ -50,6 +50,7 @@ type managerOptions struct {
 	MetricsScrapers  string // label selector of namespaces that may scrape relays
 	PullPolicy       string // imagePullPolicy of relays and sidecars; empty: Kubernetes'
 	PullSecrets      string // comma-separated image pull Secrets of relays and sidecars
+	RelayLimitCeilings string // JSON heraldv1.RelayLimits: the most spec.relay.limits may set
 
 	Workers          int
 	ResyncPeriod     time.Duration
@@ -80,6 +81,9 @@ func defaultManagerOptions() managerOptions {
 		// whose messages need more memory is marked Degraded (docs/capacity.md sizes relays).
 		RelayResources:   `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		RelayClusterRole: "herald-relay",
+		// Ten times the relays' own defaults: room for a busy channel, not for switching the
+		// caps off (the CRD takes up to a million).
+		RelayLimitCeilings: `{"maxReplaysPerCaller":320,"maxSubscribers":100000,"maxSubscribersPerCaller":20000,"replaysPerSecondPerCaller":200}`,
 		// Each channel's pass waits mostly on Redis and the API server, not on CPU.
 		Workers:      4,
 		ResyncPeriod: time.Minute, // Redis forgets ACL users on restart: a lost user is back within a minute
@@ -119,6 +123,7 @@ func (o *managerOptions) bind(fs *cli.FlagSet) {
 	fs.StringVar(&o.RelayResources, "relay-resources", o.RelayResources, "JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
 	fs.StringVar(&o.RelayLogLevel, "relay-log-level", o.RelayLogLevel, "log level of the relays and injected sidecars (debug, info, warn, error) unless spec.relay.logLevel or a pod's notifications.herald.dev/sidecar-log-level sets one; empty: the relay's default, info")
 	fs.StringVar(&o.RelayClusterRole, "relay-cluster-role", o.RelayClusterRole, "ClusterRole (TokenReview create) bound to each channel's relay ServiceAccount so relays can authenticate sidecars; empty: no binding")
+	fs.StringVar(&o.RelayLimitCeilings, "relay-limit-ceilings", o.RelayLimitCeilings, "JSON of the most a channel's spec.relay.limits may set, in its own fields (maxSubscribers, maxSubscribersPerCaller, maxReplaysPerCaller, replaysPerSecondPerCaller); a field left out has no ceiling, a channel over one is NotAllowed")
 	fs.StringVar(&o.MetricsScrapers, "relay-metrics-namespace-selector", o.MetricsScrapers, "label selector (e.g. kubernetes.io/metadata.name=monitoring) of the namespaces each channel's NetworkPolicy lets reach the relays' /metrics; empty: none besides the channel's own and spec.access")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "channels reconciled at once (each waits mostly on Redis and the API server)")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "how often a channel is checked against Redis (re-creating lost ACL users and streams)")
@@ -148,6 +153,7 @@ type managerConfig struct {
 	sidecarResources *corev1.ResourceRequirements // nil: the injector's default
 	scrapers         *metav1.LabelSelector        // nil: none
 	pullSecrets      []corev1.LocalObjectReference
+	limitCeilings    heraldv1.RelayLimits
 }
 
 // validate parses and checks the options, naming the flag of anything wrong.
@@ -155,6 +161,13 @@ func (o managerOptions) validate() (*managerConfig, error) {
 	c := &managerConfig{managerOptions: o}
 	if err := json.Unmarshal([]byte(o.RelayResources), &c.relayResources); err != nil {
 		return nil, fmt.Errorf("--relay-resources: %w", err)
+	}
+	if o.RelayLimitCeilings != "" {
+		dec := json.NewDecoder(strings.NewReader(o.RelayLimitCeilings))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&c.limitCeilings); err != nil {
+			return nil, fmt.Errorf("--relay-limit-ceilings: %w", err)
+		}
 	}
 	if o.SidecarResources != "" {
 		c.sidecarResources = &corev1.ResourceRequirements{}
@@ -264,6 +277,7 @@ func (c *managerConfig) build(cfg *rest.Config) (manager.Manager, error) {
 			RedisAddresses:  splitList(c.AllowedRedis),
 			RelayImages:     splitList(c.AllowedImages),
 			PriorityClasses: splitList(c.AllowedPriorityClasses),
+			RelayLimits:     c.limitCeilings,
 		},
 		MaxRedisNodes:    c.MaxRedisNodes,
 		ReconcileTimeout: c.ReconcileTimeout,

@@ -903,6 +903,9 @@ func TestPolicyRefusesWhatIsNotAllowed(t *testing.T) {
 		"a priority class outside the list": {func(c *heraldv1.NotificationChannel) {
 			c.Spec.Relay.PriorityClassName = "system-cluster-critical"
 		}, "spec.relay.priorityClassName"},
+		"a limit over its ceiling": {func(c *heraldv1.NotificationChannel) {
+			c.Spec.Relay.Limits = &heraldv1.RelayLimits{MaxSubscribersPerCaller: ptr[int32](1_000_000)}
+		}, "spec.relay.limits.maxSubscribersPerCaller"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -23,6 +23,10 @@ type Policy struct {
 	RelayImages []string
 	// PriorityClasses spec.relay.priorityClassName may name.
 	PriorityClasses []string
+	// RelayLimits are the most spec.relay.limits may set, field by field (nil: no ceiling).
+	// The relays' caps guard them and the Redis every channel shares: a channel may lower
+	// them, not lift them past what the platform team allows.
+	RelayLimits heraldv1.RelayLimits
 }
 
 // check returns why the policy refuses ch, naming the field and the flag that would allow it,
@@ -36,6 +40,27 @@ func (p Policy) check(ch *heraldv1.NotificationChannel, relayImage string) error
 	}
 	if pc := ch.Spec.Relay.PriorityClassName; pc != "" && !slices.Contains(p.PriorityClasses, pc) {
 		return fmt.Errorf("spec.relay.priorityClassName: %s is not allowed (--allowed-priority-classes %v)", pc, p.PriorityClasses)
+	}
+	return p.checkLimits(ch.Spec.Relay.Limits)
+}
+
+// checkLimits refuses a spec.relay.limits field over its ceiling.
+func (p Policy) checkLimits(l *heraldv1.RelayLimits) error {
+	if l == nil {
+		return nil
+	}
+	for _, f := range []struct {
+		field      string
+		v, ceiling *int32
+	}{
+		{"maxSubscribers", l.MaxSubscribers, p.RelayLimits.MaxSubscribers},
+		{"maxSubscribersPerCaller", l.MaxSubscribersPerCaller, p.RelayLimits.MaxSubscribersPerCaller},
+		{"maxReplaysPerCaller", l.MaxReplaysPerCaller, p.RelayLimits.MaxReplaysPerCaller},
+		{"replaysPerSecondPerCaller", l.ReplaysPerSecondPerCaller, p.RelayLimits.ReplaysPerSecondPerCaller},
+	} {
+		if f.v != nil && f.ceiling != nil && *f.v > *f.ceiling {
+			return fmt.Errorf("spec.relay.limits.%s: %d is over the platform's ceiling of %d (--relay-limit-ceilings)", f.field, *f.v, *f.ceiling)
+		}
 	}
 	return nil
 }

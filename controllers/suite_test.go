@@ -98,6 +98,7 @@ func runSuite(m *testing.M) int {
 			RedisAddresses:  []string{"127.0.0.1:*"},
 			RelayImages:     []string{"registry.test/herald:*"},
 			PriorityClasses: []string{"realtime"},
+			RelayLimits:     heraldv1.RelayLimits{MaxSubscribersPerCaller: ptr[int32](5000)},
 		},
 		reconciled: reconciles.inc,
 	}).SetupWithManager(mgr); err != nil {

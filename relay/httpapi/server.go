@@ -85,6 +85,9 @@ func New(cfg Config) *Server {
 	if cfg.Limits != (Limits{}) {
 		s.limits = newLimiter(cfg.Limits)
 	}
+	for _, reason := range Refusals { // every series from zero, so rates and alerts work at once
+		cfg.Metrics.Refused.WithLabelValues(reason)
+	}
 	if s.maxBytes <= 0 {
 		s.maxBytes = DefaultMaxMessageBytes
 	}

@@ -78,16 +78,12 @@ func New(reg prometheus.Registerer, labels prometheus.Labels, hub HubStats) *Met
 		}),
 	}
 	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "refused_total", ConstLabels: labels,
-		Help: "Calls answered 429 Too Many Requests, by the limit that refused them (subscribers, subscribers_per_caller, replays_per_caller, replay_rate, bodies_per_caller, interest_keys, interest_keys_per_caller, interest_change_rate)."},
+		Help: "Calls answered 429 Too Many Requests, by the limit that refused them (httpapi.Refusals: subscribers, subscribers_per_caller, replays_per_caller, replay_rate, bodies_per_caller, interest_keys and their per-namespace kin)."},
 		[]string{"limit"})
 	reg.MustRegister(m.Latency, m.Refused, m.Gaps, m.Streams, m.Requests)
 	// Every series from zero, so rates and alerts work before the first gap, refusal or stream.
 	for _, r := range []string{event.GapTrimmed, event.GapRollback, event.GapCursorAhead, event.GapNoReplay} {
 		m.Gaps.WithLabelValues(r)
-	}
-	for _, l := range []string{"subscribers", "subscribers_per_caller", "replays_per_caller", "replay_rate", "bodies_per_caller",
-		"interest_keys", "interest_keys_per_caller", "interest_change_rate"} {
-		m.Refused.WithLabelValues(l)
 	}
 	for _, tr := range []string{"sse", "websocket"} {
 		m.Streams.WithLabelValues(tr)
