@@ -43,13 +43,13 @@ type managerOptions struct {
 
 	Redis controllers.DefaultRedisFlags // the default Redis, and the operator's credentials for it
 
-	RelayImage       string // image of relays (and of sidecars unless SidecarImage)
-	RelayResources   string // JSON corev1.ResourceRequirements of relay containers
-	RelayLogLevel    string // log level of relays and sidecars; empty: theirs
-	RelayClusterRole string // ClusterRole bound to relay ServiceAccounts (TokenReview); empty: none
-	MetricsScrapers  string // label selector of namespaces that may scrape relays
-	PullPolicy       string // imagePullPolicy of relays and sidecars; empty: Kubernetes'
-	PullSecrets      string // comma-separated image pull Secrets of relays and sidecars
+	RelayImage         string // image of relays (and of sidecars unless SidecarImage)
+	RelayResources     string // JSON corev1.ResourceRequirements of relay containers
+	RelayLogLevel      string // log level of relays and sidecars; empty: theirs
+	RelayClusterRole   string // ClusterRole bound to relay ServiceAccounts (TokenReview); empty: none
+	MetricsScrapers    string // label selector of namespaces that may scrape relays
+	PullPolicy         string // imagePullPolicy of relays and sidecars; empty: Kubernetes'
+	PullSecrets        string // comma-separated image pull Secrets of relays and sidecars
 	RelayLimitCeilings string // JSON heraldv1.RelayLimits: the most spec.relay.limits may set
 
 	Workers          int
