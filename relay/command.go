@@ -219,7 +219,7 @@ func (c *config) authorizer(m *shardmap.Map) (func(*http.Request) (string, int, 
 	if err != nil {
 		return nil, err
 	}
-	return (&auth.Checker{Review: reviewer.Review, Allows: m.Allows, Namespace: m.Namespace, Channel: m.Channel}).Authorize, nil
+	return (&auth.Checker{Review: reviewer.ReviewFrom, Allows: m.Allows, Namespace: m.Namespace, Channel: m.Channel}).Authorize, nil
 }
 
 func (c *config) sidecarOptions() (sidecar.Options, error) {

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,10 +12,10 @@ import (
 // Checker decides whether an HTTP call to a shard relay may go through. Its Authorize method
 // has the shape of httpapi.Config.Authorize.
 type Checker struct {
-	Review    func(ctx context.Context, token string) (Identity, error) // who the token belongs to (TokenReviewer.Review)
-	Allows    func(namespace string) bool                               // may pods of this namespace use the channel (shardmap.Map.Allows)
-	Namespace string                                                    // the channel's namespace, named in 403 answers
-	Channel   string                                                    // the channel's name, likewise
+	Review    func(ctx context.Context, peer, token string) (Identity, error) // who the token from peer belongs to (TokenReviewer.ReviewFrom)
+	Allows    func(namespace string) bool                                     // may pods of this namespace use the channel (shardmap.Map.Allows)
+	Namespace string                                                          // the channel's namespace, named in 403 answers
+	Channel   string                                                          // the channel's name, likewise
 }
 
 // Authorize returns the caller ("<namespace>/<service account>") and status 0 for a call from a
@@ -27,7 +28,11 @@ func (c *Checker) Authorize(r *http.Request) (string, int, string) {
 	if !ok {
 		return "", http.StatusUnauthorized, "no bearer token: call through the Herald sidecar, which sends its pod's service account token for this channel (audience herald.dev/<namespace>/<channel>) as Authorization: Bearer <token>"
 	}
-	id, err := c.Review(r.Context(), token)
+	peer, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		peer = r.RemoteAddr
+	}
+	id, err := c.Review(r.Context(), peer, token)
 	switch {
 	case errors.Is(err, ErrInvalidToken):
 		return "", http.StatusUnauthorized, "the bearer token is not valid for this relay (" + err.Error() + "); the sidecar re-reads its projected token, so retry"

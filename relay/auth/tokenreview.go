@@ -56,6 +56,11 @@ type ReviewerOptions struct {
 	MaxInvalid int           // invalid answers remembered at most, apart from the valid ones so a flood cannot evict them. Defaults to 1024.
 	Timeout    time.Duration // bound of one TokenReview call. Defaults to 5s.
 	PerSecond  float64       // TokenReviews sent per second at most (bursts of twice as many); beyond, callers get ErrTooManyReviews. Defaults to 20.
+	// PerPeerPerSecond bounds the TokenReviews the tokens of one peer address cost (bursts of
+	// four times as many), so that one client sending new tokens cannot spend everyone's
+	// share. A sidecar needs one review per token it holds, about one an hour. Defaults to 1.
+	PerPeerPerSecond float64
+	MaxPeers         int // peer addresses whose review budgets are remembered. Defaults to 4096.
 }
 
 // ErrTooManyReviews: the reviewer already sends as many TokenReviews as it may; retry.
@@ -72,14 +77,17 @@ type TokenReviewer struct {
 	mu      sync.Mutex
 	cache   map[[sha256.Size]byte]*review   // valid answers, and reviews in flight
 	invalid map[[sha256.Size]byte]time.Time // tokens the API server refused, until when
+	peers   map[string]*rate.Limiter        // each peer address's review budget
 	calls   uint64                          // TokenReviews sent, for tests and metrics
 }
 
 type review struct {
-	done    chan struct{} // closed when id/err are set
-	id      Identity
-	err     error
-	expires time.Time
+	done       chan struct{} // closed when id/err are set
+	id         Identity
+	err        error
+	expires    time.Time // when the answer is due for a new review; zero while in flight
+	tokenExp   time.Time // the token's own expiry: no answer is used past it
+	refreshing bool      // a review ahead of expires is under way (r.mu)
 }
 
 // NewTokenReviewer returns a reviewer that calls the API server of cfg.
@@ -110,9 +118,16 @@ func newTokenReviewer(reviews authv1client.TokenReviewInterface, opt ReviewerOpt
 	if opt.PerSecond <= 0 {
 		opt.PerSecond = 20
 	}
+	if opt.PerPeerPerSecond <= 0 {
+		opt.PerPeerPerSecond = 1
+	}
+	if opt.MaxPeers <= 0 {
+		opt.MaxPeers = 4096
+	}
 	return &TokenReviewer{reviews: reviews, opt: opt, now: time.Now,
 		limiter: rate.NewLimiter(rate.Limit(opt.PerSecond), int(2*opt.PerSecond)+1),
-		cache:   make(map[[sha256.Size]byte]*review), invalid: make(map[[sha256.Size]byte]time.Time)}
+		cache:   make(map[[sha256.Size]byte]*review), invalid: make(map[[sha256.Size]byte]time.Time),
+		peers: make(map[string]*rate.Limiter)}
 }
 
 // Calls is the number of TokenReviews sent so far (cache misses).
@@ -122,11 +137,20 @@ func (r *TokenReviewer) Calls() uint64 {
 	return r.calls
 }
 
-// Review returns who token belongs to, ErrInvalidToken, ErrTooManyReviews, or the error
-// reaching the API server. A token that is not a JWT for the audience and unexpired is refused
-// before any review; concurrent calls for one token share one TokenReview, which runs on a
-// context of its own (the first caller going away does not fail the others).
+// Review is ReviewFrom for a caller whose address is not known (it shares one budget with
+// every other such caller).
 func (r *TokenReviewer) Review(ctx context.Context, token string) (Identity, error) {
+	return r.ReviewFrom(ctx, "", token)
+}
+
+// ReviewFrom returns who token, sent from the peer address peer, belongs to, ErrInvalidToken,
+// ErrTooManyReviews, or the error reaching the API server. A token that is not a JWT for the
+// audience and unexpired is refused before any review; concurrent calls for one token share
+// one TokenReview, which runs on a context of its own (the first caller going away does not
+// fail the others). Reviews are limited per peer and in all: a valid answer is reviewed again
+// ahead of its expiry while there is budget, and served for one TTL past it while there is
+// none, so a flood of new tokens does not lock out callers whose tokens are known.
+func (r *TokenReviewer) ReviewFrom(ctx context.Context, peer, token string) (Identity, error) {
 	now := r.now()
 	exp, err := precheck(token, r.opt.Audience, now)
 	if err != nil {
@@ -138,48 +162,126 @@ func (r *TokenReviewer) Review(ctx context.Context, token string) (Identity, err
 		r.mu.Unlock()
 		return Identity{}, ErrInvalidToken
 	}
-	if e, ok := r.cache[key]; ok && (e.expires.IsZero() || now.Before(e.expires)) {
+	cached, ok := r.cache[key]
+	switch {
+	case ok && cached.expires.IsZero(): // in flight
 		r.mu.Unlock()
 		select {
-		case <-e.done:
-			return e.id, e.err
+		case <-cached.done:
+			return cached.id, cached.err
 		case <-ctx.Done():
 			return Identity{}, ctx.Err()
 		}
-	}
-	if !r.limiter.AllowN(now, 1) {
+	case ok && now.Before(cached.expires):
+		if !cached.refreshing && now.After(cached.expires.Add(-r.opt.TTL/4)) && cached.expires.Before(cached.tokenExp) && r.allowLocked(peer, now) {
+			cached.refreshing = true // review it again ahead of time, answering from the cache meanwhile
+			r.calls++
+			go r.refresh(key, token, cached)
+		}
 		r.mu.Unlock()
+		return cached.id, nil
+	case !r.allowLocked(peer, now):
+		r.mu.Unlock()
+		if ok && now.Before(cached.expires.Add(r.opt.TTL)) {
+			return cached.id, nil // no budget for a new review: the last answer, for one TTL more
+		}
 		return Identity{}, ErrTooManyReviews
 	}
 	if len(r.cache) >= r.opt.MaxEntries {
 		r.evictLocked(now)
 	}
-	e := &review{done: make(chan struct{})}
+	e := &review{done: make(chan struct{}), tokenExp: exp}
 	r.cache[key] = e
 	r.calls++
 	r.mu.Unlock()
 
 	e.id, e.err = r.call(context.WithoutCancel(ctx), token)
-	until := r.now().Add(r.opt.TTL)
-	if exp.Before(until) {
-		until = exp // no verdict outlives the token
+	r.settle(key, e, e.err)
+	close(e.done)
+	return e.id, e.err
+}
+
+// refresh reviews a valid answer's token again before the answer expires and puts what the
+// API server says in its place.
+func (r *TokenReviewer) refresh(key [sha256.Size]byte, token string, old *review) {
+	id, err := r.call(context.Background(), token)
+	r.mu.Lock()
+	old.refreshing = false
+	r.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrInvalidToken) {
+		return // says nothing about the token: the old answer stands until it expires
+	}
+	e := &review{done: make(chan struct{}), id: id, err: err, tokenExp: old.tokenExp}
+	close(e.done)
+	r.mu.Lock()
+	if r.cache[key] == old {
+		r.cache[key] = e
+	}
+	r.mu.Unlock()
+	r.settle(key, e, err)
+}
+
+// settle records the outcome of a review: a valid answer until TTL from now (never past its
+// token), an invalid one apart; a failed call is forgotten, to ask again next time.
+func (r *TokenReviewer) settle(key [sha256.Size]byte, e *review, err error) {
+	now := r.now()
+	until := now.Add(r.opt.TTL)
+	if e.tokenExp.Before(until) {
+		until = e.tokenExp // no verdict outlives the token
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	switch {
-	case errors.Is(e.err, ErrInvalidToken):
-		delete(r.cache, key)
+	case errors.Is(err, ErrInvalidToken):
+		if r.cache[key] == e {
+			delete(r.cache, key)
+		}
 		if len(r.invalid) >= r.opt.MaxInvalid {
 			r.evictInvalidLocked(now)
 		}
 		r.invalid[key] = until
-	case e.err != nil:
-		delete(r.cache, key) // a failed call says nothing about the token: ask again next time
+	case err != nil:
+		if r.cache[key] == e {
+			delete(r.cache, key) // a failed call says nothing about the token: ask again next time
+		}
 	default:
 		e.expires = until
 	}
-	r.mu.Unlock()
-	close(e.done)
-	return e.id, e.err
+}
+
+// allowLocked takes one review from peer's budget and from the reviewer's; r.mu is held.
+func (r *TokenReviewer) allowLocked(peer string, now time.Time) bool {
+	l := r.peers[peer]
+	if l == nil {
+		if len(r.peers) >= r.opt.MaxPeers {
+			r.evictPeersLocked(now)
+		}
+		l = rate.NewLimiter(rate.Limit(r.opt.PerPeerPerSecond), int(4*r.opt.PerPeerPerSecond)+1)
+		r.peers[peer] = l
+	}
+	if l.TokensAt(now) < 1 {
+		return false
+	}
+	if !r.limiter.AllowN(now, 1) {
+		return false
+	}
+	return l.AllowN(now, 1)
+}
+
+// evictPeersLocked forgets the peers whose budget is whole again, then arbitrary ones down to
+// 3/4 (a forgotten peer starts with a whole budget, which costs at most one burst).
+func (r *TokenReviewer) evictPeersLocked(now time.Time) {
+	for p, l := range r.peers {
+		if l.TokensAt(now) >= float64(l.Burst()) {
+			delete(r.peers, p)
+		}
+	}
+	for p := range r.peers {
+		if len(r.peers) < r.opt.MaxPeers*3/4 {
+			return
+		}
+		delete(r.peers, p)
+	}
 }
 
 // keyOf is a token's cache key: the cache never holds a token itself.

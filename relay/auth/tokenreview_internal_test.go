@@ -128,3 +128,69 @@ func TestAnAnswerLivesNoLongerThanItsToken(t *testing.T) {
 		t.Errorf("the cached answer lives until %s, past the token's expiry", e.expires)
 	}
 }
+
+// One peer sending forged tokens spends its own budget of reviews, not everyone's: a new
+// legitimate caller elsewhere is still reviewed.
+func TestAFloodFromOnePeerLeavesOthersTheirReviews(t *testing.T) {
+	good := jwt([]string{"herald"}, time.Now().Add(time.Hour), -2)
+	f := &fakeReviews{valid: map[string]bool{good: true}}
+	r := newTokenReviewer(f, ReviewerOptions{PerSecond: 20})
+	for i := range 5000 {
+		_, _ = r.ReviewFrom(context.Background(), "10.0.0.66", jwt([]string{"herald"}, time.Now().Add(time.Hour), i))
+	}
+	if n := f.calls.Load(); n > 10 {
+		t.Errorf("one peer's 5,000 forged tokens cost %d TokenReviews, want its own burst", n)
+	}
+	if id, err := r.ReviewFrom(context.Background(), "10.0.0.7", good); err != nil || id.Namespace != "team" {
+		t.Fatalf("a caller at another address after the flood: %+v %v; want it reviewed", id, err)
+	}
+}
+
+// While no review can be had (a flood from many addresses spent the reviewer's budget), a
+// token whose answer is known keeps working for one TTL past it; ahead of its expiry, the
+// answer is reviewed again in the background while the cached one serves.
+func TestAKnownTokenIsServedWhileReviewsAreSpent(t *testing.T) {
+	now := time.Now()
+	good := jwt([]string{"herald"}, now.Add(time.Hour), -3)
+	f := &fakeReviews{valid: map[string]bool{good: true}}
+	r := newTokenReviewer(f, ReviewerOptions{TTL: time.Minute, PerSecond: 5})
+	clock := now
+	r.now = func() time.Time { return clock }
+	if _, err := r.ReviewFrom(context.Background(), "10.0.0.7", good); err != nil {
+		t.Fatal(err)
+	}
+
+	// Ahead of expiry: the cached answer, and one review in the background.
+	clock = now.Add(50 * time.Second)
+	if id, err := r.ReviewFrom(context.Background(), "10.0.0.7", good); err != nil || id.Namespace != "team" {
+		t.Fatalf("near its expiry: %+v %v", id, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.calls.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // the refresh runs on a goroutine of its own
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Fatalf("%d TokenReviews after the answer neared its expiry, want 2 (one ahead of time)", n)
+	}
+
+	// The budget spent by new tokens from many addresses, past the refreshed answer's expiry.
+	clock = now.Add(50*time.Second + 70*time.Second)
+	for i := range 200 {
+		_, _ = r.ReviewFrom(context.Background(), "10.1.0."+strconv.Itoa(i), jwt([]string{"herald"}, now.Add(time.Hour), i))
+	}
+	before := f.calls.Load()
+	if id, err := r.ReviewFrom(context.Background(), "10.0.0.7", good); err != nil || id.Namespace != "team" {
+		t.Fatalf("a known token while reviews are spent: %+v %v; want its last answer", id, err)
+	}
+	if f.calls.Load() != before {
+		t.Fatal("a review was sent past the budget")
+	}
+	// Past one TTL of grace it is refused like any other.
+	clock = clock.Add(2 * time.Minute)
+	for i := range 200 {
+		_, _ = r.ReviewFrom(context.Background(), "10.2.0."+strconv.Itoa(i), jwt([]string{"herald"}, now.Add(time.Hour), 1000+i))
+	}
+	if _, err := r.ReviewFrom(context.Background(), "10.0.0.7", good); !errors.Is(err, ErrTooManyReviews) {
+		t.Fatalf("a known token a TTL past its answer's expiry while reviews are spent: %v, want ErrTooManyReviews", err)
+	}
+}

@@ -75,7 +75,7 @@ func TestShardRelayAdmitsOnlySidecarsOfPermittedNamespaces(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		o.Authorize = (&auth.Checker{Review: reviewer.Review, Allows: o.Map.Allows, Namespace: o.Map.Namespace, Channel: o.Map.Channel}).Authorize
+		o.Authorize = (&auth.Checker{Review: reviewer.ReviewFrom, Allows: o.Map.Allows, Namespace: o.Map.Namespace, Channel: o.Map.Channel}).Authorize
 	}})
 	audience := shardmap.TokenAudience(r.Map.Namespace, r.Map.Channel)
 	own := serviceAccountToken(t, cs, r.Map.Namespace, audience) // relaytest maps live in namespace "test"
