@@ -23,21 +23,24 @@ import (
 // go with the channel through their owner references. Cleanup of Redis is retried for
 // CleanupTimeout; after that the channel says so in its Ready condition and waits for the
 // skip-cleanup annotation, so a Redis that is gone for good never holds a namespace forever.
+// The annotation is the channel owner's to set, so it never spares the user: with it the data
+// is retained, but the user is still disabled wherever Redis answers, and the channel is
+// released without that only once CleanupTimeout has passed (the Redis is gone for good).
 func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *heraldv1.NotificationChannel) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(ch, heraldv1.Finalizer) {
 		return ctrl.Result{}, nil
 	}
 	skip := ch.Annotations[heraldv1.SkipCleanupAnnotation] == "true"
-	if err := r.Policy.checkRedis(ch); err != nil && !skip {
-		// The operator never dials a Redis outside its policy, not even to clean up.
+	outside := false // the operator never dials a Redis outside its policy, not even to clean up
+	if err := r.Policy.checkRedis(ch); err != nil {
 		log.FromContext(ctx).Info("Released without Redis cleanup", "reason", err.Error())
-		skip = true
+		outside = true
 	}
-	if !skip {
+	if !outside {
 		// Delete removes the data and the user; Retain keeps the data but disables the user, so
 		// the password the channel's namespace held opens nothing once the channel is gone.
 		cleanup, what := r.disableUser, "disable the channel's Redis user"
-		if ch.Spec.DeletionPolicy == heraldv1.DeletionDelete {
+		if ch.Spec.DeletionPolicy == heraldv1.DeletionDelete && !skip {
 			cleanup, what = r.cleanupRedis, "delete the channel's Redis data"
 		}
 		work, cancel := context.WithTimeout(ctx, r.reconcileTimeout())
@@ -46,14 +49,17 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 		if err != nil {
 			waited := r.now().Sub(ch.DeletionTimestamp.Time)
 			reconcileErrors.WithLabelValues(heraldv1.ReasonCleanupFailed).Inc()
-			if waited < r.cleanupTimeout() {
+			switch {
+			case waited < r.cleanupTimeout():
 				r.setDeleting(ctx, ch, heraldv1.ReasonDeleting, fmt.Sprintf("Trying to %s: %v; retrying.", what, err))
 				return ctrl.Result{}, err
+			case !skip:
+				r.setDeleting(ctx, ch, heraldv1.ReasonCleanupFailed, fmt.Sprintf(
+					"Could not %s for %s: %v. Fix Redis, or annotate the channel with %s=true to release it without cleanup.",
+					what, waited.Round(time.Second), err, heraldv1.SkipCleanupAnnotation))
+				return ctrl.Result{}, nil // bounded: wait for the annotation (or any edit) instead of retrying forever
 			}
-			r.setDeleting(ctx, ch, heraldv1.ReasonCleanupFailed, fmt.Sprintf(
-				"Could not %s for %s: %v. Fix Redis, or annotate the channel with %s=true to release it without cleanup.",
-				what, waited.Round(time.Second), err, heraldv1.SkipCleanupAnnotation))
-			return ctrl.Result{}, nil // bounded: wait for the annotation (or any edit) instead of retrying forever
+			log.FromContext(ctx).Info("Releasing without Redis cleanup: Redis did not answer for the cleanup timeout", "error", err.Error())
 		}
 	}
 	// The relays' TokenReview binding is cluster-scoped: owner references cannot collect it.
@@ -67,7 +73,7 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 	}
 	r.redisUsers.forget(client.ObjectKeyFromObject(ch))
 	forgetConditions(ch.Namespace, ch.Name)
-	log.FromContext(ctx).Info("Released channel", "deletionPolicy", ch.Spec.DeletionPolicy, "skippedCleanup", skip)
+	log.FromContext(ctx).Info("Released channel", "deletionPolicy", ch.Spec.DeletionPolicy, "skipCleanupAnnotation", skip)
 	return ctrl.Result{}, nil
 }
 

@@ -716,6 +716,37 @@ func TestCleanupGivesUpAndCanBeSkipped(t *testing.T) {
 	})
 }
 
+// The skip-cleanup annotation is the channel owner's to set: it keeps the data, never the
+// user. A channel deleted with it while Redis answers has its user disabled on every node
+// before it is released.
+func TestSkippingCleanupStillDisablesTheUser(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ch := waitFor(t, create(t, channel(ns, func(c *heraldv1.NotificationChannel) {
+		c.Spec.DeletionPolicy = heraldv1.DeletionDelete
+		c.Annotations = map[string]string{heraldv1.SkipCleanupAnnotation: "true"}
+	})), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	masters, all := clusterNodes(t)
+	password := relayPassword(t, ch)
+	if err := k8s.Delete(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(ch), &heraldv1.NotificationChannel{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("channel not released (err=%v)", err)
+		}
+		return nil
+	})
+	for _, n := range all {
+		if canLogIn(n, shardmap.ACLUser(ns, ch.Name), password) {
+			t.Fatalf("a channel deleted with %s left its Redis user enabled on %s", heraldv1.SkipCleanupAnnotation, n.Options().Addr)
+		}
+	}
+	if keys := channelKeys(t, masters, ch); len(keys) == 0 {
+		t.Fatal("the annotation keeps the data, but the streams are gone")
+	}
+}
+
 func TestWorkloadFailuresAreReported(t *testing.T) {
 	ns := newNamespace(t)
 	// Requests above limits pass the CRD but not the Deployment's validation.

@@ -80,8 +80,10 @@ const (
 	// Finalizer holds a channel until its deletionPolicy has been carried out in Redis.
 	Finalizer = "notifications.herald.dev/cleanup"
 
-	// SkipCleanupAnnotation, set to "true" on a channel being deleted, releases the finalizer
-	// without touching Redis. It is the escape hatch when Redis is gone for good.
+	// SkipCleanupAnnotation, set to "true" on a channel being deleted, keeps its Redis data
+	// whatever its deletionPolicy and, once cleanup has failed for the operator's cleanup
+	// timeout, releases the finalizer without it: the escape hatch when Redis is gone for good.
+	// It never spares the channel's Redis user: wherever Redis answers, the user is disabled.
 	SkipCleanupAnnotation = "notifications.herald.dev/skip-cleanup"
 
 	// PausedAnnotation, set to "true" on a channel, stops the operator from changing anything for
