@@ -103,9 +103,9 @@ func Serve(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, src Sour
 		sub.OnClose(o.Admission.Release)
 	}
 	if r.Method == http.MethodGet {
-		c, answered := takeOver(w, r, sub, o)
+		c, done := takeOver(w, r, sub, o)
 		switch {
-		case answered: // the WebSocket handshake failed and was answered
+		case done: // the WebSocket handshake failed and was answered, or the connection failed
 			sub.Close()
 			return nil
 		case c != nil:
@@ -129,13 +129,14 @@ func Serve(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, src Sour
 	return nil
 }
 
-// takeOver hijacks the connection with the transport's framer; nil when it cannot be, and
-// answered when a WebSocket handshake failed (and was answered).
-func takeOver(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, o Options) (c *conn, answered bool) {
+// takeOver hijacks the connection with the transport's framer. done reports that nothing is
+// left to do (a WebSocket handshake failed and was answered, or the connection failed once
+// taken over); a nil stream and false: it cannot be taken over (HTTP/2), nothing was written.
+func takeOver(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, o Options) (c *conn, done bool) {
 	if o.Protocol == WebSocket {
 		return hijackWebSocket(w, r, sub, o.WriteTimeout)
 	}
-	return hijackSSE(w, sub, o.WriteTimeout), false
+	return hijackSSE(w, sub, o.WriteTimeout)
 }
 
 // replay writes what the subscriber missed and reports whether the stream goes live: a

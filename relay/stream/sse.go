@@ -26,29 +26,29 @@ const sseHeader = "HTTP/1.1 200 OK\r\n" +
 	"Connection: close\r\n\r\n"
 
 // hijackSSE takes an SSE stream's connection over from net/http and sends the response
-// header (unless a held stream sent it already); nil when the connection cannot be taken over
-// (HTTP/2), in which case nothing was written, or when writing the header failed (the
-// connection is closed then).
-func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration) *conn {
+// header (unless a held stream sent it already). A nil stream: the connection cannot be taken
+// over (HTTP/2) and nothing was written, or, with done, writing the header failed and the
+// connection is closed.
+func hijackSSE(w http.ResponseWriter, sub *hub.Subscriber, timeout time.Duration) (c *conn, done bool) {
 	held, started := w.(*heldSSE)
 	if started {
 		w = held.ResponseWriter
 	}
 	nc, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	// The request was read whole (a GET has no body), so what net/http's reader may still
 	// buffer is nothing a subscriber needs.
-	c := newConn(nc, sseFramer{}, sub, timeout)
+	c = newConn(nc, sseFramer{}, sub, timeout)
 	if started {
-		return c
+		return c, false
 	}
 	if _, err := c.blockingWrite(streamHeader(w)); err != nil {
 		c.close()
-		return nil
+		return nil, true
 	}
-	return c
+	return c, false
 }
 
 // streamHeader is the response header of a hijacked SSE stream, with the headers a handler
