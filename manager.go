@@ -58,6 +58,7 @@ type managerOptions struct {
 	ReconcileTimeout time.Duration
 	CleanupTimeout   time.Duration
 	MaxRedisNodes    int
+	AdoptRetained    bool // channels take up data a namespace of their name left before it was re-created
 
 	AllowedRedis, AllowedImages, AllowedPriorityClasses string // comma-separated allow-lists
 
@@ -132,6 +133,7 @@ func (o *managerOptions) bind(fs *cli.FlagSet) {
 	fs.StringVar(&o.AllowedImages, "allowed-relay-images", o.AllowedImages, "comma-separated path.Match patterns of the images spec.relay.image may name besides --relay-image, e.g. registry.example/herald:*")
 	fs.StringVar(&o.AllowedPriorityClasses, "allowed-priority-classes", o.AllowedPriorityClasses, "comma-separated priority classes spec.relay.priorityClassName may name; empty: none")
 	fs.IntVar(&o.MaxRedisNodes, "max-redis-nodes", o.MaxRedisNodes, "refuse a Redis whose CLUSTER SHARDS lists more nodes than this")
+	fs.BoolVar(&o.AdoptRetained, "adopt-retained-streams", o.AdoptRetained, "let a channel take up the data a deleted channel of its name retained in Redis even when a namespace of its name that was deleted since wrote it (false: such a channel is RetainedByAnotherNamespace until the data is deleted)")
 	fs.DurationVar(&o.ReconcileTimeout, "reconcile-timeout", o.ReconcileTimeout, "deadline of one pass over a channel (Redis and Kubernetes calls)")
 	fs.DurationVar(&o.CleanupTimeout, "cleanup-timeout", o.CleanupTimeout, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the sidecar injection webhook; 0 turns the webhook off")
@@ -279,10 +281,11 @@ func (c *managerConfig) build(cfg *rest.Config) (manager.Manager, error) {
 			PriorityClasses: splitList(c.AllowedPriorityClasses),
 			RelayLimits:     c.limitCeilings,
 		},
-		MaxRedisNodes:    c.MaxRedisNodes,
-		ReconcileTimeout: c.ReconcileTimeout,
-		CleanupTimeout:   c.CleanupTimeout,
-		Workers:          c.Workers,
+		MaxRedisNodes:        c.MaxRedisNodes,
+		AdoptRetainedStreams: c.AdoptRetained,
+		ReconcileTimeout:     c.ReconcileTimeout,
+		CleanupTimeout:       c.CleanupTimeout,
+		Workers:              c.Workers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the NotificationChannel controller: %w", err)
 	}

@@ -65,6 +65,10 @@ type NotificationChannelReconciler struct {
 	Policy             Policy        // what a channel may ask for beyond the defaults
 	MaxRedisNodes      int           // cap on the nodes a Redis may list; 0: redisconf.DefaultMaxNodes
 	ReconcileTimeout   time.Duration // deadline of one pass over a channel. Defaults to 2m.
+	// AdoptRetainedStreams lets a channel take up the data a deleted channel of its name left
+	// in Redis even when a namespace of its name that was deleted since wrote it; without it
+	// such a channel is RetainedByAnotherNamespace until the data is deleted.
+	AdoptRetainedStreams bool
 
 	redisUsers  redisUsers              // which channels use which Redis, for the watch
 	redisEvents chan event.GenericEvent // channels the watch wants reconciled
@@ -76,6 +80,7 @@ type NotificationChannelReconciler struct {
 // +kubebuilder:rbac:groups=notifications.herald.dev,resources=notificationchannels/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=notifications.herald.dev,resources=notificationchannels/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete

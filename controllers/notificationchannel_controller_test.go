@@ -747,6 +747,56 @@ func TestSkippingCleanupStillDisablesTheUser(t *testing.T) {
 	}
 }
 
+// Data a deleted channel retained belongs to the namespace that wrote it (its UID in the
+// channel's owner record): a channel of the same name in a namespace of the same name created
+// since, perhaps by another team, neither takes it up nor gets a user that could read it,
+// until the platform team deletes it (or lets channels adopt it).
+func TestRetainedDataOfAnotherNamespaceIsNotAdopted(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	masters, all := clusterNodes(t)
+	owner := shardmap.OwnerKey(ns, "orders")
+	written := false
+	for _, m := range masters { // the old namespace's record, wherever its slot lives
+		if m.Set(ctx, owner, "uid-of-a-namespace-deleted-since", 0).Err() == nil {
+			written = true
+			break
+		}
+	}
+	if !written {
+		t.Fatal("no master took the owner record")
+	}
+	key := create(t, channel(ns, func(c *heraldv1.NotificationChannel) { c.GenerateName, c.Name = "", "orders" }))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionFalse, heraldv1.ReasonRetainedByAnotherNamespace)
+	if msg := meta.FindStatusCondition(ch.Status.Conditions, heraldv1.ConditionRedisConfigured).Message; !strings.Contains(msg, "--adopt-retained-streams") {
+		t.Fatalf("the condition should say what to do: %q", msg)
+	}
+	for _, n := range all {
+		if hasUser(ctx, n, shardmap.ACLUser(ns, "orders")) {
+			t.Fatalf("the channel got a Redis user on %s that could read the other namespace's data", n.Options().Addr)
+		}
+	}
+
+	// The platform team deletes the retained data: the channel is provisioned, and owns it.
+	for _, m := range masters {
+		m.Del(ctx, owner)
+	}
+	waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	var nsObj corev1.Namespace
+	if err := k8s.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err != nil {
+		t.Fatal(err)
+	}
+	got := ""
+	for _, m := range masters {
+		if v, err := m.Get(ctx, owner).Result(); err == nil {
+			got = v
+		}
+	}
+	if got != string(nsObj.UID) {
+		t.Fatalf("the owner record holds %q, want the namespace's UID %s", got, nsObj.UID)
+	}
+}
+
 func TestWorkloadFailuresAreReported(t *testing.T) {
 	ns := newNamespace(t)
 	// Requests above limits pass the CRD but not the Deployment's validation.

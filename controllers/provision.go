@@ -51,6 +51,39 @@ func (o *observation) fail(reason string, err error) {
 	o.redisReason, o.redisErr = reason, err
 }
 
+// checkOwner makes sure the channel's data in Redis is its namespace's: the owner record
+// (shardmap.OwnerKey) names the UID of the namespace that wrote it, and is written for a
+// channel that has none. The channel's user may read every key of its name, retained ones
+// included, so data a namespace of this name left before it was deleted and created again (by
+// another team, perhaps) is refused unless the platform team lets channels adopt it. It
+// returns the reason to fail with, or "" and an error to retry.
+func (r *NotificationChannelReconciler) checkOwner(ctx context.Context, conn *redisconf.Conn, topo redisconf.Topology, ch *heraldv1.NotificationChannel) (string, error) {
+	var ns corev1.Namespace
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ch.Namespace}, &ns); err != nil {
+		return "", fmt.Errorf("reading namespace %s: %w", ch.Namespace, err)
+	}
+	key := shardmap.OwnerKey(ch.Namespace, ch.Name)
+	m, ok := topo.Owner(shardmap.Slot(key))
+	if !ok {
+		return heraldv1.ReasonPlacementFailed, fmt.Errorf("slot %d of the channel's owner record has no master", shardmap.Slot(key))
+	}
+	owner, err := conn.Owner(ctx, m.Addr, key)
+	switch {
+	case err != nil:
+		return heraldv1.ReasonRedisCommandFailed, fmt.Errorf("reading %s: %w", key, err)
+	case owner == string(ns.UID):
+		return "", nil
+	case owner != "" && !r.AdoptRetainedStreams:
+		return heraldv1.ReasonRetainedByAnotherNamespace, fmt.Errorf("Redis holds data a channel %s/%s left before namespace %s was deleted "+
+			"and created again (its owner %s is not this namespace's UID %s); delete its keys (%s) or start the operator with --adopt-retained-streams",
+			ch.Namespace, ch.Name, ch.Namespace, owner, ns.UID, shardmap.KeyPattern(ch.Namespace, ch.Name))
+	}
+	if err := conn.SetOwner(ctx, m.Addr, key, string(ns.UID)); err != nil {
+		return heraldv1.ReasonRedisCommandFailed, fmt.Errorf("writing %s: %w", key, err)
+	}
+	return "", nil
+}
+
 // provision places the shards and makes Redis hold what the channel needs: streams and the ACL
 // user on every node. Each step reads first and writes only what is missing.
 func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heraldv1.NotificationChannel) observation {
@@ -77,6 +110,14 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		return o
 	}
 	o.topo = topo
+	if reason, err := r.checkOwner(ctx, conn, topo, ch); err != nil {
+		if reason == "" {
+			o.childErr = err // reading the namespace failed: try again
+		} else {
+			o.fail(reason, err)
+		}
+		return o
+	}
 	if !complete(known) && ch.Spec.Delivery == heraldv1.DeliveryDurable {
 		retained, err := conn.RetainedTags(ctx, nodes, ch.Namespace, ch.Name)
 		if err != nil {

@@ -26,6 +26,11 @@ const (
 	ReasonReconciled = "Reconciled"
 	// ReasonProvisioning: the operator accepted the channel and is still creating what it needs.
 	ReasonProvisioning = "Provisioning"
+	// ReasonRetainedByAnotherNamespace: Redis holds streams a deleted channel of this name
+	// retained, written by a namespace of this name that was deleted since (another UID). The
+	// operator neither takes them up nor gives the channel's user access to them until the
+	// platform team deletes them or lets channels adopt them (--adopt-retained-streams).
+	ReasonRetainedByAnotherNamespace = "RetainedByAnotherNamespace"
 	// ReasonRedisUnreachable: the operator could not connect to or authenticate with Redis.
 	ReasonRedisUnreachable = "RedisUnreachable"
 	// ReasonRedisCommandFailed: Redis answered but refused a command the operator needs (for

@@ -192,6 +192,20 @@ func (c *Conn) EnsureStream(ctx context.Context, master, key string) (bool, erro
 	return true, nil
 }
 
+// Owner reads the channel's owner record (shardmap.OwnerKey) from master; "" when there is none.
+func (c *Conn) Owner(ctx context.Context, master, key string) (string, error) {
+	v, err := c.node(master).Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return v, err
+}
+
+// SetOwner writes the channel's owner record on master.
+func (c *Conn) SetOwner(ctx context.Context, master, key, owner string) error {
+	return c.node(master).Set(ctx, key, owner, 0).Err()
+}
+
 // DeleteKeys removes every key matching pattern from every master (UNLINK one key at a time:
 // the keys of a channel live in different slots). It returns how many keys it removed.
 func (c *Conn) DeleteKeys(ctx context.Context, nodes []Node, pattern string) (int, error) {

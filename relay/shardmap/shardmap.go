@@ -169,6 +169,13 @@ func IdempotencyKey(tag, idempotencyKey string) string {
 	return "herald:{" + tag + "}:idem:" + idempotencyKey
 }
 
+// OwnerKey holds the UID of the namespace whose channel of this name wrote the channel's data:
+// a channel applied again takes up retained streams only when its namespace is the same one
+// (namespaces are not reserved: one deleted and created again may belong to another team).
+func OwnerKey(namespace, channel string) string {
+	return "herald:{" + namespace + "/" + channel + "/owner}"
+}
+
 // KeyPattern is the Redis ACL glob that covers every key and shard channel of a channel (and no
 // other channel's: the pattern ends at the '/' that follows the channel name).
 func KeyPattern(namespace, channel string) string {
