@@ -55,22 +55,28 @@ func (o *observation) fail(reason string, err error) {
 // (shardmap.OwnerKey) names the UID of the namespace that wrote it, and is written for a
 // channel that has none. The channel's user may read every key of its name, retained ones
 // included, so data a namespace of this name left before it was deleted and created again (by
-// another team, perhaps) is refused unless the platform team lets channels adopt it. It
-// returns the reason to fail with, or "" and an error to retry.
-func (r *NotificationChannelReconciler) checkOwner(ctx context.Context, conn *redisconf.Conn, topo redisconf.Topology, ch *heraldv1.NotificationChannel) (string, error) {
-	var ns corev1.Namespace
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ch.Namespace}, &ns); err != nil {
-		return "", fmt.Errorf("reading namespace %s: %w", ch.Namespace, err)
-	}
+// another team, perhaps) is refused unless the platform team lets channels adopt it. A channel
+// that placed its shards itself (placed: they are in its status) wrote what is there; its
+// pass costs one read of the record. It returns the reason to fail with, or "" and an error to
+// retry.
+func (r *NotificationChannelReconciler) checkOwner(ctx context.Context, conn *redisconf.Conn, topo redisconf.Topology, ch *heraldv1.NotificationChannel, placed bool) (string, error) {
 	key := shardmap.OwnerKey(ch.Namespace, ch.Name)
 	m, ok := topo.Owner(shardmap.Slot(key))
 	if !ok {
 		return heraldv1.ReasonPlacementFailed, fmt.Errorf("slot %d of the channel's owner record has no master", shardmap.Slot(key))
 	}
 	owner, err := conn.Owner(ctx, m.Addr, key)
-	switch {
-	case err != nil:
+	if err != nil {
 		return heraldv1.ReasonRedisCommandFailed, fmt.Errorf("reading %s: %w", key, err)
+	}
+	if placed && owner != "" {
+		return "", nil
+	}
+	var ns corev1.Namespace
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ch.Namespace}, &ns); err != nil {
+		return "", fmt.Errorf("reading namespace %s: %w", ch.Namespace, err)
+	}
+	switch {
 	case owner == string(ns.UID):
 		return "", nil
 	case owner != "" && !r.AdoptRetainedStreams:
@@ -110,7 +116,7 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		return o
 	}
 	o.topo = topo
-	if reason, err := r.checkOwner(ctx, conn, topo, ch); err != nil {
+	if reason, err := r.checkOwner(ctx, conn, topo, ch, complete(known)); err != nil {
 		if reason == "" {
 			o.childErr = err // reading the namespace failed: try again
 		} else {
