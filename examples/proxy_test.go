@@ -53,11 +53,9 @@ func TestTheProxyRecipeRefusesCrossSitePublishes(t *testing.T) {
 		"/v1/channels/orders/", "/v1/channels/"+r.Map.Channel+"/").Replace(recipe(t))
 	port := freePort(t)
 	dir := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;\n" // the workers read the temporary paths below
-	}
-	full := user + "daemon off;\npid " + dir + "/nginx.pid;\nerror_log " + dir + "/error.log;\nevents {}\nhttp {\n" +
+	// One process (no master and workers), so that ending it ends nginx: killed, a master
+	// leaves its workers running.
+	full := "daemon off;\nmaster_process off;\npid " + dir + "/nginx.pid;\nerror_log " + dir + "/error.log;\nevents {}\nhttp {\n" +
 		"access_log off;\n" +
 		"client_body_temp_path " + dir + "/body; proxy_temp_path " + dir + "/proxy; fastcgi_temp_path " + dir + "/fastcgi;\n" +
 		"uwsgi_temp_path " + dir + "/uwsgi; scgi_temp_path " + dir + "/scgi;\n" +
