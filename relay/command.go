@@ -59,6 +59,7 @@ type config struct {
 	writeTimeout, waitTimeout, shutdownTimeout, writeInterval time.Duration
 	bodyReadTimeout                                           time.Duration
 	auth, audience, kubeconfig                                string // shard role: caller authentication
+	reviewsPerPeer                                            float64
 	corsOrigins, wsOrigins                                    string // web pages of other origins
 	channels, namespace, tokenFile, tokenDir, endpointsFile   string // sidecar role
 	metricsListen                                             string // sidecar role
@@ -115,6 +116,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.auth, "auth", AuthTokenReview, "shard role: caller authentication: tokenreview (bearer token checked with a TokenReview, its service account's namespace with the channel's access list) or none (anyone may call: local tests only)")
 	fs.StringVar(&c.audience, "token-audience", "", "shard role: the audience callers' tokens must carry (default: the channel's own, herald.dev/<namespace>/<channel>)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "shard role: kubeconfig for TokenReviews; empty means the in-cluster service account")
+	fs.Float64Var(&c.reviewsPerPeer, "token-reviews-per-peer", auth.DefaultReviewsPerPeer, "shard role: TokenReviews the new tokens of one peer address may cost per second, in bursts of four times as many; behind a proxy that hides callers' addresses (a service mesh's local proxy) raise it to the relay's whole budget, 20")
 	fs.StringVar(&c.channels, "channels", "", "sidecar role: comma-separated channels the app may use, name (in --namespace) or namespace/name; required")
 	fs.StringVar(&c.namespace, "namespace", "", "sidecar role: the pod's namespace (the injector sets "+cli.EnvName("namespace")+" from the downward API)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "sidecar role: also serve /metrics on this address (e.g. :7071), which Prometheus can reach; the API stays on --listen (loopback)")
@@ -215,7 +217,7 @@ func (c *config) authorizer(m *shardmap.Map) (func(*http.Request) (string, int, 
 	if audience == "" {
 		audience = shardmap.TokenAudience(m.Namespace, m.Channel)
 	}
-	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: audience})
+	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: audience, PerPeerPerSecond: c.reviewsPerPeer})
 	if err != nil {
 		return nil, err
 	}

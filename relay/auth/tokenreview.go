@@ -58,10 +58,16 @@ type ReviewerOptions struct {
 	PerSecond  float64       // TokenReviews sent per second at most (bursts of twice as many); beyond, callers get ErrTooManyReviews. Defaults to 20.
 	// PerPeerPerSecond bounds the TokenReviews the tokens of one peer address cost (bursts of
 	// four times as many), so that one client sending new tokens cannot spend everyone's
-	// share. A sidecar needs one review per token it holds, about one an hour. Defaults to 1.
+	// share. A sidecar needs one review per token it holds, about one an hour. Defaults to
+	// DefaultReviewsPerPeer.
 	PerPeerPerSecond float64
 	MaxPeers         int // peer addresses whose review budgets are remembered. Defaults to 4096.
 }
+
+// DefaultReviewsPerPeer is the TokenReviews per second the new tokens of one peer address may
+// cost: a pod's sidecar holds one token per channel, renewed about hourly, so one a second (in
+// bursts of five) serves a restart, while a flood from one address spends its own budget only.
+const DefaultReviewsPerPeer = 1.0
 
 // ErrTooManyReviews: the reviewer already sends as many TokenReviews as it may; retry.
 var ErrTooManyReviews = errors.New("too many new tokens to review right now")
@@ -119,7 +125,7 @@ func newTokenReviewer(reviews authv1client.TokenReviewInterface, opt ReviewerOpt
 		opt.PerSecond = 20
 	}
 	if opt.PerPeerPerSecond <= 0 {
-		opt.PerPeerPerSecond = 1
+		opt.PerPeerPerSecond = DefaultReviewsPerPeer
 	}
 	if opt.MaxPeers <= 0 {
 		opt.MaxPeers = 4096

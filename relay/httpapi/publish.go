@@ -43,7 +43,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	ev := &req.Events[0]
 	res, err := s.cfg.Publisher.Publish(r.Context(), s.upstreamRequest(r, req, ev))
 	if errors.Is(err, upstream.ErrIdempotencyConflict) {
-		problem.Write(w, http.StatusConflict, conflictDetail(ev, res))
+		problem.Write(w, http.StatusConflict, conflictDetail(ev, res, false))
 		return
 	}
 	if err != nil {
@@ -85,7 +85,7 @@ func (s *Server) storeBatch(w http.ResponseWriter, r *http.Request, req *publish
 		case err == nil:
 			outcomes[i].Result = s.accepted(res, ev, req.WaitReplicas, len(ev.Data))
 		case errors.Is(err, upstream.ErrIdempotencyConflict):
-			outcomes[i] = publish.Failed(http.StatusConflict, conflictDetail(ev, res))
+			outcomes[i] = publish.Failed(http.StatusConflict, conflictDetail(ev, res, true))
 		default:
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				return // the publisher went away; it retries the batch with the same ids
@@ -110,15 +110,16 @@ func (s *Server) upstreamRequest(r *http.Request, req *publish.Request, ev *publ
 	}
 }
 
-// conflictDetail says what of ev named another message (stored as res), and what to do.
-func conflictDetail(ev *publish.Event, res upstream.PublishResult) string {
+// conflictDetail says what of ev (an event of a batch, or a single publish) named another
+// message (stored as res), and what to do.
+func conflictDetail(ev *publish.Event, res upstream.PublishResult, batch bool) string {
 	stored := " was used for another message (stored as " + res.ID.String() + ")"
 	switch {
-	case ev.FromID && ev.Raw == nil:
+	case ev.FromID && !batch:
 		return "CloudEvent id " + strconv.Quote(clip(ev.ProducerID())) + stored + "; an event sent again must be the same event, a new event needs a new id"
 	case ev.FromID:
 		return "CloudEvent id " + strconv.Quote(clip(ev.ProducerID())) + stored + "; an event sent again must be the same event"
-	case ev.Raw != nil:
+	case batch:
 		return "its Idempotency-Key" + stored + "; an event sent again must be the same event"
 	}
 	return "Idempotency-Key " + strconv.Quote(ev.Idempotency) + stored + "; a retry must send the same key, type, content type, attributes and data, a new message needs a new key"
