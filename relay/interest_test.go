@@ -190,3 +190,66 @@ func TestInterestKeysAndChangesAreBudgeted(t *testing.T) {
 	}
 	refused(resp, "interest_change_rate") // a burst of 2 per second, both spent
 }
+
+// A plain stream may follow several keys and key prefixes (key= repeated, a prefix ends with
+// "/"): live and in replay it gets exactly the events of those keys, and a prefix is followed
+// on every shard, since the keys under it hash anywhere.
+func TestAStreamFollowsSeveralKeysAndPrefixes(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{Shards: 2})
+	a, b := keyOf(r, "a", 0), keyOf(r, "b", 0)
+	underTeam := keyOf(r, "team/", 0)
+	elsewhere := keyOf(r, "x", 1)
+	nearMiss := keyOf(r, "teams", 0) // shares the letters, not the prefix
+
+	s := relaytest.OpenSSE(t, r.ChannelURL("/events?key="+a+"&key=team/"), relaytest.SSEOptions{})
+	first := r.MustPublish(t, b, `{"n":1}`)
+	r.MustPublish(t, underTeam, `{"n":2}`)
+	r.MustPublish(t, nearMiss, `{"n":3}`)
+	r.MustPublish(t, a, `{"n":4}`)
+	var live []string
+	for range 2 {
+		ev := nextFrame(t, s)
+		if ev.Event != "message" {
+			t.Fatalf("a stream of fixed keys sent %+v, want messages only (it is not announced)", ev)
+		}
+		live = append(live, ev.CloudEvent(t).Subject+" "+ev.ID)
+	}
+	if !strings.HasPrefix(live[0], underTeam+" ") || !strings.HasPrefix(live[1], a+" ") {
+		t.Fatalf("live: got %q, want the events of %s then %s", live, underTeam, a)
+	}
+
+	replay := relaytest.OpenSSE(t, r.ChannelURL("/events?live=false&key=team/&key="+a), relaytest.SSEOptions{LastEventID: first})
+	var replayed []string
+	for {
+		ev, err := replay.Next(10 * time.Second)
+		if err != nil {
+			break // the replay-only stream ended
+		}
+		if ev.Event == "message" {
+			replayed = append(replayed, ev.CloudEvent(t).Subject+" "+ev.ID)
+		}
+	}
+	if strings.Join(replayed, ",") != strings.Join(live, ",") {
+		t.Fatalf("replay after %s sent %q, want what the live stream sent: %q", first, replayed, live)
+	}
+
+	for _, tc := range []struct {
+		query string
+		code  int
+		says  string
+	}{
+		{"?key=" + a + "&key=" + elsewhere, http.StatusMisdirectedRequest, "shard 1"},
+		{"?key=" + a + strings.Repeat("&key=k", httpapi.MaxStreamKeys), http.StatusBadRequest, "at most 1000 keys"},
+		{"?key=" + a + "&key=", http.StatusBadRequest, "empty"},
+	} {
+		resp, err := http.Get(r.ChannelURL("/events" + tc.query))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.says) {
+			t.Errorf("GET %.80s: %d %s, want %d saying %q", tc.query, resp.StatusCode, body, tc.code, tc.says)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -476,5 +477,43 @@ func BenchmarkParseBatch(b *testing.B) {
 		if _, err := ParseBatch(h, body); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestKeySetFollowsKeysAndPrefixes(t *testing.T) {
+	s := NewKeySet([]string{"user-42", "team-7/", "a/b/"})
+	tests := map[string]bool{
+		"user-42":        true,
+		"user-4":         false,
+		"user-42/x":      false, // a key is not a prefix
+		"team-7/":        true,
+		"team-7/alerts":  true,
+		"team-7/a/b":     true,
+		"team-7":         false,
+		"team-77/x":      false,
+		"a/b/c":          true,
+		"a/c":            false,
+		"a/":             false,
+		"/":              false,
+		"":               false,
+		"x/team-7/alert": false, // prefixes anchor at the start
+	}
+	for key, want := range tests {
+		if got := s.Has(key); got != want {
+			t.Errorf("Has(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
+
+func TestEachPrefixStopsAndSkipsTheKeyItself(t *testing.T) {
+	var got []string
+	EachPrefix("a/b/c/", func(p string) bool { got = append(got, p); return true })
+	if want := []string{"a/", "a/b/"}; !slices.Equal(got, want) {
+		t.Fatalf("prefixes of a/b/c/ = %q, want %q", got, want)
+	}
+	got = nil
+	EachPrefix("a/b/c", func(p string) bool { got = append(got, p); return false })
+	if want := []string{"a/"}; !slices.Equal(got, want) {
+		t.Fatalf("stopped after the first: %q, want %q", got, want)
 	}
 }

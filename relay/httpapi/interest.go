@@ -40,6 +40,10 @@ const InterestHeader = "Herald-Interest"
 // MaxInterestKeys bounds the keys one interest stream follows.
 const MaxInterestKeys = 100_000
 
+// MaxStreamKeys bounds the keys (key= repeated) a plain stream follows: a request's head carries
+// them all. An interest stream follows more.
+const MaxStreamKeys = 1_000
+
 // interestStream is an announced interest stream, found by the id it announced.
 type interestStream struct {
 	sub    *hub.Subscriber
@@ -74,7 +78,7 @@ func (s *Server) parseInterest(q url.Values) (*hub.Interest, subscribeRequest) {
 // announce tells an interest stream's client, once it is live, the id its changes are posted
 // to; other streams go on as they are. It returns false when the stream failed.
 func (s *Server) announce(ctx context.Context, out stream.Sink, sub *hub.Subscriber, req subscribeRequest, last cursor.ID) bool {
-	if req.interest == nil {
+	if req.interest == nil || req.fixed {
 		return true
 	}
 	var b [16]byte

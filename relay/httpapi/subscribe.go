@@ -14,8 +14,9 @@ import (
 
 // subscribeRequest is what a subscribe call asked for.
 type subscribeRequest struct {
-	key        string        // "" = every key of the shard
-	interest   *hub.Interest // ?interest=: an adjustable stream (interest.go); key is unused
+	key        string        // "" = every key of the shard (or of interest)
+	interest   *hub.Interest // ?interest=: an adjustable stream (interest.go); several key=, or a prefix: a fixed one
+	fixed      bool          // interest is the stream's keys for good: it is not announced, and cannot change
 	from       *cursor.ID    // resume after this cursor; nil = live from now
 	replayOnly bool          // ?live=false: end the stream once replay is done
 	ticket     *ticket       // what the stream holds of the limits; nil without limits
@@ -33,9 +34,19 @@ func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
 			return bad
 		}
 		req.interest = in
-	} else if req.key = q.Get("key"); req.key != "" || q.Has("key") {
-		if bad := s.checkKey("query parameter key", req.key); bad.status != 0 {
-			return bad
+	} else if keys := q["key"]; len(keys) > 0 {
+		if len(keys) > MaxStreamKeys {
+			return subscribeRequest{status: http.StatusBadRequest, msg: "a stream follows at most " + strconv.Itoa(MaxStreamKeys) + " keys (key= repeated); follow more with an interest stream (?interest=keys)"}
+		}
+		for _, k := range keys {
+			if bad := s.checkKey("query parameter key", k); bad.status != 0 {
+				return bad
+			}
+		}
+		if len(keys) == 1 && !event.IsPrefix(keys[0]) {
+			req.key = keys[0]
+		} else {
+			req.interest, req.fixed = &hub.Interest{Keys: keys}, true
 		}
 	}
 	raw, what := stream.ResumeCursor(r)
@@ -53,16 +64,20 @@ func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
 	if req.replayOnly && req.from == nil {
 		return subscribeRequest{status: http.StatusBadRequest, msg: stream.ErrReplayNeedsCursor.Error()}
 	}
-	if req.replayOnly && req.interest != nil {
+	if req.replayOnly && req.interest != nil && !req.fixed {
 		return subscribeRequest{status: http.StatusBadRequest, msg: "an interest stream is live: it cannot be replay-only (live=false)"}
 	}
 	return req
 }
 
-// checkKey refuses a key that is invalid (400) or belongs to another shard (421).
+// checkKey refuses a key that is invalid (400) or belongs to another shard (421). A prefix
+// (event.IsPrefix) belongs to every shard: its keys hash anywhere.
 func (s *Server) checkKey(what, key string) subscribeRequest {
 	if err := event.ValidateField("key", key, event.MaxKeyBytes); err != nil {
 		return subscribeRequest{status: http.StatusBadRequest, msg: what + ": " + err.Error()}
+	}
+	if event.IsPrefix(key) {
+		return subscribeRequest{}
 	}
 	if shard := s.cfg.Map.ShardFor(key); shard != s.cfg.Shard {
 		return subscribeRequest{status: http.StatusMisdirectedRequest, key: key, msg: strconv.Itoa(shard)}
@@ -139,16 +154,12 @@ func (s *Server) resume(ctx context.Context, out stream.Sink, req subscribeReque
 	return last, seam, true
 }
 
-// matcher says which keys the request's replay sends: its key, its interest at the start, or
-// every key.
+// matcher says which keys the request's replay sends: its key, its interest at the start (keys
+// and prefixes), or every key.
 func (req subscribeRequest) matcher() func(key string) bool {
 	switch {
 	case req.interest != nil && !req.interest.All:
-		set := make(map[string]bool, len(req.interest.Keys))
-		for _, k := range req.interest.Keys {
-			set[k] = true
-		}
-		return func(key string) bool { return set[key] }
+		return event.NewKeySet(req.interest.Keys).Has
 	case req.interest == nil && req.key != "":
 		return func(key string) bool { return key == req.key }
 	}
@@ -193,7 +204,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, req)
 		return
 	}
-	if req.interest != nil {
+	if req.interest != nil && !req.fixed {
 		mark := "keys"
 		if req.interest.All {
 			mark = "all"
@@ -209,7 +220,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := s.parseSubscribe(r)
-	if req.status == 0 && req.interest != nil {
+	if req.status == 0 && req.interest != nil && !req.fixed {
 		req = subscribeRequest{status: http.StatusBadRequest, msg: "query parameter interest: interest streams are SSE only (GET .../events)"}
 	}
 	if req.status != 0 {
@@ -247,9 +258,10 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req subscri
 func (s *Server) subscribe(req subscribeRequest, p stream.Protocol) *hub.Subscriber {
 	sub := hub.Detached()
 	switch {
+	case req.replayOnly:
 	case req.interest != nil:
 		sub = s.cfg.Hub.SubscribeInterest(*req.interest)
-	case !req.replayOnly:
+	default:
 		sub = s.cfg.Hub.Subscribe(req.key)
 	}
 	transport := "sse"

@@ -45,6 +45,7 @@ type Hub struct {
 	// between two events: last is the cursor of the newest event broadcast.
 	order sync.Mutex
 	last  cursor.ID
+	round uint64 // counts broadcasts: a subscriber on several matching lists takes an event once
 }
 
 type registryShard struct {
@@ -58,6 +59,9 @@ type registryShard struct {
 	// every key looks through byKey for them only when there are some, since an adjustable
 	// subscriber may sit on 100,000 lists.
 	keyed int
+	// prefixes counts the lists of prefixes (event.IsPrefix) on byKey: an event looks up the
+	// prefixes of its key only when there are some.
+	prefixes int
 }
 
 // New returns a hub whose subscribers may each queue up to queueBytes of encoded events.
@@ -126,6 +130,9 @@ func (sh *registryShard) add(s *Subscriber, key string) {
 		sh.keyed++
 	}
 	list := sh.byKey[key]
+	if len(list) == 0 && event.IsPrefix(key) {
+		sh.prefixes++
+	}
 	s.setPos(key, len(list))
 	sh.byKey[key] = append(list, s)
 }
@@ -158,6 +165,9 @@ func (sh *registryShard) remove(s *Subscriber, key string) {
 	list := removeAt(sh.byKey[key], s.posOf(key), key)
 	if len(list) == 0 {
 		delete(sh.byKey, key)
+		if event.IsPrefix(key) {
+			sh.prefixes--
+		}
 	} else {
 		sh.byKey[key] = list
 	}
@@ -220,7 +230,8 @@ func removeAt(list []*Subscriber, i int, key string) []*Subscriber {
 }
 
 // Broadcast enqueues e to every subscriber it matches: all subscribers for an event without a
-// key (gaps, heartbeats), otherwise the unfiltered ones and those of e.Key. It never blocks on a
+// key (gaps, heartbeats), otherwise the unfiltered ones, those of e.Key and those of a prefix
+// of e.Key (each once, whatever the number of its entries that match). It never blocks on a
 // subscriber and allocates nothing per subscriber.
 func (h *Hub) Broadcast(e *event.Encoded) {
 	h.order.Lock()
@@ -228,6 +239,7 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 	if e.Kind != event.KindHeartbeat {
 		h.last = e.ID
 	}
+	h.round++
 	h.writers.hold()
 	defer h.writers.release()
 	var n uint64
@@ -238,10 +250,12 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 			n += s.enqueue(e)
 		}
 		if e.Key != "" {
-			for _, s := range sh.byKey[e.Key] {
-				if !s.all { // one that follows every key has it from the list of every key
-					n += s.enqueue(e)
-				}
+			n += sh.routeKey(e, e.Key, h.round)
+			if sh.prefixes > 0 {
+				event.EachPrefix(e.Key, func(p string) bool {
+					n += sh.routeKey(e, p, h.round)
+					return true
+				})
 			}
 		} else {
 			if sh.keyed > 0 {
@@ -265,6 +279,25 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 	}
 }
 
+// routeKey enqueues e to the subscribers on the list of k (a key or a prefix); an adjustable
+// subscriber already given e in this round (from another of its lists) is skipped. sh.mu is
+// read-held and h.order held, so round is only written by this broadcast.
+func (sh *registryShard) routeKey(e *event.Encoded, k string, round uint64) (n uint64) {
+	for _, s := range sh.byKey[k] {
+		if s.all { // one that follows every key has it from the list of every key
+			continue
+		}
+		if s.keys != nil {
+			if s.round == round {
+				continue
+			}
+			s.round = round
+		}
+		n += s.enqueue(e)
+	}
+	return n
+}
+
 // Subscriber is one downstream connection's view of the hub.
 type Subscriber struct {
 	hub   *Hub
@@ -277,6 +310,7 @@ type Subscriber struct {
 	registered bool           // false once unregistered, or for a detached subscriber
 	keys       map[string]int // an adjustable subscriber's keys, each with its index in that key's list
 	all        bool           // an adjustable subscriber that follows every key: on that list too (Broadcast skips it on its keys' lists)
+	round      uint64         // the last broadcast that gave an adjustable subscriber an event (written under Hub.order)
 
 	mu     sync.Mutex
 	queue  []*event.Encoded // pending events, oldest first

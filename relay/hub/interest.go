@@ -5,8 +5,8 @@ import (
 	"github.com/heraldhq/herald/relay/event"
 )
 
-// Interest is what an adjustable subscriber follows: every key, or a set of keys (possibly
-// none, in which case it receives only gaps and heartbeats).
+// Interest is what an adjustable subscriber follows: every key, or a set of keys and key
+// prefixes (event.IsPrefix), possibly none, in which case it receives only gaps and heartbeats.
 type Interest struct {
 	All  bool
 	Keys []string

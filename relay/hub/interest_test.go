@@ -116,22 +116,31 @@ func TestInterestWithNoKeysGetsOnlyGapsAndHeartbeats(t *testing.T) {
 }
 
 // Interest routing costs a key's list per event, whatever the number of adjustable
-// subscribers following other keys.
+// subscribers following other keys; following a prefix instead of the key costs one more map
+// lookup per slash in the event's key ("prefixes" against "keys", each event to one stream).
 func BenchmarkBroadcastToInterestStreams(b *testing.B) {
-	h := New(1 << 30)
 	const streams, keys = 500, 10_000
-	for i := range streams {
-		s := h.SubscribeInterest(Interest{Keys: []string{fmt.Sprint("k", i)}})
-		defer s.Close()
-	}
-	events := make([]*event.Encoded, keys)
-	for i := range events {
-		events[i] = msg(uint64(i), fmt.Sprint("k", i))
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		h.Broadcast(events[i%keys])
+	for _, follow := range []string{"keys", "prefixes"} {
+		b.Run(follow, func(b *testing.B) {
+			h := New(1 << 30)
+			for i := range streams {
+				k := fmt.Sprint("t", i, "/k", i)
+				if follow == "prefixes" {
+					k = fmt.Sprint("t", i, "/")
+				}
+				s := h.SubscribeInterest(Interest{Keys: []string{k}})
+				defer s.Close()
+			}
+			events := make([]*event.Encoded, keys)
+			for i := range events {
+				events[i] = msg(uint64(i), fmt.Sprint("t", i%streams, "/k", i%streams))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				h.Broadcast(events[i%keys])
+			}
+		})
 	}
 }
 
@@ -227,5 +236,45 @@ func TestSwitchingEveryKeyOnAndOffCostsNothingPerKey(t *testing.T) {
 	h.Broadcast(msg(1, "k99999"))
 	if got := describe(next(t, s)); got != "1k99999" {
 		t.Fatalf("after the switches the stream got %q, want the event of its key once", got)
+	}
+}
+
+func TestPrefixesFollowTheKeysUnderThemEachEventOnce(t *testing.T) {
+	h := New(1 << 20)
+	// On the lists of team/, team/a/ and the key team/a/x: an event of team/a/x matches all three.
+	s := h.SubscribeInterest(Interest{Keys: []string{"team/", "team/a/", "team/a/x", "user-1"}})
+	defer s.Close()
+	plain := h.Subscribe("team/a/") // a plain subscriber may follow one prefix too
+	defer plain.Close()
+	other := h.SubscribeInterest(Interest{Keys: []string{"teams/"}})
+	defer other.Close()
+
+	for i, k := range []string{"team/a/x", "team/b", "team", "user-1", "user-1/x", "team/a/", "teams/q", "x/team/a"} {
+		h.Broadcast(msg(uint64(i+1), k))
+	}
+	if got, want := describe(next(t, s)), "1team/a/x 2team/b 4user-1 6team/a/"; got != want {
+		t.Fatalf("the subscriber of team/, team/a/, team/a/x and user-1 got %q, want %q", got, want)
+	}
+	if got, want := describe(next(t, plain)), "1team/a/x 6team/a/"; got != want {
+		t.Fatalf("the plain subscriber of team/a/ got %q, want %q", got, want)
+	}
+	if got, want := describe(next(t, other)), "7teams/q"; got != want {
+		t.Fatalf("the subscriber of teams/ got %q, want %q", got, want)
+	}
+
+	// Unfollowing the outer prefix leaves the inner one; the hub forgets prefixes no one follows.
+	s.Adjust(Change{Remove: []string{"team/", "team/a/x"}}, cursor.ID{}, notice)
+	h.Broadcast(msg(9, "team/b"))
+	h.Broadcast(msg(10, "team/a/y"))
+	if got, want := describe(next(t, s)), ": at 1-8 10team/a/y"; got != want {
+		t.Fatalf("after unfollowing team/ got %q, want %q", got, want)
+	}
+	s.Close()
+	plain.Close()
+	other.Close()
+	for i := range h.shards {
+		if n := h.shards[i].prefixes; n != 0 {
+			t.Fatalf("registry shard %d still counts %d prefix lists after every subscriber closed", i, n)
+		}
 	}
 }
