@@ -391,11 +391,17 @@ func (ch *channel) advance(i int, at cursor.ID) {
 	}
 }
 
-// subscribeAll registers a whole-channel subscriber and returns the merged stream's cursor at
-// that moment: the subscriber's position if it does not resume from a cursor of its own.
-func (ch *channel) subscribeAll() (*hub.Subscriber, cursor.Composite) {
+// subscribeAll registers a subscriber of the merged stream, of every key or (keys not nil) of
+// those keys and prefixes, and returns the merged stream's cursor at that moment: the
+// subscriber's position if it does not resume from a cursor of its own. It fits a subscriber of
+// some keys too, since the merged stream routes exactly: up to each shard's position in it,
+// every event of its keys has reached it.
+func (ch *channel) subscribeAll(keys []string) (*hub.Subscriber, cursor.Composite) {
 	ch.mergeMu.Lock()
 	defer ch.mergeMu.Unlock()
+	if keys != nil {
+		return ch.all.SubscribeInterest(hub.Interest{Keys: keys}), ch.pos.Clone()
+	}
 	return ch.all.Subscribe(""), ch.pos.Clone()
 }
 

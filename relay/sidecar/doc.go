@@ -17,7 +17,10 @@
 //     slow-consumer close). A keyed subscription reads its key's shard and gets the relay's own
 //     bytes and cursors. A whole-channel subscription gets the shards merged, each event
 //     identified by a composite cursor (cursor.Composite: the last stream ID of every shard),
-//     encoded once for all subscribers that are in step with the merged stream.
+//     encoded once for all subscribers that are in step with the merged stream. A subscription
+//     of several keys or of a prefix (key= repeated, a key ending in "/") reads the merged
+//     stream too, routed by the local hub; each upstream follows that subscription's keys of its
+//     shard and every prefix.
 //   - Resume: Last-Event-ID (or ?since=) replays each shard after its ID from the shard relays
 //     (?live=false), then joins the shared stream, skipping per shard what replay already sent.
 //   - Credentials: every call to a shard relay carries Authorization: Bearer <token>, read from

@@ -346,3 +346,92 @@ func TestAReconnectResumesFromWhereAKeyWasAdded(t *testing.T) {
 	}
 	other.Close()
 }
+
+// One local stream follows several keys and a prefix over every shard: it gets exactly their
+// events, each with a composite cursor; the relays send the sidecar only those keys; and a
+// resume from any cursor it showed sends exactly what came after, once.
+func TestAStreamOfSeveralKeysAndAPrefixGetsExactlyThem(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 3}, 1)
+	sc := startSidecar(t, c, "")
+	keyOn := func(prefix string, shard int) string {
+		for n := 0; ; n++ {
+			if k := fmt.Sprint(prefix, n); c.Map.ShardFor(k) == shard {
+				return k
+			}
+		}
+	}
+	followed := []string{keyOn("user-", 0), keyOn("user-", 2)}
+	wanted := func(key string) bool { return slices.Contains(followed, key) || strings.HasPrefix(key, "team-7/") }
+	s := relaytest.OpenSSE(t, sc.channelURL("/events?key="+followed[0]+"&key="+followed[1]+"&key=team-7/"), relaytest.SSEOptions{})
+	relaytest.Eventually(t, 10*time.Second, "subscriber registered", func() bool { return sc.metric(t, "herald_relay_sidecar_subscribers") == 1 })
+
+	var want []string
+	publish := func(from, to int) {
+		for n := from; n < to; n++ {
+			key := []string{followed[0], followed[1], fmt.Sprint("team-7/", n), fmt.Sprint("team-77/", n), fmt.Sprint("user-", n), fmt.Sprint("team-7", n)}[n%6]
+			if code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, n)); code != http.StatusAccepted {
+				t.Fatalf("publish: %d %+v", code, p)
+			}
+			if wanted(key) {
+				want = append(want, fmt.Sprint(key, " ", n))
+			}
+		}
+	}
+	before := deliveredBy(c)
+	publish(0, 120)
+	got := s.Messages(t, len(want), 10*time.Second)
+	var seen []string
+	for _, ev := range got {
+		m := decode(t, ev)
+		if strings.Count(m.id, ".") != 2 {
+			t.Fatalf("event %s: the cursor of a stream of several keys is not a 3-shard composite", m.id)
+		}
+		seen = append(seen, fmt.Sprint(m.subject, " ", m.n))
+	}
+	slices.Sort(seen)
+	slices.Sort(want)
+	if !slices.Equal(seen, want) {
+		t.Fatalf("the stream of %q and team-7/ got\n%q\nwant\n%q", followed, seen, want)
+	}
+	// "user-<n>" keys are followed (wanted) only for the two chosen ones; the relays sent the
+	// sidecar no other key.
+	if sent := deliveredBy(c) - before; sent != uint64(len(want)) {
+		t.Fatalf("the relays sent the sidecar %d events, want %d (the followed keys' only)", sent, len(want))
+	}
+
+	// Resume from the middle: exactly what came after, live included, nothing twice.
+	mid := got[len(got)/2].ID
+	s.Close()
+	relaytest.Eventually(t, 10*time.Second, "subscriber gone", func() bool { return sc.metric(t, "herald_relay_sidecar_subscribers") == 0 })
+	var after []string
+	for _, ev := range got[len(got)/2+1:] {
+		m := decode(t, ev)
+		after = append(after, fmt.Sprint(m.subject, " ", m.n))
+	}
+	want = nil
+	publish(120, 180)
+	after = append(after, want...)
+	r := relaytest.OpenSSE(t, sc.channelURL("/events?key=team-7/&key="+followed[1]+"&key="+followed[0]), relaytest.SSEOptions{LastEventID: mid})
+	var resumed []string
+	for _, ev := range r.Messages(t, len(after), 15*time.Second) {
+		m := decode(t, ev)
+		resumed = append(resumed, fmt.Sprint(m.subject, " ", m.n))
+	}
+	slices.Sort(resumed)
+	slices.Sort(after)
+	if !slices.Equal(resumed, after) {
+		t.Fatalf("resumed after %s got\n%q\nwant\n%q", mid, resumed, after)
+	}
+	want = nil
+	publish(180, 186)
+	var live []string
+	for _, ev := range r.Messages(t, len(want), 10*time.Second) {
+		m := decode(t, ev)
+		live = append(live, fmt.Sprint(m.subject, " ", m.n))
+	}
+	slices.Sort(live)
+	slices.Sort(want) // shards' streams interleave in any order
+	if !slices.Equal(live, want) {
+		t.Fatalf("after the resume the live stream got %q, want %q", live, want)
+	}
+}

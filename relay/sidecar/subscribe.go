@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/hub"
 	"github.com/heraldhq/herald/relay/problem"
 	"github.com/heraldhq/herald/relay/stream"
@@ -39,7 +40,8 @@ func (s *Sidecar) serveWebSocket(w http.ResponseWriter, r *http.Request, ch *cha
 // upstream streams and get the subscriber's own cursor until it agrees with theirs.
 type localSub struct {
 	ch        *channel
-	key       string           // "" = every key of the channel
+	key       string           // one key: the subscriber reads its shard's stream as the relay sends it
+	keys      []string         // several keys, or prefixes: the merged stream, filtered by the local hub
 	shards    []int            // the shards read: the key's, or all of them in order
 	resuming  bool             // a cursor was given: replay after own first
 	own       cursor.Composite // per entry of shards: the last ID this subscriber was sent
@@ -58,11 +60,22 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		return
 	}
 	q := r.URL.Query()
-	ls := &localSub{ch: ch, key: q.Get("key")}
-	if ls.key != "" || q.Has("key") {
-		if err := event.ValidateField("key", ls.key, event.MaxKeyBytes); err != nil {
-			problem.Write(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+	ls := &localSub{ch: ch}
+	if keys := q["key"]; len(keys) > 0 {
+		if len(keys) > httpapi.MaxStreamKeys {
+			problem.Write(w, http.StatusBadRequest, "a stream follows at most "+strconv.Itoa(httpapi.MaxStreamKeys)+" keys (key= repeated)")
 			return
+		}
+		for _, k := range keys {
+			if err := event.ValidateField("key", k, event.MaxKeyBytes); err != nil {
+				problem.Write(w, http.StatusBadRequest, "query parameter key: "+err.Error())
+				return
+			}
+		}
+		if len(keys) == 1 && !event.IsPrefix(keys[0]) {
+			ls.key = keys[0]
+		} else {
+			ls.keys = keys
 		}
 	}
 	replayOnly, err := stream.ParseLive(q)
@@ -77,7 +90,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		if raw != "" {
 			id, err := cursor.Parse(raw)
 			if err != nil {
-				problem.Write(w, http.StatusBadRequest, what+": "+err.Error()+" (a keyed subscription resumes from a plain stream ID)")
+				problem.Write(w, http.StatusBadRequest, what+": "+err.Error()+" (a subscription of one key resumes from a plain stream ID)")
 				return
 			}
 			ls.own = cursor.Composite{id}
@@ -130,7 +143,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		ls.synced = true // a keyed subscriber's cursors are the relay's own
 	default:
 		var pos cursor.Composite
-		sub, pos = ch.subscribeAll()
+		sub, pos = ch.subscribeAll(ls.keys)
 		if raw == "" {
 			ls.own, ls.synced = pos, true
 		}
@@ -146,30 +159,54 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 // followTimeout bounds how long a subscriber waits for the upstream streams to follow its key.
 const followTimeout = 10 * time.Second
 
-// follow asks the upstream streams of ls's shards to follow its key (every key for a
+// follow asks the upstream streams of ls's shards to follow what it follows (every key for a
 // whole-channel subscriber) and waits until they do; release gives the interest back.
 func (ls *localSub) follow(ctx context.Context, streams []*shardStream) (release func(), err error) {
-	var held []*shardStream
+	type held struct {
+		st      *shardStream
+		key     string
+		version uint64
+	}
+	var holds []held
 	release = func() {
-		for _, st := range held {
-			st.interest.drop(ls.key)
+		for _, h := range holds {
+			h.st.interest.drop(h.key)
 		}
 	}
-	versions := make([]uint64, len(ls.shards))
 	for j, shard := range ls.shards {
 		st := streams[shard]
-		versions[j] = st.interest.want(ls.key)
-		held = append(held, st)
+		for _, k := range ls.shardKeys(j) {
+			holds = append(holds, held{st, k, st.interest.want(k)})
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, followTimeout)
 	defer cancel()
-	for j, st := range held {
-		if err := st.interest.await(ctx, versions[j]); err != nil {
+	for _, h := range holds {
+		if err := h.st.interest.await(ctx, h.version); err != nil {
 			release()
-			return nil, errors.New("the sidecar's stream from shard " + strconv.Itoa(st.index) + " does not follow this subscription yet (" + err.Error() + ")")
+			return nil, errors.New("the sidecar's stream from shard " + strconv.Itoa(h.st.index) + " does not follow this subscription yet (" + err.Error() + ")")
 		}
 	}
 	return release, nil
+}
+
+// shardKeys is what the subscriber follows of shard ls.shards[j]: "" for every key, its key, or
+// of its keys those of the shard and every prefix (the keys under a prefix hash anywhere).
+func (ls *localSub) shardKeys(j int) []string {
+	switch {
+	case ls.key != "":
+		return []string{ls.key}
+	case ls.keys == nil:
+		return []string{""}
+	}
+	m, shard := ls.ch.shardMap(), ls.shards[j]
+	var keys []string
+	for _, k := range ls.keys {
+		if event.IsPrefix(k) || m.ShardFor(k) == shard {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Replay sends what each shard stored after the subscriber's cursor and opens the seams, where
@@ -179,6 +216,9 @@ func (ls *localSub) Replay(ctx context.Context, out stream.Sink) bool {
 		return true
 	}
 	for j := range ls.shards {
+		if ls.keys != nil && len(ls.shardKeys(j)) == 0 {
+			continue // none of its keys is of this shard
+		}
 		if !ls.replay(ctx, out, j) {
 			return false
 		}
@@ -276,8 +316,10 @@ func (ls *localSub) replay(ctx context.Context, out stream.Sink, j int) bool {
 		}
 		base := rotate(s.preferLive(bases))[0]
 		u := base + "/v1/channels/" + ls.ch.ref.Name + "/events?live=false"
-		if ls.key != "" {
-			u += "&key=" + url.QueryEscape(ls.key)
+		for _, k := range ls.shardKeys(j) {
+			if k != "" {
+				u += "&key=" + url.QueryEscape(k)
+			}
 		}
 		resp, err := ls.ch.get(ctx, u, http.Header{"Last-Event-Id": {ls.own[j].String()}})
 		if err != nil {
