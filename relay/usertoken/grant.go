@@ -1,0 +1,58 @@
+package usertoken
+
+import (
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/relay/event"
+)
+
+// Grant is what a verified token allows its holder.
+type Grant struct {
+	Subject string    // the token's sub: who holds it
+	Expiry  time.Time // when it stops being valid (its exp)
+	follow  grantSet
+	publish grantSet
+}
+
+// MayFollow reports whether the grant covers following k, a key or a prefix: k is granted
+// itself, or lies under a granted prefix ("team-7/" covers "team-7/a" and "team-7/a/").
+func (g *Grant) MayFollow(k string) bool { return g.follow.covers(k) }
+
+// MayPublish reports whether the grant covers publishing to key.
+func (g *Grant) MayPublish(key string) bool { return g.publish.covers(key) }
+
+// Follows lists the keys and prefixes the grant lets its holder follow (a stream that names
+// none follows these).
+func (g *Grant) Follows() []string { return g.follow.entries }
+
+// grantSet is a token's list of keys and prefixes, indexed for lookups.
+type grantSet struct {
+	entries  []string
+	keys     map[string]bool
+	prefixes []string
+}
+
+func newGrantSet(entries []string) grantSet {
+	s := grantSet{entries: entries, keys: make(map[string]bool, len(entries))}
+	for _, e := range entries {
+		if event.IsPrefix(e) {
+			s.prefixes = append(s.prefixes, e)
+		} else {
+			s.keys[e] = true
+		}
+	}
+	return s
+}
+
+func (s grantSet) covers(k string) bool {
+	if s.keys[k] {
+		return true
+	}
+	for _, p := range s.prefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
