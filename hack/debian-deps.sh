@@ -7,7 +7,8 @@ what=$1
 shift
 missing=()
 for need in "$@"; do
-	command -v "${need%%:*}" >/dev/null || missing+=("${need#*:}")
+	have=${need%%:*}
+	command -v "$have" >/dev/null || [ -e "$have" ] || missing+=("${need#*:}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,12 +28,14 @@ import (
 	"github.com/heraldhq/herald/relay/sidecar"
 	"github.com/heraldhq/herald/relay/stream"
 	"github.com/heraldhq/herald/relay/upstream"
+	"github.com/heraldhq/herald/relay/usertoken"
 )
 
 // Roles of `herald relay`.
 const (
 	RoleShard   = "shard"   // one per shard of a channel: Redis subscription and fan-out
 	RoleSidecar = "sidecar" // next to an app: routes by key to shard relays, one upstream stream per shard
+	RoleEdge    = "edge"    // in front of end users (browsers, phones): a sidecar's streams behind app-signed tokens
 )
 
 // Caller authentication modes of a shard relay (--auth).
@@ -62,8 +65,11 @@ type config struct {
 	reviewsPerPeer                                            float64
 	corsOrigins, wsOrigins                                    string // web pages of other origins
 	channels, namespace, tokenFile, tokenDir, endpointsFile   string // sidecar role
-	metricsListen                                             string // sidecar role
-	tls, tlsInsecure                                          bool   // Redis TLS
+	metricsListen                                             string // sidecar and edge roles
+	edge                                                      sidecar.EdgeOptions
+	userHMACFile, userJWKSFile, userJWKSURL, userAudience     string // edge role: end users' tokens
+	userLeeway                                                time.Duration
+	tls, tlsInsecure                                          bool // Redis TLS
 	tlsServerName, tlsCAFile, tlsCertFile, tlsKeyFile         string
 }
 
@@ -72,15 +78,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs := cli.New("relay", stderr,
 		"Usage: herald relay --role=shard --shardmap FILE --shard N --redis-addresses HOST:PORT[,...] [flags]",
 		"       herald relay --role=sidecar --channels NAME[,NS/NAME...] --namespace NS --token-dir DIR [flags]",
+		"       herald relay --role=edge --channels NAME --namespace NS --token-dir DIR --user-token-hmac-key-file FILE [flags]",
 		"",
 		"A shard relay serves one shard of a NotificationChannel: publish, SSE and WebSocket subscribe with resume.",
-		"A sidecar serves the same API to its pod's app on loopback and reaches the channels' shard relays for it.")
+		"A sidecar serves the same API to its pod's app on loopback and reaches the channels' shard relays for it.",
+		"An edge serves one channel's streams to end users (browsers, phones) whose tokens the app signed.")
 	fs.Footer("The Redis password is read from --redis-password-file, else from " + PasswordEnv + ".")
-	fs.StringVar(&c.role, "role", RoleShard, "relay role: shard (serves one shard of a channel) or sidecar (next to an app, on loopback: routes to the shard relays of --channels)")
+	fs.StringVar(&c.role, "role", RoleShard, "relay role: shard (serves one shard of a channel), sidecar (next to an app, on loopback: routes to the shard relays of --channels) or edge (serves end users of one channel, with tokens the app signs)")
 	fs.StringVar(&c.shardMapFile, "shardmap", "", "path of the channel's shard map (JSON, the shardmap.json key of the channel's ConfigMap); required")
 	fs.IntVar(&c.shard, "shard", -1, "index of the shard this relay serves; required")
 	fs.StringVar(&c.listen, "listen", "", "address to serve HTTP API v1, /healthz, /readyz and /metrics on; empty means :"+strconv.Itoa(shardmap.RelayPort)+
-		" for a shard relay and 127.0.0.1:"+strconv.Itoa(shardmap.RelayPort)+" for a sidecar (which must listen on loopback)")
+		" for a shard relay or an edge and 127.0.0.1:"+strconv.Itoa(shardmap.RelayPort)+" for a sidecar (which must listen on loopback)")
 	fs.StringVar(&c.addrs, "redis-addresses", "", "comma-separated Redis Cluster seed addresses (host:port); required")
 	fs.StringVar(&c.user, "redis-username", "", "Redis ACL user (the channel's user, see shardmap.ACLUser)")
 	fs.BoolVar(&c.tls, "redis-tls", false, "connect to Redis over TLS")
@@ -122,6 +130,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "sidecar role: also serve /metrics on this address (e.g. :7071), which Prometheus can reach; the API stays on --listen (loopback)")
 	fs.StringVar(&c.tokenDir, "token-dir", "", "sidecar role: directory of projected service account tokens, one per channel (file <namespace>.<channel>, audience herald.dev/<namespace>/<channel>), sent to that channel's relays as a bearer token and re-read when it changes")
 	fs.StringVar(&c.tokenFile, "token-file", "", "sidecar role: one token sent to the relays of every channel (local runs); --token-dir is what injected sidecars use; neither sends none")
+	fs.StringVar(&c.userHMACFile, "user-token-hmac-key-file", "", "edge role: file holding the HS256 key end users' tokens are signed with (a Secret's key, at least 32 bytes); re-read every 30 s (every 5 minutes with --user-token-jwks-url)")
+	fs.StringVar(&c.userJWKSFile, "user-token-jwks-file", "", "edge role: file holding a JWKS of the public keys end users' tokens are signed with (RS256, ES256, EdDSA); re-read every 30 s (every 5 minutes with --user-token-jwks-url)")
+	fs.StringVar(&c.userJWKSURL, "user-token-jwks-url", "", "edge role: URL of a JWKS of the public keys end users' tokens are signed with; fetched every 5 minutes and when a token names an unknown kid")
+	fs.StringVar(&c.userAudience, "user-token-audience", "", "edge role: the aud end users' tokens must name (default: <namespace>/<channel>)")
+	fs.DurationVar(&c.userLeeway, "user-token-leeway", usertoken.DefaultLeeway, "edge role: clock skew allowed on a token's exp, nbf and iat")
+	fs.IntVar(&c.edge.StreamsPerUser, "max-streams-per-user", 32, "edge role: streams one user (the token's sub) holds at once; beyond it 429")
+	fs.IntVar(&c.edge.StreamsPerAddress, "max-streams-per-address", 1000, "edge role: streams one client address holds at once; beyond it 429")
+	fs.IntVar(&c.edge.KeysPerStream, "max-keys-per-stream", 100, "edge role: keys and key prefixes one stream follows")
+	fs.BoolVar(&c.edge.TrustForwardedFor, "trust-forwarded-for", false, "edge role: count streams by the address the nearest proxy (an Ingress controller) appended to X-Forwarded-For, not by the connection's peer")
 	fs.StringVar(&c.endpointsFile, "endpoints-file", "", "sidecar role: JSON object of relay Service host -> [host:port of ready replicas], standing in for cluster DNS (local runs); re-read when it changes")
 	if err := fs.Parse(args, getenv); err != nil {
 		if cli.IsHelp(err) {
@@ -174,8 +191,27 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		}
 		logger.Info("sidecar starting", "listen", c.listen, "metricsListen", c.metricsListen, "channels", c.channels, "namespace", c.namespace)
 		return serve(ctx, sc.Handler(), run, c.listen, c.shutdownTimeout)
+	case RoleEdge:
+		opt, err := c.edgeOptions(ctx)
+		if err != nil {
+			return err
+		}
+		opt.Logger = logger
+		sc, err := sidecar.New(opt)
+		if err != nil {
+			return err
+		}
+		run := func(ctx context.Context) error {
+			go reloadKeys(ctx, opt.Edge.Users, logger)
+			return sc.Run(ctx)
+		}
+		if run, err = withMetricsServer(sc.MetricsHandler(), c.metricsListen, run); err != nil {
+			return err
+		}
+		logger.Info("edge starting", "listen", c.listen, "metricsListen", c.metricsListen, "channel", c.channels, "namespace", c.namespace)
+		return serve(ctx, sc.Handler(), run, c.listen, c.shutdownTimeout)
 	default:
-		return fmt.Errorf("--role must be %q or %q, not %q", RoleShard, RoleSidecar, c.role)
+		return fmt.Errorf("--role must be %q, %q or %q, not %q", RoleShard, RoleSidecar, RoleEdge, c.role)
 	}
 }
 
@@ -246,6 +282,60 @@ func (c *config) sidecarOptions() (sidecar.Options, error) {
 		Channels: refs, TokenFile: c.tokenFile, TokenDir: c.tokenDir, EndpointsFile: c.endpointsFile,
 		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout, WriteInterval: c.writeInterval, Browser: c.browser(),
 	}, nil
+}
+
+func (c *config) edgeOptions(ctx context.Context) (sidecar.Options, error) {
+	if c.listen == "" {
+		c.listen = ":" + strconv.Itoa(shardmap.RelayPort)
+	}
+	if c.metricsListen == "" {
+		c.metricsListen = ":" + strconv.Itoa(shardmap.RelayPort+1) // never on the end users' listener
+	}
+	refs, err := sidecar.ParseChannels(c.channels, c.namespace)
+	if err != nil {
+		return sidecar.Options{}, fmt.Errorf("--channels: %w", err)
+	}
+	if len(refs) != 1 {
+		return sidecar.Options{}, fmt.Errorf("--channels: an edge serves one channel, not %d", len(refs))
+	}
+	if c.userHMACFile == "" && c.userJWKSFile == "" && c.userJWKSURL == "" {
+		return sidecar.Options{}, errors.New("an edge needs the keys of its users' tokens: --user-token-hmac-key-file, --user-token-jwks-file or --user-token-jwks-url")
+	}
+	audience := c.userAudience
+	if audience == "" {
+		audience = refs[0].String()
+	}
+	users, err := usertoken.New(ctx, usertoken.Options{Audience: audience, HMACKeyFile: c.userHMACFile, JWKSFile: c.userJWKSFile, JWKSURL: c.userJWKSURL, Leeway: c.userLeeway})
+	if err != nil {
+		return sidecar.Options{}, err
+	}
+	edge := c.edge
+	edge.Users = users
+	return sidecar.Options{
+		Channels: refs, TokenFile: c.tokenFile, TokenDir: c.tokenDir, EndpointsFile: c.endpointsFile,
+		Heartbeat: c.heartbeat, QueueBytes: c.queueBytes, WriteTimeout: c.writeTimeout, WriteInterval: c.writeInterval, Browser: c.browser(),
+		Edge: &edge,
+	}, nil
+}
+
+// reloadKeys re-reads the keys of end users' tokens (a rotated Secret shows in its mounted
+// file within about a minute) every 30 s, and fetches a JWKS URL every 5 minutes.
+func reloadKeys(ctx context.Context, v *usertoken.Verifier, log *slog.Logger) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n%10 != 0 && v.HasURL() {
+			continue
+		}
+		if err := v.Reload(ctx); err != nil {
+			log.Warn("reloading the keys of users' tokens failed; the ones loaded before stay", "error", err.Error())
+		}
+	}
 }
 
 // browser is what the --cors-allowed-origins and --ws-origin-patterns flags allow.

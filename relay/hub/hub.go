@@ -467,6 +467,23 @@ func (h *Hub) Disconnect(err error) int {
 	return n
 }
 
+// Stop ends one subscriber with err (a reason of its server's, such as an expired token): like
+// Disconnect, for one. Its stream is told err where the transport can tell it (stream.Ended).
+// It reports whether the subscriber was still running.
+func (s *Subscriber) Stop(err error) bool {
+	if s.hub == nil {
+		return false
+	}
+	s.mu.Lock()
+	running := s.err == nil
+	schedule := running && s.failLocked(err)
+	s.mu.Unlock()
+	if schedule {
+		s.hub.writers.schedule(s) // its writer ends the stream
+	}
+	return running
+}
+
 // registered lists every registered subscriber.
 func (h *Hub) registered() []*Subscriber {
 	var subs []*Subscriber

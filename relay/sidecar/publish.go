@@ -47,11 +47,28 @@ func (s *Sidecar) publish(w http.ResponseWriter, r *http.Request, ch *channel) {
 	if !ok {
 		return
 	}
+	grant := grantOf(r)
 	if publish.IsBatch(r.Header.Get("Content-Type")) {
+		if grant != nil {
+			problem.Write(w, http.StatusUnsupportedMediaType, "the edge takes one event per request, not a batch")
+			return
+		}
 		s.publishBatch(w, r, ch, m, params, body, maxBytes)
 		return
 	}
 	req, bad := publish.Read(params, r.Header, body, maxBytes, nil)
+	if grant != nil {
+		// End users' events are checked here, not passed on for the relay to judge: a publish
+		// grant covers a key, so the key must be read.
+		if bad != nil {
+			problem.WriteWith(w, bad.Status, bad.Detail, bad.Ext)
+			return
+		}
+		if k := req.Events[0].Key; !grant.MayPublish(k) {
+			problem.WriteWith(w, http.StatusForbidden, "the token does not grant publishing to "+strconv.Quote(k), map[string]any{"key": k})
+			return
+		}
+	}
 	var key, eventID string
 	if bad == nil {
 		key, eventID = req.Events[0].Key, req.Events[0].ProducerID()

@@ -96,6 +96,7 @@ type Options struct {
 	IdleTimeout     time.Duration        // an upstream stream silent this long is re-opened. Defaults to three of the relays' heartbeats (45s).
 	Logger          *slog.Logger         // defaults to slog.Default()
 	Registry        *prometheus.Registry // defaults to a new registry with Go and process collectors
+	Edge            *EdgeOptions         // set: serve end users with their tokens (an edge, edge.go) instead of the pod's app
 }
 
 // Sidecar serves HTTP API v1 to the app and talks to the shard relays of its channels.
@@ -108,6 +109,7 @@ type Sidecar struct {
 	channels map[string]*channel // by name and by namespace/name
 	list     []*channel
 	mux      *http.ServeMux
+	edge     *edge // nil in a sidecar
 
 	down sync.Map // base URL -> time.Time: a replica that refused a connection, avoided until then
 
@@ -144,8 +146,15 @@ func New(opt Options) (*Sidecar, error) {
 	if opt.Registry == nil {
 		opt.Registry = metrics.NewRegistry()
 	}
+	role := "sidecar"
+	if opt.Edge != nil {
+		if opt.Edge.Users == nil {
+			return nil, errors.New("an edge needs a verifier of its users' tokens")
+		}
+		role = "edge"
+	}
 	s := &Sidecar{
-		opt: opt, log: opt.Logger.With("role", "sidecar"),
+		opt: opt, log: opt.Logger.With("role", role),
 		client: &http.Client{Transport: &http.Transport{
 			Proxy: nil, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
 			ResponseHeaderTimeout: 10 * time.Second, DisableCompression: true,
@@ -161,16 +170,22 @@ func New(opt Options) (*Sidecar, error) {
 		s.list = append(s.list, ch)
 	}
 	s.met = metrics.NewSidecar(opt.Registry, s.upstreamStreams, s.localSubscribers)
-	opt.Registry.MustRegister(version.BuildInfo("sidecar"))
+	opt.Registry.MustRegister(version.BuildInfo(role))
 	s.mux.HandleFunc("/v1/channels/{channel}/messages", httpapi.Only(http.MethodPost, s.withChannel(s.publish)))
 	s.mux.HandleFunc("/v1/channels/{channel}/events", httpapi.Only(http.MethodGet, s.withChannel(s.serveSSE)))
 	s.mux.HandleFunc("/v1/channels/{channel}/ws", httpapi.Only(http.MethodGet, s.withChannel(s.serveWebSocket)))
-	s.mux.HandleFunc("/v1/channels/{channel}/shards", httpapi.Only(http.MethodGet, s.withChannel(s.shards)))
 	s.mux.HandleFunc("/healthz", httpapi.Only(http.MethodGet, func(w http.ResponseWriter, _ *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	s.mux.HandleFunc("/readyz", httpapi.Only(http.MethodGet, s.readyz))
-	s.mux.Handle("/metrics", s.MetricsHandler())
+	if opt.Edge == nil {
+		// End users get neither: the shard map names the cluster's Services, and the metrics
+		// are the platform's (an edge serves them on a listener of their own).
+		s.mux.HandleFunc("/v1/channels/{channel}/shards", httpapi.Only(http.MethodGet, s.withChannel(s.shards)))
+		s.mux.Handle("/metrics", s.MetricsHandler())
+	} else {
+		s.edge = newEdge(*opt.Edge)
+	}
 	httpapi.ServeSpecs(s.mux)
 	s.mux.HandleFunc("/", httpapi.NotFound)
 	return s, nil
@@ -240,7 +255,11 @@ func (s *Sidecar) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 		channels = append(channels, st)
 	}
-	httpapi.WriteJSON(w, code, map[string]any{"ready": code == http.StatusOK, "role": "sidecar", "channels": channels})
+	role := "sidecar"
+	if s.edge != nil {
+		role = "edge"
+	}
+	httpapi.WriteJSON(w, code, map[string]any{"ready": code == http.StatusOK, "role": role, "channels": channels})
 }
 
 func (s *Sidecar) upstreamStreams() int {
@@ -269,9 +288,18 @@ func (s *Sidecar) withChannel(h func(http.ResponseWriter, *http.Request, *channe
 			for i, c := range s.list {
 				names[i] = c.ref.String()
 			}
+			if s.edge != nil {
+				problem.Write(w, http.StatusNotFound, "channel "+fmt.Sprintf("%q", r.PathValue("channel"))+" is not served here; this edge serves "+strings.Join(names, ", "))
+				return
+			}
 			problem.Write(w, http.StatusNotFound, "channel "+fmt.Sprintf("%q", r.PathValue("channel"))+" is not one this pod may use; its channels are "+
 				strings.Join(names, ", ")+" (the notifications.herald.dev/channels annotation)")
 			return
+		}
+		if s.edge != nil {
+			if r = s.edge.authenticate(w, r); r == nil {
+				return
+			}
 		}
 		h(w, r, ch)
 	}

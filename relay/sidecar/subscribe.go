@@ -61,7 +61,14 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 	}
 	q := r.URL.Query()
 	ls := &localSub{ch: ch}
-	if keys := q["key"]; len(keys) > 0 {
+	keys := q["key"]
+	grant := grantOf(r)
+	if grant != nil {
+		if keys = s.edge.follows(w, grant, keys); keys == nil {
+			return
+		}
+	}
+	if len(keys) > 0 {
 		if len(keys) > httpapi.MaxStreamKeys {
 			problem.Write(w, http.StatusBadRequest, "a stream follows at most "+strconv.Itoa(httpapi.MaxStreamKeys)+" keys (key= repeated)")
 			return
@@ -120,15 +127,30 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 	if p == stream.WebSocket && s.opt.Browser.RefuseWebSocket(w, r) { // before anything is held for it
 		return
 	}
-	release := func() {}
+	var held []func() // what the stream gives back when it ends
+	release := func() {
+		for _, f := range held {
+			f()
+		}
+	}
+	if grant != nil {
+		admitted, ok := s.edge.admit(w, r, grant)
+		if !ok {
+			return
+		}
+		held = append(held, admitted)
+	}
 	if !replayOnly {
 		// Register only once the upstream streams follow what this subscriber needs, so it gets
 		// every event published from then on.
-		if release, err = ls.follow(r.Context(), streams); err != nil {
+		unfollow, err := ls.follow(r.Context(), streams)
+		if err != nil {
+			release()
 			w.Header().Set("Retry-After", "1")
 			problem.Write(w, http.StatusServiceUnavailable, "cannot subscribe yet: "+err.Error()+"; retry")
 			return
 		}
+		held = append(held, unfollow)
 	}
 	var sub *hub.Subscriber
 	switch {
@@ -149,6 +171,9 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		}
 	}
 	sub.OnClose(release) // however the stream ends
+	if grant != nil {
+		s.edge.expireWith(sub, grant)
+	}
 	ls.seam = make([]bool, len(ls.shards))
 	o := stream.Options{Protocol: p, WriteTimeout: s.opt.WriteTimeout, ReplayOnly: replayOnly}
 	if err := stream.Serve(w, r, sub, ls, o); err != nil {

@@ -78,6 +78,20 @@ var ErrCannotTakeOver = errors.New("the connection cannot be taken over for a We
 // stored after the cursor was sent. A WebSocket ends with a normal closure instead.
 const EndOfReplay = "end of replay"
 
+// Ended is an error that ends a live stream (hub.Subscriber.Stop) with a reason the subscriber
+// can act on, such as a token that expired: SSE sends Reason and the cursor to resume from as
+// the closing comment, WebSocket as the close frame's reason with Code.
+type Ended struct {
+	Reason string
+	Code   uint16 // the WebSocket close code (4000-4999: an application's own)
+}
+
+func (e *Ended) Error() string { return e.Reason }
+
+// StatusTokenExpired is the WebSocket close code of a stream whose token expired (4401 echoes
+// HTTP 401): reconnect with a fresh token and ?since=<last id>.
+const StatusTokenExpired = 4401
+
 // SlowConsumerReason is what a subscriber closed as a slow consumer is told.
 func SlowConsumerReason(last string) string {
 	return "slow consumer: more than the queue limit was waiting for this connection; reconnect with Last-Event-ID " + last + " to resume"
@@ -173,6 +187,10 @@ func (o Options) pump(ctx context.Context, sub *hub.Subscriber, out Sink, src So
 				out.Close(SlowConsumerReason(last), last, true)
 			case errors.Is(err, hub.ErrUpstreamLost):
 				out.Close(UpstreamLostReason(last), last, false)
+			default:
+				if e, ok := errors.AsType[*Ended](err); ok {
+					out.Close(e.Reason+"; reconnect with Last-Event-ID "+last+" to resume", last, false)
+				}
 			}
 			return
 		}

@@ -152,6 +152,9 @@ func (sseFramer) ending(err error, last string) []byte {
 	case errors.Is(err, hub.ErrUpstreamLost):
 		return closingComment(UpstreamLostReason(last))
 	}
+	if e, ok := errors.AsType[*Ended](err); ok {
+		return closingComment(e.Reason + "; reconnect with Last-Event-ID " + last + " to resume")
+	}
 	return nil
 }
 

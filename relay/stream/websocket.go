@@ -144,6 +144,9 @@ func (f *wsFramer) ending(err error, last string) []byte {
 	case errors.Is(err, hub.ErrUpstreamLost):
 		return closeFrame(statusTryAgainLater, "relay lost Redis; reconnect with ?since="+last)
 	}
+	if e, ok := errors.AsType[*Ended](err); ok {
+		return closeFrame(ws.StatusCode(e.Code), e.Reason+"; reconnect with ?since="+last)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.code != 0 {

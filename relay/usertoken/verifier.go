@@ -101,6 +101,12 @@ func New(ctx context.Context, o Options) (*Verifier, error) {
 	return v, nil
 }
 
+// Leeway is the clock skew the verifier allows: a token is good until its exp plus this.
+func (v *Verifier) Leeway() time.Duration { return v.opt.Leeway }
+
+// HasURL reports whether keys come from a JWKS URL (fetched less often than files are read).
+func (v *Verifier) HasURL() bool { return v.opt.JWKSURL != "" }
+
 // Reload reads the key files and fetches the JWKS URL again. On an error the keys in use stay.
 func (v *Verifier) Reload(ctx context.Context) error {
 	k := &keyring{}
