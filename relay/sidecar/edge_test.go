@@ -126,8 +126,8 @@ func TestTheEdgeServesWhatTheTokenGrantsAndRefusesTheRest(t *testing.T) {
 	expired["exp"] = time.Now().Add(-time.Minute).Unix()
 	for _, tc := range []struct {
 		name, method, path, token, body string
-		code                             int
-		says                             string
+		code                            int
+		says                            string
 	}{
 		{"no token", "GET", "/events", "", "", 401, "no token"},
 		{"forged signature", "GET", "/events", mint(t, []byte("another-key-another-key-another-k"), userClaims(edge.audience, "user-42", grant, nil)), "", 401, "signature does not verify"},
