@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
@@ -94,7 +95,10 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 	if err := r.ensure(ctx, workloads.ChannelService(ch)); err != nil {
 		return err
 	}
-	return r.ensure(ctx, workloads.NetworkPolicy(ch, r.MetricsScrapers))
+	if err := r.ensure(ctx, workloads.NetworkPolicy(ch, r.MetricsScrapers)); err != nil {
+		return err
+	}
+	return r.applyEdge(ctx, ch, p, o)
 }
 
 // ensure creates desired, or updates the live object when it has drifted from desired. Only the
@@ -179,6 +183,10 @@ func ownedFields(o client.Object) any {
 		return &o.Spec
 	case *networkingv1.NetworkPolicy:
 		return &o.Spec
+	case *networkingv1.Ingress:
+		return &o.Spec
+	case *unstructured.Unstructured: // an HTTPRoute
+		return o.Object["spec"]
 	}
 	panic(fmt.Sprintf("%T is not an object the operator owns", o))
 }
@@ -215,6 +223,10 @@ func overlay(live, desired client.Object) {
 		live.(*policyv1.PodDisruptionBudget).Spec = d.Spec
 	case *networkingv1.NetworkPolicy:
 		live.(*networkingv1.NetworkPolicy).Spec = d.Spec
+	case *networkingv1.Ingress:
+		live.(*networkingv1.Ingress).Spec = d.Spec
+	case *unstructured.Unstructured:
+		live.(*unstructured.Unstructured).Object["spec"] = d.Object["spec"]
 	}
 }
 

@@ -35,6 +35,17 @@ func channel(ns string, mods ...func(*heraldv1.NotificationChannel)) *heraldv1.N
 
 func ptr[T any](v T) *T { return &v }
 
+// withEdge asks for an edge whose users' tokens are signed with the HS256 key in the Secret
+// edge-keys, changed by mod.
+func withEdge(mod func(*heraldv1.EdgeSpec)) func(*heraldv1.NotificationChannel) {
+	return func(ch *heraldv1.NotificationChannel) {
+		ch.Spec.Edge = &heraldv1.EdgeSpec{Auth: heraldv1.EdgeAuth{HMACSecretRef: &heraldv1.KeyRef{Name: "edge-keys", Key: "hmac"}}}
+		if mod != nil {
+			mod(ch.Spec.Edge)
+		}
+	}
+}
+
 func withShards(n int32) func(*heraldv1.NotificationChannel) {
 	return func(ch *heraldv1.NotificationChannel) { ch.Spec.Shards = n }
 }
@@ -158,6 +169,21 @@ func TestInvalidChannelsAreRejectedNamingTheField(t *testing.T) {
 		}), "<nil>", "metadata.name must be a DNS label of at most 54 characters"},
 		"bad access namespace": {channel(ns, func(ch *heraldv1.NotificationChannel) { ch.Spec.Access.Namespaces = []string{"Team_A"} }),
 			"spec.access.namespaces[0]", "should match"},
+		"edge without keys": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) { e.Auth = heraldv1.EdgeAuth{} })),
+			"spec.edge.auth", "needs hmacSecretRef, jwksSecretRef or jwksURL"},
+		"edge JWKS over plain http": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) { e.Auth.JWKSURL = "http://keys.example/jwks.json" })),
+			"spec.edge.auth.jwksURL", "should match '^https://'"},
+		"edge behind an Ingress and an HTTPRoute": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) {
+			e.Ingress = &heraldv1.EdgeIngress{Hosts: []string{"notify.example.com"}}
+			e.HTTPRoute = &heraldv1.EdgeHTTPRoute{ParentRefs: []heraldv1.GatewayRef{{Name: "public"}}}
+		})), "spec.edge", "ingress and spec.edge.httpRoute are alternatives"},
+		"edge Ingress host with a scheme": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) {
+			e.Ingress = &heraldv1.EdgeIngress{Hosts: []string{"https://notify.example.com"}}
+		})), "spec.edge.ingress.hosts[0]", "should match"},
+		"edge zero replicas": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) { e.Replicas = ptr(int32(0)) })),
+			"spec.edge.replicas", "greater than or equal to 1"},
+		"edge HMAC Secret without a key": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) { e.Auth.HMACSecretRef.Key = "" })),
+			"spec.edge.auth.hmacSecretRef.key", "at least 1 chars long"},
 	}
 	// Edits made to the object as kubectl would send it: the typed client omits a zero shards.
 	raw := map[string]func(spec map[string]any){

@@ -36,6 +36,7 @@ type observation struct {
 	password    string             // the relay user's password
 	lagging     []redisconf.Lag    // nodes without the user or the function yet; the rest are fine
 	relays      []relayState       // one per shard, once the Deployments exist
+	edge        *edgeState         // spec.edge's Deployment, once it exists
 }
 
 // relayState is what a shard's relay Deployment reports.

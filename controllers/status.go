@@ -34,15 +34,30 @@ func computeStatus(ch *heraldv1.NotificationChannel, o *observation) heraldv1.No
 	}
 	redis := redisConfigured(o)
 	relays := relaysAvailable(ch, o)
-	for _, c := range []struct {
+	edge := verdict{status: metav1.ConditionTrue} // no spec.edge: nothing to wait for
+	if ch.Spec.Edge != nil {
+		edge = edgeAvailable(ch, o)
+		if o.edge != nil {
+			status.Edge = &heraldv1.EdgeStatus{Endpoint: fmt.Sprintf("http://%s.%s.svc:%d", workloads.EdgeName(ch), ch.Namespace, shardmap.RelayPort),
+				URLs: workloads.EdgeURLs(ch), ReadyReplicas: o.edge.ready}
+		}
+	} else {
+		meta.RemoveStatusCondition(&status.Conditions, heraldv1.ConditionEdgeAvailable)
+	}
+	type condition struct {
 		typ string
 		v   verdict
-	}{
-		{heraldv1.ConditionReady, ready(redis, relays)},
+	}
+	conditions := []condition{
+		{heraldv1.ConditionReady, ready(redis, relays, edge)},
 		{heraldv1.ConditionRedisConfigured, redis},
 		{heraldv1.ConditionRelaysAvailable, relays},
 		{heraldv1.ConditionDegraded, degraded(ch, o)},
-	} {
+	}
+	if ch.Spec.Edge != nil {
+		conditions = append(conditions, condition{heraldv1.ConditionEdgeAvailable, edge})
+	}
+	for _, c := range conditions {
 		typ, v := c.typ, c.v
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
 			Type: typ, Status: v.status, Reason: v.reason, Message: v.message, ObservedGeneration: ch.Generation,
@@ -128,6 +143,24 @@ func relaysAvailable(ch *heraldv1.NotificationChannel, o *observation) verdict {
 		fmt.Sprintf("Every shard has an available relay; %d of %d relays are ready.", ready, want)}
 }
 
+// edgeAvailable: True when spec.edge's Deployment has an available pod and its route exists.
+func edgeAvailable(ch *heraldv1.NotificationChannel, o *observation) verdict {
+	switch {
+	case o.childErr != nil:
+		return verdict{metav1.ConditionFalse, heraldv1.ReasonWorkloadsFailed, sentence(o.childErr.Error())}
+	case o.edge == nil:
+		return verdict{metav1.ConditionUnknown, heraldv1.ReasonProvisioning, "The edge Deployment has not been created yet."}
+	case o.edge.noGatewayAPI:
+		return verdict{metav1.ConditionFalse, heraldv1.ReasonGatewayAPIMissing,
+			"spec.edge.httpRoute asks for an HTTPRoute, and this cluster serves no gateway.networking.k8s.io/v1 HTTPRoutes: install the Gateway API, or use spec.edge.ingress. The edge runs behind its Service " + workloads.EdgeName(ch) + "."}
+	case o.edge.available < 1:
+		return verdict{metav1.ConditionFalse, heraldv1.ReasonEdgeUnavailable,
+			fmt.Sprintf("No edge pod of Deployment %s is available yet; %d are ready.", workloads.EdgeName(ch), o.edge.ready)}
+	}
+	return verdict{metav1.ConditionTrue, heraldv1.ReasonEdgeAvailable,
+		fmt.Sprintf("%d edge pods are ready behind Service %s.", o.edge.ready, workloads.EdgeName(ch))}
+}
+
 // degraded: True when the channel works with less than it asked for.
 func degraded(ch *heraldv1.NotificationChannel, o *observation) verdict {
 	// Shards share masters: one master's failure stops several shards at once.
@@ -161,12 +194,14 @@ func degraded(ch *heraldv1.NotificationChannel, o *observation) verdict {
 
 // ready: True when Redis is configured and every shard has a relay; otherwise the first reason.
 // Lagging nodes do not count: the masters serve the channel (Degraded says so).
-func ready(redis, relays verdict) verdict {
+func ready(redis, relays, edge verdict) verdict {
 	switch {
 	case redis.status != metav1.ConditionTrue && redis.reason != heraldv1.ReasonNodesLagging:
 		return verdict{metav1.ConditionFalse, redis.reason, redis.message}
 	case relays.status != metav1.ConditionTrue:
 		return verdict{metav1.ConditionFalse, relays.reason, relays.message}
+	case edge.status != metav1.ConditionTrue:
+		return verdict{metav1.ConditionFalse, edge.reason, edge.message}
 	}
 	return verdict{metav1.ConditionTrue, heraldv1.ReasonReconciled, "The channel is ready: publish and subscribe through its relays."}
 }

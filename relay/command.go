@@ -173,8 +173,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		defer r.Close()
 		logger.Info("shard relay starting", "listen", c.listen, "namespace", opt.Map.Namespace, "channel", opt.Map.Channel, "shard", opt.Shard, "auth", c.auth)
 		return serve(ctx, r.Handler(), r.Run, c.listen, c.shutdownTimeout)
-	case RoleSidecar:
-		opt, err := c.sidecarOptions()
+	case RoleSidecar, RoleEdge:
+		var opt sidecar.Options
+		if c.role == RoleEdge {
+			opt, err = c.edgeOptions(ctx)
+		} else {
+			opt, err = c.sidecarOptions()
+		}
 		if err != nil {
 			return err
 		}
@@ -184,31 +189,18 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 			return err
 		}
 		run := sc.Run
+		if opt.Edge != nil {
+			run = func(ctx context.Context) error {
+				go reloadKeys(ctx, opt.Edge.Users, logger)
+				return sc.Run(ctx)
+			}
+		}
 		if c.metricsListen != "" {
-			if run, err = withMetricsServer(sc.MetricsHandler(), c.metricsListen, sc.Run); err != nil {
+			if run, err = withMetricsServer(sc.MetricsHandler(), c.metricsListen, run); err != nil {
 				return err
 			}
 		}
-		logger.Info("sidecar starting", "listen", c.listen, "metricsListen", c.metricsListen, "channels", c.channels, "namespace", c.namespace)
-		return serve(ctx, sc.Handler(), run, c.listen, c.shutdownTimeout)
-	case RoleEdge:
-		opt, err := c.edgeOptions(ctx)
-		if err != nil {
-			return err
-		}
-		opt.Logger = logger
-		sc, err := sidecar.New(opt)
-		if err != nil {
-			return err
-		}
-		run := func(ctx context.Context) error {
-			go reloadKeys(ctx, opt.Edge.Users, logger)
-			return sc.Run(ctx)
-		}
-		if run, err = withMetricsServer(sc.MetricsHandler(), c.metricsListen, run); err != nil {
-			return err
-		}
-		logger.Info("edge starting", "listen", c.listen, "metricsListen", c.metricsListen, "channel", c.channels, "namespace", c.namespace)
+		logger.Info(c.role+" starting", "listen", c.listen, "metricsListen", c.metricsListen, "channels", c.channels, "namespace", c.namespace)
 		return serve(ctx, sc.Handler(), run, c.listen, c.shutdownTimeout)
 	default:
 		return fmt.Errorf("--role must be %q, %q or %q, not %q", RoleShard, RoleSidecar, RoleEdge, c.role)

@@ -165,6 +165,57 @@ func TestSidecarServesMetricsOnTheirOwnListener(t *testing.T) {
 	}
 }
 
+// An edge serves end users on --listen and its metrics only on --metrics-listen: /metrics on the
+// users' listener is 404.
+func TestEdgeServesUsersAndMetricsApart(t *testing.T) {
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	key := filepath.Join(t.TempDir(), "hmac")
+	if err := os.WriteFile(key, []byte(strings.Repeat("k", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	api, metrics := free(), free()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- relay.Main(ctx, []string{"--role=edge", "--channels=orders", "--namespace=shop", "--log-level=error",
+			"--user-token-hmac-key-file", key, "--listen", api, "--metrics-listen", metrics})
+	}()
+	var body []byte
+	relaytest.Eventually(t, 10*time.Second, "metrics served", func() bool {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK
+	})
+	if !strings.Contains(string(body), `herald_build_info{`) || !strings.Contains(string(body), `role="edge"`) {
+		t.Fatalf("the metrics listener does not serve the edge's metrics:\n%.500s", body)
+	}
+	resp, err := http.Get("http://" + api + "/metrics")
+	if err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the users' listener answers /metrics with %v %v, want 404", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get("http://" + api + "/v1/channels/orders/events")
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the users' listener answers a stream without a token with %v %v, want 401", resp, err)
+	}
+	resp.Body.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Main returned %v", err)
+	}
+}
+
 // Kubernetes sets <SERVICE>_PORT, <SERVICE>_SERVICE_HOST and <SERVICE>_SERVICE_PORT for each
 // Service of a pod's namespace; an app's Service named herald-<x> gives HERALD_<X>_PORT. No relay
 // flag may end so, or an injected sidecar (whose pod's service links are the app's) would take

@@ -15,6 +15,9 @@ const (
 	// ConditionDegraded is True when the channel works but with less than it asked for: fewer
 	// masters than shards, Redis nodes that lag, or fewer ready relay replicas than requested.
 	ConditionDegraded = "Degraded"
+	// ConditionEdgeAvailable is True when the edge Deployment (spec.edge) has an available pod
+	// and its route, if one is asked for, exists. Absent for a channel without spec.edge.
+	ConditionEdgeAvailable = "EdgeAvailable"
 	// ConditionPaused is True while the channel carries PausedAnnotation: the operator leaves its
 	// Redis configuration and relays as they are (deletion still proceeds).
 	ConditionPaused = "Paused"
@@ -50,6 +53,13 @@ const (
 	// ReasonWorkloadsFailed: the operator could not create or update one of the channel's
 	// Kubernetes objects (the message says which and why, e.g. Service IPs exhausted).
 	ReasonWorkloadsFailed = "WorkloadsFailed"
+	// ReasonEdgeAvailable: the edge has an available pod, and its route exists.
+	ReasonEdgeAvailable = "EdgeAvailable"
+	// ReasonEdgeUnavailable: no edge pod is available (the message says what the Deployment reports).
+	ReasonEdgeUnavailable = "EdgeUnavailable"
+	// ReasonGatewayAPIMissing: spec.edge.httpRoute asks for an HTTPRoute, and the cluster does not
+	// serve gateway.networking.k8s.io/v1 HTTPRoutes. The edge runs behind its Service.
+	ReasonGatewayAPIMissing = "GatewayAPIMissing"
 	// ReasonRelaysAvailable: every shard has an available relay replica.
 	ReasonRelaysAvailable = "RelaysAvailable"
 	// ReasonInvalidSpec: the spec passed the API server's checks but cannot be honoured (for

@@ -96,6 +96,12 @@ type NotificationChannelSpec struct {
 	// +optional
 	Access AccessSpec `json:"access,omitempty"`
 
+	// edge runs the channel's edge: relays that browsers and phones connect to with a token the
+	// app's backend signs per user (docs/edge.md), each following exactly the keys its users
+	// follow. Omit it for a channel that only pods use.
+	// +optional
+	Edge *EdgeSpec `json:"edge,omitempty"`
+
 	// deletionPolicy is Retain (keep the streams in Redis when the channel is deleted and disable
 	// its ACL user, so its old password opens nothing; a channel applied again with the same
 	// namespace and name takes its streams up and enables the user with a new password) or
@@ -231,6 +237,175 @@ type RelayLimits struct {
 	ReplaysPerSecondPerCaller *int32 `json:"replaysPerSecondPerCaller,omitempty"`
 }
 
+// EdgeSpec shapes the channel's edge: a Deployment of `herald relay --role=edge` with a
+// Service (<name>-edge), a PodDisruptionBudget when it has more than one replica, and optionally
+// an Ingress or a Gateway API HTTPRoute in front of it.
+// +kubebuilder:validation:XValidation:rule="!has(self.ingress) || !has(self.httpRoute)",message="spec.edge.ingress and spec.edge.httpRoute are alternatives: give one"
+type EdgeSpec struct {
+	// replicas is the number of edge pods, 1 to 100. Leave it unset to scale the Deployment
+	// <name>-edge with a HorizontalPodAutoscaler (for example on the connection count,
+	// herald_relay_sidecar_subscribers); the operator then keeps the replicas the HPA sets.
+	// Defaults to 2 when the Deployment is created.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// auth says where the keys of end users' tokens are. At least one source is required.
+	Auth EdgeAuth `json:"auth"`
+
+	// corsAllowedOrigins are the origins of the pages that connect (CORS), e.g.
+	// "https://shop.example.com" or "https://*.example.com"; their hosts may open WebSockets too.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +listType=atomic
+	// +optional
+	CORSAllowedOrigins []string `json:"corsAllowedOrigins,omitempty"`
+
+	// limits cap what one user and one client address hold at each edge pod.
+	// +optional
+	Limits *EdgeLimits `json:"limits,omitempty"`
+
+	// resources of the edge container. Defaults to the operator's relay defaults.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// ingress routes https://<host>/v1/channels/<name>/ to the edge through an Ingress.
+	// +optional
+	Ingress *EdgeIngress `json:"ingress,omitempty"`
+
+	// httpRoute routes https://<hostname>/v1/channels/<name>/ to the edge through a Gateway API
+	// HTTPRoute (gateway.networking.k8s.io/v1). Where the Gateway API is not installed the
+	// EdgeAvailable condition says so and the rest of the edge runs.
+	// +optional
+	HTTPRoute *EdgeHTTPRoute `json:"httpRoute,omitempty"`
+}
+
+// EdgeAuth names the keys end users' tokens are signed with, and their audience.
+// +kubebuilder:validation:XValidation:rule="has(self.hmacSecretRef) || has(self.jwksSecretRef) || has(self.jwksURL)",message="spec.edge.auth needs hmacSecretRef, jwksSecretRef or jwksURL: the keys of end users' tokens"
+type EdgeAuth struct {
+	// hmacSecretRef names a Secret key holding the HS256 key (at least 32 bytes) the app's
+	// backend signs tokens with.
+	// +optional
+	HMACSecretRef *KeyRef `json:"hmacSecretRef,omitempty"`
+
+	// jwksSecretRef names a Secret key holding a JWKS of the public keys (RS256, ES256, EdDSA)
+	// the app's backend signs tokens with. A rotation puts the old and the new key in it.
+	// +optional
+	JWKSSecretRef *KeyRef `json:"jwksSecretRef,omitempty"`
+
+	// jwksURL is an https URL serving such a JWKS (the app's own), fetched every 5 minutes and
+	// when a token names an unknown kid.
+	// +kubebuilder:validation:Pattern=`^https://`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	JWKSURL string `json:"jwksURL,omitempty"`
+
+	// audience is the aud a token must name. Defaults to "<namespace>/<name>" of the channel.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Audience string `json:"audience,omitempty"`
+}
+
+// KeyRef names a key of a Secret in the channel's namespace.
+type KeyRef struct {
+	// name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// EdgeLimits cap what end users hold at one edge pod; beyond them a subscribe is answered 429
+// (400 for too many keys).
+type EdgeLimits struct {
+	// streamsPerUser is the most streams one user (a token's sub) holds. Defaults to 32.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	StreamsPerUser *int32 `json:"streamsPerUser,omitempty"`
+
+	// streamsPerAddress is the most streams one client address holds. Defaults to 1000 (many
+	// users share an office's NAT).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	StreamsPerAddress *int32 `json:"streamsPerAddress,omitempty"`
+
+	// keysPerStream is the most keys and key prefixes one stream follows. Defaults to 100.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	KeysPerStream *int32 `json:"keysPerStream,omitempty"`
+}
+
+// EdgeIngress is an Ingress in front of the edge.
+type EdgeIngress struct {
+	// className is the IngressClass. Omit it for the cluster's default class.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ClassName *string `json:"className,omitempty"`
+
+	// hosts the edge answers on.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +listType=atomic
+	Hosts []string `json:"hosts"`
+
+	// tlsSecretName names a kubernetes.io/tls Secret with the hosts' certificate. Omit it for
+	// plain HTTP (a browser page served over https cannot use it).
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	TLSSecretName string `json:"tlsSecretName,omitempty"`
+
+	// annotations for the Ingress, e.g. the controller's settings for long-lived streams
+	// (ingress-nginx: nginx.ingress.kubernetes.io/proxy-buffering "off" and
+	// proxy-read-timeout "3600").
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// EdgeHTTPRoute is a Gateway API HTTPRoute in front of the edge.
+type EdgeHTTPRoute struct {
+	// parentRefs are the Gateways (and listeners) the route attaches to.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	ParentRefs []GatewayRef `json:"parentRefs"`
+
+	// hostnames the route matches. Omit them to match the listeners' own.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=atomic
+	// +optional
+	Hostnames []string `json:"hostnames,omitempty"`
+}
+
+// GatewayRef names a Gateway, as an HTTPRoute's parentRef does.
+type GatewayRef struct {
+	// name of the Gateway.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// namespace of the Gateway. Defaults to the channel's.
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// sectionName is the Gateway listener to attach to. Omit it for all of them.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	SectionName string `json:"sectionName,omitempty"`
+}
+
 // RedisSpec points a channel at a Redis of its own instead of the operator's default.
 type RedisSpec struct {
 	// addresses are host:port seed nodes of a Redis Cluster, or the one address of a standalone
@@ -347,6 +522,23 @@ type NotificationChannelStatus struct {
 	// endpoint is the in-cluster URL of the channel-wide relay Service.
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
+
+	// edge is what runs of spec.edge.
+	// +optional
+	Edge *EdgeStatus `json:"edge,omitempty"`
+}
+
+// EdgeStatus is where the channel's edge answers.
+type EdgeStatus struct {
+	// endpoint is the in-cluster URL of the edge Service.
+	Endpoint string `json:"endpoint"`
+	// urls are where end users connect through the Ingress or HTTPRoute.
+	// +listType=atomic
+	// +optional
+	URLs []string `json:"urls,omitempty"`
+	// readyReplicas is the number of ready edge pods.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 }
 
 // ShardStatus is where one shard lives in Redis and in the cluster.

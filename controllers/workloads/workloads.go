@@ -259,23 +259,13 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: shardmap.CredentialsSecretName(ch.Name)}, Key: key}}}
 	}
-	probe := func(path string, period int32) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
-			PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3, SuccessThreshold: 1, // ints are compared even when zero: spell out the defaults
-		}
-	}
 	pod := corev1.PodSpec{
 		// The relay verifies callers' tokens with TokenReview, which needs its own token.
 		ImagePullSecrets:             pullSecrets(ch.Spec.Relay.ImagePullSecrets, p.PullSecrets),
 		ServiceAccountName:           RelayServiceAccountName(ch),
 		EnableServiceLinks:           ptr(false), // Services' HERALD_*_PORT variables would set flags
 		AutomountServiceAccountToken: ptr(true),
-		SecurityContext: &corev1.PodSecurityContext{
-			RunAsNonRoot:   ptr(true),
-			RunAsUser:      ptr(int64(65532)),
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext:              podSecurity(),
 		Containers: []corev1.Container{{
 			Name:            "relay",
 			Image:           image,
@@ -286,15 +276,11 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 				secretEnv("HERALD_REDIS_USERNAME", SecretUsernameKey),
 				secretEnv("HERALD_REDIS_PASSWORD", SecretPasswordKey),
 			},
-			Resources:      resources,
-			LivenessProbe:  probe("/healthz", 10),
-			ReadinessProbe: probe("/readyz", 5),
-			VolumeMounts:   []corev1.VolumeMount{{Name: "shardmap", MountPath: shardMapDir, ReadOnly: true}},
-			SecurityContext: &corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr(false),
-				ReadOnlyRootFilesystem:   ptr(true),
-				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			},
+			Resources:       resources,
+			LivenessProbe:   httpProbe("/healthz", 10),
+			ReadinessProbe:  httpProbe("/readyz", 5),
+			VolumeMounts:    []corev1.VolumeMount{{Name: "shardmap", MountPath: shardMapDir, ReadOnly: true}},
+			SecurityContext: containerSecurity(),
 		}},
 		Volumes: []corev1.Volume{{Name: "shardmap", VolumeSource: corev1.VolumeSource{
 			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: shardmap.ConfigMapName(ch.Name)}}}}},
@@ -309,22 +295,56 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 			corev1.VolumeMount{Name: m.volume.Name, MountPath: m.dir, ReadOnly: true})
 	}
 	if pod.Affinity == nil {
-		pod.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
-			MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
-			LabelSelector: &metav1.LabelSelector{MatchLabels: sel},
-		}}
+		pod.TopologySpreadConstraints = spreadOverNodes(sel)
 	}
-	maxUnavailable, maxSurge := intstr.FromInt32(0), intstr.FromInt32(1)
 	return &appsv1.Deployment{
 		ObjectMeta: meta(ch, shardmap.ShardDeploymentName(ch.Name, shard), l),
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr(Replicas(ch)),
 			Selector: &metav1.LabelSelector{MatchLabels: sel},
-			// Never drop below the requested relays during a rollout: subscribers move, not wait.
-			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
-				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &maxUnavailable, MaxSurge: &maxSurge}},
+			Strategy: surgeOnly(),
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels(ch, l), Annotations: podAnnotations(ch, p)}, Spec: pod},
 		},
+	}
+}
+
+// surgeOnly never drops below the requested pods during a rollout: subscribers move, not wait.
+func surgeOnly() appsv1.DeploymentStrategy {
+	maxUnavailable, maxSurge := intstr.FromInt32(0), intstr.FromInt32(1)
+	return appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &maxUnavailable, MaxSurge: &maxSurge}}
+}
+
+// spreadOverNodes spreads the pods sel selects across nodes, where the scheduler can.
+func spreadOverNodes(sel map[string]string) []corev1.TopologySpreadConstraint {
+	return []corev1.TopologySpreadConstraint{{
+		MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
+		LabelSelector: &metav1.LabelSelector{MatchLabels: sel},
+	}}
+}
+
+// httpProbe checks path on the container's "http" port.
+func httpProbe(path string, period int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
+		PeriodSeconds: period, TimeoutSeconds: 2, FailureThreshold: 3, SuccessThreshold: 1, // ints are compared even when zero: spell out the defaults
+	}
+}
+
+// podSecurity and containerSecurity are the restricted Pod Security Standard, as every relay runs.
+func podSecurity() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr(true),
+		RunAsUser:      ptr(int64(65532)),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func containerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr(false),
+		ReadOnlyRootFilesystem:   ptr(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 	}
 }
 
