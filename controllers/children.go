@@ -44,6 +44,7 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 		if ret.MaxAge != nil {
 			m.Retention.MaxAge = shardmap.Duration{Duration: ret.MaxAge.Duration}
 		}
+		m.HistoryPerKey = int(ret.HistoryPerKey)
 	}
 	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RelayLogLevel: r.RelayLogLevel,
 		PullPolicy: r.RelayPullPolicy, PullSecrets: r.RelayPullSecrets, RedisAddrs: o.redisAddrs, Password: o.password}

@@ -161,3 +161,19 @@ func TestAnHTTPRouteWithoutTheGatewayAPIIsReported(t *testing.T) {
 		t.Fatalf("the edge Deployment should run without its route: %v", err)
 	}
 }
+
+// spec.retention.historyPerKey reaches the relays through the shard map: their publish function
+// indexes that many of each key's newest events.
+func TestHistoryPerKeyReachesTheShardMap(t *testing.T) {
+	ns := newNamespace(t)
+	key := create(t, channel(ns, withRetention(&heraldv1.Retention{MaxLength: ptr(int64(100)), HistoryPerKey: 5})))
+	ch := waitFor(t, key, heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+	var cm corev1.ConfigMap
+	eventually(t, 20*time.Second, func() error {
+		return k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: shardmap.ConfigMapName(ch.Name)}, &cm)
+	})
+	m, err := shardmap.Parse([]byte(cm.Data[shardmap.ConfigMapKey]))
+	if err != nil || m.HistoryPerKey != 5 {
+		t.Fatalf("the shard map says historyPerKey %d (%v), want 5", m.HistoryPerKey, err)
+	}
+}

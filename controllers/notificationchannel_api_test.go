@@ -169,6 +169,8 @@ func TestInvalidChannelsAreRejectedNamingTheField(t *testing.T) {
 		}), "<nil>", "metadata.name must be a DNS label of at most 54 characters"},
 		"bad access namespace": {channel(ns, func(ch *heraldv1.NotificationChannel) { ch.Spec.Access.Namespaces = []string{"Team_A"} }),
 			"spec.access.namespaces[0]", "should match"},
+		"history too deep": {channel(ns, withRetention(&heraldv1.Retention{MaxLength: ptr(int64(10)), HistoryPerKey: 101})),
+			"spec.retention.historyPerKey", "less than or equal to 100"},
 		"edge without keys": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) { e.Auth = heraldv1.EdgeAuth{} })),
 			"spec.edge.auth", "needs hmacSecretRef, jwksSecretRef or jwksURL"},
 		"edge JWKS over plain http": {channel(ns, withEdge(func(e *heraldv1.EdgeSpec) { e.Auth.JWKSURL = "http://keys.example/jwks.json" })),

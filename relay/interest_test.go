@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -251,5 +252,83 @@ func TestAStreamFollowsSeveralKeysAndPrefixes(t *testing.T) {
 		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.says) {
 			t.Errorf("GET %.80s: %d %s, want %d saying %q", tc.query, resp.StatusCode, body, tc.code, tc.says)
 		}
+	}
+}
+
+// ?history=N starts a stream with the last N events of each of its keys, oldest first, then
+// goes live with nothing twice at the seam; a resumed stream ignores it (its cursor says what
+// it needs), and a channel without history, a prefix or too deep a history is refused.
+func TestAStreamStartsWithTheLastEventsOfEachKey(t *testing.T) {
+	r := relaytest.StartRelay(t, relaytest.Options{Shards: 2, Modify: func(o *relay.ShardOptions) { o.Map.HistoryPerKey = 3 }})
+	a, b, other := keyOf(r, "a", 0), keyOf(r, "b", 0), keyOf(r, "c", 0)
+	var ids = map[string][]string{}
+	for n := range 5 {
+		for _, k := range []string{a, b, other} {
+			ids[k] = append(ids[k], r.MustPublish(t, k, fmt.Sprintf(`{"n":%d}`, n)))
+		}
+	}
+	want := append(append([]string(nil), ids[a][3:]...), ids[b][3:]...) // the last 2 of a and b
+	slices.Sort(want)                                                   // oldest first
+
+	s := relaytest.OpenSSE(t, r.ChannelURL("/events?history=2&key="+a+"&key="+b), relaytest.SSEOptions{})
+	var got []string
+	for range want {
+		got = append(got, nextFrame(t, s).ID)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("history: got %q, want the last 2 of %s and %s, oldest first: %q", got, a, b, want)
+	}
+	live := r.MustPublish(t, b, `{"n":5}`)
+	r.MustPublish(t, other, `{"n":6}`)
+	if ev := nextFrame(t, s); ev.ID != live {
+		t.Fatalf("after the history the stream sent %+v, want the live event %s", ev, live)
+	}
+
+	// Replay-only history (what a sidecar reads), and one key's.
+	h := relaytest.OpenSSE(t, r.ChannelURL("/events?live=false&history=3&key="+a), relaytest.SSEOptions{})
+	got = nil
+	for {
+		ev, err := h.Next(10 * time.Second)
+		if err != nil || ev.Comment == "end of replay" {
+			break
+		}
+		got = append(got, ev.ID)
+	}
+	if !slices.Equal(got, ids[a][2:]) {
+		t.Fatalf("history of %s alone: got %q, want %q", a, got, ids[a][2:])
+	}
+
+	// A resumed stream gets what came after its cursor, not the history.
+	resumed := relaytest.OpenSSE(t, r.ChannelURL("/events?history=2&key="+b), relaytest.SSEOptions{LastEventID: ids[b][4]})
+	if ev := nextFrame(t, resumed); ev.ID != live {
+		t.Fatalf("a resumed stream with ?history sent %+v first, want %s (the event after its cursor)", ev, live)
+	}
+
+	for _, tc := range []struct{ query, says string }{
+		{"?history=4&key=" + a, "keeps the last 3 events of each key"},
+		{"?history=0&key=" + a, "must be a number of events, 1 or more"},
+		{"?history=2&key=team/", "is a prefix"},
+		{"?history=2", "name the keys"},
+		{"?history=2&interest=keys&key=" + a, "interest streams start with no history"},
+	} {
+		resp, err := http.Get(r.ChannelURL("/events" + tc.query))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tc.says) {
+			t.Errorf("GET %s: %d %s, want 400 saying %q", tc.query, resp.StatusCode, body, tc.says)
+		}
+	}
+	plain := relaytest.StartRelay(t, relaytest.Options{})
+	resp, err := http.Get(plain.ChannelURL("/events?history=1&key=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "keeps no history per key") {
+		t.Errorf("history on a channel without it: %d %s", resp.StatusCode, body)
 	}
 }

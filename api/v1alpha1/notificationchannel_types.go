@@ -127,6 +127,17 @@ type Retention struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.retention.maxAge must be at least 1s"
 	// +optional
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+
+	// historyPerKey is how many of each key's newest events Redis indexes, so that a stream can
+	// start with the last N events of each key it follows (?history=N: a page's first screen
+	// without a second API). 0, the default, keeps no index. Each key with events costs about
+	// 200 bytes of Redis memory plus 18 per indexed event, for maxAge (else 7 days) after its
+	// newest event, and each publish three more commands in the publish function
+	// (docs/capacity.md).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	HistoryPerKey int32 `json:"historyPerKey,omitempty"`
 }
 
 // RelaySpec shapes the relay Deployments, one per shard.

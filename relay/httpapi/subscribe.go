@@ -19,6 +19,7 @@ type subscribeRequest struct {
 	fixed      bool          // interest is the stream's keys for good: it is not announced, and cannot change
 	from       *cursor.ID    // resume after this cursor; nil = live from now
 	replayOnly bool          // ?live=false: end the stream once replay is done
+	history    int           // ?history=N: a fresh stream starts with the last N events of each key
 	ticket     *ticket       // what the stream holds of the limits; nil without limits
 	caller     string        // who asked (Config.Authorize)
 	status     int           // non-zero: reject with this status and msg
@@ -61,13 +62,42 @@ func (s *Server) parseSubscribe(r *http.Request) subscribeRequest {
 	if req.replayOnly, err = stream.ParseLive(q); err != nil {
 		return subscribeRequest{status: http.StatusBadRequest, msg: err.Error()}
 	}
-	if req.replayOnly && req.from == nil {
+	if req.history, err = stream.ParseHistory(q, s.cfg.Subscription.HistoryDepth()); err != nil {
+		return subscribeRequest{status: http.StatusBadRequest, msg: err.Error()}
+	}
+	if req.history > 0 {
+		if bad := req.checkHistory(); bad != "" {
+			return subscribeRequest{status: http.StatusBadRequest, msg: bad}
+		}
+		if req.from != nil {
+			req.history = 0 // a resumed stream gets everything after its cursor instead
+		}
+	}
+	if req.replayOnly && req.from == nil && req.history == 0 {
 		return subscribeRequest{status: http.StatusBadRequest, msg: stream.ErrReplayNeedsCursor.Error()}
 	}
 	if req.replayOnly && req.interest != nil && !req.fixed {
 		return subscribeRequest{status: http.StatusBadRequest, msg: "an interest stream is live: it cannot be replay-only (live=false)"}
 	}
 	return req
+}
+
+// checkHistory says why a stream cannot start with history: it must name its keys, and not
+// prefixes (a key's history is indexed; a prefix's is not).
+func (req subscribeRequest) checkHistory() string {
+	switch {
+	case req.interest != nil && !req.fixed:
+		return "query parameter history: interest streams start with no history"
+	case req.key == "" && req.interest == nil:
+		return "query parameter history: name the keys whose last events to send first (key=)"
+	case req.interest != nil:
+		for _, k := range req.interest.Keys {
+			if event.IsPrefix(k) {
+				return "query parameter history: " + strconv.Quote(k) + " is a prefix; history is kept per key, so name the keys"
+			}
+		}
+	}
+	return ""
 }
 
 // checkKey refuses a key that is invalid (400) or belongs to another shard (421). A prefix
@@ -106,7 +136,13 @@ type source struct {
 
 func (src *source) Replay(ctx context.Context, out stream.Sink) bool {
 	var ok bool
-	if src.last, src.seam, ok = src.s.resume(ctx, out, src.req); !ok {
+	if src.req.history > 0 {
+		src.last, ok = src.s.history(ctx, out, src.req)
+		src.seam = true // live events up to the newest one sent were sent
+	} else {
+		src.last, src.seam, ok = src.s.resume(ctx, out, src.req)
+	}
+	if !ok {
 		return false
 	}
 	return src.req.replayOnly || src.s.announce(ctx, out, src.sub, src.req, src.last)
@@ -152,6 +188,33 @@ func (s *Server) resume(ctx context.Context, out stream.Sink, req subscribeReque
 		seam = true
 	}
 	return last, seam, true
+}
+
+// history sends the last req.history events of each of the request's keys, oldest first, and
+// returns the newest one's cursor: live events up to it were sent (the seam). It returns false
+// when the stream ended.
+func (s *Server) history(ctx context.Context, out stream.Sink, req subscribeRequest) (cursor.ID, bool) {
+	keys := []string{req.key}
+	if req.interest != nil {
+		keys = req.interest.Keys
+	}
+	msgs, err := s.cfg.Subscription.History(ctx, keys, req.history, cursor.ID{})
+	if err != nil {
+		out.Close("reading the keys' history failed ("+err.Error()+"); reconnect", "", false)
+		return cursor.ID{}, false
+	}
+	if len(msgs) == 0 {
+		return cursor.ID{}, true
+	}
+	batch := make([]*event.Encoded, len(msgs))
+	for i, m := range msgs {
+		batch[i] = s.cfg.Encoder.Encode(m)
+	}
+	if err := out.Write(ctx, batch); err != nil {
+		return cursor.ID{}, false
+	}
+	s.cfg.Metrics.Replayed.Add(float64(len(batch)))
+	return msgs[len(msgs)-1].ID, true
 }
 
 // matcher says which keys the request's replay sends: its key, its interest at the start (keys

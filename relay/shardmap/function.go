@@ -21,7 +21,11 @@ import (
 // 5 idempotency window in seconds, 6 key, 7 type, 8 content type, 9 data, 10 ID for Live,
 // 11 a hash of the message, stored with its ID under the idempotency key: a retry with the same
 // key and another message is a conflict ({id, 2}), not a duplicate ({id, 1}), 12 the producer's
-// CloudEvents attributes (event.Attrs.String(); "" = none, and then no field is stored).
+// CloudEvents attributes (event.Attrs.String(); "" = none, and then no field is stored),
+// 13 the per-key history depth ("0" = none), 14 the history index's lifetime in seconds.
+// With a history depth the last key (keys[2] without an idempotency key, else keys[3]) is the
+// message key's history index (HistoryKey): a list of its newest stream IDs, newest first,
+// capped at the depth, so the last N events of one key are found without reading the stream.
 //
 // TIME, like the commands above, must be in the caller's ACL (RelayCommands).
 //
@@ -55,7 +59,9 @@ func publishVersion() string {
 }
 
 // publishBody is PublishFunction's code.
-const publishBody = `  local idem = keys[2]
+const publishBody = `  local depth = tonumber(args[13] or '0')
+  local idem = nil
+  if #keys == 3 or (#keys == 2 and depth == 0) then idem = keys[2] end
   if idem then
     local prev = redis.call('GET', idem)
     if prev then
@@ -88,6 +94,12 @@ const publishBody = `  local idem = keys[2]
   end
   -- Remember the ID at once: if anything below fails, a retry finds it instead of storing again.
   if idem then redis.call('SET', idem, id .. ' ' .. args[11], 'EX', args[5]) end
+  if durable and depth > 0 then
+    local index = keys[#keys]
+    redis.call('LPUSH', index, id)
+    redis.call('LTRIM', index, 0, depth - 1)
+    if args[14] ~= '0' then redis.call('EXPIRE', index, args[14]) end
+  end
   if durable and args[3] ~= '0' and minid ~= '0' then redis.call('XTRIM', keys[1], 'MINID', '~', minid) end
   local writer = string.sub(redis.call('CLUSTER', 'MYID'), 1, 12)
   redis.call('SPUBLISH', args[1], id .. '\n' .. writer .. '\n' .. args[6] .. '\n' .. args[7] .. '\n' .. args[8] .. '\n' .. args[12] .. '\n' .. args[9])

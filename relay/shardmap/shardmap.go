@@ -37,6 +37,9 @@ type Map struct {
 	// relay's --idempotency-window).
 	IdempotencyWindow Duration `json:"idempotencyWindow,omitempty"`
 	Access            []string `json:"access,omitempty"` // namespaces whose sidecars may call, besides Namespace
+	// HistoryPerKey is how many of each key's newest events the publish function indexes
+	// (HistoryKey), so a stream can start with the last N of its keys (?history=N); 0: none.
+	HistoryPerKey int `json:"historyPerKey,omitempty"`
 	Shards            []Shard  `json:"shards"`           // one per shard, ordered by Index
 }
 
@@ -169,6 +172,23 @@ func IdempotencyKey(tag, idempotencyKey string) string {
 	return "herald:{" + tag + "}:idem:" + idempotencyKey
 }
 
+// HistoryKey is the history index of one message key on the shard with the given hash tag: the
+// stream IDs of its newest events, newest first (see PublishFunction).
+func HistoryKey(tag, key string) string { return "herald:{" + tag + "}:hist:" + key }
+
+// DefaultHistoryLifetime is how long a key's history index lives after its last event when the
+// channel has no maxAge: the index of a key nobody publishes to any more goes away.
+const DefaultHistoryLifetime = 7 * 24 * time.Hour
+
+// HistoryLifetime is how long a key's history index outlives its newest event: the channel's
+// maxAge (its entries are trimmed then anyway), else DefaultHistoryLifetime.
+func (m *Map) HistoryLifetime() time.Duration {
+	if m.Retention.MaxAge.Duration > 0 {
+		return m.Retention.MaxAge.Duration
+	}
+	return DefaultHistoryLifetime
+}
+
 // OwnerKey holds the UID of the namespace whose channel of this name wrote the channel's data:
 // a channel applied again takes up retained streams only when its namespace is the same one
 // (namespaces are not reserved: one deleted and created again may belong to another team).
@@ -238,13 +258,15 @@ func ChannelServiceName(channel string) string { return channel + "-relay" }
 // RelayCommands are the only Redis commands a channel's ACL user is granted: what a relay needs
 // to discover the cluster, publish (FCALL of PublishFunction, and the commands it calls, which
 // Redis checks against the caller: XADD, XTRIM when both retention bounds are set, SPUBLISH,
-// idempotency keys with SET/GET, CLUSTER MYID, TIME; no EVAL or SCRIPT, so no Lua of its own),
-// catch up (XRANGE, XREVRANGE, XINFO STREAM), subscribe (SSUBSCRIBE) and wait for replication.
+// idempotency keys with SET/GET, history indexes with LPUSH/LTRIM/EXPIRE, CLUSTER MYID, TIME; no
+// EVAL or SCRIPT, so no Lua of its own), catch up (XRANGE, XREVRANGE, XINFO STREAM), read a key's
+// history (LRANGE), subscribe (SSUBSCRIBE) and wait for replication.
 // A relay that needs another command must add it here, where the operator grants it.
 var RelayCommands = []string{
 	"hello", "auth", "ping", "echo", "command", "client|setname", "client|getname", "client|id", "readonly", "readwrite",
 	"cluster|slots", "cluster|shards", "cluster|nodes", "cluster|info", "cluster|myid", "cluster|keyslot",
 	"fcall", "time",
 	"xadd", "xtrim", "xrange", "xrevrange", "xinfo|stream", "xlen", "exists", "get", "set",
+	"lpush", "ltrim", "expire", "lrange",
 	"spublish", "ssubscribe", "sunsubscribe", "wait",
 }

@@ -154,7 +154,13 @@ func (p *Publisher) call(req PublishRequest) (keys []string, args []any) {
 	if ttl < 1 {
 		ttl = 1
 	}
-	return keys, []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID, messageHash(req), req.Attrs}
+	depth, lifetime := 0, int64(0)
+	if durable && p.m.HistoryPerKey > 0 {
+		depth, lifetime = p.m.HistoryPerKey, max(int64(p.m.HistoryLifetime()/time.Second), 1)
+		keys = append(keys, shardmap.HistoryKey(p.shard.HashTag, req.Key))
+	}
+	return keys, []any{p.shard.LiveChannel, boolArg(durable), maxLen, maxAge, ttl, req.Key, req.Type, req.ContentType, req.Data, liveID, messageHash(req), req.Attrs,
+		depth, lifetime}
 }
 
 // result reads the publish function's reply into res.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/shardmap"
 )
 
@@ -147,4 +148,63 @@ func TestMaxAgeTrimsByTheMastersClock(t *testing.T) {
 	if got, err := c.XLen(ctx, m.Shards[0].Stream).Result(); err != nil || got != n {
 		t.Fatalf("the stream holds %d of %d fresh entries (err %v): maxAge trimmed by the relay's clock", got, n, err)
 	}
+}
+
+// With a history depth the function keeps each key's newest IDs, as the channel's user (the
+// granted commands cover LPUSH, LTRIM, EXPIRE and LRANGE), with and without an idempotency key;
+// History reads the last N of each key back, oldest first, and a retry indexes nothing twice.
+func TestTheHistoryIndexKeepsEachKeysNewestEvents(t *testing.T) {
+	ctx := context.Background()
+	c, m := userWith(t, shardmap.RelayCommands)
+	m.HistoryPerKey = 3
+	p := NewPublisher(c, m, 0, time.Minute)
+	ids := map[string][]string{}
+	for n := range 5 {
+		for _, k := range []string{"a", "b"} {
+			req := PublishRequest{Key: k, Type: "t", ContentType: "text/plain", Data: []byte(strconv.Itoa(n))}
+			if n%2 == 0 {
+				req.IdempotencyKey = k + strconv.Itoa(n)
+			}
+			res, err := p.Publish(ctx, req)
+			if err != nil {
+				t.Fatalf("publishing with a history index as the channel's user: %v", err)
+			}
+			ids[k] = append(ids[k], res.ID.String())
+			if req.IdempotencyKey != "" { // a retry stores and indexes nothing new
+				if again, err := p.Publish(ctx, req); err != nil || !again.Duplicate {
+					t.Fatalf("retry: %+v %v", again, err)
+				}
+			}
+		}
+	}
+	s := &Subscription{cluster: c, shard: m.Shards[0], history: m.HistoryPerKey}
+	msgs, err := s.History(ctx, []string{"a", "b", "never"}, 2, cursorOf(t, ids["b"][4]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, msg := range msgs {
+		got = append(got, msg.ID.String())
+	}
+	want := []string{ids["a"][3], ids["b"][3], ids["a"][4], ids["b"][4]}
+	if !slices.Equal(got, want) {
+		t.Fatalf("History(a, b, 2) = %q, want %q", got, want)
+	}
+	// Up to a cursor: what came after it is live, not history; the index holds the newest 3
+	// (b2, b3, b4), so of those only b2 is left.
+	if msgs, _ = s.History(ctx, []string{"b"}, 3, cursorOf(t, ids["b"][2])); len(msgs) != 1 || msgs[0].ID.String() != ids["b"][2] {
+		t.Fatalf("History(b, 3, before %s) = %+v", ids["b"][2], msgs)
+	}
+	if _, err := s.History(ctx, []string{"a"}, 4, cursorOf(t, ids["b"][4])); err != ErrNoHistory {
+		t.Fatalf("deeper than kept: %v, want ErrNoHistory", err)
+	}
+}
+
+func cursorOf(t *testing.T, s string) cursor.ID {
+	t.Helper()
+	id, err := cursor.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

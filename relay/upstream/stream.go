@@ -2,13 +2,16 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
+	"github.com/heraldhq/herald/relay/shardmap"
 )
 
 // StreamInfo is what XINFO STREAM says about a shard stream, enough to tell "the cursor was
@@ -98,4 +101,64 @@ func toMessages(xs []redis.XMessage) ([]event.Message, error) {
 		out = append(out, event.FromStreamFields(id, x.Values))
 	}
 	return out, nil
+}
+
+// ErrNoHistory is History's answer on a channel that keeps no per-key history, or for more
+// events per key than it keeps.
+var ErrNoHistory = errors.New("the channel keeps no per-key history that deep")
+
+// HistoryDepth is how many of each key's newest events the channel indexes (0: none).
+func (s *Subscription) HistoryDepth() int { return s.history }
+
+// History returns the last n events of each of keys (keys of this shard) with IDs up to
+// before (all of them when before is zero), oldest first: what a stream shows before its live
+// events (?history=N). It reads each key's history index (shardmap.HistoryKey), then those
+// entries; entries the stream's retention removed are left out.
+func (s *Subscription) History(ctx context.Context, keys []string, n int, before cursor.ID) ([]event.Message, error) {
+	if n < 1 || n > s.history {
+		return nil, ErrNoHistory
+	}
+	pipe := s.cluster.Pipeline()
+	lists := make([]*redis.StringSliceCmd, len(keys))
+	for i, k := range keys {
+		lists[i] = pipe.LRange(ctx, shardmap.HistoryKey(s.shard.HashTag, k), 0, int64(s.history-1))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading history indexes: %w", err)
+	}
+	var ids []string
+	for _, l := range lists {
+		taken := 0
+		for _, raw := range l.Val() { // newest first
+			id, err := cursor.Parse(raw)
+			if err != nil || (!before.IsZero() && before.Less(id)) {
+				continue // newer than the stream's start: it comes live
+			}
+			ids = append(ids, raw)
+			if taken++; taken == n {
+				break
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	pipe = s.cluster.Pipeline()
+	entries := make([]*redis.XMessageSliceCmd, len(ids))
+	for i, id := range ids {
+		entries[i] = pipe.XRangeN(ctx, s.shard.Stream, id, id, 1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading history entries: %w", err)
+	}
+	var xs []redis.XMessage
+	for _, e := range entries {
+		xs = append(xs, e.Val()...) // none: trimmed by retention
+	}
+	msgs, err := toMessages(xs)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(msgs, func(a, b event.Message) int { return a.ID.Compare(b.ID) })
+	return msgs, nil
 }

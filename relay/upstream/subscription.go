@@ -100,6 +100,7 @@ type Subscription struct {
 	cluster *redis.ClusterClient
 	shard   shardmap.Shard
 	durable bool
+	history int // the channel's history depth per key (shardmap.Map.HistoryPerKey)
 	hub     *hub.Hub
 	enc     *event.Encoder
 	met     *metrics.Metrics
@@ -146,7 +147,7 @@ func NewSubscription(cluster *redis.ClusterClient, m *shardmap.Map, i int, h *hu
 	var inst [6]byte
 	_, _ = rand.Read(inst[:])
 	s := &Subscription{
-		cluster: cluster, shard: m.Shards[i], durable: m.Delivery == shardmap.DeliveryDurable,
+		cluster: cluster, shard: m.Shards[i], durable: m.Delivery == shardmap.DeliveryDurable, history: m.HistoryPerKey,
 		hub: h, enc: enc, met: met, opt: opt,
 		log:     opt.Logger.With("shard", i, "liveChannel", m.Shards[i].LiveChannel),
 		probeMe: ProbePrefix + hex.EncodeToString(inst[:]) + " ",
