@@ -9,9 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,16 +42,7 @@ func tool(t *testing.T, name, pkg string) string {
 }
 
 func TestTypeScriptClientInABrowser(t *testing.T) {
-	tsc := tool(t, "tsc", "node-typescript")
-	out := t.TempDir()
-	cmd := exec.Command(tsc, "--strict", "--target", "es2020", "--module", "es2020", "--lib", "es2020,dom", "--outDir", out, "typescript/herald.ts")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("tsc: %v\n%s", err, b)
-	}
-	js, err := os.ReadFile(filepath.Join(out, "herald.js"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := compileTypeScript(t)
 	pages := relaytest.ServePages(t, "testdata")
 	pages.Files["/herald.js"] = js
 	r := relaytest.StartRelay(t, relaytest.Options{Modify: func(o *relay.ShardOptions) {

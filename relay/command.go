@@ -138,6 +138,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	fs.IntVar(&c.edge.StreamsPerUser, "max-streams-per-user", 32, "edge role: streams one user (the token's sub) holds at once; beyond it 429")
 	fs.IntVar(&c.edge.StreamsPerAddress, "max-streams-per-address", 1000, "edge role: streams one client address holds at once; beyond it 429")
 	fs.IntVar(&c.edge.KeysPerStream, "max-keys-per-stream", 100, "edge role: keys and key prefixes one stream follows")
+	fs.DurationVar(&c.edge.DrainSpread, "drain-spread", sidecar.DefaultDrainSpread, "edge role: on shutdown, how long ending every stream takes, spread evenly, each told to reconnect (they resume at the other edge pods); keep it under the pod's grace period")
 	fs.BoolVar(&c.edge.TrustForwardedFor, "trust-forwarded-for", false, "edge role: count streams by the address the nearest proxy (an Ingress controller) appended to X-Forwarded-For, not by the connection's peer")
 	fs.StringVar(&c.endpointsFile, "endpoints-file", "", "sidecar role: JSON object of relay Service host -> [host:port of ready replicas], standing in for cluster DNS (local runs); re-read when it changes")
 	if err := fs.Parse(args, getenv); err != nil {

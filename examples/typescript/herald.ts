@@ -1,9 +1,9 @@
 // A browser client of Herald's HTTP API: follow a channel with EventSource, publish with fetch.
 // No dependencies; compile with `tsc --target es2020 --module es2020 herald.ts`.
 //
-// A page usually reaches Herald through its own backend (a reverse proxy that authenticates the
-// user and picks the keys it may follow, see docs/app-guide.md); `channelURL` is then that
-// proxy's URL of the channel, e.g. "https://app.example.com/notifications/v1/channels/orders".
+// A page reaches Herald through the channel's edge (docs/edge.md), with a token the app's backend
+// mints for its user (`token`), or through the app's own reverse proxy (docs/app-guide.md);
+// `channelURL` is then that URL of the channel, e.g. "https://notify.example.com/v1/channels/orders".
 
 /** A CloudEvent as Herald delivers it. */
 export interface HeraldEvent {
@@ -33,8 +33,17 @@ export interface Gap {
 }
 
 export interface FollowOptions {
-  /** Follow one key; absent: the whole channel. */
+  /** Follow one key; absent (and no keys): the whole channel, or at an edge all the token grants. */
   key?: string;
+  /** Follow several keys and key prefixes (a prefix ends with "/": "team-7/"). */
+  keys?: string[];
+  /** Start with the last N events of each key (not prefix) before the live ones. */
+  history?: number;
+  /**
+   * At an edge: the user's token, fetched from the app for every connection (so an expired one
+   * is replaced on the next). EventSource cannot send headers: it goes as ?token=.
+   */
+  token?: () => Promise<string>;
   /** Resume after this cursor (a heraldcursor kept from an earlier visit). */
   after?: string;
   onMessage(event: HeraldEvent): void;
@@ -56,10 +65,22 @@ export function follow(channelURL: string, opts: FollowOptions): () => void {
   let stopped = false;
   let retry: ReturnType<typeof setTimeout> | undefined;
 
-  const open = () => {
+  const open = async () => {
     const params = new URLSearchParams();
-    if (opts.key) params.set("key", opts.key);
+    if (opts.key) params.append("key", opts.key);
+    for (const k of opts.keys ?? []) params.append("key", k);
     if (cursor) params.set("since", cursor);
+    else if (opts.history) params.set("history", String(opts.history));
+    if (opts.token) {
+      try {
+        params.set("token", await opts.token());
+      } catch {
+        opts.onBreak?.();
+        if (!stopped) retry = setTimeout(open, pause());
+        return;
+      }
+    }
+    if (stopped) return;
     const query = params.toString();
     const es = new EventSource(channelURL + "/events" + (query ? "?" + query : ""));
     source = es;
@@ -75,8 +96,13 @@ export function follow(channelURL: string, opts: FollowOptions): () => void {
     });
     es.onerror = () => {
       opts.onBreak?.();
-      if (es.readyState === EventSource.CLOSED && !stopped) {
-        retry = setTimeout(open, 2000); // the browser gave up: start again from the cursor
+      if (opts.token && !stopped) {
+        // The browser would reconnect with the token in the URL, which may have expired (the
+        // edge ends a stream when its token does): reconnect with a fresh one instead.
+        es.close();
+        retry = setTimeout(open, pause());
+      } else if (es.readyState === EventSource.CLOSED && !stopped) {
+        retry = setTimeout(open, pause()); // the browser gave up: start again from the cursor
       }
     };
   };
@@ -86,6 +112,11 @@ export function follow(channelURL: string, opts: FollowOptions): () => void {
     clearTimeout(retry);
     source?.close();
   };
+}
+
+/** A reconnect's pause: 1 to 3 s, spread so that the clients of a restarted edge do not all come back at once. */
+function pause(): number {
+  return 1000 + Math.random() * 2000;
 }
 
 /** The answer to a publish. */

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/heraldhq/herald/relay/cursor"
 	"github.com/heraldhq/herald/relay/event"
@@ -482,6 +483,36 @@ func (s *Subscriber) Stop(err error) bool {
 		s.hub.writers.schedule(s) // its writer ends the stream
 	}
 	return running
+}
+
+// Drain ends every current subscriber with err, spread evenly over d, so that the clients of a
+// relay that is going away come back elsewhere a few at a time instead of all at once. It
+// returns how many it ended, once the last is ended; when ctx ends it ends the rest at once.
+func (h *Hub) Drain(ctx context.Context, err error, d time.Duration) int {
+	subs := h.registered()
+	if len(subs) == 0 {
+		return 0
+	}
+	var tick <-chan time.Time
+	if step := d / time.Duration(len(subs)); step > 0 {
+		t := time.NewTicker(step)
+		defer t.Stop()
+		tick = t.C
+	}
+	n := 0
+	for i, s := range subs {
+		if i > 0 && tick != nil {
+			select {
+			case <-tick:
+			case <-ctx.Done():
+				tick = nil
+			}
+		}
+		if s.Stop(err) {
+			n++
+		}
+	}
+	return n
 }
 
 // registered lists every registered subscriber.

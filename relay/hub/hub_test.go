@@ -249,3 +249,39 @@ func TestAnEmptyQueueTakesOneEventOfAnySize(t *testing.T) {
 		t.Errorf("two big events queued: err %v, slow-closed %d; want both subscribers slow", a.Err(), h.SlowClosed())
 	}
 }
+
+// Drain ends every subscriber with the reason given, spread over the time given: the last one
+// no sooner than most of it has passed.
+func TestDrainSpreadsTheEndsOverTime(t *testing.T) {
+	h := New(1 << 20)
+	subs := make([]*Subscriber, 50)
+	for i := range subs {
+		subs[i] = h.Subscribe("")
+	}
+	going := errors.New("going away")
+	ended := make(chan time.Time, len(subs))
+	for _, s := range subs {
+		go func() {
+			_, err := s.Next(context.Background(), nil)
+			if err == going {
+				ended <- time.Now()
+			}
+		}()
+	}
+	start := time.Now()
+	if n := h.Drain(context.Background(), going, 500*time.Millisecond); n != len(subs) {
+		t.Fatalf("Drain ended %d subscribers, want %d", n, len(subs))
+	}
+	var last time.Time
+	for range subs {
+		if e := <-ended; e.After(last) {
+			last = e
+		}
+	}
+	if spread := last.Sub(start); spread < 400*time.Millisecond {
+		t.Fatalf("the last subscriber ended %v after the drain began, want at least 400ms of the 500ms spread", spread)
+	}
+	if h.Drain(context.Background(), going, time.Second) != 0 {
+		t.Fatal("a second Drain found subscribers to end")
+	}
+}

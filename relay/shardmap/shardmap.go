@@ -39,8 +39,8 @@ type Map struct {
 	Access            []string `json:"access,omitempty"` // namespaces whose sidecars may call, besides Namespace
 	// HistoryPerKey is how many of each key's newest events the publish function indexes
 	// (HistoryKey), so a stream can start with the last N of its keys (?history=N); 0: none.
-	HistoryPerKey int `json:"historyPerKey,omitempty"`
-	Shards            []Shard  `json:"shards"`           // one per shard, ordered by Index
+	HistoryPerKey int     `json:"historyPerKey,omitempty"`
+	Shards        []Shard `json:"shards"` // one per shard, ordered by Index
 }
 
 // Allows reports whether pods of namespace may publish and subscribe.

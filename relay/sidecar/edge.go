@@ -23,6 +23,7 @@ import (
 //     only keys and prefixes the token grants (all of them when it names none), and a publish
 //     needs a publish grant for its key;
 //   - a stream ends, with a reason and its cursor, when its token expires;
+//   - a WebSocket takes commands: follow and unfollow keys, a fresh token (commands.go);
 //   - limits per user (the token's sub) and per client address answer 429;
 //   - the shard map and the metrics are not served to end users.
 
@@ -36,9 +37,17 @@ type EdgeOptions struct {
 	// X-Forwarded-For (an Ingress controller's) instead of the connection's peer, which behind a
 	// proxy is the proxy's own.
 	TrustForwardedFor bool
+	// DrainSpread is how long a shutdown takes to end the edge's streams, spread evenly, each
+	// told to reconnect (they resume by cursor at another pod). Defaults to DefaultDrainSpread.
+	DrainSpread time.Duration
 }
 
 const (
+	// DefaultDrainSpread is how long an edge that is shutting down takes to send its users
+	// elsewhere: a few seconds, inside Kubernetes' 30 s grace period, so that the edge pods
+	// left take the reconnects a few at a time.
+	DefaultDrainSpread = 5 * time.Second
+
 	defaultStreamsPerUser    = 32
 	defaultStreamsPerAddress = 1000
 	defaultKeysPerStream     = 100
@@ -53,6 +62,9 @@ func (o *EdgeOptions) setDefaults() {
 	}
 	if o.KeysPerStream <= 0 {
 		o.KeysPerStream = defaultKeysPerStream
+	}
+	if o.DrainSpread <= 0 {
+		o.DrainSpread = DefaultDrainSpread
 	}
 }
 
@@ -177,10 +189,41 @@ func (e *edge) clientAddress(r *http.Request) string {
 }
 
 // expireWith ends sub when g's token expires (after the verifier's leeway): the subscriber is
-// told why and where to resume, and comes back with a fresh token.
-func (e *edge) expireWith(sub *hub.Subscriber, g *usertoken.Grant) {
-	t := time.AfterFunc(time.Until(g.Expiry)+e.opt.Users.Leeway(), func() {
+// told why and where to resume, and comes back with a fresh token. A WebSocket that sends a
+// fresh token re-arms the returned timer (commands.go).
+func (e *edge) expireWith(sub *hub.Subscriber, g *usertoken.Grant) *time.Timer {
+	t := time.AfterFunc(e.untilExpiry(g), func() {
 		sub.Stop(&stream.Ended{Reason: "the token expired; get a fresh one from the app", Code: stream.StatusTokenExpired})
 	})
 	sub.OnClose(func() { t.Stop() })
+	return t
+}
+
+// untilExpiry is how long a stream of g's token lives on.
+func (e *edge) untilExpiry(g *usertoken.Grant) time.Duration {
+	return time.Until(g.Expiry) + e.opt.Users.Leeway()
+}
+
+// drain ends every stream of an edge that is shutting down, spread over DrainSpread, each told
+// to reconnect (WebSocket 1012, Service Restart): the Service sends them to the pods left, where
+// they resume by cursor, a few at a time rather than all at once.
+func (e *edge) drain(channels []*channel) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.opt.DrainSpread+time.Second)
+	defer cancel()
+	going := &stream.Ended{Reason: "this edge is shutting down", Code: 1012}
+	var hubs []*hub.Hub
+	for _, ch := range channels {
+		hubs = append(hubs, ch.all)
+		ch.startMu.Lock()
+		for _, st := range ch.streams {
+			hubs = append(hubs, st.keyed)
+		}
+		ch.startMu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for _, h := range hubs {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.Drain(ctx, going, e.opt.DrainSpread) }()
+	}
+	wg.Wait()
 }

@@ -44,6 +44,7 @@ func userClaims(audience, sub string, follow, publish []string) map[string]any {
 
 type testEdge struct {
 	URL, channel, audience string
+	stop                   func() // a shutdown: ends Run, which drains the streams
 }
 
 // startEdge runs an edge for c's channel whose users' tokens are signed with edgeKey.
@@ -61,12 +62,12 @@ func startEdge(t *testing.T, c *relaytest.Channel, o sidecar.EdgeOptions) *testE
 	o.Users = v
 	eps := filepath.Join(t.TempDir(), "endpoints.json")
 	c.WriteEndpoints(t, eps)
-	sc, url := runSidecar(t, sidecar.Options{
+	sc, url, stop := runSidecar(t, sidecar.Options{
 		Channels:      []sidecar.ChannelRef{{Namespace: c.Map.Namespace, Name: c.Map.Channel}},
 		EndpointsFile: eps, Heartbeat: time.Second, RefreshInterval: time.Second, Edge: &o,
 	})
 	relaytest.Eventually(t, 20*time.Second, "edge ready", func() bool { return sc.Ready() })
-	return &testEdge{URL: url, channel: c.Map.Channel, audience: audience}
+	return &testEdge{URL: url, channel: c.Map.Channel, audience: audience, stop: stop}
 }
 
 func (e *testEdge) url(path string) string { return e.URL + "/v1/channels/" + e.channel + path }
@@ -186,5 +187,47 @@ func TestAStreamEndsWhenItsTokenExpires(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// A shutdown drains the edge: every stream ends with a reason and its cursor, spread over the
+// drain time, so the pods left take the reconnects a few at a time.
+func TestAShutdownSendsTheEdgesUsersElsewhereAFewAtATime(t *testing.T) {
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1}, 1)
+	edge := startEdge(t, c, sidecar.EdgeOptions{DrainSpread: time.Second})
+	token := mint(t, edgeKey, userClaims(edge.audience, "user-1", []string{"user-1"}, nil))
+	const n = 10
+	ended := make(chan time.Time, n)
+	for range n {
+		s := relaytest.OpenSSE(t, edge.url("/events?token="+token), relaytest.SSEOptions{})
+		go func() {
+			for {
+				ev, err := s.Next(20 * time.Second)
+				if err != nil {
+					return
+				}
+				if strings.HasPrefix(ev.Comment, "closed: this edge is shutting down; reconnect with Last-Event-ID ") {
+					ended <- time.Now()
+					return
+				}
+			}
+		}()
+	}
+	start := time.Now() // each stream registered before its answer's head came: all are live
+
+	edge.stop()
+	var last time.Time
+	for i := range n {
+		select {
+		case e := <-ended:
+			if e.After(last) {
+				last = e
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d streams were told the edge is shutting down", i, n)
+		}
+	}
+	if spread := last.Sub(start); spread < 800*time.Millisecond {
+		t.Fatalf("the last stream ended %v after the shutdown began, want the ends spread over most of the 1s drain", spread)
 	}
 }

@@ -19,16 +19,6 @@ import (
 	"github.com/heraldhq/herald/relay/sidecar"
 )
 
-// deliveredBy sums the events the relays of every shard queued to their subscribers.
-func deliveredBy(c *relaytest.Channel) uint64 {
-	var n uint64
-	for _, replicas := range c.Replicas {
-		for _, r := range replicas {
-			n += r.Hub().Delivered()
-		}
-	}
-	return n
-}
 
 // follows reads what each upstream stream follows from the sidecar's /readyz.
 func follows(t *testing.T, sc *testSidecar) []string {
@@ -86,11 +76,11 @@ func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
 
 	a := relaytest.OpenSSE(t, sc.channelURL("/events?key=user-3"), relaytest.SSEOptions{})
 	b := relaytest.OpenSSE(t, sc.channelURL("/events?key=user-17"), relaytest.SSEOptions{})
-	before := deliveredBy(c)
+	before := c.Delivered()
 	perKey := publishAll(200)
 	a.Messages(t, perKey["user-3"], 10*time.Second)
 	b.Messages(t, perKey["user-17"], 10*time.Second)
-	if got, want := deliveredBy(c)-before, uint64(perKey["user-3"]+perKey["user-17"]); got != want {
+	if got, want := c.Delivered()-before, uint64(perKey["user-3"]+perKey["user-17"]); got != want {
 		t.Fatalf("the relays sent the sidecar %d events for 2 keyed subscribers, want %d (their keys' messages only)", got, want)
 	}
 	want := []string{"0 keys", "0 keys"}
@@ -104,10 +94,10 @@ func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
 	}
 
 	whole := relaytest.OpenSSE(t, sc.channelURL("/events"), relaytest.SSEOptions{})
-	before = deliveredBy(c)
+	before = c.Delivered()
 	publishAll(100)
 	whole.Messages(t, 100, 10*time.Second)
-	if got := deliveredBy(c) - before; got != 100 {
+	if got := c.Delivered() - before; got != 100 {
 		t.Fatalf("with a whole-channel subscriber the relays sent %d events for 100 messages, want 100 (each once)", got)
 	}
 	if got := follows(t, sc); !slices.Equal(got, []string{"every key", "every key"}) {
@@ -116,10 +106,10 @@ func TestUpstreamsCarryOnlyTheKeysLocalSubscribersFollow(t *testing.T) {
 	whole.Close()
 	b.Close()
 	relaytest.Eventually(t, 10*time.Second, "the sidecar to follow user-3 alone again", func() bool {
-		before := deliveredBy(c)
+		before := c.Delivered()
 		n := publishAll(25)["user-3"]
 		a.Messages(t, n, 10*time.Second)
-		return deliveredBy(c)-before == uint64(n)
+		return c.Delivered()-before == uint64(n)
 	})
 }
 
@@ -134,7 +124,7 @@ func TestAStreamWithTooManyKeysForAURLOpensWideAndNarrows(t *testing.T) {
 	r := c.Replicas[0][0]
 	published := 0
 	relaytest.Eventually(t, 10*time.Second, "the relay to send user-3 alone", func() bool {
-		before := deliveredBy(c)
+		before := c.Delivered()
 		var last cursor.ID
 		for _, key := range []string{"user-1", "user-2", "user-3"} {
 			code, p := sc.publish(t, key, fmt.Sprintf(`{"n":%d}`, published))
@@ -148,7 +138,7 @@ func TestAStreamWithTooManyKeysForAURLOpensWideAndNarrows(t *testing.T) {
 			at, err := cursor.Parse(r.Status().LastDelivered)
 			return err == nil && !at.Less(last)
 		})
-		return deliveredBy(c)-before == 1
+		return c.Delivered()-before == 1
 	})
 	for i, ev := range a.Messages(t, published, 10*time.Second) {
 		if got := decode(t, ev); got.subject != "user-3" || got.n != i {
@@ -289,7 +279,7 @@ func TestUpstreamFollowsTheWholeShardOfAnOlderRelay(t *testing.T) {
 	sc := startSidecar(t, c, "")
 	a := relaytest.OpenSSE(t, sc.channelURL("/events?key=a"), relaytest.SSEOptions{})
 	b := relaytest.OpenSSE(t, sc.channelURL("/events?key=b"), relaytest.SSEOptions{})
-	before := deliveredBy(c)
+	before := c.Delivered()
 	for i := range 30 {
 		if code, p := sc.publish(t, []string{"a", "b", "c"}[i%3], fmt.Sprintf(`{"n":%d}`, i)); code != http.StatusAccepted {
 			t.Fatalf("publish: %d %+v", code, p)
@@ -304,7 +294,7 @@ func TestUpstreamFollowsTheWholeShardOfAnOlderRelay(t *testing.T) {
 	}
 	// 30 deliveries or more: the whole shard, key c included (a and b alone are 20). More when
 	// the first stream, a plain one of key a to the older relay, overlapped its replacement.
-	relaytest.Eventually(t, 10*time.Second, "the older relay to send the whole shard", func() bool { return deliveredBy(c)-before >= 30 })
+	relaytest.Eventually(t, 10*time.Second, "the older relay to send the whole shard", func() bool { return c.Delivered()-before >= 30 })
 }
 
 // An interest comment moves the upstream's position: a subscriber that joined at it, whose
@@ -377,7 +367,7 @@ func TestAStreamOfSeveralKeysAndAPrefixGetsExactlyThem(t *testing.T) {
 			}
 		}
 	}
-	before := deliveredBy(c)
+	before := c.Delivered()
 	publish(0, 120)
 	got := s.Messages(t, len(want), 10*time.Second)
 	var seen []string
@@ -395,7 +385,7 @@ func TestAStreamOfSeveralKeysAndAPrefixGetsExactlyThem(t *testing.T) {
 	}
 	// "user-<n>" keys are followed (wanted) only for the two chosen ones; the relays sent the
 	// sidecar no other key.
-	if sent := deliveredBy(c) - before; sent != uint64(len(want)) {
+	if sent := c.Delivered() - before; sent != uint64(len(want)) {
 		t.Fatalf("the relays sent the sidecar %d events, want %d (the followed keys' only)", sent, len(want))
 	}
 

@@ -211,6 +211,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
+			if s.edge != nil {
+				s.edge.drain(s.list)
+			}
 			for _, ch := range s.list {
 				ch.wait()
 				ch.closeSubscribers() // pushed streams outlive their handlers: end them

@@ -40,7 +40,7 @@ func startSidecar(t *testing.T, c *relaytest.Channel, tokenFile string) *testSid
 	t.Helper()
 	eps := filepath.Join(t.TempDir(), "endpoints.json")
 	c.WriteEndpoints(t, eps)
-	sc, url := runSidecar(t, sidecar.Options{
+	sc, url, _ := runSidecar(t, sidecar.Options{
 		Channels:      []sidecar.ChannelRef{{Namespace: c.Map.Namespace, Name: c.Map.Channel}},
 		EndpointsFile: eps, TokenFile: tokenFile,
 		Heartbeat: time.Second, RefreshInterval: time.Second,
@@ -51,8 +51,9 @@ func startSidecar(t *testing.T, c *relaytest.Channel, tokenFile string) *testSid
 }
 
 // runSidecar serves and runs a sidecar until the test ends (logging warnings to the test log
-// unless opt has a logger) and returns it with its URL; it does not wait for it to be ready.
-func runSidecar(t *testing.T, opt sidecar.Options) (*sidecar.Sidecar, string) {
+// unless opt has a logger) and returns it with its URL and a stop function that ends its Run (as
+// a shutdown does) and waits for it; it does not wait for it to be ready.
+func runSidecar(t *testing.T, opt sidecar.Options) (*sidecar.Sidecar, string, func()) {
 	t.Helper()
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -65,8 +66,9 @@ func runSidecar(t *testing.T, opt sidecar.Options) (*sidecar.Sidecar, string) {
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { defer close(done); _ = sc.Run(ctx) }()
-	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); cancel(); <-done })
-	return sc, srv.URL
+	stop := func() { cancel(); <-done }
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); stop() })
+	return sc, srv.URL, stop
 }
 
 func (s *testSidecar) channelURL(path string) string {
@@ -436,7 +438,7 @@ func TestEachChannelsRelaysGetTheirOwnToken(t *testing.T) {
 	if err := os.WriteFile(epsFile, b2, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sc, url := runSidecar(t, sidecar.Options{
+	sc, url, _ := runSidecar(t, sidecar.Options{
 		Channels:      []sidecar.ChannelRef{{Namespace: a.Map.Namespace, Name: a.Map.Channel}, {Namespace: b.Map.Namespace, Name: b.Map.Channel}},
 		EndpointsFile: epsFile, TokenDir: dir, RefreshInterval: time.Second,
 	})
@@ -549,7 +551,7 @@ func TestEventSourceIsHeldWhileTheSidecarWarmsUp(t *testing.T) {
 	if err := os.WriteFile(eps, []byte("{}"), 0o600); err != nil { // no relay is known yet
 		t.Fatal(err)
 	}
-	sc, url := runSidecar(t, sidecar.Options{
+	sc, url, _ := runSidecar(t, sidecar.Options{
 		Channels:      []sidecar.ChannelRef{{Namespace: c.Map.Namespace, Name: c.Map.Channel}},
 		EndpointsFile: eps, Heartbeat: time.Second, RefreshInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(relaytest.NewTestLog(t), &slog.HandlerOptions{Level: slog.LevelError})),

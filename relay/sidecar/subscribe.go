@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/heraldhq/herald/relay/cursor"
@@ -44,11 +45,18 @@ type localSub struct {
 	keys      []string         // several keys, or prefixes: the merged stream, filtered by the local hub
 	shards    []int            // the shards read: the key's, or all of them in order
 	resuming  bool             // a cursor was given: replay after own first
+	history   int              // ?history=N (not resuming): the last N events of each key first
 	own       cursor.Composite // per entry of shards: the last ID this subscriber was sent
 	composite bool             // whole-channel: events carry composite cursors
 	synced    bool             // own is the merged stream's cursor, so the shared bytes fit as they are
 	seam      []bool           // per entry of shards: live events up to own were sent by replay
 	idBuf     []byte
+
+	// An edge's WebSocket changes keys while it is live (commands.go), on its command goroutine
+	// only; mu orders that with the stream's end, which gives back the upstream interest of the
+	// keys followed then. A changed keys is a new slice (never nil: nil is every key).
+	mu       sync.Mutex
+	released bool // the stream ended and gave its interest back: commands change nothing more
 }
 
 // subscribe validates the request like a shard relay does, registers the subscriber before any
@@ -79,7 +87,9 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 				return
 			}
 		}
-		if len(keys) == 1 && !event.IsPrefix(keys[0]) {
+		// At the edge every stream reads the merged stream, even of one key: its subscriber is
+		// adjustable (WebSocket commands) and its cursor the composite one the docs promise.
+		if len(keys) == 1 && !event.IsPrefix(keys[0]) && grant == nil {
 			ls.key = keys[0]
 		} else {
 			ls.keys = keys
@@ -92,6 +102,19 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 	}
 	raw, what := stream.ResumeCursor(r)
 	ls.resuming = raw != ""
+	if ls.history, err = stream.ParseHistory(q, m.HistoryPerKey); err != nil {
+		problem.Write(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if ls.history > 0 {
+		if bad := ls.checkHistory(); bad != "" {
+			problem.Write(w, http.StatusBadRequest, bad)
+			return
+		}
+		if ls.resuming {
+			ls.history = 0 // a resumed stream gets everything after its cursor instead
+		}
+	}
 	if ls.key != "" {
 		ls.shards = []int{m.ShardFor(ls.key)}
 		if raw != "" {
@@ -114,7 +137,7 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 			}
 		}
 	}
-	if replayOnly && raw == "" {
+	if replayOnly && raw == "" && ls.history == 0 {
 		problem.Write(w, http.StatusBadRequest, stream.ErrReplayNeedsCursor.Error())
 		return
 	}
@@ -171,11 +194,15 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 		}
 	}
 	sub.OnClose(release) // however the stream ends
-	if grant != nil {
-		s.edge.expireWith(sub, grant)
-	}
 	ls.seam = make([]bool, len(ls.shards))
 	o := stream.Options{Protocol: p, WriteTimeout: s.opt.WriteTimeout, ReplayOnly: replayOnly}
+	if grant != nil {
+		expiry := s.edge.expireWith(sub, grant)
+		if p == stream.WebSocket && !replayOnly {
+			es := &edgeStream{edge: s.edge, ls: ls, sub: sub, streams: streams, grant: grant, expiry: expiry}
+			o.Commands = es.run
+		}
+	}
 	if err := stream.Serve(w, r, sub, ls, o); err != nil {
 		problem.Write(w, http.StatusUpgradeRequired, err.Error())
 	}
@@ -185,34 +212,51 @@ func (s *Sidecar) subscribe(w http.ResponseWriter, r *http.Request, ch *channel,
 const followTimeout = 10 * time.Second
 
 // follow asks the upstream streams of ls's shards to follow what it follows (every key for a
-// whole-channel subscriber) and waits until they do; release gives the interest back.
+// whole-channel subscriber) and waits until they do; release gives back the interest in what
+// it follows by then (an edge's WebSocket commands change that).
 func (ls *localSub) follow(ctx context.Context, streams []*shardStream) (release func(), err error) {
-	type held struct {
-		st      *shardStream
-		key     string
-		version uint64
-	}
-	var holds []held
-	release = func() {
-		for _, h := range holds {
-			h.st.interest.drop(h.key)
-		}
-	}
+	var holds []hold
 	for j, shard := range ls.shards {
 		st := streams[shard]
 		for _, k := range ls.shardKeys(j) {
-			holds = append(holds, held{st, k, st.interest.want(k)})
+			holds = append(holds, hold{st, k, st.interest.want(k)})
 		}
 	}
+	if err := awaitHolds(ctx, holds); err != nil {
+		for _, h := range holds {
+			h.st.interest.drop(h.key)
+		}
+		return nil, err
+	}
+	return func() {
+		ls.mu.Lock()
+		defer ls.mu.Unlock()
+		ls.released = true
+		for j, shard := range ls.shards {
+			for _, k := range ls.shardKeys(j) {
+				streams[shard].interest.drop(k)
+			}
+		}
+	}, nil
+}
+
+// hold is one upstream stream's interest in a key, and the version that brings it.
+type hold struct {
+	st      *shardStream
+	key     string
+	version uint64
+}
+
+// awaitHolds waits, at most followTimeout, until each upstream stream follows its key.
+func awaitHolds(ctx context.Context, holds []hold) error {
 	ctx, cancel := context.WithTimeout(ctx, followTimeout)
 	defer cancel()
 	for _, h := range holds {
 		if err := h.st.interest.await(ctx, h.version); err != nil {
-			release()
-			return nil, errors.New("the sidecar's stream from shard " + strconv.Itoa(h.st.index) + " does not follow this subscription yet (" + err.Error() + ")")
+			return errors.New("the sidecar's stream from shard " + strconv.Itoa(h.st.index) + " does not follow this subscription yet (" + err.Error() + ")")
 		}
 	}
-	return release, nil
+	return nil
 }
 
 // shardKeys is what the subscriber follows of shard ls.shards[j]: "" for every key, its key, or
@@ -234,12 +278,28 @@ func (ls *localSub) shardKeys(j int) []string {
 	return keys
 }
 
-// Replay sends what each shard stored after the subscriber's cursor and opens the seams, where
-// live events the replay already sent are skipped. It reports false when the stream ended.
+// checkHistory says why a stream cannot start with history: it must name keys, not prefixes
+// (history is indexed per key), as at a shard relay.
+func (ls *localSub) checkHistory() string {
+	if ls.key == "" && ls.keys == nil {
+		return "query parameter history: name the keys whose last events to send first (key=)"
+	}
+	for _, k := range ls.keys {
+		if event.IsPrefix(k) {
+			return "query parameter history: " + strconv.Quote(k) + " is a prefix; history is kept per key, so name the keys"
+		}
+	}
+	return ""
+}
+
+// Replay sends what each shard stored after the subscriber's cursor, or the last events of its
+// keys (?history=N), and opens the seams, where live events the replay already sent are skipped.
+// It reports false when the stream ended.
 func (ls *localSub) Replay(ctx context.Context, out stream.Sink) bool {
-	if !ls.resuming {
+	if !ls.resuming && ls.history == 0 {
 		return true
 	}
+	start := ls.own.Clone() // a fresh stream's: where the merged stream was when it registered
 	for j := range ls.shards {
 		if ls.keys != nil && len(ls.shardKeys(j)) == 0 {
 			continue // none of its keys is of this shard
@@ -247,9 +307,19 @@ func (ls *localSub) Replay(ctx context.Context, out stream.Sink) bool {
 		if !ls.replay(ctx, out, j) {
 			return false
 		}
+		if ls.history > 0 && ls.own[j].Less(start[j]) {
+			// The newest event of its keys on this shard is older than where it registered:
+			// nothing of its keys lies between, so it is at the registration point.
+			ls.own[j] = start[j]
+		}
 	}
 	for j := range ls.seam {
 		ls.seam[j] = true
+	}
+	if ls.history > 0 && ls.composite {
+		// History past the registration point (published meanwhile) leaves its cursor ahead
+		// of the merged stream's until the merged stream passes it.
+		ls.synced = ls.own.String() == start.String()
 	}
 	return true
 }
@@ -346,7 +416,12 @@ func (ls *localSub) replay(ctx context.Context, out stream.Sink, j int) bool {
 				u += "&key=" + url.QueryEscape(k)
 			}
 		}
-		resp, err := ls.ch.get(ctx, u, http.Header{"Last-Event-Id": {ls.own[j].String()}})
+		hdr := http.Header{"Last-Event-Id": {ls.own[j].String()}}
+		if ls.history > 0 {
+			u += "&history=" + strconv.Itoa(ls.history)
+			hdr = nil // a cursor would make the relay send what came after it instead
+		}
+		resp, err := ls.ch.get(ctx, u, hdr)
 		if err != nil {
 			lastErr = err
 			continue

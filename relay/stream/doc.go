@@ -18,11 +18,20 @@
 // stream that cannot be taken over (HTTP/2, a HEAD) is served on its handler's goroutine
 // through net/http (sseSink); a WebSocket always is taken over.
 //
+// What a WebSocket client sends is read by the shared watcher (package watch), which must never
+// wait: pings are answered through the hub in order with the events. A subscriber sends no
+// messages, except where its role takes commands (Options.Commands: an edge's follow, unfollow,
+// fresh token): each text frame is then handed to a goroutine of the stream's own that runs
+// while commands wait, and answered with TextNotice through the hub, in order with the events.
+//
 // How a stream ends, for a client to act on:
 //
 //	slow consumer       SSE ": closed: slow consumer: ... Last-Event-ID <cursor> ..."; WebSocket 4429
 //	the relay lost Redis SSE ": closed: this relay lost ..."; WebSocket 1013
 //	end of a replay     SSE ": end of replay"; WebSocket 1000 (?live=false)
 //	a failed replay     SSE ": closed: <reason>"; WebSocket 1013 with the reason
-//	a client's misstep  WebSocket 1008 (a message, too many control frames) or 1002 (bad frame)
+//	a client's misstep  WebSocket 1008 (a message where the role takes no commands, too many
+//	                    control frames or waiting commands, a fragmented command), 1003 (a
+//	                    binary message), 1007 (text that is not UTF-8), 1009 (a command past
+//	                    MaxCommandBytes) or 1002 (bad frame)
 package stream

@@ -57,6 +57,12 @@ type Options struct {
 	WriteTimeout time.Duration // bound of one batch write. Defaults to DefaultWriteTimeout.
 	ReplayOnly   bool          // end with EndOfReplay once the replay is done (?live=false)
 	Admission    Admission     // nil: the stream holds nothing of any limit
+	// Commands, when set, takes what a WebSocket client sends once its stream is live (an
+	// edge's follow, unfollow, fresh token): each command's text, one at a time in the order
+	// they came, on a goroutine of the stream's own, so it may wait; it answers with TextNotice
+	// through the subscriber. Nil (shard relays, sidecars): a subscriber only listens, and one
+	// that sends a message is closed with 1008.
+	Commands func(text []byte)
 }
 
 // Defaults of every role's streams; flags, options and tests read them here.
@@ -148,7 +154,7 @@ func Serve(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, src Sour
 // taken over); a nil stream and false: it cannot be taken over (HTTP/2), nothing was written.
 func takeOver(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, o Options) (c *conn, done bool) {
 	if o.Protocol == WebSocket {
-		return hijackWebSocket(w, r, sub, o.WriteTimeout)
+		return hijackWebSocket(w, r, sub, o)
 	}
 	return hijackSSE(w, sub, o.WriteTimeout)
 }

@@ -21,11 +21,15 @@ import (
 // A live WebSocket stream runs on the hub's writers like an SSE one (conn.go): the handshake
 // is gobwas/ws's, and the few frames a subscriber stream needs are framed here. The server
 // sends one text frame per event (its CloudEvent JSON), a ping per heartbeat and a close frame
-// at the end; the client may only ping (answered with a pong, in order with the events), pong
-// and close. Anything else ends the stream with 1008, as the client broke the protocol, and so
-// do more than maxControlFrames control frames in a controlWindow: a client that pings without
-// reading must not keep the relay answering it (only the newest unsent pong is kept, see
-// hub.Subscriber.Reply).
+// at the end; the client may ping (answered with a pong, in order with the events), pong and
+// close. A message from the client ends the stream with 1008, as the client broke the
+// protocol, unless the role takes commands (Options.Commands, an edge): then each unfragmented
+// text frame of at most MaxCommandBytes is one command, handed to a goroutine of the stream's
+// own that exists only while commands wait (commandQueue), so the watcher never waits for one.
+// More than maxControlFrames control frames in a controlWindow end the stream with 1008 too: a
+// client that pings without reading must not keep the relay answering it (only the newest
+// unsent pong is kept, see hub.Subscriber.Reply); so do more than maxWaitingCommands commands
+// waiting for their turn.
 
 // CloudEventsSubprotocol is the WebSocket subprotocol of CloudEvents in JSON (the CloudEvents
 // WebSocket binding): each text frame is one structured CloudEvent, as Herald sends anyway.
@@ -39,11 +43,11 @@ const StatusSlowConsumer ws.StatusCode = 4429
 // bad origins and requests that are not upgrades first) and returns the stream. answered is
 // true when the handshake failed (it was answered, or the peer is gone); nil and false: the
 // connection cannot be taken over (HTTP/2).
-func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, timeout time.Duration) (c *conn, answered bool) {
+func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber, o Options) (c *conn, answered bool) {
 	if !canHijack(w) {
 		return nil, false
 	}
-	up := ws.HTTPUpgrader{Timeout: timeout, Protocol: func(p string) bool { return p == CloudEventsSubprotocol }}
+	up := ws.HTTPUpgrader{Timeout: o.WriteTimeout, Protocol: func(p string) bool { return p == CloudEventsSubprotocol }}
 	nc, _, _, err := up.Upgrade(r, hijacker{w})
 	if err != nil {
 		if nc != nil {
@@ -51,7 +55,11 @@ func hijackWebSocket(w http.ResponseWriter, r *http.Request, sub *hub.Subscriber
 		}
 		return nil, true
 	}
-	return newConn(nc, &wsFramer{}, sub, timeout), false
+	f := &wsFramer{}
+	if o.Commands != nil {
+		f.commands = &commandQueue{run: o.Commands, sub: sub}
+	}
+	return newConn(nc, f, sub, o.WriteTimeout), false
 }
 
 // hijacker lets the upgrader take over a writer that wraps net/http's own (a CORS or metrics
@@ -86,6 +94,8 @@ type wsFramer struct {
 
 	window   time.Time // when the current control-frame window started
 	controls int       // control frames the peer sent in it
+
+	commands *commandQueue // nil: the role takes no commands, a message ends the stream
 }
 
 // A client may send maxControlFrames control frames (pings, pongs) per controlWindow. Clients
@@ -127,7 +137,7 @@ func (*wsFramer) appendEvent(dst []byte, e *event.Encoded) []byte {
 	case event.KindHeartbeat:
 		return append(dst, wsPing...)
 	case event.KindNotice:
-		return append(dst, e.SSE...) // a control frame this framer made (a pong)
+		return append(dst, e.SSE...) // a frame made for this stream: a pong, a command's reply
 	}
 	return append(appendFrameHeader(dst, ws.OpText, len(e.JSON)), e.JSON...)
 }
@@ -165,12 +175,17 @@ func (*wsFramer) closing(reason, last string, slow bool) []byte {
 	return closeFrame(statusTryAgainLater, reason)
 }
 
-// maxPartial bounds what is kept of an incomplete frame: a control frame is at most 131 bytes.
-const maxPartial = 256
+// maxPartial bounds what is kept of an incomplete frame: a control frame is at most 131 bytes,
+// a command at most MaxCommandBytes and its header.
+const (
+	maxPartial        = 256
+	maxPartialCommand = MaxCommandBytes + 14
+)
 
 // input reads what the peer sent, handling each chunk's complete frames as it comes (so what
-// is kept stays under maxPartial): pings are answered in order with the events, a close or a
-// protocol error ends the stream (with the close frame to answer it).
+// is kept stays under maxPartial, or maxPartialCommand): pings are answered in order with the
+// events, commands are queued, a close or a protocol error ends the stream (with the close
+// frame to answer it).
 func (f *wsFramer) input(c *conn) bool {
 	var buf [512]byte
 	f.mu.Lock()
@@ -188,13 +203,17 @@ func (f *wsFramer) input(c *conn) bool {
 		}
 		return true
 	}
+	var command func(text []byte) bool
+	if f.commands != nil {
+		command = f.commands.push
+	}
 	err := c.raw.Read(func(fd uintptr) bool {
 		for !closed {
 			n, err := syscall.Read(int(fd), buf[:])
 			switch {
 			case n > 0:
 				var rest []byte
-				rest, closed, f.code, f.reason = readClientFrames(append(f.partial, buf[:n]...), control)
+				rest, closed, f.code, f.reason = readClientFrames(append(f.partial, buf[:n]...), control, command)
 				f.partial = append(f.partial[:0], rest...)
 				continue
 			case err == syscall.EINTR:
@@ -215,10 +234,13 @@ func (f *wsFramer) input(c *conn) bool {
 
 // readClientFrames handles the complete frames at the head of b, from a client: control is
 // called for each ping (with its pong frame) and pong (with nil), and returns false when the
-// client sent more than it may. It returns what is left (the start of a frame), or closed with
-// the close frame to end with: the client's own close code echoed, or 1008/1002 for a client
-// that sent a message, too many control frames, or broke the protocol.
-func readClientFrames(b []byte, control func(pong []byte) bool) (rest []byte, closed bool, code ws.StatusCode, reason string) {
+// client sent more than it may; command (nil: a message breaks the protocol) is called with
+// each command's text, its own copy, and returns false when too many wait. It returns what is
+// left (the start of a frame), or closed with the close frame to end with: the client's own
+// close code echoed, or 1008/1002 for a client that sent a message, too many control frames or
+// commands, or broke the protocol (1003, 1007, 1009: a command that is not one text frame of
+// UTF-8 within MaxCommandBytes).
+func readClientFrames(b []byte, control func(pong []byte) bool, command func(text []byte) bool) (rest []byte, closed bool, code ws.StatusCode, reason string) {
 	for len(b) > 0 {
 		rd := bytes.NewReader(b)
 		h, err := ws.ReadHeader(rd)
@@ -232,7 +254,16 @@ func readClientFrames(b []byte, control func(pong []byte) bool) (rest []byte, cl
 			return nil, true, ws.StatusProtocolError, err.Error()
 		}
 		if !h.OpCode.IsControl() {
-			return nil, true, ws.StatusPolicyViolation, "subscribers send no messages on this stream"
+			switch {
+			case command == nil:
+				return nil, true, ws.StatusPolicyViolation, "subscribers send no messages on this stream"
+			case h.OpCode != ws.OpText:
+				return nil, true, ws.StatusUnsupportedData, "commands are JSON in text frames, not binary"
+			case !h.Fin: // a command is small: a fragment is a client's mistake, not worth a reassembly buffer
+				return nil, true, ws.StatusPolicyViolation, "a command is one unfragmented text frame"
+			case h.Length > MaxCommandBytes:
+				return nil, true, ws.StatusMessageTooBig, tooBigCommand
+			}
 		}
 		start := len(b) - rd.Len()
 		if int64(len(b)-start) < h.Length {
@@ -242,6 +273,13 @@ func readClientFrames(b []byte, control func(pong []byte) bool) (rest []byte, cl
 		ws.Cipher(payload, h.Mask, 0)
 		b = b[start+int(h.Length):]
 		switch h.OpCode {
+		case ws.OpText:
+			if !utf8.Valid(payload) {
+				return nil, true, ws.StatusInvalidFramePayloadData, "a text frame that is not UTF-8"
+			}
+			if !command(payload) {
+				return nil, true, ws.StatusPolicyViolation, tooManyCommands
+			}
 		case ws.OpPing:
 			if !control(append(appendFrameHeader(nil, ws.OpPong, len(payload)), payload...)) {
 				return nil, true, ws.StatusPolicyViolation, tooManyControlFrames
@@ -266,6 +304,73 @@ func readClientFrames(b []byte, control func(pong []byte) bool) (rest []byte, cl
 
 // tooManyControlFrames is the close reason of a client over its control-frame budget.
 var tooManyControlFrames = "more than " + strconv.Itoa(maxControlFrames) + " control frames in " + controlWindow.String()
+
+// MaxCommandBytes bounds one command from a client: room for a token and a hundred keys.
+const MaxCommandBytes = 16 << 10
+
+// maxWaitingCommands bounds the commands a client sends ahead of their replies. A client that
+// waits for each reply has one waiting; one that sends a burst (a follow per widget of a page)
+// has a few; past the bound it floods the relay with work, and its stream ends.
+const maxWaitingCommands = 16
+
+// tooBigCommand and tooManyCommands are the close reasons of a client's commands.
+var (
+	tooBigCommand   = "a command is at most " + strconv.Itoa(MaxCommandBytes) + " bytes"
+	tooManyCommands = "more than " + strconv.Itoa(maxWaitingCommands) + " commands waiting for their replies; send the next once one is answered"
+)
+
+// commandQueue hands a client's commands from the watcher, which must never wait, to a
+// goroutine that runs them one at a time in order (so their replies keep the commands' order,
+// and one may wait for upstream work). The goroutine runs only while commands wait: an idle
+// stream holds none.
+type commandQueue struct {
+	run func(text []byte)
+	sub *hub.Subscriber
+
+	mu      sync.Mutex
+	waiting [][]byte
+	running bool // a goroutine is draining waiting
+}
+
+// push queues one command and reports false when maxWaitingCommands wait already.
+func (q *commandQueue) push(text []byte) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiting) >= maxWaitingCommands {
+		return false
+	}
+	q.waiting = append(q.waiting, text)
+	if !q.running {
+		q.running = true
+		go q.drain()
+	}
+	return true
+}
+
+// drain runs the waiting commands, and what comes meanwhile, until none is left or the stream
+// ended (what is left then is dropped: nobody reads its replies).
+func (q *commandQueue) drain() {
+	for {
+		ended := q.sub.Err() != nil
+		q.mu.Lock()
+		if ended || len(q.waiting) == 0 {
+			q.waiting, q.running = nil, false
+			q.mu.Unlock()
+			return
+		}
+		text := q.waiting[0]
+		q.waiting[0] = nil
+		q.waiting = q.waiting[1:]
+		q.mu.Unlock()
+		q.run(text)
+	}
+}
+
+// TextNotice is payload as one WebSocket text frame, to queue with hub.Subscriber.Notify in
+// order with a stream's events: how a role answers a client's command. payload must be UTF-8.
+func TextNotice(payload []byte) *event.Encoded {
+	return &event.Encoded{Kind: event.KindNotice, SSE: append(appendFrameHeader(nil, ws.OpText, len(payload)), payload...)}
+}
 
 // validCloseCode: the codes a close frame may carry (RFC 6455 7.4).
 func validCloseCode(c ws.StatusCode) bool {

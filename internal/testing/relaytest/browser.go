@@ -19,6 +19,7 @@ type Pages struct {
 	URL     string            // the pages' origin, http://127.0.0.1:<port>
 	OnCut   func()            // what /report/cut does (e.g. cut the connections of a Proxy)
 	Files   map[string][]byte // more files to serve, by path (e.g. "/herald.js")
+	mux     *http.ServeMux
 	reports chan report
 
 	// mu orders the test's goroutine and the handlers, which the race detector cannot see
@@ -68,9 +69,12 @@ func ServePages(t testing.TB, dir string) *Pages {
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	p.URL = srv.URL
+	p.URL, p.mux = srv.URL, mux
 	return p
 }
+
+// HandleFunc serves more of the pages' origin, as the app behind a page would (e.g. GET /token).
+func (p *Pages) HandleFunc(pattern string, h http.HandlerFunc) { p.mux.HandleFunc(pattern, h) }
 
 // Run opens path (with its query) in headless Chromium and returns what the page reported to
 // /report/done; a report to /report/error, or none within the timeout, fails the test.

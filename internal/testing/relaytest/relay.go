@@ -159,6 +159,18 @@ type Channel struct {
 	Replicas [][]*Relay // [shard][replica]
 }
 
+// Delivered sums the events the channel's relays queued to their subscribers so far (what
+// they sent sidecars and edges, each copy counted).
+func (c *Channel) Delivered() uint64 {
+	var n uint64
+	for _, replicas := range c.Replicas {
+		for _, r := range replicas {
+			n += r.Hub().Delivered()
+		}
+	}
+	return n
+}
+
 // StartChannel starts replicas relays for each of o.Shards shards of a new channel.
 func StartChannel(t testing.TB, o Options, replicas int) *Channel {
 	t.Helper()

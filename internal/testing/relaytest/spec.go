@@ -137,12 +137,19 @@ func (s *Spec) CheckEvent(t testing.TB, data []byte, gap bool) {
 	if gap {
 		name = "GapEvent"
 	}
+	s.CheckMessage(t, name, data)
+}
+
+// CheckMessage checks what a stream sent (or takes) against the schema name of asyncapi.yaml's
+// components, such as EdgeReply.
+func (s *Spec) CheckMessage(t testing.TB, name string, data []byte) {
+	t.Helper()
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
-		t.Fatalf("event is not JSON: %q", data)
+		t.Fatalf("%s is not JSON: %q", name, data)
 	}
 	if err := s.schema(t, asyncapiURL, "/components/schemas/"+name).Validate(v); err != nil {
-		t.Fatalf("event does not fit asyncapi.yaml's %s: %v\nevent: %s", name, err, data)
+		t.Fatalf("%s does not fit asyncapi.yaml's %s: %v", data, name, err)
 	}
 }
 
