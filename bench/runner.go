@@ -36,6 +36,8 @@ type Config struct {
 	Rate        float64       // scenario (e) messages per second
 	Duration    time.Duration // publishing time of one fan-out measurement
 	IdleSubs    int           // scenario (d)
+	EdgeIdle    int           // idle end users' streams on the edge in (i)
+	FileLimit   uint64        // this process's open-files limit (0: unknown)
 	FailoverSub int           // scenario (e) subscribers per path
 	Only        string        // comma-separated scenario letters; "" = all
 	CPUProfile  string        // write a CPU profile of the relay during ProfileOf; needs PprofBin
@@ -87,7 +89,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		run    func(context.Context) error
 	}{
 		{"a", r.scenarioFanout}, {"b", r.scenarioSaturation}, {"c", r.scenarioTwoTier},
-		{"d", r.scenarioIdle}, {"f", r.scenarioPublish}, {"g", r.scenarioInterest}, {"h", r.scenarioLowRate}, {"e", r.scenarioFailover},
+		{"d", r.scenarioIdle}, {"f", r.scenarioPublish}, {"g", r.scenarioInterest}, {"h", r.scenarioLowRate}, {"i", r.scenarioEdge}, {"e", r.scenarioFailover},
 	}
 	for _, s := range steps {
 		if cfg.Only != "" && !strings.Contains(cfg.Only, s.letter) {
@@ -128,7 +130,7 @@ func (r *Runner) setUp(ctx context.Context) error {
 	r.pub = upstream.NewPublisher(r.rc, r.m, 0, time.Hour)
 	bin := r.cfg.HeraldBin
 	var env []string
-	if r.cfg.CPUProfile != "" {
+	if r.cfg.CPUProfile != "" && r.cfg.ProfileOf != "i" { // (i) profiles its edge instead
 		bin, env = r.cfg.PprofBin, []string{"HERALD_PPROF_ADDR=" + r.pprofAddr()}
 	}
 	if r.relay, err = r.startRelay(ctx, "relay", bin, r.cfg.PortBase, env); err != nil {
@@ -161,15 +163,8 @@ func (r *Runner) startSidecar(ctx context.Context) (*Proc, error) {
 
 // startSidecarAt starts a sidecar in front of the shard relay, listening on port.
 func (r *Runner) startSidecarAt(ctx context.Context, name string, port int) (*Proc, error) {
-	eps := shardmap.Endpoints{}
-	u := strings.TrimPrefix(r.m.Shards[0].Endpoint, "http://")
-	host := u[:strings.IndexByte(u, ':')]
-	relayAddr := strings.TrimPrefix(r.relay.URL, "http://")
-	eps[host] = []string{relayAddr}
-	eps[shardmap.ChannelServiceName(channel)+"."+channel+".svc"] = []string{relayAddr}
-	epFile := filepath.Join(r.cfg.WorkDir, "endpoints.json")
-	b, _ := json.Marshal(eps)
-	if err := os.WriteFile(epFile, b, 0o644); err != nil {
+	epFile, err := r.writeEndpoints(r.relay)
+	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -181,6 +176,20 @@ func (r *Runner) startSidecarAt(ctx context.Context, name string, port int) (*Pr
 	}
 	r.track(p)
 	return p, p.WaitReady(ctx, 30*time.Second)
+}
+
+// writeEndpoints writes the endpoints file that sends a sidecar or an edge to relay (the
+// stand-in for cluster DNS) and returns its path.
+func (r *Runner) writeEndpoints(relay *Proc) (string, error) {
+	eps := shardmap.Endpoints{}
+	u := strings.TrimPrefix(r.m.Shards[0].Endpoint, "http://")
+	host := u[:strings.IndexByte(u, ':')]
+	relayAddr := strings.TrimPrefix(relay.URL, "http://")
+	eps[host] = []string{relayAddr}
+	eps[shardmap.ChannelServiceName(channel)+"."+channel+".svc"] = []string{relayAddr}
+	epFile := filepath.Join(r.cfg.WorkDir, "endpoints-"+relay.Name+".json")
+	b, _ := json.Marshal(eps)
+	return epFile, os.WriteFile(epFile, b, 0o644)
 }
 
 func (r *Runner) track(p *Proc) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,16 +71,27 @@ func BenchmarkSSEFanOut(b *testing.B) {
 // BenchmarkPublish posts 256-byte messages to a real shard relay from 32 concurrent publishers
 // (HTTP -> JSON check -> Redis script), each waiting for its 202. Run it with -cpuprofile to see
 // where the relay's time per publish goes; the client side shares the profile.
+// BenchmarkPublish: 32 concurrent publishers of one key, through the relay's HTTP API and the
+// publish function; "history=10" also keeps the key's per-key history index (three more
+// commands in the same call), beside the "plain" baseline of the same run.
 func BenchmarkPublish(b *testing.B) {
-	r := relaytest.StartRelay(b, relaytest.Options{})
-	body := `{"pad":"` + strings.Repeat("x", 246) + `"}`
-	b.SetParallelism(16) // 2 cores x 16 = 32 publishers
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			r.MustPublish(b, "k", body)
+	for _, depth := range []int{0, 10} {
+		name := "plain"
+		if depth > 0 {
+			name = "history=" + strconv.Itoa(depth)
 		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+		b.Run(name, func(b *testing.B) {
+			r := relaytest.StartRelay(b, relaytest.Options{Modify: func(o *relay.ShardOptions) { o.Map.HistoryPerKey = depth }})
+			body := `{"pad":"` + strings.Repeat("x", 246) + `"}`
+			b.SetParallelism(16) // 2 cores x 16 = 32 publishers
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					r.MustPublish(b, "k", body)
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+		})
+	}
 }

@@ -34,16 +34,19 @@ type interest struct {
 	base    string          // the relay it is connected to
 	sentAll bool            // that relay follows every key for us
 	sent    map[string]bool // the keys it follows for us (kept while sentAll, as the relay keeps them)
-	posted  uint64          // the newest version posted to the stream (or opened with)
-	applied uint64          // the newest version the stream showed in effect
-	changed chan struct{}   // closed (and replaced) when applied moves
-	plain   bool            // the connected stream is a plain one of every key (an older relay)
+	// dirty holds the keys whose need may differ from sent: a change is computed from them
+	// alone, so it costs what changed, not the 100,000 keys an edge may follow.
+	dirty   map[string]struct{}
+	posted  uint64        // the newest version posted to the stream (or opened with)
+	applied uint64        // the newest version the stream showed in effect
+	changed chan struct{} // closed (and replaced) when applied moves
+	plain   bool          // the connected stream is a plain one of every key (an older relay)
 	cancel  context.CancelCauseFunc
 	kick    chan struct{} // the adjuster has work
 }
 
 func newInterest() *interest {
-	return &interest{keys: map[string]int{}, sent: map[string]bool{}, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	return &interest{keys: map[string]int{}, sent: map[string]bool{}, dirty: map[string]struct{}{}, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // errInterest ends an upstream stream whose interest could not be changed: the next one
@@ -62,8 +65,11 @@ func (in *interest) want(key string) uint64 {
 		}
 	} else {
 		in.keys[key]++
-		if in.keys[key] == 1 && in.whole == 0 {
-			in.bumpLocked()
+		if in.keys[key] == 1 {
+			in.dirty[key] = struct{}{}
+			if in.whole == 0 {
+				in.bumpLocked()
+			}
 		}
 	}
 	return in.version
@@ -81,6 +87,7 @@ func (in *interest) drop(key string) {
 	}
 	if in.keys[key]--; in.keys[key] == 0 {
 		delete(in.keys, key)
+		in.dirty[key] = struct{}{}
 		if in.whole == 0 {
 			in.bumpLocked()
 		}
@@ -184,6 +191,18 @@ func (in *interest) opened(id, base string, o opening, cancel context.CancelCaus
 	for _, k := range o.keys {
 		in.sent[k] = true
 	}
+	// What changed since the opening's keys were read is what differs now (once per opening).
+	clear(in.dirty)
+	for k := range in.keys {
+		if !in.sent[k] {
+			in.dirty[k] = struct{}{}
+		}
+	}
+	for k := range in.sent {
+		if in.keys[k] == 0 {
+			in.dirty[k] = struct{}{}
+		}
+	}
 	in.setAppliedLocked(o.version)
 	if o.all && in.whole == 0 && in.version == o.version {
 		in.version++ // opened wider than needed (openKeysBudget): narrowing it is a change to post
@@ -234,14 +253,14 @@ func (in *interest) next() (c change, stream, base string, ok bool) {
 		c.All = &all
 	}
 	if !all {
-		for k := range in.keys {
-			if !in.sent[k] {
+		for k := range in.dirty {
+			switch need := in.keys[k] > 0; {
+			case need && !in.sent[k]:
 				c.Add = append(c.Add, k)
-			}
-		}
-		for k := range in.sent {
-			if in.keys[k] == 0 {
+			case !need && in.sent[k]:
 				c.Remove = append(c.Remove, k)
+			default:
+				delete(in.dirty, k) // wanted and dropped again before it was posted
 			}
 		}
 		slices.Sort(c.Add)
@@ -270,6 +289,8 @@ func (in *interest) tookChange(stream string, c change) {
 	if c.All != nil {
 		in.sentAll = *c.All
 	}
+	// c's keys stay dirty: the next change checks them again (one dropped meanwhile is removed
+	// then) and forgets those that agree.
 	for _, k := range c.Add {
 		in.sent[k] = true
 	}

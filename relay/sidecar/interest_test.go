@@ -19,7 +19,6 @@ import (
 	"github.com/heraldhq/herald/relay/sidecar"
 )
 
-
 // follows reads what each upstream stream follows from the sidecar's /readyz.
 func follows(t *testing.T, sc *testSidecar) []string {
 	t.Helper()

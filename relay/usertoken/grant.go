@@ -26,20 +26,24 @@ func (g *Grant) MayPublish(key string) bool { return g.publish.covers(key) }
 // none follows these).
 func (g *Grant) Follows() []string { return g.follow.entries }
 
-// grantSet is a token's list of keys and prefixes, indexed for lookups.
+// grantSet is a token's list of keys and prefixes. A token grants a few (an edge keeps one per
+// stream, thousands of them), so a short list is scanned; a long one is indexed.
 type grantSet struct {
-	entries  []string
-	keys     map[string]bool
-	prefixes []string
+	entries []string
+	keys    map[string]bool // set when the list is long
 }
 
+// indexFrom is the list length from which a grant indexes its keys.
+const indexFrom = 16
+
 func newGrantSet(entries []string) grantSet {
-	s := grantSet{entries: entries, keys: make(map[string]bool, len(entries))}
-	for _, e := range entries {
-		if event.IsPrefix(e) {
-			s.prefixes = append(s.prefixes, e)
-		} else {
-			s.keys[e] = true
+	s := grantSet{entries: entries}
+	if len(entries) >= indexFrom {
+		s.keys = make(map[string]bool, len(entries))
+		for _, e := range entries {
+			if !event.IsPrefix(e) {
+				s.keys[e] = true
+			}
 		}
 	}
 	return s
@@ -49,8 +53,8 @@ func (s grantSet) covers(k string) bool {
 	if s.keys[k] {
 		return true
 	}
-	for _, p := range s.prefixes {
-		if strings.HasPrefix(k, p) {
+	for _, e := range s.entries {
+		if e == k && s.keys == nil || event.IsPrefix(e) && strings.HasPrefix(k, e) {
 			return true
 		}
 	}

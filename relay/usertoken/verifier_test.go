@@ -5,13 +5,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -344,5 +347,56 @@ func FuzzVerify(f *testing.F) {
 		if g.Expiry.IsZero() || now.After(g.Expiry.Add(usertoken.DefaultLeeway)) {
 			t.Fatalf("accepted a token that does not expire or has expired: %+v", g)
 		}
+	})
+}
+
+// A long grant (indexed) covers what a short one (scanned) does.
+func TestALongGrantCoversItsKeysAndPrefixes(t *testing.T) {
+	v := newVerifier(t, usertoken.Options{HMACKeyFile: writeFile(t, "hmac", hmacKey)})
+	follow := []string{"team-7/"}
+	for i := range 20 {
+		follow = append(follow, "user-"+strconv.Itoa(i))
+	}
+	g, err := v.Verify(context.Background(), valid().with(func(tk *token) { tk.claims["herald"] = map[string]any{"follow": follow} }).mint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]bool{"user-0": true, "user-19": true, "user-20": false, "team-7/x": true, "team-7": false, "user-1/": false} {
+		if got := g.MayFollow(k); got != want {
+			t.Errorf("MayFollow(%q) = %v, want %v", k, got, want)
+		}
+	}
+}
+
+// BenchmarkVerify: a whole token check (parse, HS256 or ES256 signature, claims, grant) beside
+// its floor, the HMAC-SHA256 of the token's signed part alone; checks per second are b.N over
+// the elapsed time, on one core.
+func BenchmarkVerify(b *testing.B) {
+	hs := newVerifier(b, usertoken.Options{HMACKeyFile: writeFile(b, "hmac", hmacKey), JWKSFile: writeFile(b, "jwks", publicJWKS(b))})
+	for name, tk := range map[string]token{
+		"HS256": valid(),
+		"ES256": valid().with(func(tk *token) { tk.alg, tk.key, tk.kid = jose.ES256, ecKey, "ec-1" }),
+	} {
+		raw := tk.mint(b)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, err := hs.Verify(context.Background(), raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
+		})
+	}
+	raw := valid().mint(b)
+	signed := raw[:strings.LastIndexByte(raw, '.')]
+	b.Run("floor: HMAC-SHA256 alone", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			m := hmac.New(sha256.New, hmacKey)
+			m.Write([]byte(signed))
+			_ = m.Sum(nil)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
 	})
 }

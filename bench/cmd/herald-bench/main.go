@@ -41,11 +41,12 @@ func main() {
 	flag.Float64Var(&cfg.Rate, "rate", 1000, "messages per second in (e)")
 	flag.DurationVar(&cfg.Duration, "duration", 8*time.Second, "publishing time of one fan-out measurement ((b) and (f) steps take half)")
 	flag.IntVar(&cfg.IdleSubs, "idle-subscribers", 5000, "idle subscribers in (d)")
+	flag.IntVar(&cfg.EdgeIdle, "edge-idle", 20000, "idle end users' streams on the edge in (i), beside its 2,000 active ones")
 	flag.IntVar(&cfg.FailoverSub, "failover-subscribers", 100, "subscribers per path in (e)")
-	flag.StringVar(&cfg.Only, "only", "", "run only these scenarios, e.g. \"ae\" (default all: abcdefgh)")
+	flag.StringVar(&cfg.Only, "only", "", "run only these scenarios, e.g. \"ae\" (default all: abcdefghi)")
 	flag.StringVar(&out, "json", "bin/bench/results.json", "where to write the figures as JSON")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the shard relay during the first (a) measurement (runs the relay from -pprof-relay)")
-	flag.StringVar(&cfg.ProfileOf, "profile-scenario", "a", "the scenario -cpuprofile covers: a (its first measurement), f (the relay's publishes, ack=leader), fb (the same, batched), fs (the same, through a sidecar) or g (the relay reading from Redis with no subscriber)")
+	flag.StringVar(&cfg.ProfileOf, "profile-scenario", "a", "the scenario -cpuprofile covers: a (its first measurement), f (the relay's publishes, ack=leader), fb (the same, batched), fs (the same, through a sidecar), g (the relay reading from Redis with no subscriber) or i (the edge, its active streams)")
 	flag.StringVar(&cfg.PprofBin, "pprof-relay", "bin/herald-relay-pprof", "go build -o bin/herald-relay-pprof ./bench/cmd/herald-relay-pprof: the relay with a pprof listener")
 	var selfProfile, relayArgs string
 	flag.StringVar(&relayArgs, "relay-args", "", "more flags for the shard relays, space-separated (e.g. \"--write-interval=0\")")
@@ -93,7 +94,7 @@ func main() {
 	}
 	cfg.Logf = bench.Logger()
 	redis.SetLogger(quietRedis{}) // raw subscribers' reconnect attempts after a failover are expected
-	raiseFileLimit(cfg.Logf)
+	cfg.FileLimit = raiseFileLimit(cfg.Logf)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -114,12 +115,19 @@ func main() {
 	}
 }
 
-// raiseFileLimit lifts the soft open-files limit to the hard one: thousands of connections on
-// both ends live in this process and the relays it starts (they inherit it).
-func raiseFileLimit(logf func(string, ...any)) {
+// raiseFileLimit lifts the open-files limit as far as it goes: thousands of connections on both
+// ends live in this process and the relays it starts (they inherit it). Root may raise the hard
+// limit too (to wantFiles); others get the soft one up to the hard one. It returns the limit.
+func raiseFileLimit(logf func(string, ...any)) uint64 {
+	const wantFiles = 100_000
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return
+		return 0
+	}
+	if l.Max < wantFiles {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: wantFiles, Max: wantFiles}); err == nil {
+			l = syscall.Rlimit{Cur: wantFiles, Max: wantFiles}
+		}
 	}
 	if l.Cur < l.Max {
 		l.Cur = l.Max
@@ -128,4 +136,5 @@ func raiseFileLimit(logf func(string, ...any)) {
 	if l.Cur < 30000 {
 		logf("open-files limit is %d; 5,000-subscriber scenarios need about 3 per subscriber", l.Cur)
 	}
+	return l.Cur
 }
