@@ -245,39 +245,60 @@ func (h *Hub) Broadcast(e *event.Encoded) {
 	defer h.writers.release()
 	var n uint64
 	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for _, s := range sh.all {
-			n += s.enqueue(e)
-		}
-		if e.Key != "" {
-			n += sh.routeKey(e, e.Key, h.round)
-			if sh.prefixes > 0 {
-				event.EachPrefix(e.Key, func(p string) bool {
-					n += sh.routeKey(e, p, h.round)
-					return true
-				})
-			}
-		} else {
-			if sh.keyed > 0 {
-				for _, list := range sh.byKey {
-					for _, s := range list {
-						if s.keys == nil {
-							n += s.enqueue(e)
-						}
-					}
-				}
-			}
-			for s := range sh.sets {
-				n += s.enqueue(e)
-			}
-		}
-		sh.mu.RUnlock()
+		n += h.shards[i].broadcast(e, h.round)
 	}
 	if e.Kind != event.KindHeartbeat {
 		h.delivered.Add(n)
 		h.deliveredB.Add(n * uint64(e.Size()))
 	}
+}
+
+// Parts is how many parts HeartbeatPart divides a hub's subscribers into.
+const Parts = shardCount
+
+// HeartbeatPart queues a heartbeat to the subscribers of part i (of Parts): a caller that sends
+// part i+1 an interval/Parts after part i gives every subscriber one heartbeat per interval in
+// small rounds, instead of one burst to every subscriber that events queue behind.
+func (h *Hub) HeartbeatPart(i int) {
+	h.order.Lock()
+	defer h.order.Unlock()
+	h.round++
+	h.writers.hold()
+	defer h.writers.release()
+	h.shards[i%shardCount].broadcast(event.Heartbeat, h.round)
+}
+
+// broadcast enqueues e to the subscribers of this registry shard it matches (see Broadcast) and
+// returns how many took it.
+func (sh *registryShard) broadcast(e *event.Encoded, round uint64) (n uint64) {
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	for _, s := range sh.all {
+		n += s.enqueue(e)
+	}
+	if e.Key != "" {
+		n += sh.routeKey(e, e.Key, round)
+		if sh.prefixes > 0 {
+			event.EachPrefix(e.Key, func(p string) bool {
+				n += sh.routeKey(e, p, round)
+				return true
+			})
+		}
+		return n
+	}
+	if sh.keyed > 0 {
+		for _, list := range sh.byKey {
+			for _, s := range list {
+				if s.keys == nil {
+					n += s.enqueue(e)
+				}
+			}
+		}
+	}
+	for s := range sh.sets {
+		n += s.enqueue(e)
+	}
+	return n
 }
 
 // routeKey enqueues e to the subscribers on the list of k (a key or a prefix); an adjustable

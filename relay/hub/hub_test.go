@@ -285,3 +285,38 @@ func TestDrainSpreadsTheEndsOverTime(t *testing.T) {
 		t.Fatal("a second Drain found subscribers to end")
 	}
 }
+
+// HeartbeatPart reaches only its part of the subscribers, and all Parts together reach each one
+// exactly once, whatever it follows.
+func TestHeartbeatPartsReachEverySubscriberOnce(t *testing.T) {
+	h := New(1 << 20)
+	var subs []*Subscriber
+	for i := range 300 {
+		switch i % 3 {
+		case 0:
+			subs = append(subs, h.Subscribe(""))
+		case 1:
+			subs = append(subs, h.Subscribe("k"))
+		default:
+			subs = append(subs, h.SubscribeInterest(Interest{Keys: []string{"a", "b/"}}))
+		}
+	}
+	h.HeartbeatPart(0)
+	got := 0
+	for _, s := range subs {
+		s.mu.Lock()
+		got += len(s.queue)
+		s.mu.Unlock()
+	}
+	if got == 0 || got > len(subs)/Parts*3 {
+		t.Fatalf("one part's heartbeat reached %d of %d subscribers, want about 1/%d of them", got, len(subs), Parts)
+	}
+	for i := 1; i < Parts; i++ {
+		h.HeartbeatPart(i)
+	}
+	for i, s := range subs {
+		if n := len(next(t, s)); n != 1 {
+			t.Fatalf("subscriber %d got %d heartbeats from all %d parts, want 1", i, n, Parts)
+		}
+	}
+}

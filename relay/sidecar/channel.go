@@ -297,13 +297,14 @@ func (ch *channel) localSubscribers() int {
 	return n
 }
 
-func (ch *channel) heartbeat() {
-	ch.all.Broadcast(event.Heartbeat)
+// heartbeat sends part i of the local subscribers a heartbeat (hub.HeartbeatPart).
+func (ch *channel) heartbeat(i int) {
+	ch.all.HeartbeatPart(i)
 	ch.startMu.Lock()
 	streams := ch.streams
 	ch.startMu.Unlock()
 	for _, st := range streams {
-		st.keyed.Broadcast(event.Heartbeat)
+		st.keyed.HeartbeatPart(i)
 	}
 }
 

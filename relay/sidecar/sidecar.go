@@ -205,8 +205,12 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); ch.discoverLoop(ctx) }()
 	}
-	t := time.NewTicker(s.opt.Heartbeat)
+	// Heartbeats go to one part of the subscribers at a time, each part once per interval: an
+	// edge with tens of thousands of idle streams writes them a few hundred at a time, and live
+	// events do not queue behind one round to all of them.
+	t := time.NewTicker(max(s.opt.Heartbeat/hub.Parts, time.Millisecond))
 	defer t.Stop()
+	part := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,8 +225,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			for _, ch := range s.list {
-				ch.heartbeat()
+				ch.heartbeat(part)
 			}
+			part = (part + 1) % hub.Parts
 		}
 	}
 }
