@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -86,8 +87,20 @@ func TestPublishReachesSSEAndWebSocketSubscribers(t *testing.T) {
 		return out
 	}
 	check("SSE, no key", sseEvents(all, 4), wantAll)
-	if retry, _ := all.Retry.Load().(string); retry != "2000" {
-		t.Fatalf("the SSE stream opened with retry %q, want 2000 (ms): an EventSource reconnects after it", retry)
+	if retry, _ := all.Retry.Load().(string); !between(retry, 1500, 2999) {
+		t.Fatalf("the SSE stream opened with retry %q, want 1500-2999 (ms, drawn per stream): an EventSource reconnects after it", retry)
+	}
+	// Drawn per stream: of several streams' openings, not all are the same.
+	seen := map[string]bool{}
+	for range 8 {
+		s := relaytest.OpenSSE(t, r.ChannelURL("/events"), relaytest.SSEOptions{})
+		relaytest.Eventually(t, 5*time.Second, "the retry field", func() bool { _, ok := s.Retry.Load().(string); return ok })
+		retry, _ := s.Retry.Load().(string)
+		seen[retry] = true
+		s.Close()
+	}
+	if len(seen) < 2 {
+		t.Fatalf("8 streams all opened with retry %v: the delay is not spread", seen)
 	}
 	check("SSE, key=user-a", sseEvents(onlyA, 2), wantA)
 	check("WebSocket, no key", wsEvents(ws, 4), wantAll)
@@ -200,4 +213,10 @@ func TestLiveStreamLeavesWithItsClientAndEndsOnShutdown(t *testing.T) {
 	if n := r.Hub().Subscribers(); n != 0 {
 		t.Fatalf("%d subscribers still registered after shutdown", n)
 	}
+}
+
+// between reports whether s is a whole number from lo to hi.
+func between(s string, lo, hi int) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= lo && n <= hi
 }

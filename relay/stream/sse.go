@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,9 +15,11 @@ import (
 	"github.com/heraldhq/herald/relay/hub"
 )
 
-// SSERetry opens every SSE stream: the reconnection delay (milliseconds) an EventSource waits
-// after the stream breaks before it reconnects with Last-Event-ID.
-const SSERetry = "retry: 2000\n\n"
+// retryField opens every SSE stream: the reconnection delay (milliseconds) an EventSource waits
+// after the stream breaks before it reconnects with Last-Event-ID. It is 1.5 to 3 s, drawn per
+// stream, so that the clients of a relay or an edge that went away do not all come back in the
+// same instant.
+func retryField() string { return "retry: " + strconv.Itoa(1500+rand.IntN(1500)) + "\n\n" }
 
 // sseHeader starts every hijacked stream (streamHeader adds the headers set on the writer and
 // the opening retry field). The body ends when the connection does.
@@ -64,7 +68,7 @@ func streamHeader(w http.ResponseWriter) []byte {
 			b.WriteString(name + ": " + v + "\r\n")
 		}
 	}
-	b.WriteString("\r\n" + SSERetry)
+	b.WriteString("\r\n" + retryField())
 	return b.Bytes()
 }
 
@@ -80,7 +84,7 @@ func startSSE(w http.ResponseWriter) error {
 	// connection after it (HTTP/2 ignores the header). See docs/performance.md.
 	h.Set("Transfer-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write([]byte(SSERetry)); err != nil {
+	if _, err := w.Write([]byte(retryField())); err != nil {
 		return err
 	}
 	return http.NewResponseController(w).Flush()
