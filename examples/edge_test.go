@@ -179,4 +179,3 @@ func startEdge(t *testing.T, c *relaytest.Channel, key []byte, audience, origin 
 	relaytest.Eventually(t, 20*time.Second, "edge ready", sc.Ready)
 	return srv.URL
 }
-
