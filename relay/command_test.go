@@ -128,31 +128,14 @@ func TestMainServesAShardFromEnvironment(t *testing.T) {
 // A sidecar serves its metrics on --metrics-listen too (Prometheus cannot reach loopback), and
 // only its metrics there: the API stays on --listen.
 func TestSidecarServesMetricsOnTheirOwnListener(t *testing.T) {
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
-	api, metrics := free(), free()
+	api, metrics := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- relay.Main(ctx, []string{"--role=sidecar", "--channels=orders", "--namespace=shop", "--log-level=error",
 			"--listen", api, "--metrics-listen", metrics})
 	}()
-	var body []byte
-	relaytest.Eventually(t, 10*time.Second, "metrics served", func() bool {
-		resp, err := http.Get("http://" + metrics + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		body, _ = io.ReadAll(resp.Body)
-		return resp.StatusCode == http.StatusOK
-	})
+	body := metricsOf(t, metrics)
 	if !strings.Contains(string(body), "herald_relay_sidecar_upstream_streams") {
 		t.Fatalf("the metrics listener does not serve the sidecar's metrics:\n%s", body)
 	}
@@ -168,35 +151,18 @@ func TestSidecarServesMetricsOnTheirOwnListener(t *testing.T) {
 // An edge serves end users on --listen and its metrics only on --metrics-listen: /metrics on the
 // users' listener is 404.
 func TestEdgeServesUsersAndMetricsApart(t *testing.T) {
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
 	key := filepath.Join(t.TempDir(), "hmac")
 	if err := os.WriteFile(key, []byte(strings.Repeat("k", 32)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	api, metrics := free(), free()
+	api, metrics := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- relay.Main(ctx, []string{"--role=edge", "--channels=orders", "--namespace=shop", "--log-level=error",
 			"--user-token-hmac-key-file", key, "--listen", api, "--metrics-listen", metrics})
 	}()
-	var body []byte
-	relaytest.Eventually(t, 10*time.Second, "metrics served", func() bool {
-		resp, err := http.Get("http://" + metrics + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		body, _ = io.ReadAll(resp.Body)
-		return resp.StatusCode == http.StatusOK
-	})
+	body := metricsOf(t, metrics)
 	if !strings.Contains(string(body), `herald_build_info{`) || !strings.Contains(string(body), `role="edge"`) {
 		t.Fatalf("the metrics listener does not serve the edge's metrics:\n%.500s", body)
 	}
@@ -248,4 +214,31 @@ func TestNoFlagLooksLikeAServiceLink(t *testing.T) {
 	if flags < 20 {
 		t.Fatalf("--help listed %d flags:\n%s", flags, out)
 	}
+}
+
+// freeAddr is a loopback address nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// metricsOf waits until addr serves /metrics and returns what it serves.
+func metricsOf(t *testing.T, addr string) []byte {
+	t.Helper()
+	var body []byte
+	relaytest.Eventually(t, 10*time.Second, "metrics served", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK
+	})
+	return body
 }
