@@ -67,8 +67,9 @@ type Verifier struct {
 
 // keyring is the keys a token is checked against.
 type keyring struct {
-	hmac []byte
-	jwks []jose.JSONWebKey // from the file, then from the URL
+	hmac    []byte
+	jwks    []jose.JSONWebKey // from the file, then from the URL
+	fromURL []jose.JSONWebKey // the URL's, kept when a later fetch fails
 }
 
 // New returns a Verifier with the keys of its files loaded (a missing or bad file is an error,
@@ -91,12 +92,9 @@ func New(ctx context.Context, o Options) (*Verifier, error) {
 		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	v := &Verifier{opt: o}
-	err := v.Reload(ctx)
-	if err != nil && (o.HMACKeyFile != "" || o.JWKSFile != "") && v.keys.Load() == nil {
+	// Reload keeps the keys of its files when only the URL failed; a file that failed left none.
+	if err := v.Reload(ctx); err != nil && v.keys.Load() == nil {
 		return nil, err
-	}
-	if v.keys.Load() == nil {
-		v.keys.Store(&keyring{})
 	}
 	return v, nil
 }
@@ -136,21 +134,14 @@ func (v *Verifier) Reload(ctx context.Context) error {
 		if err != nil {
 			fetchErr = err
 			if old := v.keys.Load(); old != nil {
-				keys = old.fetched(len(k.jwks)) // keep the URL's keys fetched before
+				keys = old.fromURL // keep the URL's keys fetched before
 			}
 		}
+		k.fromURL = keys
 		k.jwks = append(k.jwks, keys...)
 	}
 	v.keys.Store(k)
 	return fetchErr
-}
-
-// fetched returns the keys that came from the URL (those after the file's n).
-func (k *keyring) fetched(n int) []jose.JSONWebKey {
-	if n > len(k.jwks) {
-		return nil
-	}
-	return k.jwks[n:]
 }
 
 func (v *Verifier) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {

@@ -400,3 +400,31 @@ func BenchmarkVerify(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
 	})
 }
+
+// A JWKS URL that stops answering leaves the keys it served before in use, beside the file's.
+func TestTheURLsKeysStayWhenAFetchFails(t *testing.T) {
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		_, _ = w.Write(jwks(t, jose.JSONWebKey{Key: &rsaKey.PublicKey, KeyID: "rsa-2", Algorithm: "RS256"}))
+	}))
+	defer srv.Close()
+	file := jwks(t, jose.JSONWebKey{Key: &ecKey.PublicKey, KeyID: "ec-1", Algorithm: "ES256"}, jose.JSONWebKey{Key: edPub, KeyID: "ed-1"})
+	v := newVerifier(t, usertoken.Options{JWKSFile: writeFile(t, "jwks", file), JWKSURL: srv.URL})
+	down.Store(true)
+	if err := v.Reload(context.Background()); err == nil {
+		t.Fatal("Reload with the URL down reported no error")
+	}
+	for name, tk := range map[string]token{
+		"the URL's key":  valid().with(func(tk *token) { tk.alg, tk.key, tk.kid = jose.RS256, rsaKey, "rsa-2" }),
+		"a file's key":   valid().with(func(tk *token) { tk.alg, tk.key, tk.kid = jose.ES256, ecKey, "ec-1" }),
+		"the other file": valid().with(func(tk *token) { tk.alg, tk.key, tk.kid = jose.EdDSA, edKey, "ed-1" }),
+	} {
+		if _, err := v.Verify(context.Background(), tk.mint(t)); err != nil {
+			t.Errorf("%s after a failed fetch: %v", name, err)
+		}
+	}
+}
