@@ -509,7 +509,10 @@ func deleteRelayPod(t *testing.T, ctx context.Context, shard int) (corev1.Pod, f
 }
 
 // subscribersOf reads herald_relay_subscribers from a relay's /metrics (-1 when unreadable).
-func subscribersOf(addr string) float64 {
+func subscribersOf(addr string) float64 { return metric(addr, "herald_relay_subscribers") }
+
+// metric sums the series of a metric at addr's /metrics (-1 when unreadable or absent).
+func metric(addr, name string) float64 {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return -1
@@ -518,7 +521,7 @@ func subscribersOf(addr string) float64 {
 	b, _ := io.ReadAll(resp.Body)
 	total := -1.0
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "herald_relay_subscribers{") || strings.HasPrefix(line, "herald_relay_subscribers ") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
 			f := strings.Fields(line)
 			if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
 				total = max(total, 0) + v
@@ -546,7 +549,13 @@ func scanAll(ctx context.Context, c *redis.Client, pattern string) ([]string, er
 // postStatus publishes one message with the bearer token (none if empty) and returns the status.
 func postStatus(t *testing.T, url, token string) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"probe":true}`))
+	return postBody(t, url, token, `{"probe":true}`)
+}
+
+// postBody publishes body with the bearer token (none if empty) and returns the status.
+func postBody(t *testing.T, url, token, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

@@ -79,7 +79,7 @@ func runSuite(m *testing.M) (code int) {
 	chartDir, helmBin = filepath.Join(root, "charts", "herald"), bin("helm")
 	ctx := context.Background()
 	var archives []string
-	for _, name := range []string{"herald", "pause", "e2e-forwarder"} {
+	for _, name := range []string{"herald", "pause", "orders-app", "e2e-forwarder"} {
 		archives = append(archives, bin("images", name+".tar"))
 	}
 	node, err = localcluster.Start(ctx, localcluster.Options{

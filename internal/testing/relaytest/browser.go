@@ -2,6 +2,8 @@ package relaytest
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // Pages serves a directory of web pages on loopback and runs them in headless Chromium. A page
@@ -123,4 +127,35 @@ func Browser(t testing.TB) string {
 	}
 	t.Fatal("no chromium on PATH: the browser tests need a real browser (apt-get install chromium; hack/test-deps.sh does)")
 	return ""
+}
+
+// Tab is a page open in headless Chromium, driven over the DevTools protocol (chromedp): for
+// pages the test cannot add a report to, such as the sample app's, it reads the page's state.
+type Tab struct {
+	ctx context.Context
+}
+
+// OpenTab opens url in a new headless Chromium, closed when the test ends.
+func OpenTab(t testing.TB, url string) *Tab {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(Browser(t)), chromedp.NoSandbox,
+		chromedp.UserDataDir(t.TempDir()), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("opening %s in Chromium: %v", url, err)
+	}
+	return &Tab{ctx: ctx}
+}
+
+// Eval evaluates a JavaScript expression in the page and decodes its value (JSON) into out.
+func (tab *Tab) Eval(expr string, out any) error {
+	ctx, cancel := context.WithTimeout(tab.ctx, 10*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, out)
 }
