@@ -23,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 )
 
 const crdName = "notificationchannels.notifications.herald.dev"
@@ -499,4 +501,52 @@ func ptrString[S ~string](p *S) string {
 		return "<nil>"
 	}
 	return string(*p)
+}
+
+// The samples with an edge (config/samples-edge) are the samples with the `orders` channel's
+// edge and the app serving the order tracker: valid for the API server (the CRD's schema and
+// the restricted Pod Security Standard), and the app signs with the key the edge checks.
+func TestEdgeSamplesApplyToAPIServer(t *testing.T) {
+	ensureCRD(t)
+	objs := kustomize(t, "config/samples-edge")
+	var ch heraldv1.NotificationChannel
+	var app appsv1.Deployment
+	for _, u := range objs {
+		switch {
+		case u.GetKind() == "NotificationChannel" && u.GetName() == "orders":
+			convert(t, u, &ch)
+		case u.GetKind() == "Deployment":
+			convert(t, u, &app)
+		}
+	}
+	if ch.Spec.Edge == nil || ch.Spec.Edge.Auth.HMACSecretRef == nil || ch.Spec.Retention == nil || ch.Spec.Retention.HistoryPerKey == 0 {
+		t.Fatalf("the orders channel of the edge samples: %+v; want spec.edge with an HMAC key and retention.historyPerKey", ch.Spec)
+	}
+	env := map[string]string{}
+	for _, e := range app.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	ref := ch.Spec.Edge.Auth.HMACSecretRef
+	var mount string
+	for _, v := range app.Spec.Template.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == ref.Name {
+			for _, m := range app.Spec.Template.Spec.Containers[0].VolumeMounts {
+				if m.Name == v.Name {
+					mount = m.MountPath
+				}
+			}
+		}
+	}
+	if mount == "" || env["EDGE_KEY_FILE"] != mount+"/"+ref.Key || env["EDGE_URL"] == "" {
+		t.Errorf("the app signs with EDGE_KEY_FILE=%q (Secret %s mounted at %q), EDGE_URL=%q; want the edge's key %s/%s",
+			env["EDGE_KEY_FILE"], ref.Name, mount, env["EDGE_URL"], ref.Name, ref.Key)
+	}
+	ns := restrictedNamespace(t, "edge-samples-")
+	for _, u := range objs {
+		u.SetNamespace(ns)
+	}
+	t.Cleanup(func() { deleteAll(t, objs) })
+	for obj, w := range apply(t, objs, false) {
+		t.Errorf("the API server warns about %s: %v", obj, w)
+	}
 }

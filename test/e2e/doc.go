@@ -34,6 +34,15 @@
 // each become Ready and deliver a message through a shard relay pod; the release is upgraded
 // back afterwards.
 //
+// TestEdgeServesTheSampleTracker runs a 3-shard channel with an edge of two pods and the sample
+// app serving its order tracker (signing users' tokens with the edge's key from a Secret).
+// Forged, expired and foreign-audience tokens are refused at the edge's Service with 401, a key
+// the token does not grant with 403. Headless Chromium loads the page from the app's Service; it
+// follows three keys through the edge's Service, opening with the last two events of each; the
+// shard relays send the edges only those keys' events; the edge pod holding the page's stream is
+// deleted, and the page resumes through the other one with every event of its keys once and in
+// order.
+//
 // On failure the test keeps its directory (the node's logs, pod logs under
 // node/kubelet/pod-logs, Redis logs) and prints its path.
 package e2e
