@@ -32,7 +32,7 @@ func TestTheSampleTrackerFollowsItsUserThroughTheEdge(t *testing.T) {
 	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	appAddr := freeAddr(t)
+	appAddr := "127.0.0.1:" + freePort(t)
 	audience := c.Map.Namespace + "/" + c.Map.Channel
 	edge := relaytest.StartProxy(t, startEdge(t, c, key, audience, "http://"+appAddr))
 
@@ -88,14 +88,4 @@ func TestTheSampleTrackerFollowsItsUserThroughTheEdge(t *testing.T) {
 	if page.Opens < 2 {
 		t.Errorf("the page opened its stream %d times, want a reconnect after the cut", page.Opens)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
