@@ -129,7 +129,7 @@ dev-down: ## Stop a running `make dev` and remove whatever a crashed one left (p
 
 .PHONY: helm-lint
 # The oldest Kubernetes the chart supports (native sidecars) and the newest it is tested on.
-KUBE_VERSIONS ?= 1.29.0 1.37.2
+KUBE_VERSIONS ?= 1.30.0 1.37.2
 
 helm-lint: $(HELM) ## Lint the Helm chart and render it with its default and its optional values, at the oldest and newest supported Kubernetes.
 	@for v in $(KUBE_VERSIONS); do \

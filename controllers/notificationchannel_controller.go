@@ -247,10 +247,13 @@ func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error
 }
 
 // CacheOptions keeps the manager's cache to the objects Herald owns: without it the operator
-// would hold every Secret and ConfigMap of the cluster in memory.
+// would hold every Secret and ConfigMap of the cluster in memory. Their label is the manager's
+// mark, which the chart's admission policy herald-managed-objects lets nobody else set, so a
+// tenant cannot fill the cache with objects of its own. Managed fields, which the manager never
+// reads, are dropped from what it keeps.
 func CacheOptions() cache.Options {
 	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{workloads.LabelManagedBy: workloads.ManagedBy})}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}:             owned,
 		&corev1.Secret{}:                owned,
 		&corev1.ServiceAccount{}:        owned,

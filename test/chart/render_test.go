@@ -220,9 +220,9 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 			flags: []string{"--set", "image.tag=sha256:" + strings.Repeat("ab", 32)},
 			want:  "/image/tag'",
 		},
-		"a Kubernetes without native sidecars": {
-			flags: []string{"--kube-version", "1.28.9"},
-			want:  "chart requires kubeVersion: >=1.29.0-0",
+		"a Kubernetes without ValidatingAdmissionPolicy v1": {
+			flags: []string{"--kube-version", "1.29.9"},
+			want:  "chart requires kubeVersion: >=1.30.0-0",
 		},
 		"a webhook timeout past the API server's 30 s": {
 			flags: []string{"--set", "webhook.timeoutSeconds=31"},
@@ -391,8 +391,8 @@ func TestChartRendersWhatValuesAsk(t *testing.T) {
 				}
 			},
 		},
-		"the oldest Kubernetes with native sidecars": {
-			flags: []string{"--kube-version", "1.29.0"},
+		"the oldest Kubernetes supported": {
+			flags: []string{"--kube-version", "1.30.0"},
 			check: func(t *testing.T, objs []*unstructured.Unstructured) { managerContainer(t, objs) },
 		},
 		"webhook through drains and private clusters": {
@@ -723,6 +723,16 @@ func TestKustomizeMatchesChart(t *testing.T) {
 	convert(t, find(t, chart, "RoleBinding", "herald-leader-election"), &crb)
 	convert(t, find(t, kust, "RoleBinding", "herald-leader-election"), &krb)
 	same("RoleBinding herald-leader-election", []any{crb.RoleRef, crb.Subjects}, []any{krb.RoleRef, krb.Subjects})
+	for _, name := range []string{"herald-managed-objects", "herald-manager-bindings"} {
+		var cp, kp admissionregistrationv1.ValidatingAdmissionPolicy
+		convert(t, find(t, chart, "ValidatingAdmissionPolicy", name), &cp)
+		convert(t, find(t, kust, "ValidatingAdmissionPolicy", name), &kp)
+		same("ValidatingAdmissionPolicy "+name+" spec", cp.Spec, kp.Spec)
+		var cb, kb admissionregistrationv1.ValidatingAdmissionPolicyBinding
+		convert(t, find(t, chart, "ValidatingAdmissionPolicyBinding", name), &cb)
+		convert(t, find(t, kust, "ValidatingAdmissionPolicyBinding", name), &kb)
+		same("ValidatingAdmissionPolicyBinding "+name+" spec", cb.Spec, kb.Spec)
+	}
 	var ccrd, kcrd apiextensionsv1.CustomResourceDefinition
 	convert(t, find(t, chart, "CustomResourceDefinition", "notificationchannels.notifications.herald.dev"), &ccrd)
 	convert(t, find(t, kust, "CustomResourceDefinition", "notificationchannels.notifications.herald.dev"), &kcrd)

@@ -37,6 +37,7 @@ var (
 	kubeconfig string   // an admin kubeconfig of the envtest API server, for helm install
 	scheme     = runtime.NewScheme()
 	k8s        client.Client         // talks to the API server directly (no cache)
+	restConfig *rest.Config          // k8s's, for clients that impersonate another user
 	warnings   = &testenv.Warnings{} // API server warnings of every request k8s makes
 )
 
@@ -90,6 +91,7 @@ func runSuite(m *testing.M) int {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.WarningHandler = warnings
+	restConfig = cfg
 	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, "creating client:", err)
 		return 1
