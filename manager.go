@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -47,6 +48,8 @@ type managerOptions struct {
 	RelayResources     string // JSON corev1.ResourceRequirements of relay containers
 	RelayLogLevel      string // log level of relays and sidecars; empty: theirs
 	RelayClusterRole   string // ClusterRole bound to relay ServiceAccounts (TokenReview); empty: none
+	SecretsClusterRole string // ClusterRole the manager binds to itself where channels are (Secrets); empty: none
+	ServiceAccount     string // the manager's own ServiceAccount, in its namespace
 	MetricsScrapers    string // label selector of namespaces that may scrape relays
 	PullPolicy         string // imagePullPolicy of relays and sidecars; empty: Kubernetes'
 	PullSecrets        string // comma-separated image pull Secrets of relays and sidecars
@@ -82,6 +85,7 @@ func defaultManagerOptions() managerOptions {
 		// whose messages need more memory is marked Degraded (docs/capacity.md sizes relays).
 		RelayResources:   `{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"256Mi"}}`,
 		RelayClusterRole: "herald-relay",
+		ServiceAccount:   "herald-manager",
 		// Ten times the relays' own defaults: room for a busy channel, not for switching the
 		// caps off (the CRD takes up to a million).
 		RelayLimitCeilings: `{"maxReplaysPerCaller":320,"maxSubscribers":100000,"maxSubscribersPerCaller":20000,"replaysPerSecondPerCaller":200}`,
@@ -123,6 +127,8 @@ func (o *managerOptions) bind(fs *cli.FlagSet) {
 	fs.StringVar(&o.RelayImage, "relay-image", o.RelayImage, "image of the relay Deployments (spec.relay.image overrides)")
 	fs.StringVar(&o.RelayResources, "relay-resources", o.RelayResources, "JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
 	fs.StringVar(&o.RelayLogLevel, "relay-log-level", o.RelayLogLevel, "log level of the relays and injected sidecars (debug, info, warn, error) unless spec.relay.logLevel or a pod's notifications.herald.dev/sidecar-log-level sets one; empty: the relay's default, info")
+	fs.StringVar(&o.SecretsClusterRole, "secrets-cluster-role", o.SecretsClusterRole, "ClusterRole (Secrets: get, create, update, patch, delete) the manager binds to its own ServiceAccount in each namespace with a channel, so it needs no right on Secrets across the cluster; empty: no binding (its own RBAC must cover Secrets)")
+	fs.StringVar(&o.ServiceAccount, "service-account", o.ServiceAccount, "the manager's ServiceAccount (in its namespace), the subject of the --secrets-cluster-role bindings")
 	fs.StringVar(&o.RelayClusterRole, "relay-cluster-role", o.RelayClusterRole, "ClusterRole (TokenReview create) bound to each channel's relay ServiceAccount so relays can authenticate sidecars; empty: no binding")
 	fs.StringVar(&o.RelayLimitCeilings, "relay-limit-ceilings", o.RelayLimitCeilings, "JSON of the most a channel's spec.relay.limits may set, in its own fields (maxSubscribers, maxSubscribersPerCaller, maxReplaysPerCaller, replaysPerSecondPerCaller); a field left out has no ceiling, a channel over one is NotAllowed")
 	fs.StringVar(&o.MetricsScrapers, "relay-metrics-namespace-selector", o.MetricsScrapers, "label selector (e.g. kubernetes.io/metadata.name=monitoring) of the namespaces each channel's NetworkPolicy lets reach the relays' /metrics; empty: none besides the channel's own and spec.access")
@@ -250,6 +256,7 @@ func (c *managerConfig) build(cfg *rest.Config) (manager.Manager, error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   controllers.CacheOptions(),
+		Client:                  controllers.ClientOptions(),
 		Metrics:                 controllers.MetricsOptions(c.MetricsAddr, c.MetricsSecure, c.MetricsCertDir),
 		HealthProbeBindAddress:  c.ProbeAddr,
 		LeaderElection:          c.LeaderElect,
@@ -261,20 +268,22 @@ func (c *managerConfig) build(cfg *rest.Config) (manager.Manager, error) {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 	if err := (&controllers.NotificationChannelReconciler{
-		Client:             mgr.GetClient(),
-		APIReader:          mgr.GetAPIReader(),
-		Recorder:           mgr.GetEventRecorder("herald-manager"),
-		Redis:              &redisconf.Pool{},
-		DefaultRedis:       defaultRedis,
-		RelayImage:         c.RelayImage,
-		RelayResources:     c.relayResources,
-		RelayLogLevel:      c.RelayLogLevel,
-		RelayPullPolicy:    corev1.PullPolicy(c.PullPolicy),
-		RelayPullSecrets:   c.pullSecrets,
-		RelayClusterRole:   c.RelayClusterRole,
-		MetricsScrapers:    c.scrapers,
-		ResyncPeriod:       c.ResyncPeriod,
-		RedisWatchInterval: c.RedisWatch,
+		Client:                mgr.GetClient(),
+		APIReader:             mgr.GetAPIReader(),
+		Recorder:              mgr.GetEventRecorder("herald-manager"),
+		Redis:                 &redisconf.Pool{},
+		DefaultRedis:          defaultRedis,
+		RelayImage:            c.RelayImage,
+		RelayResources:        c.relayResources,
+		RelayLogLevel:         c.RelayLogLevel,
+		RelayPullPolicy:       corev1.PullPolicy(c.PullPolicy),
+		RelayPullSecrets:      c.pullSecrets,
+		RelayClusterRole:      c.RelayClusterRole,
+		SecretsClusterRole:    c.SecretsClusterRole,
+		ManagerServiceAccount: types.NamespacedName{Namespace: c.namespace(), Name: c.ServiceAccount},
+		MetricsScrapers:       c.scrapers,
+		ResyncPeriod:          c.ResyncPeriod,
+		RedisWatchInterval:    c.RedisWatch,
 		Policy: controllers.Policy{
 			RedisAddresses:  splitList(c.AllowedRedis),
 			RelayImages:     splitList(c.AllowedImages),

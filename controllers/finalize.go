@@ -111,6 +111,9 @@ func (r *NotificationChannelReconciler) disableUser(ctx context.Context, ch *her
 
 // channelRedis is a connection to the channel's Redis and its nodes.
 func (r *NotificationChannelReconciler) channelRedis(ctx context.Context, ch *heraldv1.NotificationChannel) (*redisconf.Conn, []redisconf.Node, error) {
+	if err := r.grantSecrets(ctx, ch); err != nil {
+		return nil, nil, err
+	}
 	opts, _, err := r.redisOptions(ctx, ch)
 	if err != nil {
 		return nil, nil, err

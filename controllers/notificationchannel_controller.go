@@ -52,6 +52,12 @@ type NotificationChannelReconciler struct {
 	// RelayClusterRole grants TokenReview create; each channel's relay ServiceAccount is bound to
 	// it so relays can authenticate sidecars. Empty: no binding is made.
 	RelayClusterRole string
+	// SecretsClusterRole (Secrets: get, create, update, patch, delete) is bound to the manager's
+	// own ServiceAccount, ManagerServiceAccount, in each namespace with a channel, before the
+	// channel's Secrets are read or written: the manager needs no right on Secrets across the
+	// cluster. Empty: no binding is made, and the manager's RBAC must cover Secrets.
+	SecretsClusterRole    string
+	ManagerServiceAccount types.NamespacedName
 	// MetricsScrapers selects the namespaces (Prometheus's) that each channel's NetworkPolicy
 	// lets reach the relays' /metrics; nil: none besides the channel's own and spec.access.
 	MetricsScrapers *metav1.LabelSelector
@@ -81,14 +87,17 @@ type NotificationChannelReconciler struct {
 // +kubebuilder:rbac:groups=notifications.herald.dev,resources=notificationchannels/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
-// +kubebuilder:rbac:groups="",resources=configmaps;secrets;services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies;ingresses,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=herald-relay
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=herald-relay;herald-manager-secrets
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;create;update;delete
+// Secrets: none here. The manager binds herald-manager-secrets to itself in each namespace with a
+// channel (grantSecrets); the chart and config/rbac hold that ClusterRole.
 
 // Reconcile brings one channel closer to its spec and reports what it sees:
 // get -> (deleting? finalize) -> provision Redis -> apply children -> compute status -> write if changed.
@@ -233,7 +242,6 @@ func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&heraldv1.NotificationChannel{}).
 		Owns(&corev1.ConfigMap{}).
-		Owns(&corev1.Secret{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.Deployment{}).
@@ -247,15 +255,15 @@ func (r *NotificationChannelReconciler) SetupWithManager(mgr ctrl.Manager) error
 }
 
 // CacheOptions keeps the manager's cache to the objects Herald owns: without it the operator
-// would hold every Secret and ConfigMap of the cluster in memory. Their label is the manager's
-// mark, which the chart's admission policy herald-managed-objects lets nobody else set, so a
-// tenant cannot fill the cache with objects of its own. Managed fields, which the manager never
-// reads, are dropped from what it keeps.
+// would hold every ConfigMap and Deployment of the cluster in memory. Their label is the
+// manager's mark, which the chart's admission policy herald-managed-objects lets nobody else
+// set, so a tenant cannot fill the cache with objects of its own. Managed fields, which the
+// manager never reads, are dropped from what it keeps. Secrets are not cached at all (the
+// manager may not list them: see grantSecrets and ClientOptions).
 func CacheOptions() cache.Options {
 	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{workloads.LabelManagedBy: workloads.ManagedBy})}
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}:             owned,
-		&corev1.Secret{}:                owned,
 		&corev1.ServiceAccount{}:        owned,
 		&rbacv1.ClusterRoleBinding{}:    owned,
 		&corev1.Service{}:               owned,
@@ -264,6 +272,12 @@ func CacheOptions() cache.Options {
 		&networkingv1.NetworkPolicy{}:   owned,
 		&networkingv1.Ingress{}:         owned,
 	}}
+}
+
+// ClientOptions reads Secrets straight from the API server: the manager may read them only in
+// namespaces with channels, one at a time, so it cannot cache them.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
 }
 
 // redisUsers records which channels use which Redis (by redisconf.Options.Key), so that a change

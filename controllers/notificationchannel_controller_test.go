@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -460,7 +461,7 @@ func TestSteadyStateWritesNothing(t *testing.T) {
 	versions := func() map[string]string {
 		v := map[string]string{}
 		lists := []client.ObjectList{&heraldv1.NotificationChannelList{}, &appsv1.DeploymentList{}, &corev1.ServiceList{},
-			&corev1.ConfigMapList{}, &corev1.SecretList{}, &policyv1.PodDisruptionBudgetList{}, &networkingv1.NetworkPolicyList{}}
+			&corev1.ConfigMapList{}, &corev1.SecretList{}, &policyv1.PodDisruptionBudgetList{}, &networkingv1.NetworkPolicyList{}, &rbacv1.RoleBindingList{}}
 		for _, l := range lists {
 			if err := k8s.List(ctx, l, client.InNamespace(ns)); err != nil {
 				t.Fatal(err)
@@ -493,6 +494,40 @@ func TestSteadyStateWritesNothing(t *testing.T) {
 		if after[k] != v {
 			t.Errorf("%s was written during steady state: resourceVersion %s -> %s", k, v, after[k])
 		}
+	}
+}
+
+// The manager reaches the Secrets of a namespace through a RoleBinding of
+// herald-manager-secrets to itself, made before it reads or writes one there; every channel of
+// the namespace owns it, so the garbage collector removes it with the last of them.
+func TestTheManagerBindsItselfToTheSecretsOfChannelNamespaces(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	var channels []*heraldv1.NotificationChannel
+	for range 2 {
+		ch := waitFor(t, create(t, channel(ns)), heraldv1.ConditionRedisConfigured, metav1.ConditionTrue, "")
+		channels = append(channels, ch)
+	}
+	var rb rbacv1.RoleBinding
+	eventually(t, 10*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: workloads.SecretsBindingName}, &rb); err != nil {
+			return err
+		}
+		if len(rb.OwnerReferences) != 2 {
+			return fmt.Errorf("owners %v, want both channels", rb.OwnerReferences)
+		}
+		return nil
+	})
+	for _, ch := range channels {
+		if !slices.ContainsFunc(rb.OwnerReferences, func(o metav1.OwnerReference) bool {
+			return o.UID == ch.UID && (o.Controller == nil || !*o.Controller)
+		}) {
+			t.Errorf("the binding's owners %v lack channel %s (as a non-controller owner)", rb.OwnerReferences, ch.Name)
+		}
+	}
+	want := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: managerServiceAccount.Namespace, Name: managerServiceAccount.Name}}
+	if rb.RoleRef.Name != "herald-manager-secrets" || !slices.Equal(rb.Subjects, want) || rb.Labels[workloads.LabelManagedBy] != workloads.ManagedBy {
+		t.Errorf("binding %s: roleRef %+v, subjects %+v, labels %v; want herald-manager-secrets to the manager, marked", rb.Name, rb.RoleRef, rb.Subjects, rb.Labels)
 	}
 }
 

@@ -100,6 +100,10 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		o.fail(heraldv1.ReasonNotAllowed, fmt.Errorf("refused by the operator's policy: %w", err))
 		return o
 	}
+	if err := r.grantSecrets(ctx, ch); err != nil {
+		o.childErr = err // the Secrets of the namespace are out of reach: try again
+		return o
+	}
 	opts, ca, err := r.redisOptions(ctx, ch)
 	if err != nil {
 		o.fail(heraldv1.ReasonInvalidSpec, err)

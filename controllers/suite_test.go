@@ -75,6 +75,7 @@ func runSuite(m *testing.M) int {
 	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:  scheme,
 		Cache:   CacheOptions(),
+		Client:  ClientOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	if err != nil {
@@ -90,10 +91,13 @@ func runSuite(m *testing.M) int {
 		DefaultRedis:     DefaultRedis{Options: redisconf.Options{Addrs: redisSeeds()}},
 		RelayImage:       "herald:test",
 		RelayClusterRole: "herald-relay",
-		MetricsScrapers:  &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
-		ResyncPeriod:     resyncPeriod,
-		CleanupTimeout:   cleanupTimeout,
-		Workers:          4,
+		// As the chart runs it: Secrets through a binding of the manager itself per namespace.
+		SecretsClusterRole:    "herald-manager-secrets",
+		ManagerServiceAccount: managerServiceAccount,
+		MetricsScrapers:       &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
+		ResyncPeriod:          resyncPeriod,
+		CleanupTimeout:        cleanupTimeout,
+		Workers:               4,
 		Policy: Policy{
 			RedisAddresses:  []string{"127.0.0.1:*"},
 			RelayImages:     []string{"registry.test/herald:*"},
@@ -112,6 +116,9 @@ func runSuite(m *testing.M) int {
 
 	return m.Run()
 }
+
+// managerServiceAccount is the identity the suite's manager binds to Secrets, as the chart's does.
+var managerServiceAccount = types.NamespacedName{Namespace: "herald-system", Name: "herald-manager"}
 
 // zapLevel keeps the manager quiet unless HERALD_TEST_VERBOSE is set.
 func zapLevel() zapcore.Level {

@@ -16,6 +16,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
@@ -487,4 +488,29 @@ func pullSecrets(own, operators []corev1.LocalObjectReference) []corev1.LocalObj
 		return own
 	}
 	return operators
+}
+
+// SecretsBindingName names the RoleBinding that lets the manager at the Secrets of one namespace.
+const SecretsBindingName = "herald-manager-secrets"
+
+// SecretsBinding binds clusterRole (Secrets: get, create, update, patch, delete) to the manager's
+// own ServiceAccount in the channel's namespace, owned by the channel (every channel of the
+// namespace adds itself as an owner, so the binding goes with the last of them).
+func SecretsBinding(ch *heraldv1.NotificationChannel, clusterRole string, manager types.NamespacedName) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: SecretsBindingName, Namespace: ch.Namespace,
+			Labels:          map[string]string{"app.kubernetes.io/name": "herald", LabelManagedBy: ManagedBy, LabelComponent: "manager"},
+			OwnerReferences: []metav1.OwnerReference{SecretsBindingOwner(ch)},
+		},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: manager.Namespace, Name: manager.Name}},
+	}
+}
+
+// SecretsBindingOwner is the channel's owner reference on the Secrets binding: not a controller
+// one, since the namespace's channels share the binding.
+func SecretsBindingOwner(ch *heraldv1.NotificationChannel) metav1.OwnerReference {
+	gvk := heraldv1.GroupVersion.WithKind("NotificationChannel")
+	return metav1.OwnerReference{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Name: ch.Name, UID: ch.UID}
 }

@@ -16,19 +16,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// The manager caches only objects labelled app.kubernetes.io/managed-by=herald. The chart's
-// admission policies keep that label the manager's: a tenant with every right in its namespace
-// cannot put it on an object (one it creates, or one it changes), so it cannot fill the
-// manager's cache; the manager can, and the objects it marked stay editable as RBAC allows. The
-// manager itself may delete only its own ClusterRoleBindings. Without the policies each refused
-// request here succeeds.
+// The manager caches only objects labelled app.kubernetes.io/managed-by=herald-operator. The
+// chart's admission policies keep that label the manager's: a tenant with every right in its
+// namespace cannot put it on an object (one it creates, or one it changes), so it cannot fill
+// the manager's cache; the manager can, and the objects it marked stay editable as RBAC allows.
+// The manager itself may delete only its own ClusterRoleBindings, reads no Secret of a
+// namespace where it has not bound herald-manager-secrets to itself, and can bind that role to
+// nobody else. Without the policies, or with the chart's old cluster-wide rule on Secrets, a
+// refused request here succeeds.
 func TestAdmissionPoliciesKeepTheManagersLabelItsOwn(t *testing.T) {
 	ctx := context.Background()
 	ns := restrictedNamespace(t, "policy-")
 	var objs []*unstructured.Unstructured
 	for _, u := range mustHelmTemplate(t, ns) {
 		switch u.GetKind() {
-		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount":
+		case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount":
 			objs = append(objs, u)
 		}
 	}
@@ -45,7 +47,7 @@ func TestAdmissionPoliciesKeepTheManagersLabelItsOwn(t *testing.T) {
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "tenant"}}}))
 
 	marked := func(name string) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "herald"}},
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "herald-operator"}},
 			Data: map[string][]byte{"filler": make([]byte, 512<<10)}}
 	}
 	refused := func(what string, err error) {
@@ -68,13 +70,13 @@ func TestAdmissionPoliciesKeepTheManagersLabelItsOwn(t *testing.T) {
 		return fmt.Errorf("a tenant's labelled Secret: %v", err)
 	})
 	refused("a tenant creates a Secret with the manager's label", tenant.Create(ctx, marked("filler-1")))
-	plain.Labels = map[string]string{"app.kubernetes.io/managed-by": "herald"}
+	plain.Labels = map[string]string{"app.kubernetes.io/managed-by": "herald-operator"}
 	refused("a tenant labels its Secret as the manager's", tenant.Update(ctx, plain))
 
 	// The manager marks its objects; a tenant may still change them as RBAC allows.
 	mine := marked("herald-made")
 	mine.Data = map[string][]byte{"password": []byte("s3cret")}
-	must(t, manager.Create(ctx, mine))
+	eventually(t, 30*time.Second, func() error { return manager.Create(ctx, mine) }) // in its own namespace (RBAC loads)
 	mine.Annotations = map[string]string{"touched-by": "tenant"}
 	if err := tenant.Update(ctx, mine); err != nil {
 		t.Errorf("a tenant updates a Secret the manager made: %v; want it allowed (RBAC decides)", err)
@@ -86,14 +88,44 @@ func TestAdmissionPoliciesKeepTheManagersLabelItsOwn(t *testing.T) {
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "someone"}}}
 	must(t, k8s.Create(ctx, others))
 	t.Cleanup(func() { _ = k8s.Delete(ctx, others) })
-	if err := manager.Delete(ctx, others); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only its own ClusterRoleBindings") {
+	if err := manager.Delete(ctx, others); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only its own bindings") {
 		t.Errorf("the manager deletes another party's ClusterRoleBinding: %v; want it refused by herald-manager-bindings", err)
 	}
-	own := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "herald-relay." + ns + ".orders", Labels: map[string]string{"app.kubernetes.io/managed-by": "herald"}},
+	own := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "herald-relay." + ns + ".orders", Labels: map[string]string{"app.kubernetes.io/managed-by": "herald-operator"}},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "herald-relay"},
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "orders-relay"}}}
 	must(t, manager.Create(ctx, own))
 	must(t, manager.Delete(ctx, own))
+
+	// Secrets: the manager holds no right on them across the cluster, only the binding of
+	// herald-manager-secrets to itself, which it makes in the namespaces of its channels.
+	appNS := restrictedNamespace(t, "channels-")
+	theirs := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "app-database"}, Data: map[string][]byte{"password": []byte("x")}}
+	must(t, k8s.Create(ctx, theirs))
+	if err := manager.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); !apierrors.IsForbidden(err) {
+		t.Errorf("the manager reads a Secret of a namespace it has not bound itself in: %v; want 403", err)
+	}
+	var list corev1.SecretList
+	if err := manager.List(ctx, &list); !apierrors.IsForbidden(err) {
+		t.Errorf("the manager lists Secrets across the cluster: %v; want 403", err)
+	}
+	binding := func(role string, subject rbacv1.Subject) *rbacv1.RoleBinding {
+		return &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: appNS, GenerateName: "herald-manager-secrets-",
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "herald-operator"}},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role}, Subjects: []rbacv1.Subject{subject}}
+	}
+	itself := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "herald-manager"}
+	if err := manager.Create(ctx, binding("herald-manager-secrets", rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "tenant"})); !apierrors.IsForbidden(err) {
+		t.Errorf("the manager grants herald-manager-secrets to another user: %v; want it refused by herald-manager-bindings", err)
+	}
+	if err := manager.Create(ctx, binding("herald-relay", itself)); !apierrors.IsForbidden(err) {
+		t.Errorf("the manager binds herald-relay in a namespace: %v; want it refused by herald-manager-bindings", err)
+	}
+	must(t, manager.Create(ctx, binding("herald-manager-secrets", itself)))
+	eventually(t, 30*time.Second, func() error { return manager.Get(ctx, client.ObjectKeyFromObject(theirs), theirs) })
+	if err := manager.List(ctx, &list, client.InNamespace(appNS)); !apierrors.IsForbidden(err) {
+		t.Errorf("the manager lists the Secrets of a namespace with a channel: %v; want 403 (it reads them one by one)", err)
+	}
 }
 
 // impersonate is a client of the API server acting as user (with groups), under RBAC.

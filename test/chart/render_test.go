@@ -656,6 +656,20 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		}
 	}
 
+	// Secrets: nothing across the cluster. The manager reaches them through herald-manager-secrets
+	// (never list or watch), bound to itself per namespace, and a Role of its own namespace.
+	for name, objs := range renders {
+		for _, p := range perms(clusterRoleRules(t, objs)) {
+			if p.resource == "secrets" {
+				t.Errorf("%s: the manager's ClusterRole grants %+v on Secrets across the cluster", name, p)
+			}
+		}
+		for _, p := range perms(clusterRoleRulesNamed(t, objs, "herald-manager-secrets")) {
+			if p.resource != "secrets" || p.verb == "list" || p.verb == "watch" {
+				t.Errorf("%s: herald-manager-secrets grants %+v; want Secrets one by one only", name, p)
+			}
+		}
+	}
 	generated := generatedRules(t)
 	chart := clusterRoleRules(t, renders["chart (defaults)"])
 	for _, p := range perms(generated) {
@@ -711,6 +725,11 @@ func TestKustomizeMatchesChart(t *testing.T) {
 	convert(t, find(t, kust, "MutatingWebhookConfiguration", "herald-sidecar-injector"), &km)
 	same("MutatingWebhookConfiguration webhooks", cm.Webhooks, km.Webhooks)
 	same("ClusterRole herald-manager", permSet(clusterRoleRules(t, chart)), permSet(clusterRoleRules(t, kust)))
+	same("ClusterRole herald-manager-secrets", permSet(clusterRoleRulesNamed(t, chart, "herald-manager-secrets")), permSet(clusterRoleRulesNamed(t, kust, "herald-manager-secrets")))
+	var cmr, kmr rbacv1.Role
+	convert(t, find(t, chart, "Role", "herald-manager"), &cmr)
+	convert(t, find(t, kust, "Role", "herald-manager"), &kmr)
+	same("Role herald-manager", permSet(cmr.Rules), permSet(kmr.Rules))
 	var cr, kr rbacv1.Role
 	convert(t, find(t, chart, "Role", "herald-leader-election"), &cr)
 	convert(t, find(t, kust, "Role", "herald-leader-election"), &kr)
