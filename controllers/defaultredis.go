@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -74,9 +76,41 @@ func (f DefaultRedisFlags) Load() (DefaultRedis, error) {
 	}
 	if f.ClientCAFile != "" {
 		d.ClientCA = ClientCA{CertFile: f.ClientCAFile, KeyFile: f.ClientCAKeyFile}
-		if _, _, _, err := d.ClientCA.load(); err != nil {
+		ca, _, _, err := d.ClientCA.load()
+		if err != nil {
 			return d, err
+		}
+		if f.CertFile != "" && issued(f.CertFile, ca) {
+			// Redis trusts a CA, not a certificate: a relay's certificate from it would pass
+			// wherever the operator's does (as the default user, where that needs no password).
+			return d, errors.New("--redis-tls-client-ca-file issued the operator's own certificate (--redis-tls-cert-file): " +
+				"a certificate it gave a channel's relays would be as good as the operator's at Redis; give the relays a CA of their own")
 		}
 	}
 	return d, nil
+}
+
+// issued reports whether the first certificate of certFile chains to ca (through the file's
+// other certificates), or is ca itself.
+func issued(certFile string, ca *x509.Certificate) bool {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return false // tlsconfig has read it already; a file gone since is not this check's concern
+	}
+	var chain []*x509.Certificate
+	for block, rest := pem.Decode(b); block != nil; block, rest = pem.Decode(rest) {
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+			chain = append(chain, c)
+		}
+	}
+	if len(chain) == 0 {
+		return false
+	}
+	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(ca)
+	for _, c := range chain[1:] {
+		intermediates.AddCert(c)
+	}
+	_, err = chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil || chain[0].Equal(ca)
 }

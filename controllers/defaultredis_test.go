@@ -78,6 +78,28 @@ func TestDefaultRedisFlagsLoad(t *testing.T) {
 	if err != nil || d.ClientCA.CertFile == "" {
 		t.Fatalf("a client CA: %+v %v", d, err)
 	}
+	// The relays' CA must be theirs: one that issued the operator's certificate (or is it) is
+	// refused, or a tenant's relay certificate would pass at Redis as the operator's does.
+	issuedByIt, err := ClientCA{CertFile: write("cca.crt", ca), KeyFile: write("cca.key", key)}.relayClientCert(nil, "herald-operator", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cert := range map[string]string{"the CA itself": ca, "a certificate it issued": string(issuedByIt["tls.crt"])} {
+		certKey := key
+		if name != "the CA itself" {
+			certKey = string(issuedByIt["tls.key"])
+		}
+		_, err := DefaultRedisFlags{TLS: true, CertFile: write("op.crt", cert), KeyFile: write("op.key", certKey),
+			ClientCAFile: write("cca.crt", ca), ClientCAKeyFile: write("cca.key", key)}.Load()
+		if err == nil || !strings.Contains(err.Error(), "a CA of their own") {
+			t.Errorf("the operator's certificate is %s of the relays' client CA: %v; want it refused", name, err)
+		}
+	}
+	other, otherKey := selfSigned(t)
+	if _, err := (DefaultRedisFlags{TLS: true, CertFile: write("op.crt", other), KeyFile: write("op.key", otherKey),
+		ClientCAFile: write("cca.crt", ca), ClientCAKeyFile: write("cca.key", key)}).Load(); err != nil {
+		t.Errorf("an operator certificate of another CA: %v; want it accepted", err)
+	}
 	if _, err := (DefaultRedisFlags{TLS: true, ClientCAFile: write("cca2.crt", ca)}).Load(); err == nil || !strings.Contains(err.Error(), "go together") {
 		t.Fatalf("a client CA without its key: %v", err)
 	}

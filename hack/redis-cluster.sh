@@ -14,7 +14,11 @@
 # lagged on a busy machine), REDIS_CLUSTER_TLS (1: the nodes speak only TLS, to
 # clients, to each other and to their replicas, and ask clients for a certificate; `up` makes a
 # CA, a server certificate for the host address and a client certificate with openssl in
-# $REDIS_CLUSTER_DIR/tls; clients trust tls/ca.crt and present tls/client.crt + tls/client.key).
+# $REDIS_CLUSTER_DIR/tls; clients trust tls/ca.crt and present tls/client.crt + tls/client.key;
+# a second CA, tls/relay-ca.crt + .key, is for the certificates an operator issues its relays,
+# and the nodes trust both, tls/trusted.crt),
+# REDIS_CLUSTER_PASSWORD (the default user's password, and the one replicas give their master;
+# written to $REDIS_CLUSTER_DIR/auth.conf, mode 600, never on a command line; empty: none).
 set -euo pipefail
 
 BASE=${REDIS_CLUSTER_BASE_PORT:-7001}
@@ -32,6 +36,10 @@ if [ "${REDIS_CLUSTER_TLS:-}" = 1 ]; then
 	TLS_CLI=(--tls --cacert "$TLS_DIR/ca.crt" --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key")
 fi
 
+# redis-cli reads the password from the environment, not from its command line.
+[ -z "${REDIS_CLUSTER_PASSWORD:-}" ] || export REDISCLI_AUTH=$REDIS_CLUSTER_PASSWORD
+AUTH_CONF=$DIR/auth.conf
+
 log() { echo "redis-cluster: $*" >&2; }
 cli() { redis-cli "${TLS_CLI[@]}" -h "$HOST" -p "$1" "${@:2}"; }
 
@@ -41,12 +49,12 @@ listen_args() {
 		echo --port "$1"
 	else
 		echo --port 0 --tls-port "$1" --tls-cluster yes --tls-replication yes --tls-auth-clients yes \
-			--tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.crt"
+			--tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/trusted.crt"
 	fi
 }
 
 # make_certs: a throw-away CA, and a server certificate for $HOST (nodes also present it to
-# each other) and a client certificate signed by it.
+# each other) and a client certificate signed by it; and a CA of the relays' own.
 make_certs() {
 	mkdir -p "$TLS_DIR"
 	(
@@ -61,6 +69,9 @@ make_certs() {
 		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=herald-test-client \
 			-keyout client.key -out client.csr
 		openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 -out client.crt
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+			-subj /CN=herald-test-relay-ca -keyout relay-ca.key -out relay-ca.crt
+		cat ca.crt relay-ca.crt >trusted.crt
 	) >"$DIR/certs.log" 2>&1 || { cat "$DIR/certs.log" >&2; return 1; }
 }
 
@@ -112,10 +123,18 @@ up() {
 	down_quiet
 	mkdir -p "$DIR"
 	[ ${#TLS_CLI[@]} -eq 0 ] || make_certs
+	# A config file every node starts from: the password, when there is one.
+	(
+		umask 077
+		: >"$AUTH_CONF"
+		if [ -n "${REDIS_CLUSTER_PASSWORD:-}" ]; then
+			printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDIS_CLUSTER_PASSWORD" "$REDIS_CLUSTER_PASSWORD" >"$AUTH_CONF"
+		fi
+	)
 	for p in $PORTS; do
 		mkdir -p "$DIR/$p"
 		# shellcheck disable=SC2046 # listen_args is a list of words
-		redis-server $(listen_args "$p") --bind "$HOST" --protected-mode "$PROTECTED" --cluster-enabled yes \
+		redis-server "$AUTH_CONF" $(listen_args "$p") --bind "$HOST" --protected-mode "$PROTECTED" --cluster-enabled yes \
 			--cluster-config-file "nodes-$p.conf" --cluster-node-timeout "$NODE_TIMEOUT" \
 			--cluster-replica-validity-factor 0 \
 			--appendonly yes --save "" --dir "$DIR/$p" --daemonize yes \

@@ -17,7 +17,8 @@ import (
 
 // writeAPIServerCerts writes, into the API server's certificate directory, what envtest would
 // otherwise make for 127.0.0.1 alone: a serving certificate that pods can verify (the
-// `kubernetes` Service address and names, and NodeIP), and the service account signing key. It
+// `kubernetes` Service address and names, and NodeIP), its client certificate at the kubelet,
+// and the service account signing key. It
 // returns the PEM of the CA that signed the serving certificate, which clients trust.
 func writeAPIServerCerts(dir string) (caPEM []byte, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -65,6 +66,27 @@ func writeAPIServerCerts(dir string) (caPEM []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The API server's client certificate at the kubelet (logs, exec, port-forward), which the
+	// kubelet checks against the same CA; system:masters passes its authorization webhook.
+	clientKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	clientDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(3),
+		Subject:      pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, ca, &clientKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	clientKeyDER, err := x509.MarshalPKCS8PrivateKey(clientKey)
+	if err != nil {
+		return nil, err
+	}
 	// Service account tokens: an RSA key (the API server signs, controller-manager mints).
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -76,11 +98,13 @@ func writeAPIServerCerts(dir string) (caPEM []byte, err error) {
 	}
 	caPEM = pemOf("CERTIFICATE", caDER)
 	for name, data := range map[string][]byte{
-		"ca.crt":        caPEM,
-		"apiserver.crt": pemOf("CERTIFICATE", der),
-		"apiserver.key": pemOf("PRIVATE KEY", keyDER),
-		"sa-signer.key": pemOf("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)),
-		"sa-signer.crt": pemOf("PUBLIC KEY", saPub),
+		"ca.crt":             caPEM,
+		"apiserver.crt":      pemOf("CERTIFICATE", der),
+		"apiserver.key":      pemOf("PRIVATE KEY", keyDER),
+		"kubelet-client.crt": pemOf("CERTIFICATE", clientDER),
+		"kubelet-client.key": pemOf("PRIVATE KEY", clientKeyDER),
+		"sa-signer.key":      pemOf("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)),
+		"sa-signer.crt":      pemOf("PUBLIC KEY", saPub),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return nil, err

@@ -3,6 +3,8 @@ package localcluster
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -113,6 +115,13 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	opt.Logf("starting the Redis Cluster on %s:%d-%d", NodeIP, opt.RedisBasePort, opt.RedisBasePort+5)
 	c.Redis = rediscluster.At(opt.RedisBasePort, filepath.Join(opt.Dir, "redis"))
 	c.Redis.Host = NodeIP
+	// Every pod reaches the nodes: the default user has a password, as a real Redis would, and
+	// the operator is given it (InstallHerald) as its administrative user's.
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, err
+	}
+	c.Redis.Password = hex.EncodeToString(pw)
 	if err := c.Redis.Up(); err != nil {
 		return nil, err
 	}

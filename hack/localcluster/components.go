@@ -42,6 +42,9 @@ func (c *Cluster) startControlPlane() error {
 	args.Set("kubelet-preferred-address-types", "InternalIP")
 	args.Set("enable-aggregator-routing", "true")
 	args.Set("allow-privileged", "true")
+	// The kubelet lets in only callers it can authenticate: the API server with this certificate.
+	args.Set("kubelet-client-certificate", filepath.Join(pki, "kubelet-client.crt"))
+	args.Set("kubelet-client-key", filepath.Join(pki, "kubelet-client.key"))
 	args.Set("v", "1")
 	if _, err := c.env.Start(); err != nil {
 		return fmt.Errorf("starting the control plane: %w (see %s)", err, filepath.Join(logs, "kube-apiserver.log"))
@@ -112,8 +115,10 @@ func (c *Cluster) startNodeComponents() error {
 
 // kubeletConfig is the node's KubeletConfiguration, with what these machines need: cgroup v1
 // with the cgroupfs driver, no per-QoS cgroups or node allocatable enforcement (no
-// CAP_SYS_RESOURCE), no swap check, only memory pressure evicts; the API server reaches the
-// kubelet (logs, exec, port-forward) on NodeIP, anonymously, which the node allows.
+// CAP_SYS_RESOURCE), no swap check, only memory pressure evicts. Its API on NodeIP:10250, which
+// every pod can reach, is as closed as a real node's: no anonymous caller; a client certificate
+// of the cluster's CA (the API server's, for logs, exec and port-forward) or a bearer token
+// (TokenReview), each authorized by the API server (SubjectAccessReview).
 func (c *Cluster) kubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -123,10 +128,11 @@ readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 0
 authentication:
-  anonymous: {enabled: true}
-  webhook: {enabled: false}
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %[5]s}
 authorization:
-  mode: AlwaysAllow
+  mode: Webhook
 containerRuntimeEndpoint: unix://%[2]s
 cgroupDriver: cgroupfs
 failCgroupV1: false
@@ -142,7 +148,7 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 110
 podLogsDir: %[4]s
-`, NodeIP, c.ContainerdSocket(), ClusterDomain, filepath.Join(c.Dir, "kubelet", "pod-logs"))
+`, NodeIP, c.ContainerdSocket(), ClusterDomain, filepath.Join(c.Dir, "kubelet", "pod-logs"), filepath.Join(c.Dir, "pki", "ca.crt"))
 }
 
 // corefile serves the cluster domain (Services and pods) on NodeIP:53 and nothing else: no

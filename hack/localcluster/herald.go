@@ -9,13 +9,16 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
 )
@@ -35,11 +38,15 @@ func NewClient(cfg *rest.Config) (client.Client, error) {
 // image tag imported into the node and the cluster's Redis as the default Redis, plus set
 // (more --set values), and waits until the manager is available.
 func (c *Cluster) InstallHerald(ctx context.Context, helm, chart, tag string, set ...string) error {
+	if err := c.writeRedisAdminSecret(ctx); err != nil {
+		return err
+	}
 	addrs := strings.Join(c.Redis.Addrs()[:3], ",")
 	args := []string{"upgrade", "--install", "herald", chart, "--kubeconfig", c.Kubeconfig,
 		"--namespace", HeraldNamespace, "--create-namespace", "--wait", "--timeout", "4m",
 		"--set", "image.tag=" + tag, "--set", "image.pullPolicy=IfNotPresent",
-		"--set", "redis.addresses={" + addrs + "}"}
+		"--set", "redis.addresses={" + addrs + "}",
+		"--set", "redis.existingSecret.name=" + RedisAdminSecret, "--set", "redis.existingSecret.usernameKey="}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
@@ -50,6 +57,25 @@ func (c *Cluster) InstallHerald(ctx context.Context, helm, chart, tag string, se
 		return fmt.Errorf("helm install: %v: %s%s", err, out.String(), c.PodsReport(context.Background(), HeraldNamespace, ""))
 	}
 	return nil
+}
+
+// RedisAdminSecret holds the password of the cluster's Redis (its default user) in
+// HeraldNamespace, for the chart's redis.existingSecret.
+const RedisAdminSecret = "redis-admin"
+
+// writeRedisAdminSecret creates HeraldNamespace and the Secret with the Redis password, or
+// updates it.
+func (c *Cluster) writeRedisAdminSecret(ctx context.Context) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HeraldNamespace}}
+	if err := c.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: HeraldNamespace, Name: RedisAdminSecret}}
+	_, err := controllerutil.CreateOrUpdate(ctx, c.Client, s, func() error {
+		s.Data = map[string][]byte{"password": []byte(c.Redis.Password)}
+		return nil
+	})
+	return err
 }
 
 // WaitChannelReady polls a NotificationChannel until its Ready condition is True for its

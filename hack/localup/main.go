@@ -150,7 +150,7 @@ Herald is running on a local cluster with one node (ready in %.0fs).
   kubectl logs deploy/orders-app -c app --follow
   kubectl describe nch orders
 
-Redis Cluster: %s (and the next five ports)
+Redis Cluster: %s (and the next five ports; password: Secret herald-system/redis-admin)
 Logs:          %s/logs/ (control plane, kubelet, containerd); pods: kubectl logs
 Stop:          Ctrl-C here, or make dev-down
 `, time.Since(began).Seconds(), cluster.Kubeconfig, cluster.Redis.Addr(), *stateDir)

@@ -224,7 +224,7 @@ func TestDurableChannel(t *testing.T) {
 	t.Logf("relay pod %s replaced: shard 1 has %d ready relays %.1fs after the delete", killedRelay.Name, replicas, time.Since(killedRelayAt).Seconds())
 
 	// 4. What Redis lost is what is acknowledged but no longer in the shard's stream.
-	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: node.Redis.Addrs()})
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: node.Redis.Addrs(), Password: node.Redis.Password})
 	defer cluster.Close()
 	lost := lostByRedis(t, ctx, cluster, m, pl)
 
@@ -291,7 +291,7 @@ func TestDurableChannel(t *testing.T) {
 	})
 	t.Logf("channel deleted %.1fs after the delete", time.Since(deleted).Seconds())
 	for _, addr := range node.Redis.Addrs() {
-		rc := redis.NewClient(&redis.Options{Addr: addr})
+		rc := redis.NewClient(&redis.Options{Addr: addr, Password: node.Redis.Password})
 		keys, err := scanAll(ctx, rc, shardmap.KeyPattern(namespace, channel))
 		if err != nil {
 			t.Errorf("%s: SCAN: %v", addr, err)
@@ -470,7 +470,7 @@ func restartRedis(t *testing.T, ctx context.Context, port int) {
 	// Healthy, and the node has replaced what its AOF held with its new master's data.
 	awaitCond(t, 60*time.Second, "the restarted node back in a healthy cluster, in sync", func() bool {
 		for _, addr := range node.Redis.Addrs() {
-			rc := redis.NewClient(&redis.Options{Addr: addr})
+			rc := redis.NewClient(&redis.Options{Addr: addr, Password: node.Redis.Password})
 			info, err := rc.ClusterInfo(ctx).Result()
 			repl, err2 := rc.Info(ctx, "replication").Result()
 			rc.Close()

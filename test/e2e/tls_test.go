@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,7 +47,8 @@ func TestRedisOverMutualTLS(t *testing.T) {
 	defer cancel()
 	k8s := node.Client
 	tlsRedis := rediscluster.At(node.Redis.Base+10, filepath.Join(node.Dir, "redis-tls"))
-	tlsRedis.Host, tlsRedis.TLS = localcluster.NodeIP, true
+	// The same password as the default Redis's: the release keeps its redis-admin Secret.
+	tlsRedis.Host, tlsRedis.TLS, tlsRedis.Password = localcluster.NodeIP, true, node.Redis.Password
 	must(t, tlsRedis.Up())
 	defer func() { must(t, tlsRedis.Down()) }()
 	ca, err := os.ReadFile(tlsRedis.CAFile())
@@ -59,15 +62,21 @@ func TestRedisOverMutualTLS(t *testing.T) {
 		must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-ca"}, Data: map[string][]byte{"ca.crt": ca}}))
 		must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-client"}, Type: corev1.SecretTypeTLS,
 			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}))
+		must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis-admin-credentials"},
+			Data: map[string][]byte{"password": []byte(tlsRedis.Password)}}))
 	}
 
 	// The default Redis: the release upgraded to the TLS cluster. The operator presents its own
 	// client certificate and issues the relays theirs from the cluster's CA.
 	secrets(localcluster.HeraldNamespace)
-	caKey, err := os.ReadFile(filepath.Join(filepath.Dir(tlsRedis.CAFile()), "ca.key"))
+	// The relays' certificates come from a CA of their own, which Redis trusts besides the one of
+	// the operator's certificate (the manager refuses that one for relays).
+	relayCA, err := os.ReadFile(tlsRedis.RelayCAFile())
+	must(t, err)
+	relayCAKey, err := os.ReadFile(tlsRedis.RelayCAKeyFile())
 	must(t, err)
 	must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: localcluster.HeraldNamespace, Name: "redis-client-ca"},
-		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: ca, corev1.TLSPrivateKeyKey: caKey}}))
+		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: relayCA, corev1.TLSPrivateKeyKey: relayCAKey}}))
 	must(t, node.InstallHerald(ctx, helmBin, chartDir, imageTag,
 		"redis.addresses={"+strings.Join(tlsRedis.Addrs()[:3], ",")+"}", "redis.tls.enabled=true",
 		"redis.tls.caSecret.name=redis-ca", "redis.tls.clientSecret.name=redis-client",
@@ -89,6 +98,18 @@ func TestRedisOverMutualTLS(t *testing.T) {
 		t.Fatalf("the relays' client certificate is for %q, want their own %q", leaf.Subject.CommonName, want)
 	}
 	roundTrip(t, ctx, ch) // Redis (tls-auth-clients yes) accepts the relays' own certificate
+	// What the channel's namespace can read, the relays' certificate, opens a TLS connection
+	// and nothing more: without the channel user's password Redis answers NOAUTH.
+	pair, err := tls.X509KeyPair(issued.Data[corev1.TLSCertKey], issued.Data[corev1.TLSPrivateKeyKey])
+	must(t, err)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	byCert := redis.NewClient(&redis.Options{Addr: tlsRedis.Addrs()[0], MaxRetries: -1,
+		TLSConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}})
+	if err := byCert.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Errorf("the relays' client certificate alone at Redis: %v; want NOAUTH", err)
+	}
+	byCert.Close()
 	// No namespace but the operator's holds the operator's key.
 	var all corev1.SecretList
 	must(t, k8s.List(ctx, &all))
@@ -103,10 +124,11 @@ func TestRedisOverMutualTLS(t *testing.T) {
 	// A channel that brings its own CA and client certificate.
 	const ns = "tls-own"
 	secrets(ns)
-	ch = tlsChannel(t, ctx, tlsRedis, ns, "audit", &heraldv1.RedisSpec{Addresses: tlsRedis.Addrs()[:1], TLS: &heraldv1.RedisTLS{
-		CASecretRef:         &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "ca.crt"},
-		ClientCertSecretRef: &heraldv1.SecretRef{Name: "redis-client"},
-	}})
+	ch = tlsChannel(t, ctx, tlsRedis, ns, "audit", &heraldv1.RedisSpec{Addresses: tlsRedis.Addrs()[:1],
+		CredentialsSecretRef: &heraldv1.CredentialsSecretRef{Name: "redis-admin-credentials"}, TLS: &heraldv1.RedisTLS{
+			CASecretRef:         &heraldv1.SecretKeyRef{Name: "redis-ca", Key: "ca.crt"},
+			ClientCertSecretRef: &heraldv1.SecretRef{Name: "redis-client"},
+		}})
 	roundTrip(t, ctx, ch)
 	for _, c := range []*heraldv1.NotificationChannel{ch, {ObjectMeta: metav1.ObjectMeta{Namespace: "tls-default", Name: "alerts"}}} {
 		must(t, k8s.Delete(ctx, c))

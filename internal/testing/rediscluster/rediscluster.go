@@ -34,11 +34,14 @@ func ModuleRoot() (string, error) {
 
 // Cluster is one cluster the script started.
 type Cluster struct {
-	Base   int    // first port
-	Dir    string // the script's REDIS_CLUSTER_DIR: <port>/redis.pid, <port>/redis.log
-	TLS    bool   // the script's REDIS_CLUSTER_TLS=1: nodes speak only TLS; clients trust CAFile and present ClientCertFile
-	Host   string // the script's REDIS_CLUSTER_HOST: the address the nodes listen on. Defaults to 127.0.0.1.
-	script string
+	Base int    // first port
+	Dir  string // the script's REDIS_CLUSTER_DIR: <port>/redis.pid, <port>/redis.log
+	TLS  bool   // the script's REDIS_CLUSTER_TLS=1: nodes speak only TLS; clients trust CAFile and present ClientCertFile
+	Host string // the script's REDIS_CLUSTER_HOST: the address the nodes listen on. Defaults to 127.0.0.1.
+	// Password is the script's REDIS_CLUSTER_PASSWORD: the default user's (clients AUTH with it).
+	// Empty: none.
+	Password string
+	script   string
 }
 
 // At is the cluster the script runs, or ran, with base and dir, without starting anything: for
@@ -90,6 +93,9 @@ func (c *Cluster) run(verb string) ([]byte, error) {
 	if c.Host != "" {
 		cmd.Env = append(cmd.Env, "REDIS_CLUSTER_HOST="+c.Host)
 	}
+	if c.Password != "" {
+		cmd.Env = append(cmd.Env, "REDIS_CLUSTER_PASSWORD="+c.Password)
+	}
 	return cmd.CombinedOutput()
 }
 
@@ -102,6 +108,14 @@ func (c *Cluster) ClientCertFile() string { return filepath.Join(c.Dir, "tls", "
 
 // ClientKeyFile is the key of ClientCertFile.
 func (c *Cluster) ClientKeyFile() string { return filepath.Join(c.Dir, "tls", "client.key") }
+
+// RelayCAFile and RelayCAKeyFile are a second CA a TLS cluster trusts for client certificates,
+// apart from the one that signed ClientCertFile: the relays' own (an operator's
+// --redis-tls-client-ca-file).
+func (c *Cluster) RelayCAFile() string { return filepath.Join(c.Dir, "tls", "relay-ca.crt") }
+
+// RelayCAKeyFile is the key of RelayCAFile.
+func (c *Cluster) RelayCAKeyFile() string { return filepath.Join(c.Dir, "tls", "relay-ca.key") }
 
 // Down stops the nodes the script started (by their PID files) and removes their data. A node
 // left stopped (SIGSTOP) is continued first, or it could not handle SIGTERM.
@@ -176,13 +190,15 @@ func (c *Cluster) Restart(port int) error {
 		tlsDir := filepath.Join(c.Dir, "tls")
 		listen = []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cluster", "yes", "--tls-replication", "yes",
 			"--tls-auth-clients", "yes", "--tls-cert-file", filepath.Join(tlsDir, "server.crt"),
-			"--tls-key-file", filepath.Join(tlsDir, "server.key"), "--tls-ca-cert-file", c.CAFile()}
+			"--tls-key-file", filepath.Join(tlsDir, "server.key"), "--tls-ca-cert-file", filepath.Join(tlsDir, "trusted.crt")}
 	}
 	protected := "yes"
 	if c.host() != "127.0.0.1" {
 		protected = "no" // as the script: the local node's pods, on this machine, are the clients
 	}
-	args := append(listen, "--bind", c.host(), "--protected-mode", protected, "--cluster-enabled", "yes",
+	// The script's auth.conf first (the password, if any), then its options.
+	args := append([]string{filepath.Join(c.Dir, "auth.conf")}, listen...)
+	args = append(args, "--bind", c.host(), "--protected-mode", protected, "--cluster-enabled", "yes",
 		"--cluster-config-file", "nodes-"+strconv.Itoa(port)+".conf", "--cluster-node-timeout", timeout,
 		"--cluster-replica-validity-factor", "0",
 		"--appendonly", "yes", "--save", "", "--dir", d, "--daemonize", "yes",
