@@ -246,7 +246,12 @@ func (c *config) authorizer(m *shardmap.Map) (func(*http.Request) (string, int, 
 	if audience == "" {
 		audience = shardmap.TokenAudience(m.Namespace, m.Channel)
 	}
-	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: audience, PerPeerPerSecond: c.reviewsPerPeer})
+	// Forged tokens are refused by their signature, without a TokenReview.
+	keys, err := auth.NewIssuerKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	reviewer, err := auth.NewTokenReviewer(cfg, auth.ReviewerOptions{Audience: audience, PerPeerPerSecond: c.reviewsPerPeer, Keys: keys})
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,9 @@ type ReviewerOptions struct {
 	// DefaultReviewsPerPeer.
 	PerPeerPerSecond float64
 	MaxPeers         int // peer addresses whose review budgets are remembered. Defaults to 4096.
+	// Keys checks a new token's signature before it is reviewed: one the API server's issuer did
+	// not sign is refused without a TokenReview. Nil: every new token is reviewed.
+	Keys *IssuerKeys
 }
 
 // DefaultReviewsPerPeer is the TokenReviews per second the new tokens of one peer address may
@@ -85,6 +88,7 @@ type TokenReviewer struct {
 	invalid map[[sha256.Size]byte]time.Time // tokens the API server refused, until when
 	peers   map[string]*rate.Limiter        // each peer address's review budget
 	calls   uint64                          // TokenReviews sent, for tests and metrics
+	refused uint64                          // tokens refused for their signature, without a review
 }
 
 type review struct {
@@ -151,11 +155,12 @@ func (r *TokenReviewer) Review(ctx context.Context, token string) (Identity, err
 
 // ReviewFrom returns who token, sent from the peer address peer, belongs to, ErrInvalidToken,
 // ErrTooManyReviews, or the error reaching the API server. A token that is not a JWT for the
-// audience and unexpired is refused before any review; concurrent calls for one token share
-// one TokenReview, which runs on a context of its own (the first caller going away does not
-// fail the others). Reviews are limited per peer and in all: a valid answer is reviewed again
-// ahead of its expiry while there is budget, and served for one TTL past it while there is
-// none, so a flood of new tokens does not lock out callers whose tokens are known.
+// audience and unexpired is refused before any review, and so is one whose signature is not the
+// API server's issuer's (with ReviewerOptions.Keys); concurrent calls for one token share one
+// TokenReview, which runs on a context of its own (the first caller going away does not fail
+// the others). Reviews are limited per peer and in all: a valid answer is reviewed again ahead
+// of its expiry while there is budget, and served for one TTL past it while there is none, so
+// a flood of new tokens does not lock out callers whose tokens are known.
 func (r *TokenReviewer) ReviewFrom(ctx context.Context, peer, token string) (Identity, error) {
 	now := r.now()
 	exp, err := precheck(token, r.opt.Audience, now)
@@ -172,12 +177,7 @@ func (r *TokenReviewer) ReviewFrom(ctx context.Context, peer, token string) (Ide
 	switch {
 	case ok && cached.expires.IsZero(): // in flight
 		r.mu.Unlock()
-		select {
-		case <-cached.done:
-			return cached.id, cached.err
-		case <-ctx.Done():
-			return Identity{}, ctx.Err()
-		}
+		return r.wait(ctx, cached)
 	case ok && now.Before(cached.expires):
 		if !cached.refreshing && now.After(cached.expires.Add(-r.opt.TTL/4)) && cached.expires.Before(cached.tokenExp) && r.allowLocked(peer, now) {
 			cached.refreshing = true // review it again ahead of time, answering from the cache meanwhile
@@ -186,7 +186,27 @@ func (r *TokenReviewer) ReviewFrom(ctx context.Context, peer, token string) (Ide
 		}
 		r.mu.Unlock()
 		return cached.id, nil
-	case !r.allowLocked(peer, now):
+	}
+	r.mu.Unlock()
+
+	// A token without an answer: its signature first, so that a forged one costs no review (one
+	// whose answer expired was verified before).
+	if r.opt.Keys != nil && !ok {
+		if judged, err := r.opt.Keys.Verify(ctx, token); judged && err != nil {
+			r.mu.Lock()
+			r.refused++
+			r.refuseLocked(key, exp, now)
+			r.mu.Unlock()
+			return Identity{}, err
+		}
+	}
+
+	r.mu.Lock()
+	if cached, ok = r.cache[key]; ok && cached.expires.IsZero() { // another call started its review meanwhile
+		r.mu.Unlock()
+		return r.wait(ctx, cached)
+	}
+	if !r.allowLocked(peer, now) {
 		r.mu.Unlock()
 		if ok && now.Before(cached.expires.Add(r.opt.TTL)) {
 			return cached.id, nil // no budget for a new review: the last answer, for one TTL more
@@ -205,6 +225,23 @@ func (r *TokenReviewer) ReviewFrom(ctx context.Context, peer, token string) (Ide
 	r.settle(key, e, e.err)
 	close(e.done)
 	return e.id, e.err
+}
+
+// wait returns the answer of a review in flight, or ctx's error.
+func (r *TokenReviewer) wait(ctx context.Context, e *review) (Identity, error) {
+	select {
+	case <-e.done:
+		return e.id, e.err
+	case <-ctx.Done():
+		return Identity{}, ctx.Err()
+	}
+}
+
+// Refused is the number of tokens refused for their signature, without a review.
+func (r *TokenReviewer) Refused() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refused
 }
 
 // refresh reviews a valid answer's token again before the answer expires and puts what the
@@ -242,10 +279,7 @@ func (r *TokenReviewer) settle(key [sha256.Size]byte, e *review, err error) {
 		if r.cache[key] == e {
 			delete(r.cache, key)
 		}
-		if len(r.invalid) >= r.opt.MaxInvalid {
-			r.evictInvalidLocked(now)
-		}
-		r.invalid[key] = until
+		r.refuseLocked(key, e.tokenExp, now)
 	case err != nil:
 		if r.cache[key] == e {
 			delete(r.cache, key) // a failed call says nothing about the token: ask again next time
@@ -253,6 +287,18 @@ func (r *TokenReviewer) settle(key [sha256.Size]byte, e *review, err error) {
 	default:
 		e.expires = until
 	}
+}
+
+// refuseLocked remembers an invalid token for one TTL (never past its exp); r.mu is held.
+func (r *TokenReviewer) refuseLocked(key [sha256.Size]byte, tokenExp, now time.Time) {
+	until := now.Add(r.opt.TTL)
+	if tokenExp.Before(until) {
+		until = tokenExp
+	}
+	if len(r.invalid) >= r.opt.MaxInvalid {
+		r.evictInvalidLocked(now)
+	}
+	r.invalid[key] = until
 }
 
 // allowLocked takes one review from peer's budget and from the reviewer's; r.mu is held.

@@ -2,6 +2,12 @@ package auth_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -181,5 +187,38 @@ func TestParseServiceAccount(t *testing.T) {
 				t.Fatalf("ParseServiceAccount(%q) = %q, %q, %v", tc.user, ns, sa, ok)
 			}
 		})
+	}
+}
+
+// The API server's issuer keys, read as a service account reads them (every one may: the
+// default RBAC binds system:service-account-issuer-discovery to them all), verify the tokens
+// the API server mints and refuse the same claims signed with another key.
+func TestIssuerKeysVerifyTheAPIServersTokens(t *testing.T) {
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	token := serviceAccountToken(t, cs, "issuer-keys", "herald")
+	asRelay := rest.CopyConfig(cfg)
+	asRelay.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:issuer-keys:relay",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:issuer-keys", "system:authenticated"}}
+	keys, err := auth.NewIssuerKeys(asRelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if judged, err := keys.Verify(context.Background(), token); !judged || err != nil {
+		t.Fatalf("the API server's own token: judged %t, %v; want its signature accepted", judged, err)
+	}
+	// The same header and claims, signed with a key of the forger's.
+	parts := strings.Split(token, ".")
+	forger, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, forger, crypto.SHA256, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
+	if judged, err := keys.Verify(context.Background(), forged); !judged || !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("a forged signature: judged %t, %v; want ErrInvalidToken", judged, err)
 	}
 }
