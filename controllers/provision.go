@@ -166,7 +166,7 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		log.FromContext(ctx).Info("Wrote ACL user", "user", user.Name, "nodes", written)
 	}
 	// The publish function the user calls instead of running Lua of its own.
-	written, libLagging := conn.EnsureLibrary(ctx, nodes, shardmap.PublishLibraryName, shardmap.PublishLibrary)
+	written, libLagging := conn.EnsureFunction(ctx, nodes, shardmap.PublishFunction, shardmap.PublishLibraryName, shardmap.PublishLibrary)
 	if len(written) > 0 {
 		log.FromContext(ctx).Info("Loaded the publish function library", "nodes", written)
 	}

@@ -7,11 +7,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// EnsureLibrary makes every master hold the function library code (named name), loading it
-// with FUNCTION LOAD REPLACE where it is missing or different: a master that lost it (a new
-// node, a flushed one) gets it back on the next pass. Replicas get it from their masters. It
-// returns the masters it had to write to and those it could not check or write.
-func (c *Conn) EnsureLibrary(ctx context.Context, nodes []Node, name, code string) (written []string, lagging []Lag) {
+// EnsureFunction makes every master hold the function fn, loading the library code (named
+// name) where no library holds fn: a master that lost it (a new node, a flushed one) gets it
+// back on the next pass. The libraries of other versions stay, so relays that still call their
+// functions keep working (a function's name carries its code's digest: fn found in any library
+// is this code). Replicas get it from their masters. It returns the masters it had to write to
+// and those it could not check or write.
+func (c *Conn) EnsureFunction(ctx context.Context, nodes []Node, fn, name, code string) (written []string, lagging []Lag) {
 	for _, nd := range nodes {
 		if !nd.Master {
 			continue
@@ -23,12 +25,12 @@ func (c *Conn) EnsureLibrary(ctx context.Context, nodes []Node, name, code strin
 			continue
 		}
 		n := c.node(nd.Addr)
-		libs, err := n.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: name, WithCode: true}).Result()
+		libs, err := n.FunctionList(ctx, redis.FunctionListQuery{}).Result()
 		if err != nil {
 			lagging = append(lagging, Lag{nd, fmt.Errorf("FUNCTION LIST: %w", err)})
 			continue
 		}
-		if len(libs) == 1 && libs[0].Name == name && libs[0].Code == code {
+		if holds(libs, fn) {
 			continue
 		}
 		if err := n.FunctionLoadReplace(ctx, code).Err(); err != nil {
@@ -38,4 +40,16 @@ func (c *Conn) EnsureLibrary(ctx context.Context, nodes []Node, name, code strin
 		written = append(written, nd.Addr)
 	}
 	return written, lagging
+}
+
+// holds says whether one of libs registers the function fn.
+func holds(libs []redis.Library, fn string) bool {
+	for _, l := range libs {
+		for _, f := range l.Functions {
+			if f.Name == fn {
+				return true
+			}
+		}
+	}
+	return false
 }

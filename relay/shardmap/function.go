@@ -42,8 +42,14 @@ import (
 // entry in the master's replication stream, so ?ack=replicated on a retry waits for it too.
 var PublishFunction = "herald_publish_" + publishVersion()
 
-// PublishLibraryName is the name PublishLibrary declares (FUNCTION LIST LIBRARYNAME).
-const PublishLibraryName = "herald"
+// PublishLibraryName is the name PublishLibrary declares (FUNCTION LIST LIBRARYNAME): each
+// version of the code is a library of its own, so the operator of a new version loads it beside
+// the old one, and the relays of both versions publish while they roll. (Versions before this
+// naming called their library "herald".)
+var PublishLibraryName = LibraryPrefix + publishVersion()
+
+// LibraryPrefix starts the name of every Herald function library.
+const LibraryPrefix = "herald_"
 
 // PublishLibrary is the source of the library that holds PublishFunction. The function's name
 // carries a digest of its code, so a relay never calls a function that means something else
