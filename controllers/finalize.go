@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -111,8 +112,13 @@ func (r *NotificationChannelReconciler) disableUser(ctx context.Context, ch *her
 
 // channelRedis is a connection to the channel's Redis and its nodes.
 func (r *NotificationChannelReconciler) channelRedis(ctx context.Context, ch *heraldv1.NotificationChannel) (*redisconf.Conn, []redisconf.Node, error) {
-	if err := r.grantSecrets(ctx, ch); err != nil {
-		return nil, nil, err
+	// Only a channel with a Redis of its own reads Secrets here. In a namespace being deleted
+	// the binding may be gone and cannot be made again (Forbidden): then its Secrets are gone
+	// too, and reading them fails on its own.
+	if ch.Spec.Redis != nil {
+		if err := r.grantSecrets(ctx, ch); err != nil && !apierrors.IsForbidden(err) {
+			return nil, nil, err
+		}
 	}
 	opts, _, err := r.redisOptions(ctx, ch)
 	if err != nil {

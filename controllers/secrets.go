@@ -29,20 +29,24 @@ func (r *NotificationChannelReconciler) grantSecrets(ctx context.Context, ch *he
 	var live rbacv1.RoleBinding
 	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), &live)
 	if apierrors.IsNotFound(err) {
-		if err := r.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("binding %s to the manager in namespace %s: %w", r.SecretsClusterRole, ch.Namespace, err)
+		err = r.Create(ctx, desired)
+		if !apierrors.IsAlreadyExists(err) {
+			if err != nil {
+				return fmt.Errorf("binding %s to the manager in namespace %s: %w", r.SecretsClusterRole, ch.Namespace, err)
+			}
+			return nil
 		}
-		return nil
+		// Another channel of the namespace made it meanwhile: join its owners.
+		err = r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), &live)
 	}
 	if err != nil {
 		return fmt.Errorf("reading RoleBinding %s/%s: %w", ch.Namespace, desired.Name, err)
 	}
 	if live.RoleRef != desired.RoleRef {
-		// A roleRef cannot change (--secrets-cluster-role did): replace the binding.
-		if err := r.Delete(ctx, &live); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("replacing RoleBinding %s/%s: %w", ch.Namespace, live.Name, err)
-		}
-		return fmt.Errorf("RoleBinding %s/%s bound %s: replaced on the next pass", ch.Namespace, live.Name, live.RoleRef.Name)
+		// A roleRef cannot change, and the admission policy lets the manager delete only its
+		// bindings of herald-manager-secrets: --secrets-cluster-role changed.
+		return fmt.Errorf("RoleBinding %s/%s binds %s, not %s (--secrets-cluster-role): delete it, and the manager makes it anew",
+			ch.Namespace, live.Name, live.RoleRef.Name, desired.RoleRef.Name)
 	}
 	owner := workloads.SecretsBindingOwner(ch)
 	owned := slices.ContainsFunc(live.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == owner.UID })

@@ -36,7 +36,11 @@ if [ "${REDIS_CLUSTER_TLS:-}" = 1 ]; then
 	TLS_CLI=(--tls --cacert "$TLS_DIR/ca.crt" --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key")
 fi
 
-# redis-cli reads the password from the environment, not from its command line.
+# redis-cli reads the password from the environment, not from its command line. It goes into
+# a quoted config line, so it may not hold a quote, a backslash or a line break.
+case "${REDIS_CLUSTER_PASSWORD:-}" in
+*'"'* | *'\'* | *$'\n'*) echo "redis-cluster: REDIS_CLUSTER_PASSWORD may not hold \", \\ or a line break" >&2; exit 2 ;;
+esac
 [ -z "${REDIS_CLUSTER_PASSWORD:-}" ] || export REDISCLI_AUTH=$REDIS_CLUSTER_PASSWORD
 AUTH_CONF=$DIR/auth.conf
 

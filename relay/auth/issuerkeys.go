@@ -22,9 +22,12 @@ type IssuerKeys struct {
 	fetch func(context.Context) ([]byte, error)
 	now   func() time.Time
 
+	fetching sync.Mutex // one fetch at a time; a Verify never waits for one
+
 	mu      sync.Mutex
 	keys    *jose.JSONWebKeySet // nil until a fetch succeeded
-	fetched time.Time           // the last fetch tried
+	fetched time.Time           // when keys were fetched
+	tried   time.Time           // the last fetch tried
 }
 
 // issuerKeysRefetch bounds how often a key ID the keys lack makes IssuerKeys fetch them again
@@ -51,21 +54,26 @@ func newIssuerKeys(fetch func(context.Context) ([]byte, error)) *IssuerKeys {
 }
 
 // Verify reports whether it could judge token's signature (judged) and, if so, err: nil for a
-// signature of one of the issuer's keys, ErrInvalidToken (with why) for any other.
+// signature of one of the issuer's keys, ErrInvalidToken (with why) for any other. A key ID
+// the keys lack is refused only while they are fresh (fetched within issuerKeysRefetch):
+// otherwise they are fetched again first, and while they cannot be, the TokenReview decides.
+// A key the API server has just begun to sign with is thus refused for 10 s at most.
 func (k *IssuerKeys) Verify(ctx context.Context, token string) (judged bool, err error) {
 	sig, err := jose.ParseSigned(token, issuerAlgorithms)
 	if err != nil || len(sig.Signatures) != 1 {
 		return true, fmt.Errorf("%w: not a JWT signed with one of %v", ErrInvalidToken, issuerAlgorithms)
 	}
 	kid := sig.Signatures[0].Header.KeyID
-	keys, known := k.keysFor(ctx, kid, false)
+	keys, fresh := k.keysFor(kid)
+	if len(keys) == 0 && !fresh {
+		k.refetch(ctx)
+		keys, fresh = k.keysFor(kid)
+	}
 	if len(keys) == 0 {
-		if keys, known = k.keysFor(ctx, kid, true); len(keys) == 0 {
-			if !known {
-				return false, nil // the keys are out of reach: the TokenReview decides
-			}
-			return true, fmt.Errorf("%w: signed with a key (kid %q) the API server's issuer does not have", ErrInvalidToken, kid)
+		if !fresh {
+			return false, nil // the keys are out of reach: the TokenReview decides
 		}
+		return true, fmt.Errorf("%w: signed with a key (kid %q) the API server's issuer does not have", ErrUnknownKey, kid)
 	}
 	for _, key := range keys {
 		if _, err := sig.Verify(key.Key); err == nil {
@@ -75,25 +83,46 @@ func (k *IssuerKeys) Verify(ctx context.Context, token string) (judged bool, err
 	return true, fmt.Errorf("%w: its signature does not verify with the API server's issuer keys", ErrInvalidToken)
 }
 
+// ErrUnknownKey is ErrInvalidToken for a key ID the issuer's fresh keys lack. It is not
+// remembered as a verdict on the token: the issuer may have begun to sign with a new key.
+var ErrUnknownKey = fmt.Errorf("%w", ErrInvalidToken)
+
 // keysFor returns the keys that may have signed a token of kid (every key when kid is empty),
-// and whether the keys are known at all. With refetch it fetches them again first, at most
-// once per issuerKeysRefetch.
-func (k *IssuerKeys) keysFor(ctx context.Context, kid string, refetch bool) ([]jose.JSONWebKey, bool) {
+// and whether the set is fresh (fetched within issuerKeysRefetch).
+func (k *IssuerKeys) keysFor(kid string) ([]jose.JSONWebKey, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if (k.keys == nil || refetch) && k.now().Sub(k.fetched) >= issuerKeysRefetch {
-		k.fetched = k.now()
-		if set, err := k.load(ctx); err == nil {
-			k.keys = set
-		}
-	}
 	if k.keys == nil {
 		return nil, false
 	}
+	fresh := k.now().Sub(k.fetched) < issuerKeysRefetch
 	if kid == "" {
-		return k.keys.Keys, true
+		return k.keys.Keys, fresh
 	}
-	return k.keys.Key(kid), true
+	return k.keys.Key(kid), fresh
+}
+
+// refetch fetches the keys again unless one was tried within issuerKeysRefetch or another is
+// under way. It runs on a context of its own: a caller that goes away does not cancel it.
+func (k *IssuerKeys) refetch(ctx context.Context) {
+	if !k.fetching.TryLock() {
+		return
+	}
+	defer k.fetching.Unlock()
+	k.mu.Lock()
+	if k.now().Sub(k.tried) < issuerKeysRefetch {
+		k.mu.Unlock()
+		return
+	}
+	k.tried = k.now()
+	k.mu.Unlock()
+	set, err := k.load(context.WithoutCancel(ctx))
+	if err != nil {
+		return
+	}
+	k.mu.Lock()
+	k.keys, k.fetched = set, k.now()
+	k.mu.Unlock()
 }
 
 // load fetches and parses the JWKS; it holds public keys only.

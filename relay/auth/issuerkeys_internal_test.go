@@ -99,3 +99,41 @@ func TestForgedSignaturesCostNoReview(t *testing.T) {
 		t.Errorf("without the keys: %v after %d reviews; want the TokenReview to refuse it", err, f2.calls.Load())
 	}
 }
+
+// A key the API server has just begun to sign with is learnt at the next refetch (10 s at
+// most), and its refusal meanwhile is not remembered against the token.
+func TestANewIssuerKeyIsLearntWithinTenSeconds(t *testing.T) {
+	old, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var published atomic.Bool // whether the JWKS lists the new key yet
+	fetch := func(context.Context) ([]byte, error) {
+		set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &old.PublicKey, KeyID: "old", Algorithm: "RS256", Use: "sig"}}}
+		if published.Load() {
+			set.Keys = append(set.Keys, jose.JSONWebKey{Key: &rotated.PublicKey, KeyID: "new", Algorithm: "RS256", Use: "sig"})
+		}
+		return json.Marshal(set)
+	}
+	clock := time.Now()
+	keys := newIssuerKeys(fetch)
+	keys.now = func() time.Time { return clock }
+	good := sign(t, rotated, "new", 1)
+	f := &fakeReviews{valid: map[string]bool{good: true}}
+	r := newTokenReviewer(f, ReviewerOptions{Keys: keys})
+	if judged, err := keys.Verify(context.Background(), sign(t, old, "old", 0)); !judged || err != nil {
+		t.Fatalf("a token of the old key: judged %t, %v", judged, err)
+	}
+	published.Store(true)
+	if _, err := r.Review(context.Background(), good); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("a new key within 10 s of the last fetch: %v, want ErrUnknownKey", err)
+	}
+	clock = clock.Add(11 * time.Second)
+	if id, err := r.Review(context.Background(), good); err != nil || id.Namespace != "team" {
+		t.Errorf("the same token once the keys are refetched: %+v %v; want it reviewed and accepted", id, err)
+	}
+}

@@ -195,16 +195,29 @@ func (r *TokenReviewer) ReviewFrom(ctx context.Context, peer, token string) (Ide
 		if judged, err := r.opt.Keys.Verify(ctx, token); judged && err != nil {
 			r.mu.Lock()
 			r.refused++
-			r.refuseLocked(key, exp, now)
+			if !errors.Is(err, ErrUnknownKey) { // a new issuer key is learnt within seconds
+				r.refuseLocked(key, exp, now)
+			}
 			r.mu.Unlock()
 			return Identity{}, err
 		}
 	}
 
+	// Another call may have answered meanwhile (the check above can wait on the API server).
+	now = r.now()
 	r.mu.Lock()
-	if cached, ok = r.cache[key]; ok && cached.expires.IsZero() { // another call started its review meanwhile
+	if until, invalid := r.invalid[key]; invalid && now.Before(until) {
+		r.mu.Unlock()
+		return Identity{}, ErrInvalidToken
+	}
+	cached, ok = r.cache[key]
+	switch {
+	case ok && cached.expires.IsZero():
 		r.mu.Unlock()
 		return r.wait(ctx, cached)
+	case ok && now.Before(cached.expires):
+		r.mu.Unlock()
+		return cached.id, nil
 	}
 	if !r.allowLocked(peer, now) {
 		r.mu.Unlock()

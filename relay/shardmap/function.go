@@ -3,6 +3,7 @@ package shardmap
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 )
 
 // PublishFunction is the Redis Function a relay publishes with (FCALL): it stores and announces
@@ -55,12 +56,16 @@ const LibraryPrefix = "herald_"
 // carries a digest of its code, so a relay never calls a function that means something else
 // than the one it was built with: where the operator has not loaded this code yet, the call
 // fails ("Function not found") instead.
-var PublishLibrary = "#!lua name=" + PublishLibraryName + "\n" +
+var PublishLibrary = strings.NewReplacer("{library}", PublishLibraryName, "{function}", PublishFunction).Replace(libraryTemplate)
+
+// libraryTemplate is the whole library but its names, which are its digest: a change anywhere
+// in it (the code, how it is registered) makes a version of its own.
+const libraryTemplate = "#!lua name={library}\n" +
 	"-- Herald's Redis Function library (FUNCTION LOAD by the operator on every master).\n" +
-	"redis.register_function('" + PublishFunction + "', function(keys, args)\n" + publishBody + "end)\n"
+	"redis.register_function('{function}', function(keys, args)\n" + publishBody + "end)\n"
 
 func publishVersion() string {
-	sum := sha256.Sum256([]byte(publishBody))
+	sum := sha256.Sum256([]byte(libraryTemplate))
 	return hex.EncodeToString(sum[:4])
 }
 
