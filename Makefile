@@ -49,6 +49,12 @@ vet: ## go vet the code.
 lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
+ACTIONLINT_VERSION ?= v1.7.12
+
+.PHONY: lint-workflows
+lint-workflows: ## Check .github/workflows with actionlint.
+	go run github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail if generated files are out of date, or a build output is tracked.
 	@hack/verify-tree.sh
@@ -98,9 +104,14 @@ bench: build ## Whole-system benchmark beside a raw-Redis baseline: one Markdown
 
 ##@ Build and run
 
+.PHONY: release sign
+release: $(HELM) ## Build a release into dist/ (VERSION=x.y.z) and, with REGISTRY=host/path, push its image (amd64 + arm64 index) and chart.
+	VERSION=$(VERSION) REGISTRY=$(REGISTRY) HELM=$(HELM) hack/release.sh
+
+sign: ## Sign the image and chart `make release` pushed and dist/SHA256SUMS (cosign, keyless: the release workflow).
+	hack/sign.sh
+
 .PHONY: build
-release: $(HELM) ## Write a release into dist/ (VERSION=x.y.z): binary, image archive, chart, one-file install manifest, SHA256SUMS.
-	VERSION=$(VERSION) HELM=$(HELM) hack/release.sh
 
 build: ## Build bin/herald.
 	CGO_ENABLED=0 go build -trimpath -o bin/herald .

@@ -1,9 +1,12 @@
-// Command images writes the container images of the local cluster as OCI image archives, with
-// no Docker and no registry: the Herald image (the Dockerfile's layout, see HeraldSpec), a pause
-// image for pod sandboxes and the orders-app sample's image. Each archive holds one image
-// named by its full reference, ready for `ctr -n k8s.io images import`.
+// Command images builds Herald's container images with no Docker: the Herald image (the
+// Dockerfile's layout, see HeraldSpec), a pause image for pod sandboxes and the orders-app
+// sample's image. Each is an OCI image index of one image per platform, the same bytes for the
+// same binaries. It writes each as an OCI archive (an image layout named by the full reference,
+// which `ctr images import`, crane and skopeo read) and, with -push, pushes it to its registry.
 //
-//	images -out DIR -herald bin/herald -pause bin/pause -orders-app bin/orders-app -tag dev
+//	images -out DIR -tag dev                       # make images: the host's platform
+//	images -platforms linux/amd64,linux/arm64 -herald 'dist/herald-linux-{arch}' \
+//	       -only herald -repo REGISTRY -tag v1.2.3 -push   # make release
 package main
 
 import (
@@ -15,7 +18,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"time"
 
@@ -61,8 +63,8 @@ const hostCACerts = "/etc/ssl/certs/ca-certificates.crt"
 // epoch is every file's modification time, so the same binary gives the same image.
 var epoch = time.Unix(0, 0).UTC()
 
-// Image builds spec's image around the binary at binPath.
-func Image(spec Spec, binPath string) (v1.Image, error) {
+// Image builds spec's image for linux/arch around the binary at binPath.
+func Image(spec Spec, binPath, arch string) (v1.Image, error) {
 	bin, err := os.ReadFile(binPath)
 	if err != nil {
 		return nil, err
@@ -103,14 +105,31 @@ func Image(spec Spec, binPath string) (v1.Image, error) {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.Architecture, cf.OS, cf.Created = runtime.GOARCH, "linux", v1.Time{Time: epoch}
+	cf.Architecture, cf.OS, cf.Created = arch, "linux", v1.Time{Time: epoch}
 	cf.Config = v1.Config{Entrypoint: []string{spec.Binary}, User: spec.User, Env: spec.Env, WorkingDir: "/"}
 	return mutate.ConfigFile(img, cf)
 }
 
-// WriteArchive writes img as a tar of an OCI image layout whose index names it ref, the form
+// Index builds spec's image for each of archs (linux/<arch>), binary(arch) being its binary, as
+// one OCI image index in the order of archs.
+func Index(spec Spec, archs []string, binary func(arch string) string) (v1.ImageIndex, error) {
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, arch := range archs {
+		img, err := Image(spec, binary(arch), arch)
+		if err != nil {
+			return nil, fmt.Errorf("linux/%s: %w", arch, err)
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+			Add:        img,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}},
+		})
+	}
+	return idx, nil
+}
+
+// WriteArchive writes idx as a tar of an OCI image layout whose index names it ref, the form
 // `ctr images import` reads (containerd takes the name from io.containerd.image.name).
-func WriteArchive(out, ref string, img v1.Image) error {
+func WriteArchive(out, ref string, idx v1.ImageIndex) error {
 	dir, err := os.MkdirTemp("", "herald-image-")
 	if err != nil {
 		return err
@@ -120,7 +139,7 @@ func WriteArchive(out, ref string, img v1.Image) error {
 	if err != nil {
 		return err
 	}
-	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{
 		"io.containerd.image.name":          ref,
 		"org.opencontainers.image.ref.name": ref,
 	})); err != nil {

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // dockerfileRuntime reads what the Dockerfile's last stage makes of the image: its base, the
@@ -86,7 +87,7 @@ func TestHeraldImageMatchesDockerfile(t *testing.T) {
 	if user != HeraldSpec.User {
 		t.Errorf("the Dockerfile runs as %s, HeraldSpec as %s", user, HeraldSpec.User)
 	}
-	img, err := Image(HeraldSpec, fakeBinary(t))
+	img, err := Image(HeraldSpec, fakeBinary(t), "amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,35 +124,57 @@ func TestHeraldImageMatchesDockerfile(t *testing.T) {
 	}
 }
 
-// The same binary gives the same image (digest), so a rebuild does not roll every pod.
-func TestImageIsReproducible(t *testing.T) {
-	bin := fakeBinary(t)
+// The same binaries give the same index (digest), so a rebuild does not roll every pod and a
+// release can be rebuilt and checked; each platform's image says its architecture.
+func TestIndexIsReproducibleAndMultiPlatform(t *testing.T) {
+	bins := map[string]string{"amd64": fakeBinary(t), "arm64": fakeBinary(t)}
+	archs := []string{"amd64", "arm64"}
 	digests := map[v1.Hash]bool{}
 	for range 2 {
-		img, err := Image(PauseSpec, bin)
+		idx, err := Index(PauseSpec, archs, func(arch string) string { return bins[arch] })
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := img.Digest()
+		d, err := idx.Digest()
 		if err != nil {
 			t.Fatal(err)
 		}
 		digests[d] = true
+		m, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Manifests) != 2 || m.MediaType != types.OCIImageIndex {
+			t.Fatalf("index %s of %d manifests, want an OCI index of 2", m.MediaType, len(m.Manifests))
+		}
+		for i, desc := range m.Manifests {
+			if desc.Platform == nil || desc.Platform.OS != "linux" || desc.Platform.Architecture != archs[i] {
+				t.Errorf("manifest %d is for %v, want linux/%s", i, desc.Platform, archs[i])
+			}
+			img, err := idx.Image(desc.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cf, err := img.ConfigFile(); err != nil || cf.Architecture != archs[i] || cf.OS != "linux" {
+				t.Errorf("image %d's config says %s/%s (%v), want linux/%s", i, cf.OS, cf.Architecture, err, archs[i])
+			}
+		}
 	}
 	if len(digests) != 1 {
-		t.Errorf("two builds of one binary gave %d digests", len(digests))
+		t.Errorf("two builds of the same binaries gave %d digests", len(digests))
 	}
 }
 
 // An archive is an OCI layout whose index names the image by its full reference, the name
 // containerd gives it on import.
 func TestWriteArchiveNamesTheImage(t *testing.T) {
-	img, err := Image(AppSpec, fakeBinary(t))
+	bin := fakeBinary(t)
+	img, err := Index(AppSpec, []string{"amd64"}, func(string) string { return bin })
 	if err != nil {
 		t.Fatal(err)
 	}
 	archive := filepath.Join(t.TempDir(), "app.tar")
-	ref := Ref("orders-app", "test")
+	ref := "ghcr.io/heraldhq/orders-app:test"
 	if err := WriteArchive(archive, ref, img); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,8 +41,9 @@ const (
 type Options struct {
 	Root          string                           // repository root (hack/ scripts). Defaults to the module root above the working directory.
 	Dir           string                           // state: kubeconfig, logs, pid files, containerd, kubelet, Redis; required
-	Images        []string                         // OCI image archives to import into containerd (hack/images)
+	Images        []string                         // OCI image archives (hack/images) to push to the node's registry
 	PauseImage    string                           // the pod sandbox image, one of Images; required
+	RegistryAddr  string                           // where the node's registry listens; 127.0.0.1:0 (any port) by default
 	RedisBasePort int                              // first of the six Redis Cluster ports; required
 	Logf          func(format string, args ...any) // progress; none by default
 }
@@ -54,11 +56,13 @@ type Cluster struct {
 	Client     client.Client
 	Redis      *rediscluster.Cluster // listening on NodeIP
 	Assets     string                // the directory of the Kubernetes binaries
+	Registry   string                // host:port of the registry the node pulls from (loopback, plain HTTP)
 
-	opt     Options
-	env     *envtest.Environment
-	procs   []*Process // in start order
-	network *network
+	opt      Options
+	env      *envtest.Environment
+	procs    []*Process // in start order
+	network  *network
+	registry *http.Server
 }
 
 // Start brings the whole cluster up and returns once the node is Ready. On error it stops
@@ -130,8 +134,16 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	if err := c.startControlPlane(); err != nil {
 		return nil, err
 	}
-	opt.Logf("starting containerd and importing %d images", len(opt.Images))
-	if err := c.startContainerd(ctx); err != nil {
+	if err := c.startRegistry(); err != nil {
+		return nil, err
+	}
+	opt.Logf("pushing %d images to the node's registry %s, starting containerd", len(opt.Images), c.Registry)
+	for _, archive := range opt.Images {
+		if _, err := c.PushArchive(archive); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.startContainerd(); err != nil {
 		return nil, err
 	}
 	opt.Logf("starting kube-controller-manager, kube-scheduler, kubelet, kube-proxy and CoreDNS")
@@ -198,6 +210,10 @@ func (c *Cluster) Stop() error {
 		c.opt.Logf("stopping the Redis Cluster")
 		errs = append(errs, c.Redis.Down())
 		c.Redis = nil
+	}
+	if c.registry != nil {
+		errs = append(errs, c.registry.Close())
+		c.registry = nil
 	}
 	c.opt.Logf("removing what the node left: containers, mounts, iptables chains, the bridge")
 	errs = append(errs, Down(c.Dir))

@@ -34,19 +34,34 @@ func NewClient(cfg *rest.Config) (client.Client, error) {
 	return client.New(cfg, client.Options{Scheme: scheme})
 }
 
+// Chart is the Herald chart InstallHerald installs.
+type Chart struct {
+	Ref      string // a directory, or an oci:// reference (the node's registry is plain HTTP)
+	Version  string // of an oci:// chart
+	ImageTag string // image.tag to set, for a chart whose image is not pinned; "" keeps a release's digest
+}
+
 // InstallHerald runs `helm upgrade --install herald <chart>` into HeraldNamespace with the
-// image tag imported into the node and the cluster's Redis as the default Redis, plus set
-// (more --set values), and waits until the manager is available.
-func (c *Cluster) InstallHerald(ctx context.Context, helm, chart, tag string, set ...string) error {
+// cluster's Redis as the default Redis, plus set (more --set values), and waits until the
+// manager is available.
+func (c *Cluster) InstallHerald(ctx context.Context, helm string, chart Chart, set ...string) error {
 	if err := c.writeRedisAdminSecret(ctx); err != nil {
 		return err
 	}
 	addrs := strings.Join(c.Redis.Addrs()[:3], ",")
-	args := []string{"upgrade", "--install", "herald", chart, "--kubeconfig", c.Kubeconfig,
+	args := []string{"upgrade", "--install", "herald", chart.Ref, "--kubeconfig", c.Kubeconfig,
 		"--namespace", HeraldNamespace, "--create-namespace", "--wait", "--timeout", "4m",
-		"--set", "image.tag=" + tag, "--set", "image.pullPolicy=IfNotPresent",
 		"--set", "redis.addresses={" + addrs + "}",
 		"--set", "redis.existingSecret.name=" + RedisAdminSecret, "--set", "redis.existingSecret.usernameKey="}
+	if chart.Version != "" {
+		args = append(args, "--version", chart.Version)
+	}
+	if strings.HasPrefix(chart.Ref, "oci://"+c.Registry+"/") {
+		args = append(args, "--plain-http")
+	}
+	if chart.ImageTag != "" {
+		args = append(args, "--set", "image.tag="+chart.ImageTag, "--set", "image.pullPolicy=IfNotPresent")
+	}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}

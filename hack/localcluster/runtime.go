@@ -25,8 +25,8 @@ func (c *Cluster) ContainerdSocket() string {
 // containerdConfig is a version-2 config with its own root, state and socket (next to any
 // containerd the machine runs), and the CRI settings this machine needs:
 // restrict_oom_score_adj because root here cannot lower oom_score_adj (kubelet asks -998 for
-// sandboxes), network namespaces under the state directory so Stop finds every mount, and the
-// local pause image.
+// sandboxes), network namespaces under the state directory so Stop finds every mount, the pause
+// image, and the registries' hosts directory (registryHosts).
 func (c *Cluster) containerdConfig() string {
 	d := c.containerdDir()
 	return fmt.Sprintf(`version = 2
@@ -51,8 +51,10 @@ state = %[2]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %[5]q
     conf_dir = %[6]q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %[7]q
 `, filepath.Join(d, "root"), filepath.Join(d, "state"), c.ContainerdSocket(), c.opt.PauseImage,
-		cniBinDir, filepath.Join(c.Dir, "cni", "net.d"))
+		cniBinDir, filepath.Join(c.Dir, "cni", "net.d"), filepath.Join(d, "certs.d"))
 }
 
 // cniConfig is the pod network: Bridge with host-local addresses from PodCIDR, NodeIP as the
@@ -76,15 +78,19 @@ func (c *Cluster) cniConfig() ([]byte, error) {
 	}, "", "  ")
 }
 
-func (c *Cluster) startContainerd(ctx context.Context) error {
+func (c *Cluster) startContainerd() error {
 	cni, err := c.cniConfig()
 	if err != nil {
 		return err
 	}
-	for path, data := range map[string][]byte{
+	files := map[string][]byte{
 		filepath.Join(c.containerdDir(), "config.toml"):            []byte(c.containerdConfig()),
 		filepath.Join(c.Dir, "cni", "net.d", "10-herald.conflist"): cni,
-	} {
+	}
+	for path, hosts := range c.registryHosts() {
+		files[path] = []byte(hosts)
+	}
+	for path, data := range files {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return err
 		}
@@ -116,21 +122,16 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 			return fmt.Errorf("containerd did not open %s within 30s: see %s", c.ContainerdSocket(), c.LogPath("containerd"))
 		}
 	}
-	for _, archive := range c.opt.Images {
-		if err := c.ImportImage(ctx, archive); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
-// ImportImage imports an OCI image archive into the node's image store (the k8s.io namespace
-// the CRI plugin reads), so pods run it without pulling.
-func (c *Cluster) ImportImage(ctx context.Context, archive string) error {
-	if _, err := c.ctr(ctx, "images", "import", archive); err != nil {
-		return fmt.Errorf("importing %s: %w", archive, err)
+// Images lists the references of the images in the node's image store: what it pulled.
+func (c *Cluster) Images(ctx context.Context) ([]string, error) {
+	out, err := c.ctr(ctx, "images", "list", "--quiet")
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return strings.Fields(out), nil
 }
 
 // ctr runs containerd's ctr against the node's containerd, in the k8s.io namespace.

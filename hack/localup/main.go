@@ -1,8 +1,9 @@
 // Command localup is Herald's embedded local cluster, what `make dev` runs: a Kubernetes
 // cluster with one real node on this machine (package hack/localcluster: the envtest control
 // plane, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS) and
-// a Redis Cluster that pods reach. It imports the images hack/images wrote, installs Herald with
-// its Helm chart, applies the samples, waits until the sample channels are Ready and the
+// a Redis Cluster that pods reach. It serves an OCI registry on 127.0.0.1:5001 that the node
+// pulls from (and takes as the mirror of ghcr.io), pushes the images hack/images wrote and the
+// Helm chart there, installs Herald from oci://, applies the samples, waits until the sample channels are Ready and the
 // orders-app pod runs with its injected sidecar, forwards 127.0.0.1:7070 to that sidecar
 // (kubectl port-forward) and prints a kubeconfig and commands to paste.
 //
@@ -61,6 +62,7 @@ func run() error {
 	helm := flag.String("helm", "bin/helm", "the helm binary")
 	chart := flag.String("chart", "charts/herald", "the Herald chart")
 	redisPort := flag.Int("redis-base-port", 7001, "first port of the local Redis Cluster (it uses six)")
+	registryAddr := flag.String("registry", "127.0.0.1:5001", "address of the node's OCI registry (plain HTTP)")
 	samples := flag.String("samples", "config/samples", "directory of sample objects to apply (empty: none)")
 	readyWithin := flag.Duration("ready-timeout", 3*time.Minute, "how long to wait for the samples to be Ready")
 	down := flag.Bool("down", false, "stop a running localup and remove whatever a crashed one left, then exit")
@@ -98,7 +100,7 @@ func run() error {
 	}
 	cluster, err := localcluster.Start(ctx, localcluster.Options{
 		Dir: *stateDir, Images: archives, PauseImage: "ghcr.io/heraldhq/pause:" + *tag,
-		RedisBasePort: *redisPort, Logf: say,
+		RegistryAddr: *registryAddr, RedisBasePort: *redisPort, Logf: say,
 	})
 	if err != nil {
 		return err
@@ -110,8 +112,13 @@ func run() error {
 		say("stopped")
 	}()
 
-	say("installing Herald with helm (%s)", *chart)
-	if err := cluster.InstallHerald(ctx, *helm, *chart, *tag); err != nil {
+	const chartVersion = "0.0.0-dev"
+	ref, err := cluster.PushChart(ctx, *helm, *chart, chartVersion)
+	if err != nil {
+		return err
+	}
+	say("installing Herald with helm from %s --version %s", ref, chartVersion)
+	if err := cluster.InstallHerald(ctx, *helm, localcluster.Chart{Ref: ref, Version: chartVersion, ImageTag: *tag}); err != nil {
 		return err
 	}
 	kubectl := "kubectl --kubeconfig " + cluster.Kubeconfig
@@ -151,9 +158,10 @@ Herald is running on a local cluster with one node (ready in %.0fs).
   kubectl describe nch orders
 
 Redis Cluster: %s (and the next five ports; password: Secret herald-system/redis-admin)
+Registry:      %s (the node pulls from it; it mirrors ghcr.io; plain HTTP)
 Logs:          %s/logs/ (control plane, kubelet, containerd); pods: kubectl logs
 Stop:          Ctrl-C here, or make dev-down
-`, time.Since(began).Seconds(), cluster.Kubeconfig, cluster.Redis.Addr(), *stateDir)
+`, time.Since(began).Seconds(), cluster.Kubeconfig, cluster.Redis.Addr(), cluster.Registry, *stateDir)
 	if forward != nil {
 		base := "http://" + forwardAddr
 		first, err := publish(ctx, base, `{"order": 1, "status": "created"}`)

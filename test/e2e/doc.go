@@ -1,7 +1,8 @@
 // Package e2e tests the whole system on the local cluster with a real node (hack/localcluster,
 // the cluster of `make dev`): its own Redis Cluster on the node's address (ports 7901-7906, or
-// $HERALD_E2E_REDIS_BASE_PORT), Herald installed by its Helm chart from the image hack/images
-// wrote, and apps in pods with the injected sidecar. An app pod's container
+// $HERALD_E2E_REDIS_BASE_PORT), Herald released by hack/release.sh into the node's registry and
+// installed from it (helm install oci://..., the image pulled by its digest), and apps in pods
+// with the injected sidecar. An app pod's container
 // (test/e2e/forwarder) forwards <pod IP>:8080 to its sidecar, so the test publishes and
 // subscribes through the real sidecar, from outside the pod, as the app would.
 //
@@ -27,6 +28,11 @@
 // changes (the relays roll without a shard losing its last ready relay), and counts every
 // message. TestInjectionNeedsTheManager scales the manager to 0: an opted-in pod is refused
 // with the webhook's error, a pod without the label is created.
+//
+// TestHeraldRunsTheReleaseItPulled checks that release: its image index holds linux/amd64 and
+// linux/arm64, the manager, a channel's relays and an injected sidecar run the image by the
+// digest the chart pins, the node pulled it (its image store holds that reference and no image
+// imported by hand), and the channel delivers a message.
 //
 // TestRedisOverMutualTLS starts a second Redis Cluster on the node's address that speaks only
 // TLS and wants client certificates, and upgrades the release to it (the chart's redis.tls

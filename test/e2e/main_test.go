@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -24,11 +25,21 @@ var (
 	// node is the local cluster with a real node, Herald installed by its chart.
 	node *localcluster.Cluster
 	// The chart and helm binary the suite installs Herald with (TestRedisOverMutualTLS upgrades
-	// the release).
-	chartDir, helmBin string
+	// the release): a release (make release) pushed to the node's registry, installed from it.
+	heraldChart localcluster.Chart
+	helmBin     string
+	// release is that release's directory (hack/release.sh's DIST: DIGESTS, herald.yaml).
+	release string
+	// repoRoot is the repository's root (TestUpgradeAndRollbackUnderLoad builds an earlier
+	// commit of it).
+	repoRoot string
 )
 
-// The images hack/images wrote (make images), with the tag the chart is installed with.
+// The version of the release the suite builds and installs.
+const releaseVersion = "0.0.0-e2e"
+
+// The images hack/images wrote (make images), besides Herald's, with their tag: the node pulls
+// them from its registry as the mirror of ghcr.io.
 const (
 	imageTag       = "dev"
 	forwarderImage = "ghcr.io/heraldhq/e2e-forwarder:" + imageTag
@@ -60,8 +71,9 @@ func runSuite(m *testing.M) (code int) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	repoRoot = root
 	bin := func(p ...string) string { return filepath.Join(append([]string{root, "bin"}, p...)...) }
-	for _, f := range []string{bin("herald"), bin("helm"), bin("images", "e2e-forwarder.tar")} {
+	for _, f := range []string{bin("helm"), bin("images", "e2e-forwarder.tar")} {
 		if _, err := os.Stat(f); err != nil {
 			fmt.Fprintf(os.Stderr, "%s is missing: run `make test-e2e` (it builds it)\n", f)
 			return 1
@@ -76,10 +88,10 @@ func runSuite(m *testing.M) (code int) {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "e2e [%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
-	chartDir, helmBin = filepath.Join(root, "charts", "herald"), bin("helm")
+	helmBin = bin("helm")
 	ctx := context.Background()
 	var archives []string
-	for _, name := range []string{"herald", "pause", "orders-app", "e2e-forwarder"} {
+	for _, name := range []string{"pause", "orders-app", "e2e-forwarder"} {
 		archives = append(archives, bin("images", name+".tar"))
 	}
 	node, err = localcluster.Start(ctx, localcluster.Options{
@@ -105,8 +117,18 @@ func runSuite(m *testing.M) (code int) {
 			fmt.Fprintln(os.Stderr, "e2e: logs kept in", dir)
 		}
 	}()
-	logf("node Ready; installing Herald with its chart")
-	if err := node.InstallHerald(ctx, helmBin, chartDir, imageTag); err != nil {
+	logf("node Ready; make release VERSION=%s REGISTRY=%s/heraldhq", releaseVersion, node.Registry)
+	release = filepath.Join(dir, "release")
+	cmd := exec.Command("bash", filepath.Join(root, "hack", "release.sh"))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "VERSION="+releaseVersion, "REGISTRY="+node.Registry+"/heraldhq", "DIST="+release, "HELM="+helmBin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "make release: %v\n%s", err, out)
+		return 1
+	}
+	heraldChart = localcluster.Chart{Ref: "oci://" + node.Registry + "/heraldhq/charts/herald", Version: releaseVersion}
+	logf("installing Herald from %s --version %s", heraldChart.Ref, heraldChart.Version)
+	if err := node.InstallHerald(ctx, helmBin, heraldChart); err != nil {
 		fmt.Fprintln(os.Stderr, "installing Herald:", err)
 		return 1
 	}

@@ -77,12 +77,12 @@ func TestRedisOverMutualTLS(t *testing.T) {
 	must(t, err)
 	must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: localcluster.HeraldNamespace, Name: "redis-client-ca"},
 		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: relayCA, corev1.TLSPrivateKeyKey: relayCAKey}}))
-	must(t, node.InstallHerald(ctx, helmBin, chartDir, imageTag,
+	must(t, node.InstallHerald(ctx, helmBin, heraldChart,
 		"redis.addresses={"+strings.Join(tlsRedis.Addrs()[:3], ",")+"}", "redis.tls.enabled=true",
 		"redis.tls.caSecret.name=redis-ca", "redis.tls.clientSecret.name=redis-client",
 		"redis.tls.clientCASecret.name=redis-client-ca",
 		"manager.allowed.redisAddresses={"+localcluster.NodeIP+":*}"))
-	defer func() { must(t, node.InstallHerald(context.Background(), helmBin, chartDir, imageTag)) }()
+	defer func() { must(t, node.InstallHerald(context.Background(), helmBin, heraldChart)) }()
 	ch := tlsChannel(t, ctx, tlsRedis, "tls-default", "alerts", nil)
 	var cm corev1.ConfigMap
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ch.Namespace, Name: shardmap.ConfigMapName(ch.Name)}, &cm))
