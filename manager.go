@@ -60,6 +60,7 @@ type managerOptions struct {
 	RedisWatch       time.Duration
 	ReconcileTimeout time.Duration
 	CleanupTimeout   time.Duration
+	PruneLibraries   time.Duration // earlier versions' function libraries go after this long unused
 	MaxRedisNodes    int
 	AdoptRetained    bool // channels take up data a namespace of their name left before it was re-created
 
@@ -97,10 +98,12 @@ func defaultManagerOptions() managerOptions {
 		// cluster of hundreds of nodes, and still frees the worker of a hung one.
 		ReconcileTimeout: 2 * time.Minute,
 		CleanupTimeout:   10 * time.Minute,
-		MaxRedisNodes:    1000,
-		WebhookPort:      9443,
-		WebhookCertDir:   "/tmp/k8s-webhook-server/serving-certs", // controller-runtime's own default
-		WebhookCertMode:  "selfManaged",
+		// Longer than any relay's termination grace, and time to notice a rollback.
+		PruneLibraries:  10 * time.Minute,
+		MaxRedisNodes:   1000,
+		WebhookPort:     9443,
+		WebhookCertDir:  "/tmp/k8s-webhook-server/serving-certs", // controller-runtime's own default
+		WebhookCertMode: "selfManaged",
 		// Prometheus reaches a pod's IP, not its loopback, where the sidecar's API stays.
 		SidecarMetricsPort: 7071,
 	}
@@ -142,6 +145,7 @@ func (o *managerOptions) bind(fs *cli.FlagSet) {
 	fs.BoolVar(&o.AdoptRetained, "adopt-retained-streams", o.AdoptRetained, "let a channel take up the data a deleted channel of its name retained in Redis even when a namespace of its name that was deleted since wrote it (false: such a channel is RetainedByAnotherNamespace until the data is deleted)")
 	fs.DurationVar(&o.ReconcileTimeout, "reconcile-timeout", o.ReconcileTimeout, "deadline of one pass over a channel (Redis and Kubernetes calls)")
 	fs.DurationVar(&o.CleanupTimeout, "cleanup-timeout", o.CleanupTimeout, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
+	fs.DurationVar(&o.PruneLibraries, "prune-function-libraries-after", o.PruneLibraries, "remove the publish function libraries of earlier Herald versions from a Redis once every relay on it has run this version's image for this long; 0 never removes them (set 0 when another Herald installation shares the Redis)")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the sidecar injection webhook; 0 turns the webhook off")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory of the webhook's tls.crt and tls.key")
 	fs.StringVar(&o.WebhookCertMode, "webhook-cert-mode", o.WebhookCertMode, "selfManaged: the manager issues and rotates the webhook certificate; external: cert-manager or another tool writes it to --webhook-cert-dir")
@@ -294,6 +298,7 @@ func (c *managerConfig) build(cfg *rest.Config) (manager.Manager, error) {
 		AdoptRetainedStreams: c.AdoptRetained,
 		ReconcileTimeout:     c.ReconcileTimeout,
 		CleanupTimeout:       c.CleanupTimeout,
+		PruneLibrariesAfter:  c.PruneLibraries,
 		Workers:              c.Workers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the NotificationChannel controller: %w", err)

@@ -73,6 +73,7 @@ func (r *NotificationChannelReconciler) finalize(ctx context.Context, ch *herald
 		return ctrl.Result{}, fmt.Errorf("releasing finalizer: %w", err)
 	}
 	r.redisUsers.forget(client.ObjectKeyFromObject(ch))
+	r.libraries.forget(client.ObjectKeyFromObject(ch))
 	forgetConditions(ch.Namespace, ch.Name)
 	log.FromContext(ctx).Info("Released channel", "deletionPolicy", ch.Spec.DeletionPolicy, "skipCleanupAnnotation", skip)
 	return ctrl.Result{}, nil

@@ -75,8 +75,12 @@ type NotificationChannelReconciler struct {
 	// in Redis even when a namespace of its name that was deleted since wrote it; without it
 	// such a channel is RetainedByAnotherNamespace until the data is deleted.
 	AdoptRetainedStreams bool
+	// PruneLibrariesAfter is how long a Redis must have had no relay of another version before
+	// the function libraries of earlier versions are removed from it (libraryJanitor); 0: never.
+	PruneLibrariesAfter time.Duration
 
 	redisUsers  redisUsers              // which channels use which Redis, for the watch
+	libraries   libraryJanitor          // earlier versions' function libraries, removed once unused
 	redisEvents chan event.GenericEvent // channels the watch wants reconciled
 
 	reconciled func(types.NamespacedName) // called after each reconcile of a live channel; for tests

@@ -121,6 +121,7 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 		return o
 	}
 	o.topo = topo
+	r.libraries.saw(client.ObjectKeyFromObject(ch), nodes)
 	if reason, err := r.checkOwner(ctx, conn, topo, ch, complete(known)); err != nil {
 		if reason == "" {
 			o.childErr = err // reading the namespace failed: try again
@@ -176,6 +177,9 @@ func (r *NotificationChannelReconciler) provision(ctx context.Context, ch *heral
 			o.fail(heraldv1.ReasonRedisCommandFailed, fmt.Errorf("%s: %w", l.Node.Addr, l.Err))
 			return o
 		}
+	}
+	if len(libLagging) == 0 {
+		r.pruneLibraries(ctx, conn, nodes)
 	}
 	if ch.Spec.Delivery == heraldv1.DeliveryDurable {
 		for i, tag := range tags {

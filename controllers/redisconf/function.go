@@ -3,6 +3,7 @@ package redisconf
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -52,4 +53,39 @@ func holds(libs []redis.Library, fn string) bool {
 		}
 	}
 	return false
+}
+
+// FunctionLibraries lists the names of the function libraries on the masters of nodes, all of
+// them together. A master that cannot be listed (failed ones are not asked) is an error: what it
+// holds is unknown.
+func (c *Conn) FunctionLibraries(ctx context.Context, nodes []Node) (map[string]bool, error) {
+	names := map[string]bool{}
+	for _, nd := range nodes {
+		if !nd.Master || nd.Failed() {
+			continue
+		}
+		libs, err := c.node(nd.Addr).FunctionList(ctx, redis.FunctionListQuery{}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("%s: FUNCTION LIST: %w", nd.Addr, err)
+		}
+		for _, l := range libs {
+			names[l.Name] = true
+		}
+	}
+	return names, nil
+}
+
+// DeleteFunctionLibrary removes the library name from every master that holds it (replicas
+// follow their masters).
+func (c *Conn) DeleteFunctionLibrary(ctx context.Context, nodes []Node, name string) error {
+	for _, nd := range nodes {
+		if !nd.Master || nd.Failed() {
+			continue
+		}
+		err := c.node(nd.Addr).FunctionDelete(ctx, name).Err()
+		if err != nil && !strings.Contains(err.Error(), "Library not found") {
+			return fmt.Errorf("%s: FUNCTION DELETE %s (the operator's Redis user needs +function|delete): %w", nd.Addr, name, err)
+		}
+	}
+	return nil
 }

@@ -87,3 +87,45 @@ func names(libs []redis.Library) []string {
 	}
 	return n
 }
+
+// An earlier version's library is listed, then removed from every master; removing it again
+// (another pass, a master that never had it) is no error.
+func TestAnEarlierLibraryIsListedAndRemoved(t *testing.T) {
+	ctx := context.Background()
+	admin := NewConn(Options{Addrs: seeds()})
+	defer admin.Close()
+	_, nodes, err := admin.Discover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := shardmap.LibraryPrefix + strings.ReplaceAll(unique("earlier"), "-", "_")
+	code := "#!lua name=" + lib + "\nredis.register_function{function_name='" + lib +
+		"_fn', callback=function(keys, args) return 'earlier' end, flags={'no-writes'}}\n"
+	for _, nd := range nodes {
+		if nd.Master && !nd.Failed() {
+			n := admin.node(nd.Addr)
+			if err := n.FunctionLoadReplace(ctx, code).Err(); err != nil {
+				t.Fatal(err)
+			}
+			defer n.FunctionDelete(ctx, lib) //nolint:errcheck // cleanup when the test fails first
+		}
+	}
+	libs, err := admin.FunctionLibraries(ctx, nodes)
+	if err != nil || !libs[lib] {
+		t.Fatalf("FunctionLibraries: %v (%v), want %s among them", libs, err, lib)
+	}
+	for range 2 {
+		if err := admin.DeleteFunctionLibrary(ctx, nodes, lib); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nd := range nodes {
+		if !nd.Master || nd.Failed() {
+			continue
+		}
+		got, err := admin.node(nd.Addr).FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: lib}).Result()
+		if err != nil || len(got) != 0 {
+			t.Errorf("master %s still holds %v (%v)", nd.Addr, names(got), err)
+		}
+	}
+}

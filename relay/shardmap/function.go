@@ -52,6 +52,10 @@ var PublishLibraryName = LibraryPrefix + publishVersion()
 // LibraryPrefix starts the name of every Herald function library.
 const LibraryPrefix = "herald_"
 
+// LegacyLibraryName is the one library name of versions before PublishLibraryName: each of them
+// replaced the previous one's code under it.
+const LegacyLibraryName = "herald"
+
 // PublishLibrary is the source of the library that holds PublishFunction. The function's name
 // carries a digest of its code, so a relay never calls a function that means something else
 // than the one it was built with: where the operator has not loaded this code yet, the call

@@ -34,6 +34,15 @@
 // digest the chart pins, the node pulled it (its image store holds that reference and no image
 // imported by hand), and the channel delivers a message.
 //
+// TestUpgradeAndRollbackUnderLoad builds the previous release from its commit (a git worktree;
+// its image pushed to the node's registry), installs it over the suite's release, and runs a
+// 2-shard Durable channel with two apps behind Services under load (one publisher, eight
+// subscribers resuming with Last-Event-ID). It upgrades to the suite's release (both versions'
+// publish functions must then be on every Redis node), re-creates one app's pod (a new sidecar
+// beside an old one), rolls back with helm rollback and re-creates the other: every publish is
+// acknowledged (retried with its Idempotency-Key while pods roll), every subscriber gets every
+// message once, in order, with no gap event.
+//
 // TestRedisOverMutualTLS starts a second Redis Cluster on the node's address that speaks only
 // TLS and wants client certificates, and upgrades the release to it (the chart's redis.tls
 // values). A channel on the default Redis and one with spec.redis.tls Secrets of its own must
