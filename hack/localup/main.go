@@ -4,8 +4,8 @@
 // a Redis Cluster that pods reach. It serves an OCI registry on 127.0.0.1:5001 that the node
 // pulls from (and takes as the mirror of ghcr.io), pushes the images hack/images wrote and the
 // Helm chart there, installs Herald from oci://, applies the samples, waits until the sample channels are Ready and the
-// orders-app pod runs with its injected sidecar, forwards 127.0.0.1:7070 to that sidecar
-// (kubectl port-forward) and prints a kubeconfig and commands to paste.
+// orders-app pod runs with its injected sidecar, forwards 127.0.0.1:7070 to that sidecar (into
+// the pod's network namespace: hack/localcluster Forward) and prints a kubeconfig and commands to paste.
 //
 // Ctrl-C (or `make dev-down`, which runs `localup -down`) stops everything it started and
 // removes what it made on the machine; -down also cleans up after a run that crashed.
@@ -21,7 +21,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -139,13 +138,13 @@ func run() error {
 		}
 	}
 
-	var forward *portForward
+	forwarding := false
 	if *samples != "" {
-		say("forwarding %s to the orders-app pod's sidecar (kubectl port-forward)", forwardAddr)
-		if forward, err = startPortForward(ctx, cluster.Kubeconfig, filepath.Join(*stateDir, "logs", "port-forward.log")); err != nil {
+		say("forwarding %s to the orders-app pod's sidecar (from inside the pod's network namespace)", forwardAddr)
+		if err := startForward(ctx, cluster, say); err != nil {
 			return err
 		}
-		defer forward.stop()
+		forwarding = true
 	}
 
 	fmt.Printf(`
@@ -162,7 +161,7 @@ Registry:      %s (the node pulls from it; it mirrors ghcr.io; plain HTTP)
 Logs:          %s/logs/ (control plane, kubelet, containerd); pods: kubectl logs
 Stop:          Ctrl-C here, or make dev-down
 `, time.Since(began).Seconds(), cluster.Kubeconfig, cluster.Redis.Addr(), cluster.Registry, *stateDir)
-	if forward != nil {
+	if forwarding {
 		base := "http://" + forwardAddr
 		first, err := publish(ctx, base, `{"order": 1, "status": "created"}`)
 		if err != nil {
@@ -214,51 +213,20 @@ func stop(pidFile, stateDir string) error {
 	return nil
 }
 
-// portForward keeps `kubectl port-forward deploy/orders-app` running, starting it again when
-// it exits (the pod was replaced).
-type portForward struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func startPortForward(parent context.Context, kubeconfig, logPath string) (*portForward, error) {
-	ctx, cancel := context.WithCancel(parent)
-	pf := &portForward{cancel: cancel, done: make(chan struct{})}
-	logf, err := os.Create(logPath)
-	if err != nil {
-		cancel()
-		return nil, err
+// startForward serves forwardAddr with the sidecar of the orders-app pod (whichever pod runs
+// now) until ctx ends, and returns once it answers.
+func startForward(ctx context.Context, cluster *localcluster.Cluster, say func(string, ...any)) error {
+	if _, err := cluster.Forward(ctx, forwardAddr, sampleNamespace, "app.kubernetes.io/name=orders-app", "127.0.0.1:7070", say); err != nil {
+		return err
 	}
-	host, port, _ := strings.Cut(forwardAddr, ":")
-	go func() {
-		defer close(pf.done)
-		defer logf.Close()
-		for ctx.Err() == nil {
-			cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "-n", sampleNamespace,
-				"port-forward", "--address", host, "deploy/orders-app", port+":7070")
-			cmd.Stdout, cmd.Stderr = logf, logf
-			_ = cmd.Run()
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}()
-	// Ready once the forwarded port answers.
 	for i := 0; i < 100; i++ {
 		if resp, err := http.Get("http://" + forwardAddr + "/healthz"); err == nil {
 			resp.Body.Close()
-			return pf, nil
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	pf.stop()
-	return nil, fmt.Errorf("kubectl port-forward to the orders-app pod did not answer on %s (see %s)", forwardAddr, logPath)
-}
-
-func (pf *portForward) stop() {
-	pf.cancel()
-	<-pf.done
+	return fmt.Errorf("the orders-app pod's sidecar does not answer on %s", forwardAddr)
 }
 
 // publish posts one JSON message with key sampleKey and returns its cursor.

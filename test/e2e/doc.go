@@ -43,6 +43,11 @@
 // acknowledged (retried with its Idempotency-Key while pods roll), every subscriber gets every
 // message once, in order, with no gap event.
 //
+// TestTheForwardSurvivesCutsAndANewPod serves a local port with an app pod's sidecar the way
+// make dev serves 127.0.0.1:7070 (localcluster.Forward, from inside the pod's network
+// namespace): five clients hang up in the middle of a stream, each followed by a publish that
+// must succeed, then the pod is replaced and the forward must reach the new one.
+//
 // TestRedisOverMutualTLS starts a second Redis Cluster on the node's address that speaks only
 // TLS and wants client certificates, and upgrades the release to it (the chart's redis.tls
 // values). A channel on the default Redis and one with spec.redis.tls Secrets of its own must
