@@ -44,16 +44,17 @@ type managerOptions struct {
 
 	Redis controllers.DefaultRedisFlags // the default Redis, and the operator's credentials for it
 
-	RelayImage         string // image of relays (and of sidecars unless SidecarImage)
-	RelayResources     string // JSON corev1.ResourceRequirements of relay containers
-	RelayLogLevel      string // log level of relays and sidecars; empty: theirs
-	RelayClusterRole   string // ClusterRole bound to relay ServiceAccounts (TokenReview); empty: none
-	SecretsClusterRole string // ClusterRole the manager binds to itself where channels are (Secrets); empty: none
-	ServiceAccount     string // the manager's own ServiceAccount, in its namespace
-	MetricsScrapers    string // label selector of namespaces that may scrape relays
-	PullPolicy         string // imagePullPolicy of relays and sidecars; empty: Kubernetes'
-	PullSecrets        string // comma-separated image pull Secrets of relays and sidecars
-	RelayLimitCeilings string // JSON heraldv1.RelayLimits: the most spec.relay.limits may set
+	RelayImage         string        // image of relays (and of sidecars unless SidecarImage)
+	RelayResources     string        // JSON corev1.ResourceRequirements of relay containers
+	RelayLogLevel      string        // log level of relays and sidecars; empty: theirs
+	RelayNodeLost      time.Duration // relays leave a node that is not ready or unreachable after this long
+	RelayClusterRole   string        // ClusterRole bound to relay ServiceAccounts (TokenReview); empty: none
+	SecretsClusterRole string        // ClusterRole the manager binds to itself where channels are (Secrets); empty: none
+	ServiceAccount     string        // the manager's own ServiceAccount, in its namespace
+	MetricsScrapers    string        // label selector of namespaces that may scrape relays
+	PullPolicy         string        // imagePullPolicy of relays and sidecars; empty: Kubernetes'
+	PullSecrets        string        // comma-separated image pull Secrets of relays and sidecars
+	RelayLimitCeilings string        // JSON heraldv1.RelayLimits: the most spec.relay.limits may set
 
 	Workers          int
 	ResyncPeriod     time.Duration
@@ -99,7 +100,10 @@ func defaultManagerOptions() managerOptions {
 		ReconcileTimeout: 2 * time.Minute,
 		CleanupTimeout:   10 * time.Minute,
 		// Longer than any relay's termination grace, and time to notice a rollback.
-		PruneLibraries:  10 * time.Minute,
+		PruneLibraries: 10 * time.Minute,
+		// The node controller marks a silent node after its grace period (40-50 s); another
+		// replica serves meanwhile, so the lost one is replaced soon after instead of in 5 min.
+		RelayNodeLost:   10 * time.Second,
 		MaxRedisNodes:   1000,
 		WebhookPort:     9443,
 		WebhookCertDir:  "/tmp/k8s-webhook-server/serving-certs", // controller-runtime's own default
@@ -129,6 +133,7 @@ func (o *managerOptions) bind(fs *cli.FlagSet) {
 	fs.StringVar(&o.Redis.ClientCAKeyFile, "redis-tls-client-ca-key-file", o.Redis.ClientCAKeyFile, "PEM private key of --redis-tls-client-ca-file")
 	fs.StringVar(&o.RelayImage, "relay-image", o.RelayImage, "image of the relay Deployments (spec.relay.image overrides)")
 	fs.StringVar(&o.RelayResources, "relay-resources", o.RelayResources, "JSON ResourceRequirements of relay containers (spec.relay.resources overrides)")
+	fs.DurationVar(&o.RelayNodeLost, "relay-node-lost-toleration", o.RelayNodeLost, "how long relays and edges stay on a node marked not ready or unreachable before they are evicted and replaced (NoExecute tolerationSeconds); 0: Kubernetes' default, 300s")
 	fs.StringVar(&o.RelayLogLevel, "relay-log-level", o.RelayLogLevel, "log level of the relays and injected sidecars (debug, info, warn, error) unless spec.relay.logLevel or a pod's notifications.herald.dev/sidecar-log-level sets one; empty: the relay's default, info")
 	fs.StringVar(&o.SecretsClusterRole, "secrets-cluster-role", o.SecretsClusterRole, "ClusterRole (Secrets: get, create, update, patch, delete) the manager binds to its own ServiceAccount in each namespace with a channel, so it needs no right on Secrets across the cluster; empty: no binding (its own RBAC must cover Secrets)")
 	fs.StringVar(&o.ServiceAccount, "service-account", o.ServiceAccount, "the manager's ServiceAccount (in its namespace), the subject of the --secrets-cluster-role bindings")
@@ -280,6 +285,7 @@ func (c *managerConfig) build(cfg *rest.Config) (manager.Manager, error) {
 		RelayImage:            c.RelayImage,
 		RelayResources:        c.relayResources,
 		RelayLogLevel:         c.RelayLogLevel,
+		RelayNodeLost:         c.RelayNodeLost,
 		RelayPullPolicy:       corev1.PullPolicy(c.PullPolicy),
 		RelayPullSecrets:      c.pullSecrets,
 		RelayClusterRole:      c.RelayClusterRole,

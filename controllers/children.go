@@ -47,7 +47,8 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 		m.HistoryPerKey = int(ret.HistoryPerKey)
 	}
 	p := workloads.Params{Map: m, RelayImage: r.RelayImage, RelayResources: r.RelayResources, RelayLogLevel: r.RelayLogLevel,
-		PullPolicy: r.RelayPullPolicy, PullSecrets: r.RelayPullSecrets, RedisAddrs: o.redisAddrs, Password: o.password}
+		PullPolicy: r.RelayPullPolicy, PullSecrets: r.RelayPullSecrets, RedisAddrs: o.redisAddrs, Password: o.password,
+		NodeLostToleration: r.RelayNodeLost}
 	switch {
 	case ch.Spec.Redis == nil:
 		p.RedisTLS = r.DefaultRedis.RelayTLS

@@ -46,6 +46,7 @@ type NotificationChannelReconciler struct {
 	RelayImage     string                      // relay image unless spec.relay.image is set
 	RelayResources corev1.ResourceRequirements // relay resources unless spec.relay.resources is set
 	RelayLogLevel  string                      // relay log level unless spec.relay.logLevel is set; "" leaves the relay's default
+	RelayNodeLost  time.Duration               // workloads.Params.NodeLostToleration
 	// RelayPullPolicy and RelayPullSecrets apply unless spec.relay sets its own.
 	RelayPullPolicy  corev1.PullPolicy
 	RelayPullSecrets []corev1.LocalObjectReference

@@ -135,7 +135,7 @@ func EdgeDeployment(ch *heraldv1.NotificationChannel, p Params, replicas *int32)
 		}},
 		Volumes:                   volumes,
 		NodeSelector:              ch.Spec.Relay.NodeSelector,
-		Tolerations:               ch.Spec.Relay.Tolerations,
+		Tolerations:               tolerations(ch, p),
 		PriorityClassName:         ch.Spec.Relay.PriorityClassName,
 		TopologySpreadConstraints: spreadOverNodes(sel),
 	}

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +63,10 @@ type Params struct {
 	RedisAddrs  []string  // what relays connect to
 	RedisTLS    *RedisTLS // nil for plain TCP
 	Password    string    // the relays' Redis password; only its hash goes into the pod template
+	// NodeLostToleration is how long relays and edges stay bound to a node that is not ready or
+	// unreachable before they are evicted and replaced elsewhere; 0 leaves Kubernetes' default
+	// (300 s). A channel's own spec.relay.tolerations for those taints win.
+	NodeLostToleration time.Duration
 }
 
 // Relays read their password and CA bundle once, at start. Hashes of both on the pod template
@@ -286,7 +292,7 @@ func Deployment(ch *heraldv1.NotificationChannel, p Params, shard int) *appsv1.D
 		Volumes: []corev1.Volume{{Name: "shardmap", VolumeSource: corev1.VolumeSource{
 			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: shardmap.ConfigMapName(ch.Name)}}}}},
 		NodeSelector:      ch.Spec.Relay.NodeSelector,
-		Tolerations:       ch.Spec.Relay.Tolerations,
+		Tolerations:       tolerations(ch, p),
 		Affinity:          ch.Spec.Relay.Affinity,
 		PriorityClassName: ch.Spec.Relay.PriorityClassName,
 	}
@@ -316,12 +322,40 @@ func surgeOnly() appsv1.DeploymentStrategy {
 		RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &maxUnavailable, MaxSurge: &maxSurge}}
 }
 
-// spreadOverNodes spreads the pods sel selects across nodes, where the scheduler can.
+// spreadOverNodes spreads the pods sel selects across zones and across nodes, where the
+// scheduler can: a lost node, or zone, then takes at most one replica of a shard's relays.
 func spreadOverNodes(sel map[string]string) []corev1.TopologySpreadConstraint {
-	return []corev1.TopologySpreadConstraint{{
-		MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
-		LabelSelector: &metav1.LabelSelector{MatchLabels: sel},
-	}}
+	var out []corev1.TopologySpreadConstraint
+	for _, key := range []string{corev1.LabelTopologyZone, corev1.LabelHostname} {
+		out = append(out, corev1.TopologySpreadConstraint{
+			MaxSkew: 1, TopologyKey: key, WhenUnsatisfiable: corev1.ScheduleAnyway,
+			LabelSelector: &metav1.LabelSelector{MatchLabels: sel},
+		})
+	}
+	return out
+}
+
+// tolerations are spec.relay.tolerations, plus, for the taints of a node that is not ready or
+// unreachable and that they do not cover, NoExecute tolerations of p.NodeLostToleration: the
+// pods of a lost node are replaced that long after the node controller marks it, instead of the
+// 300 s Kubernetes gives every pod.
+func tolerations(ch *heraldv1.NotificationChannel, p Params) []corev1.Toleration {
+	out := slices.Clone(ch.Spec.Relay.Tolerations)
+	if p.NodeLostToleration <= 0 {
+		return out
+	}
+	secs := int64(p.NodeLostToleration / time.Second)
+	for _, taint := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+		covered := slices.ContainsFunc(out, func(t corev1.Toleration) bool {
+			return (t.Key == taint || (t.Key == "" && t.Operator == corev1.TolerationOpExists)) &&
+				(t.Effect == "" || t.Effect == corev1.TaintEffectNoExecute)
+		})
+		if !covered {
+			out = append(out, corev1.Toleration{Key: taint, Operator: corev1.TolerationOpExists,
+				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &secs})
+		}
+	}
+	return out
 }
 
 // httpProbe checks path on the container's "http" port.

@@ -1,9 +1,11 @@
 package workloads
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -239,5 +241,47 @@ func TestPullPolicyAndSecrets(t *testing.T) {
 	if c := d.Spec.Template.Spec.Containers[0]; c.ImagePullPolicy != corev1.PullIfNotPresent ||
 		len(d.Spec.Template.Spec.ImagePullSecrets) != 1 || d.Spec.Template.Spec.ImagePullSecrets[0].Name != "team-regcred" {
 		t.Fatalf("the channel's pull settings: %s %v", c.ImagePullPolicy, d.Spec.Template.Spec.ImagePullSecrets)
+	}
+}
+
+// A shard's relays (and an edge's pods) spread over zones and nodes, and leave a lost node after
+// the operator's toleration instead of Kubernetes' 300 s, unless the channel tolerates those
+// taints itself.
+func TestRelaysSpreadAndLeaveALostNode(t *testing.T) {
+	p := params()
+	p.NodeLostToleration = 10 * time.Second
+	d := Deployment(channel(), p, 0)
+	var keys []string
+	for _, c := range d.Spec.Template.Spec.TopologySpreadConstraints {
+		keys = append(keys, c.TopologyKey)
+	}
+	if !slices.Equal(keys, []string{corev1.LabelTopologyZone, corev1.LabelHostname}) {
+		t.Errorf("spread over %v, want zones, then nodes", keys)
+	}
+	seconds := func(tols []corev1.Toleration) map[string]int64 {
+		out := map[string]int64{}
+		for _, tol := range tols {
+			if tol.Effect == corev1.TaintEffectNoExecute && tol.TolerationSeconds != nil {
+				out[tol.Key] = *tol.TolerationSeconds
+			}
+		}
+		return out
+	}
+	want := map[string]int64{corev1.TaintNodeNotReady: 10, corev1.TaintNodeUnreachable: 10}
+	if got := seconds(d.Spec.Template.Spec.Tolerations); !maps.Equal(got, want) {
+		t.Errorf("relay tolerations %v, want %v", got, want)
+	}
+	own := int64(120)
+	ch := channel(func(c *heraldv1.NotificationChannel) {
+		c.Spec.Relay.Tolerations = []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists,
+			Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &own}}
+	})
+	got := seconds(Deployment(ch, p, 0).Spec.Template.Spec.Tolerations)
+	if want := map[string]int64{corev1.TaintNodeNotReady: 10, corev1.TaintNodeUnreachable: 120}; !maps.Equal(got, want) {
+		t.Errorf("with the channel's own toleration: %v, want %v", got, want)
+	}
+	p.NodeLostToleration = 0
+	if tols := Deployment(channel(), p, 0).Spec.Template.Spec.Tolerations; len(tols) != 0 {
+		t.Errorf("with no toleration configured: %v, want Kubernetes' default (none on the template)", tols)
 	}
 }
