@@ -91,7 +91,7 @@ E2E_REDIS_BASE_PORT ?= 7901
 test-e2e: images $(HELM) ## End-to-end test on a local cluster with a real node (as root): Herald installed by its chart, faults at pod and Redis level.
 	@hack/node-deps.sh
 	@hack/setup-node.sh >/dev/null
-	HERALD_E2E_REDIS_BASE_PORT=$(E2E_REDIS_BASE_PORT) go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
+	HERALD_E2E_REDIS_BASE_PORT=$(E2E_REDIS_BASE_PORT) go test -tags e2e -count=1 -timeout 45m -v ./test/e2e/
 
 # Extra flags of the load generator, e.g. BENCH_FLAGS="-only=ae -subscribers=1000".
 BENCH_FLAGS ?=

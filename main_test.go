@@ -35,6 +35,7 @@ func TestManagerRefusesBadSettingsNamingTheFlag(t *testing.T) {
 		"pull policy":       {args: []string{"--relay-image-pull-policy=Sometimes"}, says: "--relay-image-pull-policy"},
 		"webhook certs":     {args: []string{"--webhook-cert-mode=manual"}, says: "--webhook-cert-mode"},
 		"limit ceilings":    {args: []string{`--relay-limit-ceilings={"maxSubscriber":1}`}, says: "--relay-limit-ceilings"},
+		"library pruning":   {args: []string{"--prune-function-libraries-after=20s"}, says: "--prune-function-libraries-after"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

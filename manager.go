@@ -62,6 +62,7 @@ type managerOptions struct {
 	ReconcileTimeout time.Duration
 	CleanupTimeout   time.Duration
 	PruneLibraries   time.Duration // earlier versions' function libraries go after this long unused
+	Image            string        // the image the manager runs
 	MaxRedisNodes    int
 	AdoptRetained    bool // channels take up data a namespace of their name left before it was re-created
 
@@ -150,7 +151,8 @@ func (o *managerOptions) bind(fs *cli.FlagSet) {
 	fs.BoolVar(&o.AdoptRetained, "adopt-retained-streams", o.AdoptRetained, "let a channel take up the data a deleted channel of its name retained in Redis even when a namespace of its name that was deleted since wrote it (false: such a channel is RetainedByAnotherNamespace until the data is deleted)")
 	fs.DurationVar(&o.ReconcileTimeout, "reconcile-timeout", o.ReconcileTimeout, "deadline of one pass over a channel (Redis and Kubernetes calls)")
 	fs.DurationVar(&o.CleanupTimeout, "cleanup-timeout", o.CleanupTimeout, "how long Redis cleanup of a deleted channel is retried before the channel reports CleanupFailed")
-	fs.DurationVar(&o.PruneLibraries, "prune-function-libraries-after", o.PruneLibraries, "remove the publish function libraries of earlier Herald versions from a Redis once every relay on it has run this version's image for this long; 0 never removes them (set 0 when another Herald installation shares the Redis)")
+	fs.DurationVar(&o.PruneLibraries, "prune-function-libraries-after", o.PruneLibraries, "remove the publish function libraries of earlier Herald versions from a Redis once every relay on it has run the manager's own image (--image) for this long, at least 1m (longer than a relay's shutdown); 0 never removes them (set 0 when another Herald installation shares the Redis)")
+	fs.StringVar(&o.Image, "image", o.Image, "the image this manager runs (the chart sets it): relays of the same image call this build's function library, which lets the libraries of earlier versions be removed; empty: none is removed")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the sidecar injection webhook; 0 turns the webhook off")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory of the webhook's tls.crt and tls.key")
 	fs.StringVar(&o.WebhookCertMode, "webhook-cert-mode", o.WebhookCertMode, "selfManaged: the manager issues and rotates the webhook certificate; external: cert-manager or another tool writes it to --webhook-cert-dir")
@@ -202,6 +204,10 @@ func (o managerOptions) validate() (*managerConfig, error) {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
 		return nil, fmt.Errorf("--relay-image-pull-policy=%q: want Always, IfNotPresent or Never", o.PullPolicy)
+	}
+	// A relay's pods may still publish while they shut down (30 s): a library goes only after.
+	if o.PruneLibraries != 0 && o.PruneLibraries < time.Minute {
+		return nil, fmt.Errorf("--prune-function-libraries-after=%s: want 0 (never) or at least 1m, longer than a relay's shutdown", o.PruneLibraries)
 	}
 	if o.WebhookPort != 0 && o.WebhookCertMode != "selfManaged" && o.WebhookCertMode != "external" {
 		return nil, fmt.Errorf("--webhook-cert-mode=%q: want selfManaged or external", o.WebhookCertMode)
@@ -305,6 +311,7 @@ func (c *managerConfig) build(cfg *rest.Config) (manager.Manager, error) {
 		ReconcileTimeout:     c.ReconcileTimeout,
 		CleanupTimeout:       c.CleanupTimeout,
 		PruneLibrariesAfter:  c.PruneLibraries,
+		OwnImage:             c.Image,
 		Workers:              c.Workers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the NotificationChannel controller: %w", err)

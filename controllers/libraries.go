@@ -24,11 +24,12 @@ import (
 // (an upgrade drops no publish), so without it they would pile up, one per upgrade.
 //
 // A library is removed when, for PruneLibrariesAfter on end, every channel on that Redis had its
-// relay Deployments fully rolled out to this operator's relay image: every relay pod then runs
-// this version and calls this version's function, and relays of a version being rolled back to
-// get theirs loaded by their own operator before they start. A channel not yet seen on this
-// run of the operator, a relay image of another version (spec.relay.image) or a rollout in
-// progress keeps every library and starts the clock again. Redis is told apart by its nodes'
+// relay Deployments fully rolled out to the manager's own image (OwnImage): every relay pod then
+// runs this build and calls this build's function, and relays of a version being rolled back to
+// get theirs loaded by their own operator's first pass. Only the image the manager itself runs
+// says which library its relays call: a relay image of its own (the chart's relay.image, a
+// channel's spec.relay.image), a channel not yet seen on this run of the operator or a rollout
+// in progress keeps every library and starts the clock again. Redis is told apart by its nodes'
 // addresses as the cluster announces them, so channels that reach it by other addresses or
 // with other credentials count too; relays that this operator does not manage (another Herald
 // installation sharing the Redis) cannot be seen: such installations turn pruning off.
@@ -154,7 +155,7 @@ func rolledOut(d *appsv1.Deployment, image string) string {
 
 // pruneLibraries is the janitor's pass over the Redis of a channel's pass (conn, nodes).
 func (r *NotificationChannelReconciler) pruneLibraries(ctx context.Context, conn *redisconf.Conn, nodes []redisconf.Node) {
-	if r.PruneLibrariesAfter <= 0 {
+	if r.PruneLibrariesAfter <= 0 || r.OwnImage == "" || r.RelayImage != r.OwnImage {
 		return
 	}
 	addrs := addrsOf(nodes)
@@ -199,6 +200,11 @@ func (r *NotificationChannelReconciler) otherVersionsMayRun(ctx context.Context,
 	if unseen != "" {
 		return fmt.Sprintf("channel %s has not been provisioned by this operator yet", unseen), nil
 	}
+	for _, ch := range all.Items {
+		if ch.Spec.Relay.Image != "" && ch.Spec.Relay.Image != r.OwnImage && slices.Contains(on, client.ObjectKeyFromObject(&ch)) {
+			return fmt.Sprintf("channel %s/%s runs a relay image of its own", ch.Namespace, ch.Name), nil
+		}
+	}
 	for _, nn := range on {
 		var deps appsv1.DeploymentList
 		if err := r.List(ctx, &deps, client.InNamespace(nn.Namespace),
@@ -206,7 +212,7 @@ func (r *NotificationChannelReconciler) otherVersionsMayRun(ctx context.Context,
 			return "", err
 		}
 		for i := range deps.Items {
-			if why := rolledOut(&deps.Items[i], r.RelayImage); why != "" {
+			if why := rolledOut(&deps.Items[i], r.OwnImage); why != "" {
 				return fmt.Sprintf("channel %s: %s: %s", nn, deps.Items[i].Name, why), nil
 			}
 		}

@@ -79,6 +79,9 @@ type NotificationChannelReconciler struct {
 	// PruneLibrariesAfter is how long a Redis must have had no relay of another version before
 	// the function libraries of earlier versions are removed from it (libraryJanitor); 0: never.
 	PruneLibrariesAfter time.Duration
+	// OwnImage is the image the manager runs; only relays of that image are known to call this
+	// build's function library. Empty: no library is removed.
+	OwnImage string
 
 	redisUsers  redisUsers              // which channels use which Redis, for the watch
 	libraries   libraryJanitor          // earlier versions' function libraries, removed once unused

@@ -42,7 +42,7 @@ KUBE_VERSION=${KUBE_VERSION:-1.37.2}
 CYCLONEDX_GOMOD_VERSION=${CYCLONEDX_GOMOD_VERSION:-v1.10.0}
 ARCHS=(amd64 arm64)
 plain_http=()
-if [[ $REGISTRY =~ ^(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/ ]]; then
+if [[ $REGISTRY =~ ^(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?(/|$) ]]; then
 	plain_http=(--plain-http)
 fi
 rm -rf "$DIST"
@@ -52,16 +52,16 @@ for arch in "${ARCHS[@]}"; do
 	GOOS=linux GOARCH=$arch CGO_ENABLED=0 go build -trimpath \
 		-ldflags "-s -w -X github.com/heraldhq/herald/internal/version.Version=$VERSION" \
 		-o "$DIST/herald-linux-$arch" .
-	go run "github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$CYCLONEDX_GOMOD_VERSION" bin -json \
-		-version "$VERSION" -output "$DIST/herald-linux-$arch.cdx.json" "$DIST/herald-linux-$arch" 2>/dev/null
+	if ! out=$(go run "github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$CYCLONEDX_GOMOD_VERSION" bin -json \
+		-version "$VERSION" -output "$DIST/herald-linux-$arch.cdx.json" "$DIST/herald-linux-$arch" 2>&1); then
+		echo "release: the SBOM of herald-linux-$arch: $out" >&2
+		exit 1
+	fi
 done
 platforms=$(printf 'linux/%s,' "${ARCHS[@]}")
-image_args=(-out "$DIST" -repo "$REGISTRY" -tag "v$VERSION" -only herald
-	-platforms "${platforms%,}" -herald "$DIST/herald-linux-{arch}")
-if $push; then
-	image_args+=(-push)
-fi
-read -r _ image_ref image_digest < <(go run ./hack/images "${image_args[@]}")
+image_args=(-repo "$REGISTRY" -tag "v$VERSION" -only herald -platforms "${platforms%,}" -herald "$DIST/herald-linux-{arch}")
+built=$(go run ./hack/images -out "$DIST" "${image_args[@]}")
+read -r _ image_ref image_digest <<<"$built"
 mv "$DIST/herald.tar" "$DIST/herald-image.tar"
 
 # The chart names the image by its digest: what was tested is what runs, whatever the tag does.
@@ -87,16 +87,26 @@ YAML
 	"$HELM" template herald "$DIST/herald-$VERSION.tgz" --namespace herald-system --kube-version "$KUBE_VERSION"
 } >"$DIST/herald.yaml"
 
-{
-	echo "image $image_ref@$image_digest"
-	if $push; then
-		out=$("$HELM" push "$DIST/herald-$VERSION.tgz" "oci://$REGISTRY/charts" "${plain_http[@]}" 2>&1) || {
-			echo "$out" >&2
-			exit 1
-		}
-		echo "chart oci://$REGISTRY/charts/herald:$VERSION@$(sed -n 's/^Digest: //p' <<<"$out")"
+# Pushed last, once everything is built: the image (the same index again), then the chart.
+echo "image $image_ref@$image_digest" >"$DIST/DIGESTS"
+if $push; then
+	pushed=$(go run ./hack/images -out "" -push "${image_args[@]}")
+	read -r _ _ pushed_digest <<<"$pushed"
+	if [ "$pushed_digest" != "$image_digest" ]; then
+		echo "release: pushed the image as $pushed_digest, built it as $image_digest" >&2
+		exit 1
 	fi
-} >"$DIST/DIGESTS"
+	out=$("$HELM" push "$DIST/herald-$VERSION.tgz" "oci://$REGISTRY/charts" "${plain_http[@]}" 2>&1) || {
+		echo "$out" >&2
+		exit 1
+	}
+	chart_digest=$(sed -n 's/^Digest: //p' <<<"$out")
+	if ! [[ $chart_digest =~ ^sha256:[0-9a-f]{64}$ ]]; then
+		echo "release: helm push named no chart digest: $out" >&2
+		exit 1
+	fi
+	echo "chart oci://$REGISTRY/charts/herald:$VERSION@$chart_digest" >>"$DIST/DIGESTS"
+fi
 
 (cd "$DIST" && sha256sum herald-linux-* herald-image.tar "herald-$VERSION.tgz" herald.yaml >SHA256SUMS)
 echo "release $VERSION in $DIST:"

@@ -22,8 +22,8 @@ import (
 // network namespace of a running pod of namespace that matches selector: what `kubectl
 // port-forward` does, without the API server and kubelet streams, which give up after a while
 // and then refuse every later connection. The node is this machine, so the pod's network is a
-// namespace of it (found from a container's process, through containerd). A new pod (the old one
-// replaced) is picked up at the next connection. Forward returns once it listens; it stops when
+// namespace of it (found from a container's process, through containerd), looked up for each
+// connection: a new pod (the old one replaced) gets the next one. Forward returns once it listens; it stops when
 // ctx ends. logf says when the pod it reaches changes, or why it cannot reach one. It returns
 // the address it listens on (listen may ask for any port).
 func (c *Cluster) Forward(ctx context.Context, listen, namespace, selector, podAddr string, logf func(string, ...any)) (string, error) {
@@ -59,9 +59,8 @@ type forward struct {
 	podAddr   string
 	logf      func(string, ...any)
 
-	mu   sync.Mutex
-	pod  string // the pod's name and
-	netn string // its network namespace, /proc/<pid>/ns/net
+	mu  sync.Mutex
+	pod string // the pod connections went to last
 }
 
 func (f *forward) serve(ctx context.Context, client net.Conn) {
@@ -83,17 +82,9 @@ func (f *forward) serve(ctx context.Context, client net.Conn) {
 	}
 }
 
-// dial connects to podAddr in the pod's network namespace, finding the pod again when the one
-// it knew is gone.
+// dial connects to podAddr in the network namespace of the pod that is ready now: found
+// afresh for each connection, so a pod being deleted gets no new one.
 func (f *forward) dial(ctx context.Context) (net.Conn, error) {
-	f.mu.Lock()
-	netn := f.netn
-	f.mu.Unlock()
-	if netn != "" {
-		if conn, err := dialIn(netn, f.podAddr); err == nil {
-			return conn, nil
-		}
-	}
 	pod, netn, err := f.find(ctx)
 	if err != nil {
 		return nil, err
@@ -101,8 +92,8 @@ func (f *forward) dial(ctx context.Context) (net.Conn, error) {
 	f.mu.Lock()
 	if pod != f.pod {
 		f.logf("forwarding to pod %s/%s", f.namespace, pod)
+		f.pod = pod
 	}
-	f.pod, f.netn = pod, netn
 	f.mu.Unlock()
 	return dialIn(netn, f.podAddr)
 }
@@ -160,6 +151,18 @@ func dialIn(netns, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	defer target.Close()
+	// A process that ended and whose PID went to one of the machine's would have the host's
+	// namespace: the forward would dial itself.
+	var pod, host unix.Stat_t
+	if err := unix.Fstat(int(target.Fd()), &pod); err != nil {
+		return nil, err
+	}
+	if err := unix.Stat("/proc/1/ns/net", &host); err != nil {
+		return nil, err
+	}
+	if pod.Ino == host.Ino && pod.Dev == host.Dev {
+		return nil, fmt.Errorf("%s is the machine's own network namespace, not a pod's", netns)
+	}
 	runtime.LockOSThread()
 	own, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {

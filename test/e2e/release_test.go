@@ -87,18 +87,19 @@ func TestHeraldRunsTheReleaseItPulled(t *testing.T) {
 	app, _ := startApp(t, ctx, ns, "sidecar-app", ch.Name)
 	checkPinned(t, app, "herald-relay", image, digest)
 
-	// The node pulled it from the registry: its image store has the pinned reference and no
-	// image of Herald's own name (nothing was imported by hand).
+	// The node pulled it from the registry: its image store has the pinned reference and not
+	// the release's or make images' tag under Herald's own name (nothing was imported by hand).
 	images, err := node.Images(ctx)
 	must(t, err)
 	if !slices.Contains(images, image) {
 		t.Errorf("the node's images lack %s: %v", image, images)
 	}
 	for _, im := range images {
-		if strings.HasPrefix(im, "ghcr.io/heraldhq/herald") {
+		if im == "ghcr.io/heraldhq/herald:v"+releaseVersion || im == "ghcr.io/heraldhq/herald:"+imageTag {
 			t.Errorf("the node holds %s, which the release does not name", im)
 		}
 	}
+	must(t, node.Client.Delete(ctx, ch))
 }
 
 // checkPinned fails unless pod's container (or init container) name runs image and the node
