@@ -153,14 +153,7 @@ func TestDurableChannel(t *testing.T) {
 	add(perKeySSE, "key-sse", false, func(i int) string { return keyOf(i * 7) })
 	add(perKeyWS, "key-ws", true, func(i int) string { return keyOf(i*7 + 3) })
 	defer func() { stopSubs(); subsDone.Wait() }()
-	awaitCond(t, 30*time.Second, "every subscriber connected", func() bool {
-		for _, s := range subs {
-			if !s.isConnected() {
-				return false
-			}
-		}
-		return true
-	})
+	awaitConnected(t, subs)
 
 	// 3. Publish; kill the master of shard 0 and a relay replica of shard 1 on the way.
 	masterAddr := ch.Status.Shards[0].Node
@@ -228,18 +221,7 @@ func TestDurableChannel(t *testing.T) {
 	defer cluster.Close()
 	lost := lostByRedis(t, ctx, cluster, m, pl)
 
-	var last []string
-	if err := await(deliverTimeout, func() bool {
-		last = last[:0]
-		for _, s := range subs {
-			if v := check(s.snapshot(), pl.expectedBy(s), lost); len(v.missingUnreported) > 0 {
-				last = append(last, fmt.Sprintf("%s: %d missing", s.name, len(v.missingUnreported)))
-			}
-		}
-		return len(last) == 0
-	}); err != nil {
-		t.Errorf("not every subscriber got every acknowledged message within %s: %s", deliverTimeout, strings.Join(last, "; "))
-	}
+	awaitDelivered(t, subs, pl, lost)
 	stopSubs()
 	subsDone.Wait()
 
@@ -311,6 +293,37 @@ func TestDurableChannel(t *testing.T) {
 		_ = k8s.List(ctx, &pods, client.InNamespace(namespace), client.HasLabels{"app.kubernetes.io/managed-by"})
 		return len(deps.Items) == 2 && len(pods.Items) == 0 // app-a and app-b stay
 	})
+}
+
+// awaitConnected waits until every subscriber has its stream.
+func awaitConnected(t *testing.T, subs []*subscriber) {
+	t.Helper()
+	awaitCond(t, 30*time.Second, "every subscriber connected", func() bool {
+		for _, s := range subs {
+			if !s.isConnected() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// awaitDelivered waits until every subscriber got every acknowledged message but those Redis
+// lost (reported as gaps instead), and says which did not within deliverTimeout.
+func awaitDelivered(t *testing.T, subs []*subscriber, pl *publishLog, lost map[string]bool) {
+	t.Helper()
+	var last []string
+	if err := await(deliverTimeout, func() bool {
+		last = last[:0]
+		for _, s := range subs {
+			if v := check(s.snapshot(), pl.expectedBy(s), lost); len(v.missingUnreported) > 0 {
+				last = append(last, fmt.Sprintf("%s: %d missing", s.name, len(v.missingUnreported)))
+			}
+		}
+		return len(last) == 0
+	}); err != nil {
+		t.Errorf("not every subscriber got every acknowledged message within %s: %s", deliverTimeout, strings.Join(last, "; "))
+	}
 }
 
 // verdict is what one subscriber got, against what it should have.

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -80,14 +79,7 @@ func TestRelayFaults(t *testing.T) {
 		s.start(subCtx, &subsDone)
 	}
 	defer func() { stopSubs(); subsDone.Wait() }()
-	awaitCond(t, 30*time.Second, "every subscriber connected", func() bool {
-		for _, s := range subs {
-			if !s.isConnected() {
-				return false
-			}
-		}
-		return true
-	})
+	awaitConnected(t, subs)
 	pl := &publishLog{acked: map[int]ack{}}
 	pubDone := make(chan struct{})
 	go func() {
@@ -208,18 +200,7 @@ func TestRelayFaults(t *testing.T) {
 	if len(pl.failed) > 0 {
 		t.Errorf("%d messages were never acknowledged", len(pl.failed))
 	}
-	var missing []string
-	if err := await(deliverTimeout, func() bool {
-		missing = missing[:0]
-		for _, s := range subs {
-			if v := check(s.snapshot(), pl.expectedBy(s), nil); len(v.missingUnreported) > 0 {
-				missing = append(missing, s.name+": "+strconv.Itoa(len(v.missingUnreported))+" missing")
-			}
-		}
-		return len(missing) == 0
-	}); err != nil {
-		t.Errorf("not every subscriber got every acknowledged message: %s", strings.Join(missing, "; "))
-	}
+	awaitDelivered(t, subs, pl, nil)
 	stopSubs()
 	subsDone.Wait()
 	for _, s := range subs {

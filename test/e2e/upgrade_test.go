@@ -94,14 +94,7 @@ func TestUpgradeAndRollbackUnderLoad(t *testing.T) {
 		subs = append(subs, s)
 	}
 	defer func() { stopSubs(); subsDone.Wait() }()
-	awaitCond(t, 30*time.Second, "every subscriber connected", func() bool {
-		for _, s := range subs {
-			if !s.isConnected() {
-				return false
-			}
-		}
-		return true
-	})
+	awaitConnected(t, subs)
 	pl := &publishLog{acked: map[int]ack{}}
 	pubDone := make(chan struct{})
 	go func() {
@@ -179,18 +172,7 @@ func TestUpgradeAndRollbackUnderLoad(t *testing.T) {
 		t.Errorf("%d messages were never acknowledged (first: %d)", len(pl.failed), pl.failed[0])
 	}
 
-	var last []string
-	if err := await(deliverTimeout, func() bool {
-		last = last[:0]
-		for _, s := range subs {
-			if v := check(s.snapshot(), pl.expectedBy(s), nil); len(v.missingUnreported) > 0 {
-				last = append(last, fmt.Sprintf("%s: %d missing", s.name, len(v.missingUnreported)))
-			}
-		}
-		return len(last) == 0
-	}); err != nil {
-		t.Errorf("not every subscriber got every acknowledged message within %s: %s", deliverTimeout, strings.Join(last, "; "))
-	}
+	awaitDelivered(t, subs, pl, nil)
 	stopSubs()
 	subsDone.Wait()
 	var deliveries, reconnects int
