@@ -151,18 +151,6 @@ func dialIn(netns, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	defer target.Close()
-	// A process that ended and whose PID went to one of the machine's would have the host's
-	// namespace: the forward would dial itself.
-	var pod, host unix.Stat_t
-	if err := unix.Fstat(int(target.Fd()), &pod); err != nil {
-		return nil, err
-	}
-	if err := unix.Stat("/proc/1/ns/net", &host); err != nil {
-		return nil, err
-	}
-	if pod.Ino == host.Ino && pod.Dev == host.Dev {
-		return nil, fmt.Errorf("%s is the machine's own network namespace, not a pod's", netns)
-	}
 	runtime.LockOSThread()
 	own, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {
@@ -170,6 +158,21 @@ func dialIn(netns, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	defer own.Close()
+	// A process that ended and whose PID went to one of the machine's would have the machine's
+	// namespace, this thread's: the forward would dial itself.
+	var pod, host unix.Stat_t
+	if err := unix.Fstat(int(target.Fd()), &pod); err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	if err := unix.Fstat(int(own.Fd()), &host); err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	if pod.Ino == host.Ino && pod.Dev == host.Dev {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("%s is the machine's own network namespace, not a pod's", netns)
+	}
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
 		return nil, fmt.Errorf("entering %s: %w", netns, err)

@@ -45,6 +45,7 @@ func TestTheForwardSurvivesCutsAndANewPod(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		said = append(said, fmt.Sprintf(f, a...))
+		t.Logf("forward: "+f, a...)
 	})
 	must(t, err)
 	base := "http://" + addr + "/v1/channels/" + channel
