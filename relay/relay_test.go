@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -219,4 +221,28 @@ func TestLiveStreamLeavesWithItsClientAndEndsOnShutdown(t *testing.T) {
 func between(s string, lo, hi int) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n >= lo && n <= hi
+}
+
+// A publish the relay receives while it shuts down (request contexts end then, so that streams
+// end) is still stored and answered: 202, never an empty 200 that says nothing of the message.
+// The same for a batch.
+func TestAPublishIsAnsweredWhileTheRelayShutsDown(t *testing.T) {
+	shutdown, begin := context.WithCancel(context.Background())
+	defer begin()
+	r := relaytest.StartRelay(t, relaytest.Options{Server: func(s *httptest.Server) {
+		s.Config.BaseContext = func(net.Listener) context.Context { return shutdown }
+	}})
+	begin() // every request from now on runs in an ended context, as during a shutdown
+	code, pr := r.Publish(t, "k", `{"n":1}`, "Idempotency-Key", "during-shutdown")
+	if code != http.StatusAccepted || pr.ID == "" {
+		t.Fatalf("publish during shutdown: %d %+v, want 202 with its id", code, pr)
+	}
+	if code, again := r.Publish(t, "k", `{"n":1}`, "Idempotency-Key", "during-shutdown"); code != http.StatusAccepted || !again.Duplicate || again.ID != pr.ID {
+		t.Fatalf("the same publish again: %d %+v, want the stored one (%s) as a duplicate", code, again, pr.ID)
+	}
+	code, a, _ := relaytest.PostBatch(t, r.ChannelURL("/messages"), `[{"subject":"k","data":{"n":2}},{"subject":"k","data":{"n":3}}]`,
+		"Idempotency-Key", "batch-during-shutdown")
+	if code != http.StatusAccepted || len(a.Events) != 2 || a.Events[0].ID == "" || a.Events[1].ID == "" {
+		t.Fatalf("batch during shutdown: %d %+v, want 202 with both stored", code, a)
+	}
 }

@@ -41,15 +41,14 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := &req.Events[0]
-	res, err := s.cfg.Publisher.Publish(r.Context(), s.upstreamRequest(r, req, ev))
+	ctx, cancel := publishContext(r)
+	defer cancel()
+	res, err := s.cfg.Publisher.Publish(ctx, s.upstreamRequest(r, req, ev))
 	if errors.Is(err, upstream.ErrIdempotencyConflict) {
 		problem.Write(w, http.StatusConflict, conflictDetail(ev, res, false))
 		return
 	}
 	if err != nil {
-		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-			return // the publisher went away; it does not know the outcome and retries with its Idempotency-Key
-		}
 		s.cfg.Metrics.PublishErrors.Inc()
 		// The caller learns what to do; the error, which names Redis nodes, goes to the log.
 		s.cfg.Logger.Warn("publish failed", "error", err.Error())
@@ -58,6 +57,17 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	publish.WriteAccepted(w, s.accepted(res, ev, req.WaitReplicas, len(body)))
+}
+
+// publishTimeout bounds a publish that its request no longer bounds (publishContext).
+const publishTimeout = 10 * time.Second
+
+// publishContext is the context a publish runs in: not the request's, which ends when the relay
+// shuts down (its streams must end then) or the caller hangs up. A publish is never abandoned
+// half-way for either: it finishes, and a caller still there learns its outcome (202, or 503 to
+// retry) instead of an empty 200 that says nothing of whether the message was stored.
+func publishContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), publishTimeout)
 }
 
 // ofThisShard refuses an event whose key belongs to another shard (421, naming it).
@@ -76,7 +86,9 @@ func (s *Server) storeBatch(w http.ResponseWriter, r *http.Request, req *publish
 	for i := range req.Events {
 		reqs[i] = s.upstreamRequest(r, req, &req.Events[i])
 	}
-	results, errs := s.cfg.Publisher.PublishBatch(r.Context(), reqs)
+	ctx, cancel := publishContext(r)
+	defer cancel()
+	results, errs := s.cfg.Publisher.PublishBatch(ctx, reqs)
 	outcomes := make([]publish.Outcome, len(results))
 	failed := false
 	for i, res := range results {
@@ -87,9 +99,6 @@ func (s *Server) storeBatch(w http.ResponseWriter, r *http.Request, req *publish
 		case errors.Is(err, upstream.ErrIdempotencyConflict):
 			outcomes[i] = publish.Failed(http.StatusConflict, conflictDetail(ev, res, true))
 		default:
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-				return // the publisher went away; it retries the batch with the same ids
-			}
 			if !failed {
 				s.cfg.Logger.Warn("batch publish failed", "error", err.Error())
 				failed = true

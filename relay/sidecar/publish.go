@@ -226,6 +226,12 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 			ch.refreshSoon()
 			pause(ctx, attempt)
 			continue
+		case resp.StatusCode < 300 && resp.StatusCode != http.StatusAccepted:
+			// Relays before this version answered a publish they gave up on while shutting
+			// down with an empty 200: no outcome. Another attempt, with the same
+			// Idempotency-Key, learns it.
+			lastErr = base + " answered " + strconv.Itoa(resp.StatusCode) + " with no outcome"
+			continue
 		case resp.StatusCode == http.StatusUnauthorized && attempt == 0:
 			_, _ = ch.token.get(true) // the kubelet may just have rotated it
 			lastErr = clip(answer)

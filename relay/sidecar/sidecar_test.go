@@ -25,6 +25,7 @@ import (
 	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/shardmap"
 	"github.com/heraldhq/herald/relay/sidecar"
+	"github.com/redis/go-redis/v9"
 )
 
 // testSidecar is a sidecar on a loopback test server for the channel c, finding its relays
@@ -643,5 +644,32 @@ func TestSidecarAnswersMatchTheAPIDocuments(t *testing.T) {
 	}
 	for _, ev := range s.Messages(t, 7, 10*time.Second) {
 		spec.CheckEvent(t, []byte(ev.Data), false)
+	}
+}
+
+// A relay of the previous version that shuts down may store a publish and answer it with an
+// empty 200, which says nothing of it: the sidecar tries again with the same Idempotency-Key
+// and the app gets the message's 202, stored once.
+func TestAnEmptyAnswerFromARelayIsRetried(t *testing.T) {
+	var answeredEmpty atomic.Bool
+	c := relaytest.StartChannel(t, relaytest.Options{Shards: 1, Server: func(s *httptest.Server) {
+		next := s.Config.Handler
+		s.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/messages") && answeredEmpty.CompareAndSwap(false, true) {
+				next.ServeHTTP(httptest.NewRecorder(), r) // stored, and the answer dropped
+				return                                    // an empty 200
+			}
+			next.ServeHTTP(w, r)
+		})
+	}}, 2)
+	ts := startSidecar(t, c, "")
+	code, p := ts.publish(t, "k", `{"n":1}`)
+	if code != http.StatusAccepted || p.ID == "" || !answeredEmpty.Load() {
+		t.Fatalf("publish: %d %+v (a relay answered empty: %v), want 202 with the message's id", code, p, answeredEmpty.Load())
+	}
+	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: relaytest.RedisAddrs()})
+	defer rc.Close()
+	if n, err := rc.XLen(context.Background(), c.Map.Shards[0].Stream).Result(); err != nil || n != 1 {
+		t.Fatalf("the shard's stream holds %d entries (%v), want the message once", n, err)
 	}
 }
