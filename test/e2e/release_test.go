@@ -26,18 +26,9 @@ import (
 // the relays and the sidecars alike.
 func TestHeraldRunsTheReleaseItPulled(t *testing.T) {
 	ctx := context.Background()
-	digests, err := os.ReadFile(filepath.Join(release, "DIGESTS"))
-	must(t, err)
-	var image string
-	for _, line := range strings.Split(string(digests), "\n") {
-		if ref, ok := strings.CutPrefix(line, "image "); ok {
-			repoTag, digest, _ := strings.Cut(ref, "@")
-			repo, _, _ := strings.Cut(repoTag, ":v")
-			image = repo + "@" + digest
-		}
-	}
+	image := releasedImage(t)
 	if !strings.HasPrefix(image, node.Registry+"/heraldhq/herald@sha256:") {
-		t.Fatalf("DIGESTS names no image of the node's registry:\n%s", digests)
+		t.Fatalf("the release names %s, not an image of the node's registry", image)
 	}
 	digest := image[strings.Index(image, "@")+1:]
 
@@ -100,6 +91,22 @@ func TestHeraldRunsTheReleaseItPulled(t *testing.T) {
 		}
 	}
 	must(t, node.Client.Delete(ctx, ch))
+}
+
+// releasedImage is the image the suite's release pins: <registry>/heraldhq/herald@<digest>.
+func releasedImage(t *testing.T) string {
+	t.Helper()
+	digests, err := os.ReadFile(filepath.Join(release, "DIGESTS"))
+	must(t, err)
+	for _, line := range strings.Split(string(digests), "\n") {
+		if ref, ok := strings.CutPrefix(line, "image "); ok {
+			repoTag, digest, _ := strings.Cut(ref, "@")
+			repo, _, _ := strings.Cut(repoTag, ":v")
+			return repo + "@" + digest
+		}
+	}
+	t.Fatalf("DIGESTS names no image:\n%s", digests)
+	return ""
 }
 
 // checkPinned fails unless pod's container (or init container) name runs image and the node

@@ -111,7 +111,7 @@ func TestUpgradeAndRollbackUnderLoad(t *testing.T) {
 	legacyGone := make(chan time.Time, 1)
 	go func() {
 		for ctx.Err() == nil {
-			if librariesHeld(t, ctx)[shardmap.LegacyLibraryName] == 0 {
+			if held, err := librariesHeld(ctx); err == nil && held[shardmap.LegacyLibraryName] == 0 {
 				legacyGone <- time.Now()
 				return
 			}
@@ -124,8 +124,8 @@ func TestUpgradeAndRollbackUnderLoad(t *testing.T) {
 	// Both versions' publish functions are on every node meanwhile: the previous one's library
 	// (named herald) stays while this one's (herald_<digest>) is loaded beside it.
 	awaitCond(t, 30*time.Second, "both versions' function libraries on every Redis node", func() bool {
-		held := librariesHeld(t, ctx)
-		return held[shardmap.LegacyLibraryName] == len(node.Redis.Addrs()) && held[shardmap.PublishLibraryName] == len(node.Redis.Addrs())
+		held, err := librariesHeld(ctx)
+		return err == nil && held[shardmap.LegacyLibraryName] == len(node.Redis.Addrs()) && held[shardmap.PublishLibraryName] == len(node.Redis.Addrs())
 	})
 	awaitRelays(t, ctx, ch, currentImage)
 	rolled := time.Since(began)
@@ -142,8 +142,8 @@ func TestUpgradeAndRollbackUnderLoad(t *testing.T) {
 	} else {
 		t.Logf("the previous version's function library was removed %.1fs after every relay rolled", after.Seconds())
 	}
-	if held := librariesHeld(t, ctx); held[shardmap.PublishLibraryName] != len(node.Redis.Addrs()) {
-		t.Errorf("this version's library is on %d of %d nodes", held[shardmap.PublishLibraryName], len(node.Redis.Addrs()))
+	if held, err := librariesHeld(ctx); err != nil || held[shardmap.PublishLibraryName] != len(node.Redis.Addrs()) {
+		t.Errorf("this version's library is on %d of %d nodes (%v)", held[shardmap.PublishLibraryName], len(node.Redis.Addrs()), err)
 	}
 	recreateAppPod(t, ctx, "app-a")
 	checkSidecar(t, ctx, "app-a", currentImage)
@@ -225,22 +225,6 @@ func buildPrevious(t *testing.T, ctx context.Context) localcluster.Chart {
 	return localcluster.Chart{Ref: filepath.Join(dir, "charts", "herald"), ImageTag: "previous"}
 }
 
-// releasedImage is the image the suite's release pins: <registry>/heraldhq/herald@<digest>.
-func releasedImage(t *testing.T) string {
-	t.Helper()
-	digests, err := os.ReadFile(filepath.Join(release, "DIGESTS"))
-	must(t, err)
-	for _, line := range strings.Split(string(digests), "\n") {
-		if ref, ok := strings.CutPrefix(line, "image "); ok {
-			repoTag, digest, _ := strings.Cut(ref, "@")
-			repo, _, _ := strings.Cut(repoTag, ":v")
-			return repo + "@" + digest
-		}
-	}
-	t.Fatalf("DIGESTS names no image:\n%s", digests)
-	return ""
-}
-
 // rollback runs `helm rollback herald` (to the revision before the current one) and waits for
 // the manager.
 func rollback(t *testing.T, ctx context.Context) {
@@ -301,20 +285,21 @@ func recreateAppPod(t *testing.T, ctx context.Context, name string) {
 }
 
 // librariesHeld counts, for each function library, the Redis nodes (masters and replicas) that
-// hold it.
-func librariesHeld(t *testing.T, ctx context.Context) map[string]int {
-	t.Helper()
+// hold it (polled from a goroutine of its own too: it returns errors rather than failing).
+func librariesHeld(ctx context.Context) (map[string]int, error) {
 	held := map[string]int{}
 	for _, addr := range node.Redis.Addrs() {
 		rc := redis.NewClient(&redis.Options{Addr: addr, Password: node.Redis.Password})
 		libs, err := rc.FunctionList(ctx, redis.FunctionListQuery{}).Result()
 		rc.Close()
-		must(t, err)
+		if err != nil {
+			return nil, fmt.Errorf("%s: FUNCTION LIST: %w", addr, err)
+		}
 		for _, l := range libs {
 			held[l.Name]++
 		}
 	}
-	return held
+	return held, nil
 }
 
 // checkSidecar fails unless app name's pod runs the sidecar image.
