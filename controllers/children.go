@@ -84,6 +84,9 @@ func (r *NotificationChannelReconciler) applyChildren(ctx context.Context, ch *h
 		if err := r.ensure(ctx, workloads.ShardService(ch, i)); err != nil {
 			return err
 		}
+		if err := r.ensure(ctx, workloads.ShardReplicasService(ch, i)); err != nil {
+			return err
+		}
 		pdb := workloads.PodDisruptionBudget(ch, i)
 		if workloads.Replicas(ch) > 1 {
 			err = r.ensure(ctx, pdb)

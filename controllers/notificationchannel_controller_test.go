@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/heraldhq/herald/api/v1alpha1"
@@ -172,8 +173,8 @@ func TestShardsAreSpreadOverMastersAndOwnTheirWorkloads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(deps.Items) != 3 || len(svcs.Items) != 4 || len(pdbs.Items) != 3 || len(nps.Items) != 1 {
-		t.Fatalf("want 3 Deployments, 4 Services, 3 PDBs, 1 NetworkPolicy; got %d, %d, %d, %d",
+	if len(deps.Items) != 3 || len(svcs.Items) != 7 || len(pdbs.Items) != 3 || len(nps.Items) != 1 {
+		t.Fatalf("want 3 Deployments, 7 Services (2 per shard, 1 for the channel), 3 PDBs, 1 NetworkPolicy; got %d, %d, %d, %d",
 			len(deps.Items), len(svcs.Items), len(pdbs.Items), len(nps.Items))
 	}
 	for i := range deps.Items {
@@ -203,6 +204,28 @@ func TestShardsAreSpreadOverMastersAndOwnTheirWorkloads(t *testing.T) {
 	}
 	if m.Shards[1].HashTag != ch.Status.Shards[1].HashTag || m.Retention.MaxLength != 1000 {
 		t.Fatalf("shard map disagrees with status: %+v", m)
+	}
+
+	// Per shard a headless Service as well, named in the shard map: its DNS name answers with
+	// the addresses of exactly that shard's ready relays, so sidecars pick the replica.
+	for i, d := range deps.Items {
+		shard, _ := strconv.Atoi(d.Labels[workloads.LabelShard])
+		var hs corev1.Service
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: shardmap.ShardReplicasServiceName(ch.Name, shard)}, &hs); err != nil {
+			t.Fatalf("no headless Service for shard %d: %v", shard, err)
+		}
+		if hs.Spec.ClusterIP != corev1.ClusterIPNone || hs.Spec.PublishNotReadyAddresses ||
+			len(hs.Spec.Ports) != 1 || hs.Spec.Ports[0].Port != shardmap.RelayPort {
+			t.Fatalf("Service %s is not headless on port %d with ready relays only: %+v", hs.Name, shardmap.RelayPort, hs.Spec)
+		}
+		for j, other := range deps.Items {
+			if selects := labels.SelectorFromSet(hs.Spec.Selector).Matches(labels.Set(other.Spec.Template.Labels)); selects != (i == j) {
+				t.Fatalf("Service %s (selector %v) selects the pods of Deployment %s: %v", hs.Name, hs.Spec.Selector, other.Name, selects)
+			}
+		}
+		if want := "http://" + hs.Name + "." + ns + ".svc:7070"; m.Shards[shard].Replicas != want {
+			t.Fatalf("the shard map names %q for shard %d's replicas, want %q", m.Shards[shard].Replicas, shard, want)
+		}
 	}
 	var np = nps.Items[0]
 	if got := np.Spec.Ingress[0].From[0].NamespaceSelector.MatchExpressions[0].Values; len(got) != 1 || got[0] != ns {

@@ -456,6 +456,17 @@ func ShardService(ch *heraldv1.NotificationChannel, shard int) *corev1.Service {
 	return service(ch, shardmap.ShardServiceName(ch.Name, shard), l, relaySelector(ch, shard))
 }
 
+// ShardReplicasService is the headless Service of one shard's relays: its DNS name answers with
+// the address of every ready relay (not-ready ones are left out), so sidecars choose the replica
+// themselves and leave one whose node went silent at once, instead of waiting for kube-proxy to
+// stop picking it after the node is marked NotReady.
+func ShardReplicasService(ch *heraldv1.NotificationChannel, shard int) *corev1.Service {
+	svc := ShardService(ch, shard)
+	svc.Name = shardmap.ShardReplicasServiceName(ch.Name, shard)
+	svc.Spec.ClusterIP = corev1.ClusterIPNone
+	return svc
+}
+
 // ChannelService is the channel-wide Service in front of every relay of the channel.
 func ChannelService(ch *heraldv1.NotificationChannel) *corev1.Service {
 	return service(ch, shardmap.ChannelServiceName(ch.Name), labels(ch, "relay"), relaySelector(ch, -1))

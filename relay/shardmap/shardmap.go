@@ -49,8 +49,9 @@ func (m *Map) Allows(namespace string) bool {
 }
 
 // Endpoints stands in for cluster DNS where there is none (the local stack, tests): the host of a
-// relay Service, as written in Shard.Endpoint ("orders-shard-0.default.svc"), mapped to the
-// host:port of each of its ready replicas. Sidecars read it from --endpoints-file.
+// relay Service, as written in Shard.Endpoint ("orders-shard-0.default.svc") or Shard.Replicas,
+// mapped to the host:port of each of its ready replicas. Sidecars read it from --endpoints-file;
+// a file without the Replicas host is looked up by the Endpoint host.
 type Endpoints map[string][]string
 
 // Retention bounds a shard stream. Zero means "no bound of that kind".
@@ -66,6 +67,11 @@ type Shard struct {
 	Stream      string `json:"stream"`             // stream key (Durable)
 	LiveChannel string `json:"liveChannel"`        // sharded pub/sub channel
 	Endpoint    string `json:"endpoint,omitempty"` // base URL of the shard's relay Service
+	// Replicas is the base URL of the shard's headless Service, whose DNS name answers with every
+	// ready relay's address: a sidecar picks the replica itself and can leave one that went
+	// silent, where through Endpoint kube-proxy may pick it again. Maps from before it have
+	// none; then Endpoint is used.
+	Replicas string `json:"replicas,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as a Go duration string ("24h").
@@ -98,6 +104,7 @@ func New(namespace, channel, delivery string, tags []string) *Map {
 			Stream:      StreamKey(tag),
 			LiveChannel: LiveChannel(tag),
 			Endpoint:    fmt.Sprintf("http://%s.%s.svc:%d", ShardServiceName(channel, i), namespace, RelayPort),
+			Replicas:    fmt.Sprintf("http://%s.%s.svc:%d", ShardReplicasServiceName(channel, i), namespace, RelayPort),
 		})
 	}
 	return m
@@ -251,6 +258,13 @@ func ShardDeploymentName(channel string, shard int) string {
 
 // ShardServiceName is the Service in front of one shard's relays.
 func ShardServiceName(channel string, shard int) string { return ShardDeploymentName(channel, shard) }
+
+// ShardReplicasServiceName is the headless Service of one shard's relays (Shard.Replicas). It is
+// not ShardServiceName plus a suffix: a channel name may take 54 characters, and
+// "<name>-shard-63" already fills a Service name's 63; "<name>-pods-63" takes 62.
+func ShardReplicasServiceName(channel string, shard int) string {
+	return channel + "-pods-" + strconv.Itoa(shard)
+}
 
 // ChannelServiceName is the channel-wide Service in front of all its relays.
 func ChannelServiceName(channel string) string { return channel + "-relay" }

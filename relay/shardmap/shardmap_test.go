@@ -2,6 +2,7 @@ package shardmap
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -88,11 +89,47 @@ func TestMapRoundTripAndValidate(t *testing.T) {
 	if err := back.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if back.Retention.MaxAge.Duration != 24*time.Hour || back.Shards[1].Endpoint != "http://orders-shard-1.ns.svc:7070" {
+	if back.Retention.MaxAge.Duration != 24*time.Hour || back.Shards[1].Endpoint != "http://orders-shard-1.ns.svc:7070" ||
+		back.Shards[1].Replicas != "http://orders-pods-1.ns.svc:7070" {
 		t.Fatalf("round trip lost data: %s", b)
 	}
 	back.Shards[1].Index = 5
 	if back.Validate() == nil {
 		t.Fatal("a map with a misnumbered shard must be invalid")
+	}
+}
+
+// A map written by an operator from before Shard.Replicas still parses; sidecars then reach the
+// shard through Endpoint.
+func TestMapWithoutReplicasParses(t *testing.T) {
+	old := `{"namespace":"ns","channel":"orders","delivery":"Live","maxMessageBytes":1024,"shards":[
+		{"index":0,"hashTag":"ns/orders/0.1","stream":"","liveChannel":"herald:{ns/orders/0.1}:live","endpoint":"http://orders-shard-0.ns.svc:7070"}]}`
+	m, err := Parse([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Shards[0].Replicas != "" || m.Shards[0].Endpoint != "http://orders-shard-0.ns.svc:7070" {
+		t.Fatalf("shard 0 is %+v", m.Shards[0])
+	}
+	if b, _ := json.Marshal(m); strings.Contains(string(b), "replicas") {
+		t.Fatalf("an empty Replicas is written: %s", b)
+	}
+}
+
+// Every Service name of the longest channel name the API admits (54 characters) and the last
+// shard is a DNS label (at most 63 characters), and no two of them are the same.
+func TestServiceNamesFitTheLongestChannel(t *testing.T) {
+	name := strings.Repeat("a", 54)
+	seen := map[string]bool{ChannelServiceName(name): true}
+	for i := range MaxShards {
+		for _, n := range []string{ShardServiceName(name, i), ShardReplicasServiceName(name, i)} {
+			if len(n) > 63 {
+				t.Errorf("Service name %s has %d characters, more than a DNS label's 63", n, len(n))
+			}
+			if seen[n] {
+				t.Errorf("Service name %s is used twice", n)
+			}
+			seen[n] = true
+		}
 	}
 }

@@ -118,6 +118,10 @@ func (ch *channel) discoverLoop(ctx context.Context) {
 	}
 }
 
+// probeTimeout bounds one call of discover's (the shard map, /readyz), which a relay answers at
+// once: a replica that went silent must not use up discover's 5 s before the next is asked.
+const probeTimeout = 2 * time.Second
+
 // discover reads the shard map from the channel's relay Service and checks that every shard
 // has a ready relay.
 func (ch *channel) discover(ctx context.Context) error {
@@ -135,7 +139,7 @@ func (ch *channel) discover(ctx context.Context) error {
 	reach := make([]bool, len(m.Shards))
 	var firstErr error
 	for i, sh := range m.Shards {
-		_, err := ch.shardPosition(ctx, sh.Endpoint, false)
+		_, err := ch.shardPosition(ctx, sh, false)
 		reach[i] = err == nil
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("shard %d: %w", i, err)
@@ -153,14 +157,18 @@ func (ch *channel) fetchMap(ctx context.Context) (*shardmap.Map, error) {
 		return nil, err
 	}
 	var lastErr error
-	for _, base := range rotate(bases) {
-		resp, err := ch.get(ctx, base+"/v1/channels/"+ch.ref.Name+"/shards", nil)
+	for _, base := range rotate(ch.s.preferLive(bases)) {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		resp, err := ch.get(pctx, base+"/v1/channels/"+ch.ref.Name+"/shards", nil)
 		if err != nil {
+			cancel()
 			lastErr = err
+			ch.s.markDown(base, err)
 			continue
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
+		cancel()
 		if err != nil || resp.StatusCode != http.StatusOK {
 			lastErr = fmt.Errorf("GET %s/v1/channels/%s/shards: %d %s", base, ch.ref.Name, resp.StatusCode, clip(b))
 			continue
@@ -182,16 +190,19 @@ func (ch *channel) fetchMap(ctx context.Context) (*shardmap.Map, error) {
 // shardPosition asks a ready relay of a shard where its stream is (readyz's lastDelivered):
 // a first upstream stream starts after it, so it neither misses what is published from now on
 // nor replays the past.
-func (ch *channel) shardPosition(ctx context.Context, endpoint string, fresh bool) (cursor.ID, error) {
-	bases, err := ch.s.resolver.resolve(ctx, endpoint, fresh)
+func (ch *channel) shardPosition(ctx context.Context, sh shardmap.Shard, fresh bool) (cursor.ID, error) {
+	bases, err := ch.s.resolver.resolveShard(ctx, sh, fresh)
 	if err != nil {
 		return cursor.ID{}, err
 	}
 	var lastErr error
-	for _, base := range rotate(bases) {
-		resp, err := ch.get(ctx, base+"/readyz", nil)
+	for _, base := range rotate(ch.s.preferLive(bases)) {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		resp, err := ch.get(pctx, base+"/readyz", nil)
 		if err != nil {
+			cancel()
 			lastErr = err
+			ch.s.markDown(base, err)
 			continue
 		}
 		var body struct {
@@ -202,6 +213,7 @@ func (ch *channel) shardPosition(ctx context.Context, endpoint string, fresh boo
 		}
 		err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body)
 		resp.Body.Close()
+		cancel()
 		if err != nil || !body.Ready {
 			lastErr = fmt.Errorf("the relay at %s is not ready (%d)", base, resp.StatusCode)
 			continue
@@ -341,7 +353,7 @@ func (ch *channel) open(ctx context.Context) ([]*shardStream, error) {
 	pos := make(cursor.Composite, len(m.Shards))
 	if m.Delivery == shardmap.DeliveryDurable {
 		for i, sh := range m.Shards {
-			if pos[i], err = ch.shardPosition(ctx, sh.Endpoint, true); err != nil {
+			if pos[i], err = ch.shardPosition(ctx, sh, true); err != nil {
 				return nil, fmt.Errorf("no ready relay for shard %d of channel %s: %w", i, ch.ref, err)
 			}
 		}

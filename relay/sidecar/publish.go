@@ -6,8 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -194,7 +197,7 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 			s.met.PublishRetries.Inc()
 		}
 		m := ch.shardMap() // a refresh may have moved the shard
-		bases, err := s.resolver.resolve(ctx, m.Shards[shard].Endpoint, attempt > 0)
+		bases, err := s.resolver.resolveShard(ctx, m.Shards[shard], attempt > 0)
 		if err != nil {
 			lastErr = err.Error()
 			ch.refreshSoon()
@@ -208,14 +211,24 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 			next++
 		}
 		base := bases[next%len(bases)]
-		resp, err := ch.send(ctx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+rawQuery, bytes.NewReader(body), hdr)
+		// An attempt gets a third of the publish's time: one sent over a kept-alive connection to
+		// a relay whose node went silent (no answer, no reset) leaves time for the others.
+		actx, cancel := context.WithTimeout(ctx, s.opt.PublishTimeout/3)
+		resp, err := ch.send(actx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+rawQuery, bytes.NewReader(body), hdr)
+		var answer []byte
+		if err == nil {
+			answer, err = io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+			resp.Body.Close()
+			if err != nil {
+				err = fmt.Errorf("reading the answer of %s: %w", base, err)
+			}
+		}
+		cancel()
 		if err != nil {
 			lastErr = err.Error()
-			s.markDown(base)
-			continue // a dead replica: the next one
+			s.markDown(base, err)
+			continue // a dead or silent replica: the next one
 		}
-		answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
-		resp.Body.Close()
 		switch {
 		case resp.StatusCode >= 500 && !aboutEvents(answer):
 			lastErr = base + " answered " + strconv.Itoa(resp.StatusCode) + ": " + clip(answer)
@@ -242,12 +255,42 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 	return nil, lastErr
 }
 
-// downFor is how long a replica that refused a connection is avoided.
+// downFor is how long a replica that refused a connection is avoided: a relay restarting, soon
+// back or gone from the DNS answer.
 const downFor = 5 * time.Second
 
-// markDown remembers that base did not answer, so calls prefer other replicas for a while
-// (an endpoints list or DNS answer can lag behind a crash).
-func (s *Sidecar) markDown(base string) { s.down.Store(base, time.Now().Add(downFor)) }
+// silentFor is how long a replica that went silent is avoided (a call to it timed out, or its
+// stream sent not even a heartbeat within IdleTimeout): a node that drops packets stays silent
+// until Kubernetes marks it NotReady (40-50 s) and DNS leaves its relays out, so after 5 s calls
+// would go back to it and wait out a timeout each.
+const silentFor = 30 * time.Second
+
+// markDown remembers that a call to base failed with err, so calls prefer other replicas for a
+// while (an endpoints list or DNS answer can lag behind a crash). A call the caller gave up on
+// (context.Canceled) says nothing about the replica.
+func (s *Sidecar) markDown(base string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	d := downFor
+	var ne net.Error
+	if errors.Is(err, errIdle) || errors.As(err, &ne) && ne.Timeout() {
+		d = silentFor
+	}
+	now := time.Now()
+	until := now.Add(d)
+	if prev, ok := s.down.Load(base); ok && prev.(time.Time).After(until) {
+		return // a refusal does not shorten a silence
+	}
+	s.down.Store(base, until)
+	// Replicas come and go with their pod addresses: forget the expired ones (failures are rare).
+	s.down.Range(func(k, v any) bool {
+		if now.After(v.(time.Time)) {
+			s.down.Delete(k)
+		}
+		return true
+	})
+}
 
 // preferLive returns the bases not marked down, or all of them when every one is.
 func (s *Sidecar) preferLive(bases []string) []string {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,11 +19,26 @@ const fileCheckInterval = 250 * time.Millisecond
 
 // resolver turns a relay Service URL ("http://orders-shard-0.shop.svc:7070") into base URLs of
 // its replicas: through the endpoints file when there is one (re-read when it changes), else
-// through DNS (a ClusterIP Service resolves to one address; kube-proxy picks the replica).
+// through DNS (a ClusterIP Service resolves to one address, and kube-proxy picks the replica; a
+// headless one to every ready replica's).
 type resolver struct {
 	file watchedFile
 	mu   sync.Mutex
 	eps  shardmap.Endpoints
+}
+
+// resolveShard returns the base URLs of a shard's relays: every ready replica, from the shard's
+// headless Service (Shard.Replicas), so that calls choose the replica and can leave one that went
+// silent. A map without it (from an older operator), a name that does not resolve (the Service
+// not created yet, or no ready replica) or an endpoints file without it falls back to the shard's
+// Service (Shard.Endpoint).
+func (r *resolver) resolveShard(ctx context.Context, sh shardmap.Shard, fresh bool) ([]string, error) {
+	if sh.Replicas != "" {
+		if bases, err := r.resolve(ctx, sh.Replicas, fresh); err == nil {
+			return bases, nil
+		}
+	}
+	return r.resolve(ctx, sh.Endpoint, fresh)
 }
 
 // resolve returns the base URLs ("http://host:port") serving endpoint. fresh forces the
@@ -41,6 +57,7 @@ func (r *resolver) resolve(ctx context.Context, endpoint string, fresh bool) ([]
 		if err != nil {
 			return nil, fmt.Errorf("resolving %s: %w", host, err)
 		}
+		slices.Sort(ips) // DNS shuffles them: streams rotate over a stable list
 		out := make([]string, len(ips))
 		for i, ip := range ips {
 			out[i] = u.Scheme + "://" + net.JoinHostPort(ip, port)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -92,12 +93,18 @@ type Options struct {
 	WriteInterval   time.Duration        // least time between two write rounds to local subscribers once writes back up (hub.SetWriteInterval); 0 = none
 	Browser         httpapi.Browser      // web pages of other origins: CORS and WebSocket origins
 	RefreshInterval time.Duration        // shard map and reachability refresh. Defaults to 10s.
-	PublishTimeout  time.Duration        // bound of one publish, retries included. Defaults to 10s.
+	PublishTimeout  time.Duration        // bound of one publish, retries included; each attempt gets a third of it. Defaults to 10s.
 	IdleTimeout     time.Duration        // an upstream stream silent this long is re-opened. Defaults to three of the relays' heartbeats (45s).
 	Logger          *slog.Logger         // defaults to slog.Default()
 	Registry        *prometheus.Registry // defaults to a new registry with Go and process collectors
 	Edge            *EdgeOptions         // set: serve end users with their tokens (an edge, edge.go) instead of the pod's app
 }
+
+// dialTimeout bounds connecting to a relay. Relays are in the cluster, a connection takes
+// milliseconds; a relay whose node went silent drops the SYN, and without a bound the dial would
+// wait for the whole call's deadline (the kernel retries for minutes), where a publish should
+// move on to another replica.
+const dialTimeout = 2 * time.Second
 
 // Sidecar serves HTTP API v1 to the app and talks to the shard relays of its channels.
 type Sidecar struct {
@@ -111,7 +118,7 @@ type Sidecar struct {
 	mux      *http.ServeMux
 	edge     *edge // nil in a sidecar
 
-	down sync.Map // base URL -> time.Time: a replica that refused a connection, avoided until then
+	down sync.Map // base URL -> time.Time: a replica that failed a call (refused, timed out, went silent), avoided until then
 
 	runMu  sync.Mutex
 	runCtx context.Context // the context of Run: upstream streams live in it
@@ -158,6 +165,7 @@ func New(opt Options) (*Sidecar, error) {
 		client: &http.Client{Transport: &http.Transport{
 			Proxy: nil, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
 			ResponseHeaderTimeout: 10 * time.Second, DisableCompression: true,
+			DialContext: (&net.Dialer{Timeout: dialTimeout}).DialContext,
 		}},
 		resolver: &resolver{file: watchedFile{path: opt.EndpointsFile}},
 		channels: map[string]*channel{},

@@ -404,7 +404,7 @@ func (ls *localSub) replay(ctx context.Context, out stream.Sink, j int) bool {
 			return false
 		}
 		m := ls.ch.shardMap()
-		bases, err := s.resolver.resolve(ctx, m.Shards[shard].Endpoint, attempt > 0)
+		bases, err := s.resolver.resolveShard(ctx, m.Shards[shard], attempt > 0)
 		if err != nil {
 			lastErr = err
 			continue
@@ -424,6 +424,7 @@ func (ls *localSub) replay(ctx context.Context, out stream.Sink, j int) bool {
 		resp, err := ls.ch.get(ctx, u, hdr)
 		if err != nil {
 			lastErr = err
+			s.markDown(base, err)
 			continue
 		}
 		if resp.StatusCode != http.StatusOK {

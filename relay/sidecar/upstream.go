@@ -91,7 +91,7 @@ func (st *shardStream) run(ctx context.Context) {
 // session opens one stream and reads it until it fails.
 func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error {
 	m := st.ch.shardMap()
-	bases, err := st.ch.s.resolver.resolve(ctx, m.Shards[st.index].Endpoint, fresh)
+	bases, err := st.ch.s.resolver.resolveShard(ctx, m.Shards[st.index], fresh)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	}
 	resp, err := st.ch.get(sctx, u, hdr)
 	if err != nil {
-		st.ch.s.markDown(base)
+		st.ch.s.markDown(base, err)
 		return err
 	}
 	defer resp.Body.Close()
@@ -178,6 +178,12 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 		return nil
 	})
 	if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+		if cause == errIdle {
+			// A relay that went silent (its node drops packets) is left for silentFor, so the
+			// next stream and publishes go to another replica, not back to it through a
+			// reconnect that waits out a timeout.
+			st.ch.s.markDown(base, cause)
+		}
 		return cause
 	}
 	if err == io.EOF {
