@@ -13,6 +13,8 @@ GOLANGCI_LINT_VERSION    ?= v2.15.0
 
 # Ports of the local Redis Cluster the tests use (3 masters + 3 replicas from here on).
 REDIS_CLUSTER_BASE_PORT ?= 7001
+# Nodes of the local cluster `make dev` starts (each a kubelet and containerd of its own, in a zone of its own).
+NODES ?= 1
 export HERALD_REDIS_ADDRS ?= 127.0.0.1:$(REDIS_CLUSTER_BASE_PORT)
 
 # How much each fuzz target runs inside `make test`: a count of executions (5-20 seconds
@@ -128,10 +130,10 @@ images: build ## Write the local images (Herald, pause, orders-app, the e2e forw
 	go run ./hack/images -out bin/images -tag dev -app e2e-forwarder=bin/e2e-forwarder
 
 .PHONY: dev
-dev: images $(HELM) ## Start Herald on a local cluster with a real node (as root); Ctrl-C stops it all.
+dev: images $(HELM) ## Start Herald on a local cluster of NODES real nodes (1 by default; as root); Ctrl-C stops it all.
 	@hack/node-deps.sh
 	go build -o bin/localup ./hack/localup
-	bin/localup --redis-base-port=$(REDIS_CLUSTER_BASE_PORT)
+	bin/localup --redis-base-port=$(REDIS_CLUSTER_BASE_PORT) --nodes=$(NODES)
 
 .PHONY: dev-down
 dev-down: ## Stop a running `make dev` and remove whatever a crashed one left (processes, mounts, bridge, iptables chains).

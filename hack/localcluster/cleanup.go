@@ -16,7 +16,8 @@ import (
 )
 
 // containerCgroup is the cgroup (in every hierarchy) where containerd puts the containers of
-// its k8s.io namespace when the kubelet runs without per-QoS cgroups: Down kills what is in it.
+// its k8s.io namespace (<containerCgroup>/<container id>) when the kubelet runs without per-QoS
+// cgroups, whichever node's containerd runs them: Down kills what is in it.
 const containerCgroup = "k8s.io"
 
 // Preflight checks what Start needs and says in one line what to do when something is off.
@@ -37,17 +38,17 @@ func Preflight(dir string, redisBasePort int) error {
 	if live := livePids(dir); len(live) > 0 {
 		return fmt.Errorf("a local cluster is already running from %s (%s): stop it first (make dev-down)", dir, strings.Join(live, ", "))
 	}
-	if bridgeExists() {
-		return fmt.Errorf("the network bridge %s exists: a local cluster crashed or runs from another directory; make dev-down removes what it left", Bridge)
+	if b := bridges(); len(b) > 0 {
+		return fmt.Errorf("the network bridge %s exists: a local cluster crashed or runs from another directory; make dev-down removes what it left", b[0])
 	}
-	_, pods, _ := net.ParseCIDR(PodCIDR)
+	_, pods, _ := net.ParseCIDR(ClusterCIDR)
 	_, services, _ := net.ParseCIDR(ServiceCIDR)
 	ifaces, _ := net.Interfaces()
 	for _, iface := range ifaces {
 		addrs, _ := iface.Addrs()
 		for _, a := range addrs {
 			if ipnet, ok := a.(*net.IPNet); ok && (pods.Contains(ipnet.IP) || services.Contains(ipnet.IP) || ipnet.Contains(pods.IP)) {
-				return fmt.Errorf("%s on %s overlaps the local cluster's networks (%s, %s): remove it, or run the cluster on another machine", a, iface.Name, PodCIDR, ServiceCIDR)
+				return fmt.Errorf("%s on %s overlaps the local cluster's networks (%s, %s): remove it, or run the cluster on another machine", a, iface.Name, ClusterCIDR, ServiceCIDR)
 			}
 		}
 	}
@@ -68,7 +69,7 @@ func livePids(dir string) (live []string) {
 	files, _ := filepath.Glob(filepath.Join(dir, "pids", "*"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
-		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && strings.Contains(processName(pid), filepath.Base(f)) {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && runs(pid, filepath.Base(f)) {
 			live = append(live, filepath.Base(f)+" "+strconv.Itoa(pid))
 		}
 	}
@@ -122,9 +123,9 @@ func Down(dir string) error {
 	if other := nodeProcess(); other != "" {
 		return errors.Join(append(errs, fmt.Errorf("left the bridge %s, the KUBE-* iptables chains and the containers alone: %s of another cluster is running", Bridge, other))...)
 	}
-	errs = append(errs, killCgroup())
+	errs = append(errs, killCgroup(containerCgroup))
 	errs = append(errs, deleteKubeChains())
-	errs = append(errs, deleteBridge())
+	errs = append(errs, deleteNetwork())
 	return errors.Join(errs...)
 }
 
@@ -171,9 +172,10 @@ func killMatching(match func(pid int, cmdline string) bool) {
 	}
 }
 
-// killCgroup kills every process in the node's container cgroups and removes them.
-func killCgroup() error {
-	root := filepath.Join("/sys/fs/cgroup/pids", containerCgroup)
+// killCgroup kills every process in the cgroup rel (relative to each hierarchy's root) and
+// below, and removes those cgroups.
+func killCgroup(rel string) error {
+	root := filepath.Join("/sys/fs/cgroup/pids", rel)
 	if _, err := os.Stat(root); err != nil {
 		return nil
 	}
@@ -193,7 +195,7 @@ func killCgroup() error {
 		}
 	}
 	// Every hierarchy has the same tree; remove it deepest first once its processes are gone.
-	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*/" + containerCgroup)
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*/" + rel)
 	var all []string
 	for _, h := range hierarchies {
 		_ = filepath.WalkDir(h, func(p string, d os.DirEntry, err error) error {

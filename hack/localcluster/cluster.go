@@ -11,11 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -23,24 +23,28 @@ import (
 	"github.com/heraldhq/herald/internal/testing/rediscluster"
 )
 
-// The node's network. Pods get addresses from PodCIDR on Bridge, whose own address NodeIP is
-// the node's: the API server, kubelet, CoreDNS and Redis listen there. Services get addresses
-// from ServiceCIDR.
+// The cluster's network. The first node's pods get addresses from PodCIDR on Bridge, whose own
+// address NodeIP is the node's: the API server, its kubelet, CoreDNS and Redis listen there.
+// Node i (from 0) has 10.244.<i>.0/24 on bridge herald<i>, all within ClusterCIDR. Services get
+// addresses from ServiceCIDR.
 const (
 	Bridge        = "herald0"
 	NodeIP        = "10.244.0.1"
 	PodCIDR       = "10.244.0.0/24"
+	ClusterCIDR   = "10.244.0.0/16"
 	ServiceCIDR   = "10.96.0.0/24"
 	APIServiceIP  = "10.96.0.1" // the `kubernetes` Service
 	ClusterDomain = "cluster.local"
-	NodeName      = "herald-node"
+	NodeName      = "herald-node" // the first node's; the others' are herald-node-2, herald-node-3, ...
 	APIServerPort = 6443
+	MaxNodes      = 9
 )
 
 // Options configure Start.
 type Options struct {
 	Root          string                           // repository root (hack/ scripts). Defaults to the module root above the working directory.
 	Dir           string                           // state: kubeconfig, logs, pid files, containerd, kubelet, Redis; required
+	Nodes         int                              // how many nodes, 1 to MaxNodes; 1 by default
 	Images        []string                         // OCI image archives (hack/images) to push to the node's registry
 	PauseImage    string                           // the pod sandbox image, one of Images; required
 	RegistryAddr  string                           // where the node's registry listens; 127.0.0.1:0 (any port) by default
@@ -56,7 +60,8 @@ type Cluster struct {
 	Client     client.Client
 	Redis      *rediscluster.Cluster // listening on NodeIP
 	Assets     string                // the directory of the Kubernetes binaries
-	Registry   string                // host:port of the registry the node pulls from (loopback, plain HTTP)
+	Registry   string                // host:port of the registry the nodes pull from (loopback, plain HTTP)
+	Nodes      []*Node               // in order; the first carries the control plane's address
 
 	opt      Options
 	env      *envtest.Environment
@@ -74,6 +79,12 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
 	}
+	if opt.Nodes == 0 {
+		opt.Nodes = 1
+	}
+	if opt.Nodes < 1 || opt.Nodes > MaxNodes {
+		return nil, fmt.Errorf("localcluster: %d nodes asked; 1 to %d run here", opt.Nodes, MaxNodes)
+	}
 	if opt.Root == "" {
 		if opt.Root, err = rediscluster.ModuleRoot(); err != nil {
 			return nil, err
@@ -86,6 +97,9 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c := &Cluster{Dir: opt.Dir, opt: opt}
+	for i := 0; i < opt.Nodes; i++ {
+		c.Nodes = append(c.Nodes, newNode(c, i))
+	}
 	// A previous run's state (certificates, pods, images) must not leak into this one.
 	if err := os.RemoveAll(opt.Dir); err != nil {
 		return nil, err
@@ -111,8 +125,8 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	}
 	c.Assets = strings.TrimSpace(string(assets))
 
-	opt.Logf("creating the node's bridge %s (%s) and the route of %s", Bridge, NodeIP, ServiceCIDR)
-	if c.network, err = setUpNetwork(); err != nil {
+	opt.Logf("creating the nodes' bridges (%s with %s, ...) and the routes of %s and %s", Bridge, NodeIP, ClusterCIDR, ServiceCIDR)
+	if c.network, err = setUpNetwork(c.Nodes); err != nil {
 		return nil, err
 	}
 
@@ -137,52 +151,26 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	if err := c.startRegistry(); err != nil {
 		return nil, err
 	}
-	opt.Logf("pushing %d images to the node's registry %s, starting containerd", len(opt.Images), c.Registry)
+	opt.Logf("pushing %d images to the nodes' registry %s, starting containerd on %d nodes", len(opt.Images), c.Registry, len(c.Nodes))
 	for _, archive := range opt.Images {
 		if _, err := c.PushArchive(archive); err != nil {
 			return nil, err
 		}
 	}
-	if err := c.startContainerd(); err != nil {
-		return nil, err
+	for _, n := range c.Nodes {
+		if err := n.startContainerd(); err != nil {
+			return nil, err
+		}
 	}
-	opt.Logf("starting kube-controller-manager, kube-scheduler, kubelet, kube-proxy and CoreDNS")
+	opt.Logf("starting kube-controller-manager, kube-scheduler, a kubelet per node, kube-proxy and CoreDNS")
 	if err := c.startNodeComponents(); err != nil {
 		return nil, err
 	}
-	opt.Logf("waiting for node %s to be Ready", NodeName)
-	if err := c.awaitNodeReady(ctx, 2*time.Minute); err != nil {
+	opt.Logf("waiting for %d nodes to be Ready", len(c.Nodes))
+	if err := c.awaitNodesReady(ctx, c.Nodes, 2*time.Minute); err != nil {
 		return nil, err
 	}
 	return c, nil
-}
-
-// awaitNodeReady polls the node's Ready condition, and fails early when a component exits.
-func (c *Cluster) awaitNodeReady(ctx context.Context, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	for {
-		var node corev1.Node
-		if err := c.Client.Get(ctx, client.ObjectKey{Name: NodeName}, &node); err == nil {
-			for _, cond := range node.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					return nil
-				}
-			}
-		}
-		for _, p := range c.procs {
-			select {
-			case err := <-p.Exited():
-				return fmt.Errorf("%s exited (%v): see %s", p.Name, err, c.LogPath(p.Name))
-			default:
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node %s is not Ready after %s: see %s", NodeName, within, c.LogPath("kubelet"))
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // LogPath is where the component name writes its log.
@@ -193,9 +181,9 @@ func (c *Cluster) Stop() error {
 	var errs []error
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		p := c.procs[i]
-		if p.Name == "containerd" {
+		if strings.HasPrefix(p.Name, "containerd") {
 			// Containers first: their shims outlive containerd.
-			errs = append(errs, killCgroup())
+			errs = append(errs, killCgroup(containerCgroup))
 		}
 		c.opt.Logf("stopping %s", p.Name)
 		p.Stop(10 * time.Second)
@@ -238,13 +226,20 @@ func (c *Cluster) script(name string, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-func (c *Cluster) start(name string, args []string, env ...string) error {
-	p, err := StartProcess(c.Dir, name, filepath.Join(c.Assets, name), args, env)
+// start runs one of the Kubernetes binaries as the process name.
+func (c *Cluster) start(name, binary string, args []string) (*Process, error) {
+	p, err := StartProcess(c.Dir, name, filepath.Join(c.Assets, binary), args, nil)
 	if err != nil {
-		return fmt.Errorf("starting %s: %w", name, err)
+		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	c.procs = append(c.procs, p)
-	return nil
+	return p, nil
+}
+
+// forget drops a process that was killed on purpose from those Stop stops and whose exit
+// fails a wait.
+func (c *Cluster) forget(p *Process) {
+	c.procs = slices.DeleteFunc(c.procs, func(q *Process) bool { return q == p })
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

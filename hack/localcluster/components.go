@@ -71,7 +71,7 @@ func (c *Cluster) startControlPlane() error {
 func (c *Cluster) startNodeComponents() error {
 	pki := filepath.Join(c.Dir, "pki")
 	kc := "--kubeconfig=" + c.Kubeconfig
-	if err := c.start("kube-controller-manager", []string{kc,
+	if _, err := c.start("kube-controller-manager", "kube-controller-manager", []string{kc,
 		"--leader-elect=false", "--secure-port=0", "--controllers=*",
 		"--service-account-private-key-file=" + filepath.Join(pki, "sa-signer.key"),
 		"--root-ca-file=" + filepath.Join(pki, "ca.crt"),
@@ -79,25 +79,18 @@ func (c *Cluster) startNodeComponents() error {
 	}); err != nil {
 		return err
 	}
-	if err := c.start("kube-scheduler", []string{kc, "--leader-elect=false", "--secure-port=0"}); err != nil {
+	if _, err := c.start("kube-scheduler", "kube-scheduler", []string{kc, "--leader-elect=false", "--secure-port=0"}); err != nil {
 		return err
 	}
-	kubeletDir := filepath.Join(c.Dir, "kubelet")
-	if err := os.MkdirAll(kubeletDir, 0o755); err != nil {
-		return err
+	for _, n := range c.Nodes {
+		if err := n.startKubelet(); err != nil {
+			return err
+		}
 	}
-	config := filepath.Join(kubeletDir, "config.yaml")
-	if err := os.WriteFile(config, []byte(c.kubeletConfig()), 0o644); err != nil {
-		return err
-	}
-	if err := c.start("kubelet", []string{kc, "--config=" + config,
-		"--hostname-override=" + NodeName, "--node-ip=" + NodeIP,
-		"--root-dir=" + kubeletDir, "--cert-dir=" + filepath.Join(kubeletDir, "pki"),
-	}); err != nil {
-		return err
-	}
-	if err := c.start("kube-proxy", []string{kc, "--hostname-override=" + NodeName,
-		"--proxy-mode=iptables", "--cluster-cidr=" + PodCIDR,
+	// One kube-proxy serves every node: their pods all reach Services through the machine's
+	// iptables rules.
+	if _, err := c.start("kube-proxy", "kube-proxy", []string{kc, "--hostname-override=" + NodeName,
+		"--proxy-mode=iptables", "--cluster-cidr=" + ClusterCIDR,
 		"--healthz-bind-address=127.0.0.1:10256", "--metrics-bind-address=127.0.0.1:10249",
 		"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
 	}); err != nil {
@@ -110,16 +103,18 @@ func (c *Cluster) startNodeComponents() error {
 	if err := os.WriteFile(corefile, []byte(c.corefile()), 0o644); err != nil {
 		return err
 	}
-	return c.start("coredns", []string{"-conf", corefile})
+	_, err := c.start("coredns", "coredns", []string{"-conf", corefile})
+	return err
 }
 
 // kubeletConfig is the node's KubeletConfiguration, with what these machines need: cgroup v1
 // with the cgroupfs driver, no per-QoS cgroups or node allocatable enforcement (no
-// CAP_SYS_RESOURCE), no swap check, only memory pressure evicts. Its API on NodeIP:10250, which
+// CAP_SYS_RESOURCE), no swap check, only memory pressure evicts. Its API on the node's address,
+// port 10250, which
 // every pod can reach, is as closed as a real node's: no anonymous caller; a client certificate
 // of the cluster's CA (the API server's, for logs, exec and port-forward) or a bearer token
 // (TokenReview), each authorized by the API server (SubjectAccessReview).
-func (c *Cluster) kubeletConfig() string {
+func (n *Node) kubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %[1]s
@@ -139,7 +134,7 @@ failCgroupV1: false
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 failSwapOn: false
-clusterDNS: [%[1]s]
+clusterDNS: [%[6]s]
 clusterDomain: %[3]s
 evictionHard:
   memory.available: 100Mi
@@ -148,7 +143,8 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 110
 podLogsDir: %[4]s
-`, NodeIP, c.ContainerdSocket(), ClusterDomain, filepath.Join(c.Dir, "kubelet", "pod-logs"), filepath.Join(c.Dir, "pki", "ca.crt"))
+`, n.IP, n.ContainerdSocket(), ClusterDomain, filepath.Join(n.dir(), "kubelet", "pod-logs"), filepath.Join(n.c.Dir, "pki", "ca.crt"),
+		NodeIP)
 }
 
 // corefile serves the cluster domain (Services and pods) on NodeIP:53 and nothing else: no

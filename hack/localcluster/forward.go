@@ -115,7 +115,11 @@ func (f *forward) find(ctx context.Context) (string, string, error) {
 			if !ok || s.State.Running == nil {
 				continue
 			}
-			pid, err := f.c.taskPID(ctx, id)
+			n := f.c.Node(p.Spec.NodeName)
+			if n == nil {
+				continue
+			}
+			pid, err := n.taskPID(ctx, id)
 			if err != nil {
 				continue
 			}
@@ -125,9 +129,9 @@ func (f *forward) find(ctx context.Context) (string, string, error) {
 	return "", "", fmt.Errorf("no ready pod %q in %s", f.sel, f.namespace)
 }
 
-// taskPID is the PID of container id's process, from containerd.
-func (c *Cluster) taskPID(ctx context.Context, id string) (int, error) {
-	out, err := c.ctr(ctx, "tasks", "list")
+// taskPID is the PID of container id's process, from the node's containerd.
+func (n *Node) taskPID(ctx context.Context, id string) (int, error) {
+	out, err := n.ctr(ctx, "tasks", "list")
 	if err != nil {
 		return 0, err
 	}

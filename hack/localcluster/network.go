@@ -1,6 +1,7 @@
 package localcluster
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -21,10 +22,12 @@ var nodeSysctls = map[string]string{
 	"/proc/sys/net/bridge/bridge-nf-call-iptables": "1",
 }
 
-// setUpNetwork creates the bridge with NodeIP (the CNI bridge plugin adopts it) and routes
-// ServiceCIDR to it: a Service address that kube-proxy has no rule for yet goes to the bridge,
-// never to the machine's default route.
-func setUpNetwork() (*network, error) {
+// setUpNetwork creates each node's bridge with its address (the CNI bridge plugin adopts it),
+// and routes: ServiceCIDR to the first bridge (a Service address that kube-proxy has no rule
+// for yet goes there, never to the machine's default route), and ClusterCIDR and ServiceCIDR
+// to a blackhole behind them, so a packet to a node that is down is dropped, as a dead
+// machine's would be, and never leaves this one. The machine routes between the bridges.
+func setUpNetwork(nodes []*Node) (*network, error) {
 	n := &network{sysctls: map[string]string{}}
 	for path, want := range nodeSysctls {
 		b, err := os.ReadFile(path)
@@ -38,18 +41,27 @@ func setUpNetwork() (*network, error) {
 			n.sysctls[path] = have
 		}
 	}
-	for _, args := range [][]string{
-		{"link", "add", Bridge, "type", "bridge"},
-		{"addr", "add", NodeIP + "/" + prefixLen(PodCIDR), "dev", Bridge},
-		{"link", "set", Bridge, "up"},
-		{"route", "add", ServiceCIDR, "dev", Bridge, "src", NodeIP},
-	} {
+	var cmds [][]string
+	for _, node := range nodes {
+		cmds = append(cmds,
+			[]string{"link", "add", node.Bridge, "type", "bridge"},
+			[]string{"addr", "add", node.IP + "/" + prefixLen(node.PodCIDR), "dev", node.Bridge},
+			[]string{"link", "set", node.Bridge, "up"})
+	}
+	cmds = append(cmds,
+		[]string{"route", "add", ServiceCIDR, "dev", Bridge, "src", NodeIP},
+		[]string{"route", "add", "blackhole", ClusterCIDR, "metric", blackholeMetric},
+		[]string{"route", "add", "blackhole", ServiceCIDR, "metric", blackholeMetric})
+	for _, args := range cmds {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			return n, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
 	return n, nil
 }
+
+// blackholeMetric puts the blackhole routes behind every other route of their addresses.
+const blackholeMetric = "4242"
 
 // restore puts the kernel settings back.
 func (n *network) restore() {
@@ -64,21 +76,31 @@ func prefixLen(cidr string) string {
 	return itoa(ones)
 }
 
-// bridgeExists says whether the node's bridge is there (a live or crashed cluster).
-func bridgeExists() bool {
-	_, err := net.InterfaceByName(Bridge)
-	return err == nil
+// bridges lists the local cluster's bridges on this machine (a live or crashed cluster's).
+func bridges() []string {
+	var out []string
+	ifaces, _ := net.Interfaces()
+	for _, iface := range ifaces {
+		if n, ok := strings.CutPrefix(iface.Name, "herald"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+			out = append(out, iface.Name)
+		}
+	}
+	return out
 }
 
-// deleteBridge removes the bridge, and with it its address and the Service route.
-func deleteBridge() error {
-	if !bridgeExists() {
-		return nil
+// deleteNetwork removes the bridges, and with them their addresses and the Service route, and
+// the blackhole routes.
+func deleteNetwork() error {
+	var errs []error
+	for _, b := range bridges() {
+		if out, err := exec.Command("ip", "link", "del", b).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", b, err, out))
+		}
 	}
-	if out, err := exec.Command("ip", "link", "del", Bridge).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip link del %s: %v: %s", Bridge, err, out)
+	for _, cidr := range []string{ClusterCIDR, ServiceCIDR} {
+		_ = exec.Command("ip", "route", "del", "blackhole", cidr, "metric", blackholeMetric).Run() // gone already when never made
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // deleteKubeChains removes the iptables rules and chains kube-proxy and kubelet make (KUBE-*)

@@ -73,6 +73,20 @@ func (p *Process) Stop(grace time.Duration) {
 	_ = os.Remove(p.pidFile)
 }
 
+// Kill sends SIGKILL and returns when the process is gone.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	_ = os.Remove(p.pidFile)
+}
+
+// runs reports whether pid runs the binary a process named name was started from ("kubelet"
+// for kubelet and kubelet-2), so that a recycled PID is left alone.
+func runs(pid int, name string) bool {
+	bin := processName(pid)
+	return bin != "" && (name == bin || strings.HasPrefix(name, bin+"-"))
+}
+
 // killPidFiles stops every process named by a pid file under <dir>/pids that still runs the
 // binary it was started as (a recycled PID is left alone), and removes the files.
 func killPidFiles(dir string) (killed []string) {
@@ -80,7 +94,7 @@ func killPidFiles(dir string) (killed []string) {
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		if pid > 0 && strings.Contains(processName(pid), filepath.Base(f)) {
+		if pid > 0 && runs(pid, filepath.Base(f)) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			killed = append(killed, filepath.Base(f))
 		}

@@ -61,11 +61,11 @@ func (c *Cluster) startRegistry() error {
 
 // registryHosts is containerd's hosts directory (config_path): the registry itself over HTTP,
 // and the registry as the mirror of MirroredRegistry (tried first; the real one after).
-func (c *Cluster) registryHosts() map[string]string {
-	dir := filepath.Join(c.containerdDir(), "certs.d")
-	local := "http://" + c.Registry
+func (n *Node) registryHosts() map[string]string {
+	dir := filepath.Join(n.containerdDir(), "certs.d")
+	local := "http://" + n.c.Registry
 	return map[string]string{
-		filepath.Join(dir, c.Registry, "hosts.toml"): fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", local, local),
+		filepath.Join(dir, n.c.Registry, "hosts.toml"): fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", local, local),
 		filepath.Join(dir, MirroredRegistry, "hosts.toml"): fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n",
 			"https://"+MirroredRegistry, local),
 	}

@@ -15,11 +15,11 @@ import (
 // cniBinDir is where Debian's containernetworking-plugins puts the plugins.
 const cniBinDir = "/usr/lib/cni"
 
-func (c *Cluster) containerdDir() string { return filepath.Join(c.Dir, "containerd") }
+func (n *Node) containerdDir() string { return filepath.Join(n.dir(), "containerd") }
 
 // ContainerdSocket is the CRI and containerd API socket of the node.
-func (c *Cluster) ContainerdSocket() string {
-	return filepath.Join(c.containerdDir(), "containerd.sock")
+func (n *Node) ContainerdSocket() string {
+	return filepath.Join(n.containerdDir(), "containerd.sock")
 }
 
 // containerdConfig is a version-2 config with its own root, state and socket (next to any
@@ -27,8 +27,8 @@ func (c *Cluster) ContainerdSocket() string {
 // restrict_oom_score_adj because root here cannot lower oom_score_adj (kubelet asks -998 for
 // sandboxes), network namespaces under the state directory so Stop finds every mount, the pause
 // image, and the registries' hosts directory (registryHosts).
-func (c *Cluster) containerdConfig() string {
-	d := c.containerdDir()
+func (n *Node) containerdConfig() string {
+	d := n.containerdDir()
 	return fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
@@ -53,41 +53,41 @@ state = %[2]q
     conf_dir = %[6]q
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %[7]q
-`, filepath.Join(d, "root"), filepath.Join(d, "state"), c.ContainerdSocket(), c.opt.PauseImage,
-		cniBinDir, filepath.Join(c.Dir, "cni", "net.d"), filepath.Join(d, "certs.d"))
+`, filepath.Join(d, "root"), filepath.Join(d, "state"), n.ContainerdSocket(), n.c.opt.PauseImage,
+		cniBinDir, filepath.Join(n.dir(), "cni", "net.d"), filepath.Join(d, "certs.d"))
 }
 
-// cniConfig is the pod network: Bridge with host-local addresses from PodCIDR, NodeIP as the
-// gateway, no masquerading (nothing leaves the machine), hairpin so a pod reaches itself through
-// its Service.
-func (c *Cluster) cniConfig() ([]byte, error) {
+// cniConfig is the node's pod network: its bridge with host-local addresses from its pod CIDR,
+// its address as the gateway, no masquerading (nothing leaves the machine), hairpin so a pod
+// reaches itself through its Service.
+func (n *Node) cniConfig() ([]byte, error) {
 	return json.MarshalIndent(map[string]any{
 		"cniVersion": "0.4.0",
 		"name":       "herald",
 		"plugins": []any{
 			map[string]any{
-				"type": "bridge", "bridge": Bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+				"type": "bridge", "bridge": n.Bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
 				"ipam": map[string]any{
 					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": PodCIDR, "gateway": NodeIP}}},
+					"ranges":  [][]map[string]string{{{"subnet": n.PodCIDR, "gateway": n.IP}}},
 					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-					"dataDir": filepath.Join(c.Dir, "cni", "ipam"),
+					"dataDir": filepath.Join(n.dir(), "cni", "ipam"),
 				},
 			},
 		},
 	}, "", "  ")
 }
 
-func (c *Cluster) startContainerd() error {
-	cni, err := c.cniConfig()
+func (n *Node) startContainerd() error {
+	cni, err := n.cniConfig()
 	if err != nil {
 		return err
 	}
 	files := map[string][]byte{
-		filepath.Join(c.containerdDir(), "config.toml"):            []byte(c.containerdConfig()),
-		filepath.Join(c.Dir, "cni", "net.d", "10-herald.conflist"): cni,
+		filepath.Join(n.containerdDir(), "config.toml"):              []byte(n.containerdConfig()),
+		filepath.Join(n.dir(), "cni", "net.d", "10-herald.conflist"): cni,
 	}
-	for path, hosts := range c.registryHosts() {
+	for path, hosts := range n.registryHosts() {
 		files[path] = []byte(hosts)
 	}
 	for path, data := range files {
@@ -102,41 +102,57 @@ func (c *Cluster) startContainerd() error {
 	if err != nil {
 		return fmt.Errorf("containerd is not installed (apt-get install containerd runc containernetworking-plugins iptables)")
 	}
-	p, err := StartProcess(c.Dir, "containerd", bin, []string{"--config", filepath.Join(c.containerdDir(), "config.toml")}, nil)
+	p, err := StartProcess(n.c.Dir, n.proc("containerd"), bin, []string{"--config", filepath.Join(n.containerdDir(), "config.toml")}, nil)
 	if err != nil {
 		return err
 	}
-	c.procs = append(c.procs, p)
+	n.c.procs = append(n.c.procs, p)
+	n.containerd = p
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if conn, err := net.Dial("unix", c.ContainerdSocket()); err == nil {
+		if conn, err := net.Dial("unix", n.ContainerdSocket()); err == nil {
 			conn.Close()
 			break
 		}
 		select {
 		case err := <-p.Exited():
-			return fmt.Errorf("containerd exited (%v): see %s", err, c.LogPath("containerd"))
+			return fmt.Errorf("%s exited (%v): see %s", p.Name, err, n.c.LogPath(p.Name))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd did not open %s within 30s: see %s", c.ContainerdSocket(), c.LogPath("containerd"))
+			return fmt.Errorf("%s did not open %s within 30s: see %s", p.Name, n.ContainerdSocket(), n.c.LogPath(p.Name))
 		}
 	}
 	return nil
 }
 
 // Images lists the references of the images in the node's image store: what it pulled.
-func (c *Cluster) Images(ctx context.Context) ([]string, error) {
-	out, err := c.ctr(ctx, "images", "list", "--quiet")
+func (n *Node) Images(ctx context.Context) ([]string, error) {
+	out, err := n.ctr(ctx, "images", "list", "--quiet")
 	if err != nil {
 		return nil, err
 	}
 	return strings.Fields(out), nil
 }
 
+// RunningTasks counts the containers (pod sandboxes included) the node's containerd runs.
+func (n *Node) RunningTasks(ctx context.Context) (int, error) {
+	out, err := n.ctr(ctx, "tasks", "list")
+	if err != nil {
+		return 0, err
+	}
+	running := 0
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[2] == "RUNNING" {
+			running++
+		}
+	}
+	return running, nil
+}
+
 // ctr runs containerd's ctr against the node's containerd, in the k8s.io namespace.
-func (c *Cluster) ctr(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.ContainerdSocket(), "--namespace", "k8s.io"}, args...)...)
+func (n *Node) ctr(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", n.ContainerdSocket(), "--namespace", "k8s.io"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, out)

@@ -54,6 +54,13 @@ const (
 	forwardAddr     = "127.0.0.1:7070"
 )
 
+func nodeCount(n int) string {
+	if n == 1 {
+		return "one node"
+	}
+	return fmt.Sprintf("%d nodes", n)
+}
+
 func run() error {
 	stateDir := flag.String("state-dir", filepath.Join(cacheDir(), "dev"), "where the kubeconfig, logs, Redis data, containerd and kubelet state and the pid file go")
 	images := flag.String("images", "bin/images", "directory of the OCI image archives hack/images wrote")
@@ -61,6 +68,7 @@ func run() error {
 	helm := flag.String("helm", "bin/helm", "the helm binary")
 	chart := flag.String("chart", "charts/herald", "the Herald chart")
 	redisPort := flag.Int("redis-base-port", 7001, "first port of the local Redis Cluster (it uses six)")
+	nodes := flag.Int("nodes", 1, fmt.Sprintf("how many nodes the cluster has (1 to %d), each in a zone of its own", localcluster.MaxNodes))
 	registryAddr := flag.String("registry", "127.0.0.1:5001", "address of the node's OCI registry (plain HTTP)")
 	samples := flag.String("samples", "config/samples", "directory of sample objects to apply (empty: none)")
 	readyWithin := flag.Duration("ready-timeout", 3*time.Minute, "how long to wait for the samples to be Ready")
@@ -99,7 +107,7 @@ func run() error {
 	}
 	cluster, err := localcluster.Start(ctx, localcluster.Options{
 		Dir: *stateDir, Images: archives, PauseImage: "ghcr.io/heraldhq/pause:" + *tag,
-		RegistryAddr: *registryAddr, RedisBasePort: *redisPort, Logf: say,
+		RegistryAddr: *registryAddr, RedisBasePort: *redisPort, Nodes: *nodes, Logf: say,
 	})
 	if err != nil {
 		return err
@@ -148,19 +156,20 @@ func run() error {
 	}
 
 	fmt.Printf(`
-Herald is running on a local cluster with one node (ready in %.0fs).
+Herald is running on a local cluster with %s (ready in %.0fs).
 
   export KUBECONFIG=%s
-  kubectl get pods -A                  # the manager, the relays, orders-app (2/2: app + sidecar)
+  kubectl get nodes -L topology.kubernetes.io/zone
+  kubectl get pods -A -o wide          # the manager, the relays, orders-app (2/2: app + sidecar)
   kubectl get nch                      # the sample channels
   kubectl logs deploy/orders-app -c app --follow
   kubectl describe nch orders
 
 Redis Cluster: %s (and the next five ports; password: Secret herald-system/redis-admin)
-Registry:      %s (the node pulls from it; it mirrors ghcr.io; plain HTTP)
+Registry:      %s (the nodes pull from it; it mirrors ghcr.io; plain HTTP)
 Logs:          %s/logs/ (control plane, kubelet, containerd); pods: kubectl logs
 Stop:          Ctrl-C here, or make dev-down
-`, time.Since(began).Seconds(), cluster.Kubeconfig, cluster.Redis.Addr(), cluster.Registry, *stateDir)
+`, nodeCount(len(cluster.Nodes)), time.Since(began).Seconds(), cluster.Kubeconfig, cluster.Redis.Addr(), cluster.Registry, *stateDir)
 	if forwarding {
 		base := "http://" + forwardAddr
 		first, err := publish(ctx, base, `{"order": 1, "status": "created"}`)

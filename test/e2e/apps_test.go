@@ -60,9 +60,19 @@ func appDeployment(namespace, name, channels string, inject bool) *appsv1.Deploy
 // sidecar as forwarded by the app.
 func startApp(t *testing.T, ctx context.Context, namespace, name, channels string) (corev1.Pod, string) {
 	t.Helper()
+	return startAppOn(t, ctx, namespace, name, channels, "")
+}
+
+// startAppOn is startApp with the pod on the node nodeName ("": any).
+func startAppOn(t *testing.T, ctx context.Context, namespace, name, channels, nodeName string) (corev1.Pod, string) {
+	t.Helper()
 	ensureNamespace(t, ctx, namespace)
 	must(t, node.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}))
-	must(t, node.Client.Create(ctx, appDeployment(namespace, name, channels, true)))
+	d := appDeployment(namespace, name, channels, true)
+	if nodeName != "" {
+		d.Spec.Template.Spec.NodeSelector = map[string]string{corev1.LabelHostname: nodeName}
+	}
+	must(t, node.Client.Create(ctx, d))
 	pods, err := node.WaitPodsReady(ctx, namespace, "app="+name, 1, readyTimeout)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
-// Package e2e tests the whole system on the local cluster with a real node (hack/localcluster,
-// the cluster of `make dev`): its own Redis Cluster on the node's address (ports 7901-7906, or
-// $HERALD_E2E_REDIS_BASE_PORT), Herald released by hack/release.sh into the node's registry and
+// Package e2e tests the whole system on the local cluster of real nodes (hack/localcluster,
+// the cluster of `make dev`; three nodes, or $HERALD_E2E_NODES): its own Redis Cluster on the
+// first node's address (ports 7901-7906, or $HERALD_E2E_REDIS_BASE_PORT), Herald released by hack/release.sh into the node's registry and
 // installed from it (helm install oci://..., the image pulled by its digest), and apps in pods
 // with the injected sidecar. An app pod's container
 // (test/e2e/forwarder) forwards <pod IP>:8080 to its sidecar, so the test publishes and
@@ -62,6 +62,21 @@
 // shard relays send the edges only those keys' events; the edge pod holding the page's stream is
 // deleted, and the page resumes through the other one with every event of its keys once and in
 // order.
+//
+// TestANodeLostUnderLoad and TestADrainUnderLoad run a 2-shard Durable channel whose relays
+// are kept off the first node (it carries the control plane's address), so each shard has a
+// relay on each other node, checked spread, with an app on the first node publishing and
+// subscribing through its sidecar. The first cuts the node serving the sidecar's stream from
+// Redis for 30 s (iptables: its relays turn unready, every shard keeps delivering, they come
+// back), then kills the node serving it after that (kubelet, containerd, shims and containers
+// SIGKILLed, its bridge down: packets to it dropped): the sidecar must leave the silent relays
+// and deliver again, the node turns NotReady and its relays are replaced on the other node;
+// then the node restarts on its state, its old pods are removed and it runs no container of
+// theirs. The second scales the manager to two replicas (spread over nodes) and runs `kubectl
+// drain` on the node of one manager and a relay of every shard while opted-in pods are created
+// every half second (each must be created with the sidecar: the webhook stays available), then
+// a drain of the other node, which would leave shards with no relay, must be refused by the
+// PodDisruptionBudgets. Both count every message: none lost, none twice, none out of order.
 //
 // On failure the test keeps its directory (the node's logs, pod logs under
 // node/kubelet/pod-logs, Redis logs) and prints its path.

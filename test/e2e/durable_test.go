@@ -521,12 +521,15 @@ func deleteRelayPod(t *testing.T, ctx context.Context, shard int) (corev1.Pod, f
 	return victim, most
 }
 
+// metricsClient gives up on a relay that does not answer (one on a node that is down).
+var metricsClient = &http.Client{Timeout: 3 * time.Second}
+
 // subscribersOf reads herald_relay_subscribers from a relay's /metrics (-1 when unreadable).
 func subscribersOf(addr string) float64 { return metric(addr, "herald_relay_subscribers") }
 
 // metric sums the series of a metric at addr's /metrics (-1 when unreadable or absent).
 func metric(addr, name string) float64 {
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := metricsClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return -1
 	}

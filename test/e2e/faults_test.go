@@ -69,24 +69,8 @@ func TestRelayFaults(t *testing.T) {
 	must(t, err)
 	_, base := startApp(t, ctx, ns, "app", name)
 
-	subCtx, stopSubs := context.WithCancel(ctx)
-	var subsDone sync.WaitGroup
-	subs := []*subscriber{
-		newSubscriber(m, base, "whole-sse", "", false), newSubscriber(m, base, "whole-ws", "", true),
-		newSubscriber(m, base, "key-sse", keyOf(3), false), newSubscriber(m, base, "key-ws", keyOf(8), true),
-	}
-	for _, s := range subs {
-		s.start(subCtx, &subsDone)
-	}
-	defer func() { stopSubs(); subsDone.Wait() }()
-	awaitConnected(t, subs)
-	pl := &publishLog{acked: map[int]ack{}}
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		publishAll(ctx, pl, base, m, 1<<30, 4, 150, keyOf, 60*time.Second)
-	}()
-	awaitCond(t, 30*time.Second, "the first messages acknowledged", func() bool { return pl.count() > 100 })
+	l := startLoad(t, ctx, m, base, 150)
+	pl := l.pl
 
 	// 1. A drain evicts relay pods: the first of a shard goes, the second is refused while the
 	// first's replacement is not ready (PodDisruptionBudget minAvailable 1).
@@ -115,20 +99,7 @@ func TestRelayFaults(t *testing.T) {
 	if most < 1 {
 		t.Fatalf("no relay pod of shard 1 serves a stream: the partition would cut none")
 	}
-	rule := []string{"INPUT", "-s", victim.Status.PodIP, "-d", localcluster.NodeIP, "-p", "tcp", "--dport",
-		fmt.Sprintf("%d:%d", node.Redis.Base, node.Redis.Base+5), "-j", "DROP", "-m", "comment", "--comment", "herald-e2e-partition"}
-	if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
-		t.Fatalf("iptables: %v: %s", err, out)
-	}
-	healed := false
-	heal := func() {
-		if !healed {
-			healed = true
-			if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
-				t.Errorf("removing the partition: %v: %s", err, out)
-			}
-		}
-	}
+	heal := partitionFromRedis(t, victim.Status.PodIP)
 	defer heal()
 	cut := time.Now()
 	awaitCond(t, 30*time.Second, "the partitioned relay "+victim.Name+" not ready", func() bool {
@@ -138,18 +109,7 @@ func TestRelayFaults(t *testing.T) {
 	// Shard 1 keeps delivering while the partition lasts: the sidecar moved its stream to the
 	// other relay.
 	awaitCond(t, time.Until(cut.Add(30*time.Second)), "a shard-1 message sent during the partition delivered before it ends", func() bool {
-		sent := map[int]bool{}
-		for _, a := range pl.snapshot() {
-			if a.shard == 1 && a.sent.After(cut.Add(time.Second)) {
-				sent[a.seq] = true
-			}
-		}
-		for _, e := range subs[0].snapshot()[1] {
-			if !e.isGap && sent[e.seq] {
-				return true
-			}
-		}
-		return false
+		return !l.deliveredAfter(1, cut.Add(time.Second)).IsZero()
 	})
 	t.Logf("shard 1 delivered through the other relay %.1fs after the cut", time.Since(cut).Seconds())
 	time.Sleep(time.Until(cut.Add(30 * time.Second))) // the partition lasts 30 s, whatever happens meanwhile
@@ -194,22 +154,7 @@ func TestRelayFaults(t *testing.T) {
 		}
 	}
 
-	pl.stop.Store(true)
-	<-pubDone
-	t.Logf("published: %d acknowledged, %d given up; %d retries; last error: %v", len(pl.acked), len(pl.failed), pl.retries.Load(), pl.lastErr.Load())
-	if len(pl.failed) > 0 {
-		t.Errorf("%d messages were never acknowledged", len(pl.failed))
-	}
-	awaitDelivered(t, subs, pl, nil)
-	stopSubs()
-	subsDone.Wait()
-	for _, s := range subs {
-		v := check(s.snapshot(), pl.expectedBy(s), nil)
-		t.Logf("%s: %d delivered, %d duplicates, %d out of order, %d gaps, %d reconnects", s.name, v.delivered, v.duplicates, v.outOfOrder, v.rollbackGaps+v.otherGaps, s.reconnects.Load())
-		if v.duplicates > 0 || v.outOfOrder > 0 || v.rollbackGaps+v.otherGaps > 0 {
-			t.Errorf("%s: %d duplicates, %d out of order, %d gaps (e.g. %s)", s.name, v.duplicates, v.outOfOrder, v.rollbackGaps+v.otherGaps, v.example)
-		}
-	}
+	l.finish()
 }
 
 // TestInjectionNeedsTheManager: with the manager scaled to 0 nothing serves the injection
@@ -253,6 +198,25 @@ func TestInjectionNeedsTheManager(t *testing.T) {
 	}
 	if err := k8s.Create(ctx, pod("plain", false)); err != nil {
 		t.Errorf("a pod without the opt-in label, with no manager running: %v; want it created", err)
+	}
+}
+
+// partitionFromRedis drops every packet from source (an address or CIDR) to the Redis
+// Cluster's ports until the returned heal is called (once or more).
+func partitionFromRedis(t *testing.T, source string) (heal func()) {
+	t.Helper()
+	rule := []string{"INPUT", "-s", source, "-d", localcluster.NodeIP, "-p", "tcp", "--dport",
+		fmt.Sprintf("%d:%d", node.Redis.Base, node.Redis.Base+5), "-j", "DROP", "-m", "comment", "--comment", "herald-e2e-partition"}
+	if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
+		t.Fatalf("iptables: %v: %s", err, out)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
+				t.Errorf("removing the partition: %v: %s", err, out)
+			}
+		})
 	}
 }
 

@@ -66,6 +66,14 @@ func runSuite(m *testing.M) (code int) {
 			return 1
 		}
 	}
+	nodes := 3
+	if v := os.Getenv("HERALD_E2E_NODES"); v != "" {
+		var err error
+		if nodes, err = strconv.Atoi(v); err != nil {
+			fmt.Fprintln(os.Stderr, "HERALD_E2E_NODES:", err)
+			return 1
+		}
+	}
 	root, err := rediscluster.ModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -96,7 +104,7 @@ func runSuite(m *testing.M) (code int) {
 	}
 	node, err = localcluster.Start(ctx, localcluster.Options{
 		Root: root, Dir: filepath.Join(dir, "node"), Images: archives,
-		PauseImage: "ghcr.io/heraldhq/pause:" + imageTag, RedisBasePort: base, Logf: logf,
+		PauseImage: "ghcr.io/heraldhq/pause:" + imageTag, RedisBasePort: base, Nodes: nodes, Logf: logf,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the local cluster:", err, "(logs in", filepath.Join(dir, "node", "logs")+")")
@@ -117,7 +125,7 @@ func runSuite(m *testing.M) (code int) {
 			fmt.Fprintln(os.Stderr, "e2e: logs kept in", dir)
 		}
 	}()
-	logf("node Ready; make release VERSION=%s REGISTRY=%s/heraldhq", releaseVersion, node.Registry)
+	logf("%d nodes Ready; make release VERSION=%s REGISTRY=%s/heraldhq", len(node.Nodes), releaseVersion, node.Registry)
 	release = filepath.Join(dir, "release")
 	cmd := exec.Command("bash", filepath.Join(root, "hack", "release.sh"))
 	cmd.Dir = root

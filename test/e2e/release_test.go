@@ -78,16 +78,17 @@ func TestHeraldRunsTheReleaseItPulled(t *testing.T) {
 	app, _ := startApp(t, ctx, ns, "sidecar-app", ch.Name)
 	checkPinned(t, app, "herald-relay", image, digest)
 
-	// The node pulled it from the registry: its image store has the pinned reference and not
-	// the release's or make images' tag under Herald's own name (nothing was imported by hand).
-	images, err := node.Images(ctx)
+	// The app's node pulled it from the registry: its image store has the pinned reference and
+	// not the release's or make images' tag under Herald's own name (nothing was imported by
+	// hand).
+	images, err := node.Node(app.Spec.NodeName).Images(ctx)
 	must(t, err)
 	if !slices.Contains(images, image) {
-		t.Errorf("the node's images lack %s: %v", image, images)
+		t.Errorf("the images of node %s lack %s: %v", app.Spec.NodeName, image, images)
 	}
 	for _, im := range images {
 		if im == "ghcr.io/heraldhq/herald:v"+releaseVersion || im == "ghcr.io/heraldhq/herald:"+imageTag {
-			t.Errorf("the node holds %s, which the release does not name", im)
+			t.Errorf("node %s holds %s, which the release does not name", app.Spec.NodeName, im)
 		}
 	}
 	must(t, node.Client.Delete(ctx, ch))
