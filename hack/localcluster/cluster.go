@@ -45,9 +45,9 @@ type Options struct {
 	Root          string                           // repository root (hack/ scripts). Defaults to the module root above the working directory.
 	Dir           string                           // state: kubeconfig, logs, pid files, containerd, kubelet, Redis; required
 	Nodes         int                              // how many nodes, 1 to MaxNodes; 1 by default
-	Images        []string                         // OCI image archives (hack/images) to push to the node's registry
+	Images        []string                         // OCI image archives (hack/images) to push to the nodes' registry
 	PauseImage    string                           // the pod sandbox image, one of Images; required
-	RegistryAddr  string                           // where the node's registry listens; 127.0.0.1:0 (any port) by default
+	RegistryAddr  string                           // where the nodes' registry listens; 127.0.0.1:0 (any port) by default
 	RedisBasePort int                              // first of the six Redis Cluster ports; required
 	Logf          func(format string, args ...any) // progress; none by default
 }

@@ -191,12 +191,12 @@ func (ch *channel) fetchMap(ctx context.Context) (*shardmap.Map, error) {
 // a first upstream stream starts after it, so it neither misses what is published from now on
 // nor replays the past.
 func (ch *channel) shardPosition(ctx context.Context, sh shardmap.Shard, fresh bool) (cursor.ID, error) {
-	bases, err := ch.s.resolver.resolveShard(ctx, sh, fresh)
+	bases, err := ch.s.shardBases(ctx, sh, fresh)
 	if err != nil {
 		return cursor.ID{}, err
 	}
 	var lastErr error
-	for _, base := range rotate(ch.s.preferLive(bases)) {
+	for _, base := range rotate(bases) {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		resp, err := ch.get(pctx, base+"/readyz", nil)
 		if err != nil {

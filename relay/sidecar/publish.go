@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -21,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/relay/httpapi"
 	"github.com/heraldhq/herald/relay/problem"
 	"github.com/heraldhq/herald/relay/publish"
+	"github.com/heraldhq/herald/relay/shardmap"
 )
 
 // publishAttempts is how many relays a publish is tried on before the app gets 503.
@@ -197,14 +199,13 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 			s.met.PublishRetries.Inc()
 		}
 		m := ch.shardMap() // a refresh may have moved the shard
-		bases, err := s.resolver.resolveShard(ctx, m.Shards[shard], attempt > 0)
+		bases, err := s.shardBases(ctx, m.Shards[shard], attempt > 0)
 		if err != nil {
 			lastErr = err.Error()
 			ch.refreshSoon()
 			pause(ctx, attempt)
 			continue
 		}
-		bases = s.preferLive(bases)
 		if next < 0 {
 			next = int(time.Now().UnixNano() % int64(len(bases)))
 		} else {
@@ -304,6 +305,31 @@ func (s *Sidecar) preferLive(bases []string) []string {
 		return bases
 	}
 	return live
+}
+
+// shardBases returns where to call a shard's relays: its ready replicas by address
+// (resolveShard) but those that failed lately (preferLive). When every one of them did, it
+// returns the shard's Service instead, which kube-proxy keeps current: a DNS answer can lag a
+// rollout by its TTL (5 s with CoreDNS's defaults) and name only relays that are gone.
+func (s *Sidecar) shardBases(ctx context.Context, sh shardmap.Shard, fresh bool) ([]string, error) {
+	bases, err := s.resolver.resolveShard(ctx, sh, fresh)
+	if err != nil {
+		return nil, err
+	}
+	if s.allDown(bases) && sh.Replicas != "" && s.resolver.file.path == "" {
+		return []string{strings.TrimSuffix(sh.Endpoint, "/")}, nil
+	}
+	return s.preferLive(bases), nil
+}
+
+// allDown reports whether every one of bases is marked down.
+func (s *Sidecar) allDown(bases []string) bool {
+	for _, b := range bases {
+		if until, ok := s.down.Load(b); !ok || time.Now().After(until.(time.Time)) {
+			return false
+		}
+	}
+	return true
 }
 
 // pause waits a little before the next attempt (not before the first retry on another replica).

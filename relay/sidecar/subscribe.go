@@ -404,12 +404,12 @@ func (ls *localSub) replay(ctx context.Context, out stream.Sink, j int) bool {
 			return false
 		}
 		m := ls.ch.shardMap()
-		bases, err := s.resolver.resolveShard(ctx, m.Shards[shard], attempt > 0)
+		bases, err := s.shardBases(ctx, m.Shards[shard], attempt > 0)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		base := rotate(s.preferLive(bases))[0]
+		base := rotate(bases)[0]
 		u := base + "/v1/channels/" + ls.ch.ref.Name + "/events?live=false"
 		for _, k := range ls.shardKeys(j) {
 			if k != "" {

@@ -91,11 +91,10 @@ func (st *shardStream) run(ctx context.Context) {
 // session opens one stream and reads it until it fails.
 func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error {
 	m := st.ch.shardMap()
-	bases, err := st.ch.s.resolver.resolveShard(ctx, m.Shards[st.index], fresh)
+	bases, err := st.ch.s.shardBases(ctx, m.Shards[st.index], fresh)
 	if err != nil {
 		return err
 	}
-	bases = st.ch.s.preferLive(bases)
 	base := bases[*next%len(bases)]
 	durable := m.Delivery == shardmap.DeliveryDurable
 	hdr := http.Header{}
