@@ -151,7 +151,7 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	if err := c.startRegistry(); err != nil {
 		return nil, err
 	}
-	opt.Logf("pushing %d images to the nodes' registry %s, starting containerd on %d nodes", len(opt.Images), c.Registry, len(c.Nodes))
+	opt.Logf("pushing %d images to the nodes' registry %s, starting containerd on %s", len(opt.Images), c.Registry, countNodes(len(c.Nodes)))
 	for _, archive := range opt.Images {
 		if _, err := c.PushArchive(archive); err != nil {
 			return nil, err
@@ -166,7 +166,7 @@ func Start(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	if err := c.startNodeComponents(); err != nil {
 		return nil, err
 	}
-	opt.Logf("waiting for %d nodes to be Ready", len(c.Nodes))
+	opt.Logf("waiting for %s to be Ready", countNodes(len(c.Nodes)))
 	if err := c.awaitNodesReady(ctx, c.Nodes, 2*time.Minute); err != nil {
 		return nil, err
 	}
@@ -243,3 +243,11 @@ func (c *Cluster) forget(p *Process) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// countNodes says "1 node" or "3 nodes".
+func countNodes(n int) string {
+	if n == 1 {
+		return "1 node"
+	}
+	return itoa(n) + " nodes"
+}

@@ -125,7 +125,7 @@ func runSuite(m *testing.M) (code int) {
 			fmt.Fprintln(os.Stderr, "e2e: logs kept in", dir)
 		}
 	}()
-	logf("%d nodes Ready; make release VERSION=%s REGISTRY=%s/heraldhq", len(node.Nodes), releaseVersion, node.Registry)
+	logf("%d node(s) Ready; make release VERSION=%s REGISTRY=%s/heraldhq", len(node.Nodes), releaseVersion, node.Registry)
 	release = filepath.Join(dir, "release")
 	cmd := exec.Command("bash", filepath.Join(root, "hack", "release.sh"))
 	cmd.Dir = root
