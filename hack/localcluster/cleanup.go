@@ -52,6 +52,9 @@ func Preflight(dir string, redisBasePort int) error {
 			}
 		}
 	}
+	if r := overlappingRoute(); r != "" {
+		return fmt.Errorf("the route %q overlaps the local cluster's networks (%s, %s): make dev-down removes what a crashed local cluster left; otherwise another network uses these addresses", r, ClusterCIDR, ServiceCIDR)
+	}
 	ports := []int{APIServerPort, 10250, 53}
 	for p := redisBasePort; p < redisBasePort+6; p++ {
 		ports = append(ports, p)
@@ -64,12 +67,42 @@ func Preflight(dir string, redisBasePort int) error {
 	return nil
 }
 
+// overlappingRoute returns a route of the machine to addresses within ClusterCIDR or
+// ServiceCIDR ("" when none): a crashed cluster's blackhole, or another network's, which would
+// take packets meant for the cluster (a broader route, such as a VPN's 10.0.0.0/8, loses to the
+// cluster's own and does not count).
+func overlappingRoute() string {
+	out, err := exec.Command("ip", "-4", "route", "show").Output()
+	if err != nil {
+		return ""
+	}
+	_, pods, _ := net.ParseCIDR(ClusterCIDR)
+	_, services, _ := net.ParseCIDR(ServiceCIDR)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && (f[0] == "blackhole" || f[0] == "unreachable" || f[0] == "prohibit") {
+			f = f[1:]
+		}
+		if len(f) == 0 || f[0] == "default" {
+			continue
+		}
+		dst := f[0]
+		if !strings.Contains(dst, "/") {
+			dst += "/32"
+		}
+		if _, n, err := net.ParseCIDR(dst); err == nil && (pods.Contains(n.IP) || services.Contains(n.IP)) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
 // livePids names the processes of dir's pid files that still run.
 func livePids(dir string) (live []string) {
 	files, _ := filepath.Glob(filepath.Join(dir, "pids", "*"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
-		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && runs(pid, filepath.Base(f)) {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && runs(pid, filepath.Base(f), dir) {
 			live = append(live, filepath.Base(f)+" "+strconv.Itoa(pid))
 		}
 	}

@@ -12,10 +12,22 @@ import (
 )
 
 // leftover starts a process the way a cluster run does (its pid file under dir/pids, named
-// after its binary), as if the run had crashed.
+// after its binary, a file of dir on its command line), as if the run had crashed.
 func leftover(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("sleep", "600")
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(dir, "logs", "x.log")
+	if err := os.WriteFile(log, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startWithPidFile(t, dir, "tail", exec.Command("tail", "-f", log))
+}
+
+// startWithPidFile starts cmd and writes its pid to dir/pids/name.
+func startWithPidFile(t *testing.T, dir, name string, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +35,7 @@ func leftover(t *testing.T, dir string) *exec.Cmd {
 	if err := os.MkdirAll(filepath.Join(dir, "pids"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "pids", "sleep"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "pids", name), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return cmd
@@ -55,6 +67,9 @@ func TestDownRemovesLeftovers(t *testing.T) {
 	}
 	dir := t.TempDir()
 	proc := leftover(t, dir)
+	// A pid file whose PID now belongs to a process of the machine running the same binary
+	// (as if the machine's own tail had taken a recycled PID): not the cluster's, left alone.
+	foreign := startWithPidFile(t, dir, "tail-2", exec.Command("tail", "-f", "/dev/null"))
 	mnt := filepath.Join(dir, "kubelet", "pods", "x", "volumes", "token")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -73,10 +88,13 @@ func TestDownRemovesLeftovers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("Down left the cluster's process running")
 	}
+	if err := foreign.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("Down killed a process of the machine that ran the binary a pid file names: %v", err)
+	}
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), mnt) {
 		t.Errorf("Down left %s mounted", mnt)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "pids", "sleep")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "pids", "tail")); !os.IsNotExist(err) {
 		t.Errorf("Down left the pid file (%v)", err)
 	}
 }

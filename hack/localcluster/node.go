@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -120,18 +122,49 @@ func (n *Node) Restart(ctx context.Context) error {
 }
 
 // killContainers kills the node's containers and their shims, as a dead machine has none. Its
-// containerd keeps a bundle directory per task it runs, named by the container's id, which
-// names the container's cgroup.
+// containerd keeps a bundle directory per task it runs, named by the container's id (which
+// names the container's cgroup) and holding its first process's pid: every process of the
+// cgroup and that one get SIGKILL, and Kill returns once the first processes are gone.
 func (n *Node) killContainers() error {
-	tasks, _ := os.ReadDir(filepath.Join(n.containerdDir(), "state", "io.containerd.runtime.v2.task", "k8s.io"))
+	bundles := filepath.Join(n.containerdDir(), "state", "io.containerd.runtime.v2.task", "k8s.io")
+	tasks, _ := os.ReadDir(bundles)
 	killMatching(func(_ int, cmdline string) bool {
 		return strings.Contains(cmdline, "containerd-shim") && strings.Contains(cmdline, n.containerdDir())
 	})
 	var errs []error
+	var inits []int
 	for _, t := range tasks {
+		if b, err := os.ReadFile(filepath.Join(bundles, t.Name(), "init.pid")); err == nil {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				inits = append(inits, pid)
+			}
+		}
 		errs = append(errs, killCgroup(containerCgroup+"/"+t.Name()))
 	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range inits {
+		for processName(pid) != "" && syscall.Kill(pid, 0) == nil && !zombie(pid) {
+			if time.Now().After(deadline) {
+				errs = append(errs, fmt.Errorf("node %s: container process %d outlived SIGKILL", n.Name, pid))
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// zombie reports whether pid has exited and waits for its parent to reap it.
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: the comm may hold spaces and parentheses, the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
 
 // Node returns the node named name, or nil.

@@ -80,11 +80,17 @@ func (p *Process) Kill() {
 	_ = os.Remove(p.pidFile)
 }
 
-// runs reports whether pid runs the binary a process named name was started from ("kubelet"
-// for kubelet and kubelet-2), so that a recycled PID is left alone.
-func runs(pid int, name string) bool {
+// runs reports whether pid is a process of the cluster in dir named name: it runs the binary
+// name was started from ("kubelet" for kubelet and kubelet-2) with dir on its command line
+// (each is given a file there), so that a recycled PID, even the machine's own containerd's, is
+// left alone.
+func runs(pid int, name, dir string) bool {
 	bin := processName(pid)
-	return bin != "" && (name == bin || strings.HasPrefix(name, bin+"-"))
+	if bin == "" || (name != bin && !strings.HasPrefix(name, bin+"-")) {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && strings.Contains(string(cmdline), dir+"/")
 }
 
 // killPidFiles stops every process named by a pid file under <dir>/pids that still runs the
@@ -94,7 +100,7 @@ func killPidFiles(dir string) (killed []string) {
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		if pid > 0 && runs(pid, filepath.Base(f)) {
+		if pid > 0 && runs(pid, filepath.Base(f), dir) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			killed = append(killed, filepath.Base(f))
 		}

@@ -212,9 +212,15 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 			next++
 		}
 		base := bases[next%len(bases)]
-		// An attempt gets a third of the publish's time: one sent over a kept-alive connection to
-		// a relay whose node went silent (no answer, no reset) leaves time for the others.
-		actx, cancel := context.WithTimeout(ctx, s.opt.PublishTimeout/3)
+		// On a Durable channel an attempt gets a third of the publish's time: one sent over a
+		// kept-alive connection to a relay whose node went silent (no answer, no reset) leaves
+		// time for the others, and the Idempotency-Key makes the retry safe. A Live channel keeps
+		// no key: a retry after a relay that was only slow would publish twice, so its attempt
+		// has the whole time.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if m.Delivery == shardmap.DeliveryDurable {
+			actx, cancel = context.WithTimeout(ctx, s.opt.PublishTimeout/3)
+		}
 		resp, err := ch.send(actx, http.MethodPost, base+"/v1/channels/"+ch.ref.Name+"/messages?"+rawQuery, bytes.NewReader(body), hdr)
 		var answer []byte
 		if err == nil {
@@ -227,7 +233,9 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 		cancel()
 		if err != nil {
 			lastErr = err.Error()
-			s.markDown(base, err)
+			if ctx.Err() == nil { // the publish's own deadline says nothing of the replica
+				s.markDown(base, err)
+			}
 			continue // a dead or silent replica: the next one
 		}
 		switch {
@@ -256,15 +264,21 @@ func (s *Sidecar) forward(ctx context.Context, ch *channel, shard int, rawQuery 
 	return nil, lastErr
 }
 
-// downFor is how long a replica that refused a connection is avoided: a relay restarting, soon
-// back or gone from the DNS answer.
+// downFor is how long a replica that refused a connection, or was slow to answer, is avoided:
+// a relay restarting, soon back or gone from the DNS answer, or waiting on Redis.
 const downFor = 5 * time.Second
 
-// silentFor is how long a replica that went silent is avoided (a call to it timed out, or its
-// stream sent not even a heartbeat within IdleTimeout): a node that drops packets stays silent
-// until Kubernetes marks it NotReady (40-50 s) and DNS leaves its relays out, so after 5 s calls
-// would go back to it and wait out a timeout each.
+// silentFor is how long a replica that went silent is avoided (a connection to it timed out,
+// or its stream sent not even a heartbeat within IdleTimeout): a node that drops packets stays
+// silent until Kubernetes marks it NotReady (40-50 s) and DNS leaves its relays out, so after
+// 5 s calls would go back to it and wait out a timeout each.
 const silentFor = 30 * time.Second
+
+// mark is why and until when a replica is avoided.
+type mark struct {
+	until  time.Time
+	silent bool
+}
 
 // markDown remembers that a call to base failed with err, so calls prefer other replicas for a
 // while (an endpoints list or DNS answer can lag behind a crash). A call the caller gave up on
@@ -273,59 +287,76 @@ func (s *Sidecar) markDown(base string, err error) {
 	if errors.Is(err, context.Canceled) {
 		return
 	}
-	d := downFor
-	var ne net.Error
-	if errors.Is(err, errIdle) || errors.As(err, &ne) && ne.Timeout() {
-		d = silentFor
-	}
 	now := time.Now()
-	until := now.Add(d)
-	if prev, ok := s.down.Load(base); ok && prev.(time.Time).After(until) {
+	m := mark{until: now.Add(downFor)}
+	var op *net.OpError
+	if errors.Is(err, errIdle) || errors.As(err, &op) && op.Op == "dial" && op.Timeout() {
+		m = mark{until: now.Add(silentFor), silent: true}
+	}
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
+	if prev, ok := s.down[base]; ok && prev.until.After(m.until) {
 		return // a refusal does not shorten a silence
 	}
-	s.down.Store(base, until)
+	s.down[base] = m
 	// Replicas come and go with their pod addresses: forget the expired ones (failures are rare).
-	s.down.Range(func(k, v any) bool {
-		if now.After(v.(time.Time)) {
-			s.down.Delete(k)
+	for k, v := range s.down {
+		if now.After(v.until) {
+			delete(s.down, k)
 		}
-		return true
-	})
+	}
 }
 
-// preferLive returns the bases not marked down, or all of them when every one is.
+// markOf returns base's mark, if it is still in force.
+func (s *Sidecar) markOf(base string) (mark, bool) {
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
+	m, ok := s.down[base]
+	return m, ok && time.Now().Before(m.until)
+}
+
+// preferLive returns the bases not marked down; when every one is, those that only refused or
+// were slow (a relay restarting), or all of them when every one went silent.
 func (s *Sidecar) preferLive(bases []string) []string {
-	live := make([]string, 0, len(bases))
+	var live, refused []string
 	for _, b := range bases {
-		if until, ok := s.down.Load(b); !ok || time.Now().After(until.(time.Time)) {
+		switch m, ok := s.markOf(b); {
+		case !ok:
 			live = append(live, b)
+		case !m.silent:
+			refused = append(refused, b)
 		}
 	}
-	if len(live) == 0 {
-		return bases
+	switch {
+	case len(live) > 0:
+		return live
+	case len(refused) > 0:
+		return refused
 	}
-	return live
+	return bases
 }
 
 // shardBases returns where to call a shard's relays: its ready replicas by address
-// (resolveShard) but those that failed lately (preferLive). When every one of them did, it
-// returns the shard's Service instead, which kube-proxy keeps current: a DNS answer can lag a
-// rollout by its TTL (5 s with CoreDNS's defaults) and name only relays that are gone.
+// (resolveShard) but those that failed lately (preferLive). When every one of them refused or
+// was slow lately, and none went silent, it returns the shard's Service instead, which
+// kube-proxy keeps current: a DNS answer can lag a rollout by its TTL (5 s with CoreDNS's
+// defaults) and name only relays that are gone. (With an endpoints file there is no Service to
+// fall back to.)
 func (s *Sidecar) shardBases(ctx context.Context, sh shardmap.Shard, fresh bool) ([]string, error) {
 	bases, err := s.resolver.resolveShard(ctx, sh, fresh)
 	if err != nil {
 		return nil, err
 	}
-	if s.allDown(bases) && sh.Replicas != "" && s.resolver.file.path == "" {
+	if sh.Replicas != "" && s.resolver.file.path == "" && s.onlyRefused(bases) {
 		return []string{strings.TrimSuffix(sh.Endpoint, "/")}, nil
 	}
 	return s.preferLive(bases), nil
 }
 
-// allDown reports whether every one of bases is marked down.
-func (s *Sidecar) allDown(bases []string) bool {
+// onlyRefused reports whether every one of bases is marked down, none of them silent.
+func (s *Sidecar) onlyRefused(bases []string) bool {
 	for _, b := range bases {
-		if until, ok := s.down.Load(b); !ok || time.Now().After(until.(time.Time)) {
+		if m, ok := s.markOf(b); !ok || m.silent {
 			return false
 		}
 	}

@@ -22,9 +22,10 @@ const fileCheckInterval = 250 * time.Millisecond
 // through DNS (a ClusterIP Service resolves to one address, and kube-proxy picks the replica; a
 // headless one to every ready replica's).
 type resolver struct {
-	file watchedFile
-	mu   sync.Mutex
-	eps  shardmap.Endpoints
+	file       watchedFile
+	mu         sync.Mutex
+	eps        shardmap.Endpoints
+	lookupHost func(ctx context.Context, host string) ([]string, error) // nil: net.DefaultResolver's
 }
 
 // resolveShard returns the base URLs of a shard's relays: every ready replica, from the shard's
@@ -53,7 +54,11 @@ func (r *resolver) resolve(ctx context.Context, endpoint string, fresh bool) ([]
 		port = fmt.Sprint(shardmap.RelayPort)
 	}
 	if r.file.path == "" {
-		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		lookup := r.lookupHost
+		if lookup == nil {
+			lookup = net.DefaultResolver.LookupHost
+		}
+		ips, err := lookup(ctx, host)
 		if err != nil {
 			return nil, fmt.Errorf("resolving %s: %w", host, err)
 		}

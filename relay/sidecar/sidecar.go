@@ -118,7 +118,8 @@ type Sidecar struct {
 	mux      *http.ServeMux
 	edge     *edge // nil in a sidecar
 
-	down sync.Map // base URL -> time.Time: a replica that failed a call (refused, timed out, went silent), avoided until then
+	downMu sync.Mutex
+	down   map[string]mark // base URL -> a replica that failed a call (refused, timed out, went silent), avoided until then
 
 	runMu  sync.Mutex
 	runCtx context.Context // the context of Run: upstream streams live in it
@@ -168,6 +169,7 @@ func New(opt Options) (*Sidecar, error) {
 			DialContext: (&net.Dialer{Timeout: dialTimeout}).DialContext,
 		}},
 		resolver: &resolver{file: watchedFile{path: opt.EndpointsFile}},
+		down:     map[string]mark{},
 		channels: map[string]*channel{},
 		mux:      http.NewServeMux(),
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -61,7 +62,9 @@ var errIdle = errors.New("no event or heartbeat within the idle timeout")
 // with its cursor, and skips what it already has (the seam), so nothing is lost or repeated.
 func (st *shardStream) run(ctx context.Context) {
 	log := st.ch.s.log.With("channel", st.ch.ref.String(), "shard", st.index)
-	next, retry, failures := 0, retryBackoff(50*time.Millisecond), 0
+	// Each sidecar starts on a replica of its own: sorted DNS answers would otherwise put every
+	// sidecar's stream of a shard on one relay.
+	next, retry, failures := rand.IntN(1<<16), retryBackoff(50*time.Millisecond), 0
 	for ctx.Err() == nil {
 		err := st.session(ctx, &next, failures > 0)
 		st.connected.Store(false)

@@ -188,6 +188,11 @@ func TestInjectionNeedsTheManager(t *testing.T) {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: d.Spec.Template.Labels, Annotations: d.Spec.Template.Annotations},
 			Spec: d.Spec.Template.Spec}
 	}
+	defer func() { // a bare pod would stop a later kubectl drain of its node
+		for _, name := range []string{"labelled", "plain"} {
+			_ = k8s.Delete(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+		}
+	}()
 	must(t, k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "labelled"}}))
 	must(t, k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "plain"}}))
 	err := k8s.Create(ctx, pod("labelled", true))
