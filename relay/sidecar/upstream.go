@@ -122,10 +122,13 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		err := fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
 		if resp.StatusCode == http.StatusUnauthorized {
 			_, _ = st.ch.token.get(true)
+		} else {
+			st.ch.s.markDown(base, err) // a relay that lost Redis or shuts down: another first
 		}
-		return fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, clip(b))
+		return err
 	}
 	if plain {
 		st.interest.openedPlain()
@@ -190,6 +193,12 @@ func (st *shardStream) session(ctx context.Context, next *int, fresh bool) error
 	}
 	if err == io.EOF {
 		err = errors.New("the relay ended the stream")
+	}
+	if err != nil && ctx.Err() == nil {
+		// The relay ended the stream (it lost Redis, or shuts down) or the connection broke: the
+		// next stream goes to another replica first, not back to this one, which a DNS answer may
+		// still name for a few seconds after it turned unready.
+		st.ch.s.markDown(base, err)
 	}
 	return err
 }
